@@ -1,0 +1,294 @@
+"""TOML configuration -> frozen, validated settings; the API token from env or files.
+
+Every error names the file and the dotted key, and maps to exit 2.
+The token is kept out of `Settings` so that no repr or dump can print it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from archiver.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
+CONFIG_ENV = "C66_ARCHIVER_CONFIG"
+TOKEN_ENV = "C66_API_TOKEN"
+CREDENTIAL_NAME = "api-token"
+DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse "90s", "5m", "1h30m", "1d" or a number of seconds into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', '5m' or '1h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "")
+        if _DURATION_PART.sub("", text):
+            raise ValueError(f"{value!r} is not a duration like '30s', '5m', '1h30m'")
+        seconds = sum(
+            float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)
+        )
+    else:
+        raise ValueError("expected a duration like '30s', '5m' or '1h'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+def _check_cron(expression: str) -> str:
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError as error:
+        raise ValueError(f"{expression!r} is not a cron expression: {error}") from None
+    return expression
+
+
+def _check_uid(uid: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", uid):
+        raise ValueError(f"{uid!r} is not a stack uid (letters, digits, '-' and '_')")
+    return uid
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+CronExpression = Annotated[str, AfterValidator(_check_cron)]
+StackUid = Annotated[str, AfterValidator(_check_uid)]
+DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ApiSettings(_Section):
+    """`[api]`: where the Cloud 66 API is and how hard we may use it."""
+
+    base_url: str = "https://app.cloud66.com/api/3"
+    token_file: Path | None = None
+    account_id: int | None = None
+    requests_per_hour: PositiveInt = 3000
+    max_concurrent_requests: PositiveInt = 4
+    timeout: Duration = timedelta(seconds=30)
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    # Longest we wait on one throttled answer before giving up for this pass.
+    max_throttle_wait: Duration = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _http_url(self) -> ApiSettings:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
+
+class StackSettings(_Section):
+    """`[[stacks]]`: one stack to archive."""
+
+    uid: StackUid
+    db_types: tuple[DbType, ...] | None = None
+    group: int | str | None = None
+
+
+class DiscoverSettings(_Section):
+    """`[discover]`: archive every stack the token can see."""
+
+    enabled: bool = False
+    db_types: tuple[DbType, ...] | None = None
+    exclude: tuple[StackUid, ...] = ()
+
+
+class ScheduleSettings(_Section):
+    """`[schedule]`: when the daemon runs a pass."""
+
+    interval: Duration | None = None
+    cron: CronExpression | None = None
+    jitter: Duration = timedelta(0)
+    timezone: str = "UTC"
+    # A pass that could not start on time still runs if it is this late at most.
+    misfire_grace_time: Duration = timedelta(minutes=10)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleSettings:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("set either interval or cron, not both")
+        if self.interval is not None and self.interval.total_seconds() < 1:
+            raise ValueError("interval must be at least 1s")
+        return self
+
+    @property
+    def effective_interval(self) -> timedelta | None:
+        """The interval in force: the configured one, or 1h when neither is set."""
+        if self.cron is not None:
+            return self.interval
+        return self.interval or timedelta(hours=1)
+
+
+class LocalStorageSettings(_Section):
+    """`[storage] type = "local"`: a folder on this machine."""
+
+    type: Literal["local"] = "local"
+    path: Path = Path("/var/lib/c66-archiver/archive")
+
+
+StorageSettings = LocalStorageSettings
+
+
+class TransferSettings(_Section):
+    """`[transfer]`: how downloads run."""
+
+    max_concurrent_downloads: PositiveInt = 4
+    chunk_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    connect_timeout: Duration = timedelta(seconds=15)
+    read_timeout: Duration = timedelta(seconds=60)
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    # On SIGTERM, transfers in flight get this long to finish before they are abandoned.
+    grace_period: Duration = timedelta(seconds=30)
+
+
+class StateSettings(_Section):
+    """`[state]`: where the record of archived backups lives."""
+
+    path: Path = Path("/var/lib/c66-archiver/state")
+
+
+class LogSettings(_Section):
+    """`[log]`: how events are written to stderr."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Section):
+    """The whole configuration, validated and frozen."""
+
+    api: ApiSettings = ApiSettings()
+    stacks: tuple[StackSettings, ...] = ()
+    discover: DiscoverSettings = DiscoverSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    storage: StorageSettings = Field(default_factory=LocalStorageSettings, discriminator="type")
+    transfer: TransferSettings = TransferSettings()
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+    # Where this configuration came from, for error messages.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _something_to_archive(self) -> Settings:
+        if not self.stacks and not self.discover.enabled:
+            raise ValueError("no stacks: add a [[stacks]] table or set [discover] enabled = true")
+        uids = [stack.uid for stack in self.stacks]
+        duplicates = sorted({uid for uid in uids if uids.count(uid) > 1})
+        if duplicates:
+            raise ValueError(f"stack listed twice in [[stacks]]: {', '.join(duplicates)}")
+        return self
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`--config`, else `$C66_ARCHIVER_CONFIG`, else /etc/c66-archiver/config.toml."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a TOML file; every problem is a ConfigError naming file and key."""
+    try:
+        with path.open("rb") as config_file:
+            document = tomllib.load(config_file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return settings_from_dict(document, source=path)
+
+
+def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) -> Settings:
+    """Validate an already parsed document (used by `load_settings` and the demo)."""
+    where = str(source) if source else "<config>"
+    try:
+        settings = Settings.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(where, error)) from None
+    return settings.model_copy(update={"source": source})
+
+
+def _describe_validation_error(where: str, error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key = _dotted_key(problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{where}: {key or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _dotted_key(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("local",) and parts and parts[-1] == "storage":
+            continue  # the discriminator tag is not a key the user wrote
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def load_token(settings: Settings, environ: dict[str, str] | None = None) -> str:
+    """The API token: $C66_API_TOKEN wins, then api.token_file, then the systemd credential."""
+    env = os.environ if environ is None else environ
+    token = env.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    where = settings.source or "<config>"
+    if settings.api.token_file is not None:
+        return _read_token_file(settings.api.token_file, f"{where}: api.token_file")
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        credential = Path(credentials) / CREDENTIAL_NAME
+        if credential.exists():
+            return _read_token_file(credential, "systemd credential")
+    raise ConfigError(
+        f"{where}: no API token: set {TOKEN_ENV}, or api.token_file, "
+        f"or a systemd credential named {CREDENTIAL_NAME}"
+    )
+
+
+def _read_token_file(path: Path, described_as: str) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").rstrip()
+    except OSError as error:
+        raise ConfigError(f"{described_as}: cannot read {path}: {error.strerror}") from None
+    if not token:
+        raise ConfigError(f"{described_as}: {path} is empty")
+    return token

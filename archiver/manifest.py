@@ -1,0 +1,107 @@
+"""The manifest written beside each archived tar, and the record it yields.
+
+A manifest is written last: its presence is what "archived" means, and the
+state can be rebuilt from manifests alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One upstream file (piece) of a backup, as archived."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class ArchivedBackup:
+    """What the state and `status` know about one archived backup."""
+
+    stack_uid: str
+    backup_id: int
+    db_type: str
+    database_name: str
+    size: int
+    sha256: str
+    location: str
+    archived_at: str
+    tar_key: str
+    manifest_key: str
+    backup_date: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The content of `manifest.json`."""
+
+    stack_uid: str
+    backup_id: int
+    db_type: str
+    database_name: str
+    backup_date: str | None
+    size: int
+    sha256: str
+    parts: list[PartRecord]
+    archived_at: str
+    file: str
+    source: dict[str, Any] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> bytes:
+        """Stable, readable JSON."""
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse a manifest; raises ValueError (or KeyError/TypeError) when it is not one."""
+        document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("a manifest is a JSON object")
+        parts = [PartRecord(**part) for part in document.get("parts", [])]
+        return cls(
+            stack_uid=str(document["stack_uid"]),
+            backup_id=int(document["backup_id"]),
+            db_type=str(document["db_type"]),
+            database_name=str(document["database_name"]),
+            backup_date=document.get("backup_date"),
+            size=int(document["size"]),
+            sha256=str(document["sha256"]),
+            parts=parts,
+            archived_at=str(document["archived_at"]),
+            file=str(document.get("file", "")),
+            source=dict(document.get("source") or {}),
+            version=int(document.get("version", MANIFEST_VERSION)),
+        )
+
+    def archived_record(self, *, tar_key: str, manifest_key: str, location: str) -> ArchivedBackup:
+        """The state's view of this manifest."""
+        return ArchivedBackup(
+            stack_uid=self.stack_uid,
+            backup_id=self.backup_id,
+            db_type=self.db_type,
+            database_name=self.database_name,
+            size=self.size,
+            sha256=self.sha256,
+            location=location,
+            archived_at=self.archived_at,
+            tar_key=tar_key,
+            manifest_key=manifest_key,
+            backup_date=self.backup_date,
+        )
+
+
+def utc_now_iso() -> str:
+    """Now, as ISO 8601 UTC with a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

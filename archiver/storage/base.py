@@ -1,0 +1,114 @@
+"""The Storage protocol: what every backend (local, S3, SFTP, memory) promises.
+
+Keys are relative, '/'-separated, and already sanitised by `archiver.layout`;
+a backend still refuses any key that could escape its root (`check_key`).
+
+Big files are written through an `Upload`: the data is invisible under its
+final key until `commit`, and `abort` removes every trace. An upload is made of
+*segments* (the pieces of a multi-part Cloud 66 backup), each written
+sequentially from its own offset; segments may be written concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from archiver.errors import PermanentStorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `stat` knows of a completed object."""
+
+    key: str
+    size: int
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are empty, absolute, or could climb out of the root."""
+    parts = key.split("/")
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise PermanentStorageError(f"refusing unsafe storage key {key!r}")
+    return key
+
+
+class SegmentWriter(Protocol):
+    """Sequential writer for one segment of an upload."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Append `chunk` at the segment's current position. Not re-entrant."""
+
+    async def rewind(self) -> None:
+        """Drop what this segment wrote and start it again at its offset."""
+
+    async def close(self) -> None:
+        """Flush the segment. The segment's bytes count toward `commit` only after this."""
+
+
+class Upload(Protocol):
+    """A file being assembled under a temporary name; invisible until `commit`."""
+
+    async def open_segment(self, index: int, offset: int) -> SegmentWriter:
+        """Start segment `index` (0-based, in file order) at byte `offset` of the file.
+
+        Segments may be open concurrently. Where the backend needs offsets (local,
+        SFTP) the offset is honoured; where it needs order (S3 multipart) the index is.
+        """
+
+    async def read_back(self, offset: int, size: int) -> bytes:
+        """Read bytes already written (only when `Storage.supports_read_back`)."""
+
+    async def commit(self, *, size: int, sha256: str) -> None:
+        """Make the file visible under its key, durably and atomically.
+
+        `size` is checked against what was written; `sha256` is stored as metadata
+        where the backend has it. After commit, the upload may not be used.
+        """
+
+    async def abort(self) -> None:
+        """Remove every trace of the upload. Idempotent; safe after a failed commit."""
+
+
+class Storage(Protocol):
+    """A place to keep archives: local folder, S3 bucket, SFTP server."""
+
+    supports_read_back: bool
+    """True when `Upload.read_back` is cheap (local disk, page cache)."""
+
+    def location(self, key: str) -> str:
+        """How users name the object: a local path, `s3://bucket/key`, `sftp://...`."""
+
+    async def start_upload(self, key: str) -> Upload:
+        """Begin writing `key`; any earlier unfinished upload of `key` is discarded."""
+
+    async def write_small(self, key: str, data: bytes) -> None:
+        """Write a small object (a manifest) atomically and durably, replacing any old one."""
+
+    async def read_small(self, key: str) -> bytes:
+        """Read a small object whole. Raises FileNotFoundError when it does not exist."""
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size of a completed object, or None. Unfinished uploads are not seen."""
+
+    def list(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield the keys of completed objects under `prefix` (a folder-like prefix, '' = all)."""
+
+    async def remove(self, key: str) -> None:
+        """Delete a completed object. Idempotent: a missing key is not an error."""
+
+    async def remove_incomplete(self) -> int:
+        """Remove leftovers of interrupted uploads; return how many. Run at the start of a pass."""
+
+    async def probe(self) -> None:
+        """Write, read back and delete a probe object; raise StorageError naming what failed."""
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
