@@ -1,0 +1,386 @@
+"""A folder on this machine as archive storage.
+
+Every blocking call runs in one dedicated thread pool (never the loop's default
+pool, which DNS lookups share). Unfinished uploads live at `<key>.part`, so a
+final name only ever holds a complete, fsynced file. Files are created 0600 and
+folders 0700 whatever the umask: modes are set explicitly after creation,
+because the umask can only remove bits from what `open`/`mkdir` ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import errno
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from stat import S_ISREG
+from typing import TypeVar
+
+from archiver.errors import (
+    IntegrityError,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+)
+from archiver.storage.base import ObjectInfo, check_key
+
+PART_SUFFIX = ".part"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+_PROBE_PREFIX = "c66-archiver-probe-"
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+_T = TypeVar("_T")
+
+
+def storage_error(error: OSError, path: Path | str) -> StorageError:
+    """Class an OSError: a full disk or a refusal is permanent, anything else transient."""
+    if error.errno in _NO_SPACE:
+        return PermanentStorageError(f"no space left on {path}")
+    if error.errno in _NOT_ALLOWED:
+        return PermanentStorageError(f"permission denied on {path} ({error.strerror})")
+    return TransientStorageError(f"storage error on {path}: {error.strerror or error}")
+
+
+def _ensure_folder(folder: Path) -> None:
+    """Create `folder` and its missing parents, each 0700."""
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir():
+        missing.append(current)
+        if current == current.parent:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            continue  # a concurrent writer made it; its mode is already ours
+        # Only folders we create are ours to chmod (not e.g. /var/lib above the root).
+        os.chmod(path, FOLDER_MODE)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or unlink in `folder` durable."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _create_private(path: Path) -> int:
+    """Create a new file 0600 (fails if it exists) and return a read-write descriptor."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(descriptor, FILE_MODE)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _pwrite_all(descriptor: int, data: bytes, offset: int) -> None:
+    """pwrite may write less than asked (signals, odd filesystems): loop until done."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _pread_all(descriptor: int, size: int, offset: int) -> bytes:
+    """Read up to `size` bytes at `offset`, short only at end of file."""
+    pieces: list[bytes] = []
+    while size > 0:
+        piece = os.pread(descriptor, size, offset)
+        if not piece:
+            break
+        pieces.append(piece)
+        size -= len(piece)
+        offset += len(piece)
+    return b"".join(pieces)
+
+
+def _unlink_if_same(path: Path, inode: tuple[int, int]) -> None:
+    """Unlink `path` only if it is still the file we created (a newer upload may own it)."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if (status.st_dev, status.st_ino) == inode:
+        path.unlink(missing_ok=True)
+
+
+def _prune_empty_folders(root: Path, folder: Path) -> None:
+    """Remove `folder` and its parents while they are empty, stopping at `root`."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone, or busy): nothing more to prune
+        folder = folder.parent
+
+
+class LocalSegment:
+    """Writes one segment of a `LocalUpload` at its own offsets with pwrite."""
+
+    def __init__(self, upload: LocalUpload, offset: int) -> None:
+        self._upload = upload
+        self._offset = offset
+        self._position = offset
+
+    async def write(self, chunk: bytes) -> None:
+        """Write `chunk` at the segment's position; no buffering beyond the chunk."""
+        await self._upload.write_at(chunk, self._position)
+        self._position += len(chunk)
+
+    async def rewind(self) -> None:
+        """Start again at the segment's offset; later writes overwrite what was there."""
+        self._position = self._offset
+
+    async def close(self) -> None:
+        """Nothing to flush: every write already reached the file (commit fsyncs it)."""
+
+
+class LocalUpload:
+    """A file assembled at `<final>.part`, renamed into place on commit."""
+
+    def __init__(self, storage: LocalStorage, final: Path, descriptor: int) -> None:
+        self._storage = storage
+        self._final = final
+        self._part = final.with_name(final.name + PART_SUFFIX)
+        self._descriptor: int | None = descriptor
+        status = os.fstat(descriptor)
+        self._inode = (status.st_dev, status.st_ino)
+
+    def _open_descriptor(self) -> int:
+        if self._descriptor is None:
+            raise PermanentStorageError(f"upload of {self._final} is already finished")
+        return self._descriptor
+
+    async def open_segment(self, index: int, offset: int) -> LocalSegment:
+        """A writer at `offset`; the index does not matter to a file."""
+        del index
+        self._open_descriptor()
+        if offset < 0:
+            raise ValueError(f"segment offset must be >= 0, not {offset}")
+        return LocalSegment(self, offset)
+
+    async def write_at(self, chunk: bytes, offset: int) -> None:
+        """Write `chunk` at `offset` of the part file, in the storage's thread pool."""
+        descriptor = self._open_descriptor()
+        await self._storage.run(self._part, _pwrite_all, descriptor, chunk, offset)
+
+    async def read_back(self, offset: int, size: int) -> bytes:
+        """Read bytes already written (short only at the end of what was written)."""
+        descriptor = self._open_descriptor()
+        return await self._storage.run(self._part, _pread_all, descriptor, size, offset)
+
+    async def commit(self, *, size: int, sha256: str) -> None:
+        """Check the length, fsync, rename into place, fsync the folder."""
+        del sha256  # a plain file has nowhere to keep it; the manifest records it
+        descriptor = self._open_descriptor()
+        await self._storage.run(self._part, self._commit_sync, descriptor, size)
+        self._descriptor = None
+
+    def _commit_sync(self, descriptor: int, size: int) -> None:
+        written = os.fstat(descriptor).st_size
+        if written != size:
+            raise IntegrityError(f"{self._part} holds {written} bytes, expected {size}")
+        self._check_still_ours()
+        os.fsync(descriptor)
+        os.replace(self._part, self._final)
+        os.close(descriptor)
+        _fsync_folder(self._final.parent)
+
+    def _check_still_ours(self) -> None:
+        try:
+            status = os.stat(self._part, follow_symlinks=False)
+        except FileNotFoundError:
+            status = None
+        if status is None or (status.st_dev, status.st_ino) != self._inode:
+            raise PermanentStorageError(
+                f"upload of {self._final} was discarded (a newer upload or a cleanup)"
+            )
+
+    async def abort(self) -> None:
+        """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is None:
+            return
+        await self._storage.run(self._part, self._abort_sync, descriptor)
+
+    def _abort_sync(self, descriptor: int) -> None:
+        os.close(descriptor)
+        _unlink_if_same(self._part, self._inode)
+
+
+class LocalStorage:
+    """The Storage protocol on a local folder (see `archiver.storage.base`)."""
+
+    supports_read_back = True
+
+    def __init__(self, root: Path, *, executor: ThreadPoolExecutor | None = None) -> None:
+        # Resolved once, so that every later containment check compares real paths.
+        self._root = Path(os.path.realpath(root))
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="c66-local-storage"
+        )
+
+    @property
+    def root(self) -> Path:
+        """The real path of the archive folder."""
+        return self._root
+
+    async def run(self, path: Path, function: Callable[..., _T], *args: object) -> _T:
+        """Run blocking `function` in our pool; OSErrors become StorageErrors naming `path`."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise storage_error(error, path) from error
+
+    def _path(self, key: str) -> Path:
+        """The final path of `key`, refusing unsafe keys and anything that leaves the root."""
+        check_key(key)
+        if key.rsplit("/", 1)[-1].endswith(PART_SUFFIX):
+            raise PermanentStorageError(f"refusing storage key {key!r}: '.part' is reserved")
+        return self._inside_root(self._root / key, key)
+
+    def _inside_root(self, path: Path, key: str) -> Path:
+        # realpath follows symlinks already on disk: a link pointing out of the root
+        # anywhere along the way is refused, not followed.
+        real = os.path.realpath(path)
+        if real != str(self._root) and not real.startswith(str(self._root) + os.sep):
+            raise PermanentStorageError(f"refusing storage key {key!r}: it leaves {self._root}")
+        return path
+
+    def location(self, key: str) -> str:
+        """The absolute path of the archived file."""
+        return str(self._path(key))
+
+    async def start_upload(self, key: str) -> LocalUpload:
+        """Create a fresh `<key>.part`, discarding any earlier one."""
+        final = self._path(key)
+        part = final.with_name(final.name + PART_SUFFIX)
+        descriptor = await self.run(part, self._start_upload_sync, part)
+        return LocalUpload(self, final, descriptor)
+
+    def _start_upload_sync(self, part: Path) -> int:
+        _ensure_folder(part.parent)
+        # Unlink rather than truncate: an older upload still holding the old file
+        # then writes into an orphan and can never rename it over ours.
+        part.unlink(missing_ok=True)
+        return _create_private(part)
+
+    async def write_small(self, key: str, data: bytes) -> None:
+        """Temp file in the same folder, fsync, rename over the old one, fsync the folder."""
+        final = self._path(key)
+        await self.run(final, self._write_small_sync, final, data)
+
+    def _write_small_sync(self, final: Path, data: bytes) -> None:
+        _ensure_folder(final.parent)
+        temporary = final.with_name(f"{final.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
+        descriptor = _create_private(temporary)
+        try:
+            try:
+                _pwrite_all(descriptor, data, 0)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, final)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_folder(final.parent)
+
+    async def read_small(self, key: str) -> bytes:
+        """The whole file; FileNotFoundError when there is none."""
+        path = self._path(key)
+        return await self.run(path, path.read_bytes)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size of a completed file, or None (parts are never final names)."""
+        path = self._path(key)
+        size = await self.run(path, self._file_size, path)
+        return None if size is None else ObjectInfo(key=key, size=size)
+
+    @staticmethod
+    def _file_size(path: Path) -> int | None:
+        try:
+            status = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return status.st_size if S_ISREG(status.st_mode) else None
+
+    async def list(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield completed keys under the folder `prefix`, sorted; parts and temps hidden."""
+        folder = self._root
+        trimmed = prefix.strip("/")
+        if trimmed:
+            folder = self._inside_root(self._root / check_key(trimmed), prefix)
+        for key in await self.run(folder, self._list_sync, folder):
+            yield key
+
+    def _list_sync(self, folder: Path) -> builtins.list[str]:
+        keys: builtins.list[str] = []
+        # os.walk does not follow symlinked folders, and symlinked files are
+        # skipped below, so nothing outside the root is ever listed.
+        for current, _folders, files in os.walk(folder):
+            for name in files:
+                path = Path(current, name)
+                if name.endswith(PART_SUFFIX) or path.is_symlink() or not path.is_file():
+                    continue
+                keys.append(path.relative_to(self._root).as_posix())
+        return sorted(keys)
+
+    async def remove(self, key: str) -> None:
+        """Delete a completed file and its now-empty folders. Missing is fine."""
+        path = self._path(key)
+        await self.run(path, self._remove_sync, path)
+
+    def _remove_sync(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        _prune_empty_folders(self._root, path.parent)
+
+    async def remove_incomplete(self) -> int:
+        """Delete every `*.part` under the root; return how many."""
+        return await self.run(self._root, self._remove_incomplete_sync)
+
+    def _remove_incomplete_sync(self) -> int:
+        removed = 0
+        for current, _folders, files in os.walk(self._root):
+            for name in files:
+                if name.endswith(PART_SUFFIX):
+                    Path(current, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    async def probe(self) -> None:
+        """Write, read back and delete a probe file at the root."""
+        key = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
+        payload = secrets.token_bytes(32)
+        try:
+            await self.write_small(key, payload)
+            if await self.read_small(key) != payload:
+                raise PermanentStorageError("the probe file read back different bytes")
+            await self.remove(key)
+        except (OSError, StorageError) as error:
+            raise PermanentStorageError(f"storage {self._root} is not usable: {error}") from error
+
+    async def aclose(self) -> None:
+        """Stop our thread pool (not one the caller lent us)."""
+        if self._owns_executor:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
