@@ -1,0 +1,273 @@
+"""The one conformance suite for the Storage protocol (`archiver.storage.base`).
+
+Every backend runs the same tests: a test module defines a `storage` fixture
+(yielding a fresh, empty backend) and a class inheriting `StorageConformance`:
+
+    class TestMyBackendConformance(StorageConformance):
+        keeps_data_in_memory = False
+
+The in-memory backend is the reference; local, S3 and SFTP must behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tracemalloc
+from typing import ClassVar
+
+import pytest
+
+from archiver.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.storage.base import Storage, Upload
+
+MiB = 1024 * 1024
+HOSTILE_KEYS = ["../x", "a/../../x", "/abs", "a//b", "a/./b", "a/\x00b", "a\\b", "", "a/"]
+
+
+async def keys_of(storage: Storage, prefix: str = "") -> list[str]:
+    """Every key `list` yields under `prefix`."""
+    return [key async for key in storage.list(prefix)]
+
+
+async def write_upload(upload: Upload, data: bytes, *, chunk: int = 4096) -> None:
+    """Write `data` as segment 0 in `chunk`-sized writes and close the segment."""
+    segment = await upload.open_segment(0, 0)
+    for start in range(0, len(data), chunk):
+        await segment.write(data[start : start + chunk])
+    await segment.close()
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class StorageConformance:
+    """Inherit in a `Test...` class beside a `storage` fixture to check a backend."""
+
+    keeps_data_in_memory: ClassVar[bool] = False
+    """True for backends that hold objects in RAM: the bounded-memory test is skipped."""
+
+    async def test_upload_is_invisible_until_commit(self, storage: Storage) -> None:
+        """An unfinished upload is not seen by stat, list or read_small; commit shows it whole."""
+        data = os.urandom(10_000)
+        upload = await storage.start_upload("s/db/backup/db.tar")
+        await write_upload(upload, data)
+        assert await storage.stat("s/db/backup/db.tar") is None
+        assert await keys_of(storage) == []
+        with pytest.raises(FileNotFoundError):
+            await storage.read_small("s/db/backup/db.tar")
+        await upload.commit(size=len(data), sha256=sha256_hex(data))
+        info = await storage.stat("s/db/backup/db.tar")
+        assert info is not None
+        assert (info.key, info.size) == ("s/db/backup/db.tar", len(data))
+        assert await keys_of(storage) == ["s/db/backup/db.tar"]
+        assert await storage.read_small("s/db/backup/db.tar") == data
+
+    async def test_empty_upload_commits_an_empty_object(self, storage: Storage) -> None:
+        """A zero-byte upload commits to an object of size 0."""
+        upload = await storage.start_upload("empty.tar")
+        await write_upload(upload, b"")
+        await upload.commit(size=0, sha256=sha256_hex(b""))
+        info = await storage.stat("empty.tar")
+        assert info is not None
+        assert info.size == 0
+
+    async def test_concurrent_segments_join_at_their_offsets(self, storage: Storage) -> None:
+        """Segments written concurrently, interleaved, join in index order."""
+        pieces = [os.urandom(size) for size in (70_000, 1, 33_333, 50_000)]
+        offsets = [sum(len(piece) for piece in pieces[:index]) for index in range(len(pieces))]
+        upload = await storage.start_upload("joined.tar")
+
+        async def write_segment(index: int) -> None:
+            segment = await upload.open_segment(index, offsets[index])
+            piece = pieces[index]
+            for start in range(0, len(piece), 4096):
+                await segment.write(piece[start : start + 4096])
+                await asyncio.sleep(0)  # let the other segments interleave
+            await segment.close()
+
+        await asyncio.gather(*(write_segment(index) for index in reversed(range(len(pieces)))))
+        whole = b"".join(pieces)
+        await upload.commit(size=len(whole), sha256=sha256_hex(whole))
+        assert await storage.read_small("joined.tar") == whole
+
+    async def test_rewind_restarts_the_segment_at_its_offset(self, storage: Storage) -> None:
+        """After rewind, what the segment writes replaces what it wrote before."""
+        first, second = b"A" * 5000, b"B" * 6000
+        upload = await storage.start_upload("rewound.tar")
+        head = await upload.open_segment(0, 0)
+        await head.write(first)
+        await head.close()
+        tail = await upload.open_segment(1, len(first))
+        await tail.write(b"garbage that a failed download left")
+        await tail.rewind()
+        await tail.write(second)
+        await tail.close()
+        await upload.commit(size=len(first) + len(second), sha256=sha256_hex(first + second))
+        assert await storage.read_small("rewound.tar") == first + second
+
+    async def test_commit_with_wrong_size_fails_and_abort_cleans_up(self, storage: Storage) -> None:
+        """A size mismatch raises IntegrityError, publishes nothing, and abort still works."""
+        upload = await storage.start_upload("short.tar")
+        await write_upload(upload, b"x" * 100)
+        with pytest.raises(IntegrityError):
+            await upload.commit(size=101, sha256=sha256_hex(b"x" * 101))
+        assert await storage.stat("short.tar") is None
+        await upload.abort()
+        assert await keys_of(storage) == []
+        assert await storage.remove_incomplete() == 0
+
+    async def test_abort_removes_every_trace_and_is_idempotent(self, storage: Storage) -> None:
+        """abort leaves nothing to list, stat or clean up, and may be called twice."""
+        upload = await storage.start_upload("f/aborted.tar")
+        await write_upload(upload, os.urandom(5000))
+        await upload.abort()
+        await upload.abort()
+        assert await storage.stat("f/aborted.tar") is None
+        assert await keys_of(storage) == []
+        assert await storage.remove_incomplete() == 0
+
+    async def test_abort_after_commit_keeps_the_object(self, storage: Storage) -> None:
+        """A `finally: abort()` after a successful commit does not undo it."""
+        upload = await storage.start_upload("kept.tar")
+        await write_upload(upload, b"kept")
+        await upload.commit(size=4, sha256=sha256_hex(b"kept"))
+        await upload.abort()
+        assert await storage.read_small("kept.tar") == b"kept"
+
+    async def test_start_upload_discards_an_earlier_unfinished_one(self, storage: Storage) -> None:
+        """A second start_upload of a key wins; the first can no longer publish or harm it."""
+        old = await storage.start_upload("again.tar")
+        await write_upload(old, b"old bytes")
+        new = await storage.start_upload("again.tar")
+        await write_upload(new, b"new bytes")
+        await new.commit(size=9, sha256=sha256_hex(b"new bytes"))
+        with pytest.raises(StorageError):
+            await old.commit(size=9, sha256=sha256_hex(b"old bytes"))
+        await old.abort()
+        assert await storage.read_small("again.tar") == b"new bytes"
+        assert await storage.remove_incomplete() == 0
+
+    async def test_upload_replaces_an_existing_object_on_commit(self, storage: Storage) -> None:
+        """Committing over a completed object replaces it; until then the old one is served."""
+        await storage.write_small("over.tar", b"previous")
+        upload = await storage.start_upload("over.tar")
+        await write_upload(upload, b"replacement")
+        assert await storage.read_small("over.tar") == b"previous"
+        await upload.commit(size=11, sha256=sha256_hex(b"replacement"))
+        assert await storage.read_small("over.tar") == b"replacement"
+
+    async def test_read_back_returns_written_bytes(self, storage: Storage) -> None:
+        """read_back sees what the segments wrote, before commit."""
+        if not storage.supports_read_back:
+            pytest.skip("backend does not support read_back")
+        data = os.urandom(20_000)
+        upload = await storage.start_upload("readback.tar")
+        await write_upload(upload, data)
+        assert await upload.read_back(0, len(data)) == data
+        assert await upload.read_back(1234, 100) == data[1234:1334]
+        await upload.abort()
+
+    async def test_write_small_replaces_atomically(self, storage: Storage) -> None:
+        """write_small replaces the old content whole and leaves no temporary object."""
+        await storage.write_small("m/manifest.json", b'{"v": 1}')
+        await storage.write_small("m/manifest.json", b'{"v": 2, "longer": true}')
+        assert await storage.read_small("m/manifest.json") == b'{"v": 2, "longer": true}'
+        info = await storage.stat("m/manifest.json")
+        assert info is not None
+        assert info.size == len(b'{"v": 2, "longer": true}')
+        assert await keys_of(storage) == ["m/manifest.json"]
+        assert await storage.remove_incomplete() == 0
+
+    async def test_read_small_of_a_missing_key_raises_file_not_found(
+        self, storage: Storage
+    ) -> None:
+        """read_small of a missing key raises FileNotFoundError, stat returns None."""
+        with pytest.raises(FileNotFoundError):
+            await storage.read_small("no/such/manifest.json")
+        assert await storage.stat("no/such/manifest.json") is None
+
+    async def test_list_yields_keys_under_a_folder_prefix(self, storage: Storage) -> None:
+        """list(prefix) yields the keys inside that folder only (not siblings sharing a stem)."""
+        for key in ("a/b/1", "a/b/2", "a/c/3", "ab/4", "top"):
+            await storage.write_small(key, key.encode())
+        assert sorted(await keys_of(storage)) == ["a/b/1", "a/b/2", "a/c/3", "ab/4", "top"]
+        assert sorted(await keys_of(storage, "a")) == ["a/b/1", "a/b/2", "a/c/3"]
+        assert sorted(await keys_of(storage, "a/b/")) == ["a/b/1", "a/b/2"]
+        assert await keys_of(storage, "missing") == []
+
+    async def test_remove_is_idempotent(self, storage: Storage) -> None:
+        """remove deletes, a second remove is fine, and the key can be written again."""
+        await storage.write_small("r/s/t.json", b"1")
+        await storage.remove("r/s/t.json")
+        await storage.remove("r/s/t.json")
+        await storage.remove("never/was.json")
+        assert await storage.stat("r/s/t.json") is None
+        assert await keys_of(storage) == []
+        await storage.write_small("r/s/t.json", b"2")
+        assert await storage.read_small("r/s/t.json") == b"2"
+
+    async def test_remove_incomplete_clears_leftovers(self, storage: Storage) -> None:
+        """remove_incomplete removes unfinished uploads only, and counts them."""
+        for key in ("x/1.tar", "x/2.tar"):
+            upload = await storage.start_upload(key)
+            await write_upload(upload, b"partial")
+        done = await storage.start_upload("x/3.tar")
+        await write_upload(done, b"complete")
+        await done.commit(size=8, sha256=sha256_hex(b"complete"))
+        assert await storage.remove_incomplete() == 2
+        assert await storage.remove_incomplete() == 0
+        assert await keys_of(storage) == ["x/3.tar"]
+
+    @pytest.mark.parametrize("key", HOSTILE_KEYS)
+    async def test_hostile_keys_are_refused(self, storage: Storage, key: str) -> None:
+        """Keys that could leave the root are refused by every operation."""
+        with pytest.raises(PermanentStorageError):
+            await storage.write_small(key, b"x")
+        with pytest.raises(PermanentStorageError):
+            await storage.start_upload(key)
+        with pytest.raises(PermanentStorageError):
+            await storage.read_small(key)
+        with pytest.raises(PermanentStorageError):
+            await storage.stat(key)
+        with pytest.raises(PermanentStorageError):
+            await storage.remove(key)
+        with pytest.raises(PermanentStorageError):
+            storage.location(key)
+
+    async def test_large_object_streams_in_bounded_memory(self, storage: Storage) -> None:
+        """64 MiB written in 1 MiB chunks never holds more than a few chunks in memory."""
+        if self.keeps_data_in_memory:
+            pytest.skip("backend keeps objects in memory")
+        digest = hashlib.sha256()
+        upload = await storage.start_upload("big/big.tar")
+        tracemalloc.start()
+        try:
+            segment = await upload.open_segment(0, 0)
+            for _ in range(64):
+                chunk = os.urandom(MiB)
+                digest.update(chunk)
+                await segment.write(chunk)
+                del chunk
+            await segment.close()
+            await upload.commit(size=64 * MiB, sha256=digest.hexdigest())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * MiB
+        info = await storage.stat("big/big.tar")
+        assert info is not None
+        assert info.size == 64 * MiB
+        assert sha256_hex(await storage.read_small("big/big.tar")) == digest.hexdigest()
+
+    async def test_location_names_the_key(self, storage: Storage) -> None:
+        """location() ends with the key, whatever the backend's scheme."""
+        assert storage.location("s/mysql/db/2024_1/db.tar").endswith("s/mysql/db/2024_1/db.tar")
+
+    async def test_probe_succeeds_and_leaves_nothing(self, storage: Storage) -> None:
+        """probe works on a healthy backend and cleans up after itself."""
+        await storage.probe()
+        assert await keys_of(storage) == []
