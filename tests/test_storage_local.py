@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from archiver.errors import PermanentStorageError, TransientStorageError
+from archiver.storage.base import SegmentWriter
 from archiver.storage.local import LocalStorage, storage_error
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
 
@@ -55,6 +56,12 @@ def mount_tmpfs(mount_point: Path, options: str) -> None:
     )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+
+
+async def write_mebibytes(segment: SegmentWriter, count: int) -> None:
+    """Write `count` MiB of zeros to `segment`."""
+    for _ in range(count):
+        await segment.write(bytes(MiB))
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o077, 0o277])
@@ -113,8 +120,7 @@ async def test_a_full_disk_is_a_permanent_error(tmpfs: Path) -> None:
         upload = await backend.start_upload("s/db.tar")
         segment = await upload.open_segment(0, 0)
         with pytest.raises(PermanentStorageError, match="no space left"):
-            for _ in range(4):
-                await segment.write(b"\0" * MiB)
+            await write_mebibytes(segment, 4)
         await upload.abort()
         assert await backend.remove_incomplete() == 0
         assert os.listdir(tmpfs) == ["s"]
@@ -178,13 +184,10 @@ async def test_part_suffix_is_reserved(storage: LocalStorage) -> None:
         await storage.write_small("a/b.tar.part", b"x")
 
 
-async def test_location_is_the_absolute_path(tmp_path: Path) -> None:
+async def test_location_is_the_absolute_path(storage: LocalStorage) -> None:
     """location() is the absolute path of the final file."""
-    backend = LocalStorage(tmp_path)
-    try:
-        assert backend.location("s/db.tar") == str(tmp_path.resolve() / "s" / "db.tar")
-    finally:
-        await backend.aclose()
+    assert storage.root.is_absolute()
+    assert storage.location("s/db.tar") == str(storage.root / "s" / "db.tar")
 
 
 async def test_remove_prunes_empty_folders_up_to_the_root(storage: LocalStorage) -> None:
