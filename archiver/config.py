@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +29,7 @@ from archiver.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
 CONFIG_ENV = "C66_ARCHIVER_CONFIG"
-TOKEN_ENV = "C66_API_TOKEN"
+TOKEN_ENV = "C66_API_TOKEN"  # noqa: S105 -- the name of the variable, not a token
 CREDENTIAL_NAME = "api-token"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
 
@@ -66,6 +67,14 @@ def _check_cron(expression: str) -> str:
     return expression
 
 
+def _check_timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a time zone (e.g. 'UTC', 'Europe/Berlin')") from None
+    return name
+
+
 def _check_uid(uid: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", uid):
         raise ValueError(f"{uid!r} is not a stack uid (letters, digits, '-' and '_')")
@@ -75,8 +84,14 @@ def _check_uid(uid: str) -> str:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 CronExpression = Annotated[str, AfterValidator(_check_cron)]
 StackUid = Annotated[str, AfterValidator(_check_uid)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Strict: TOML has real integers and booleans, so `true` or "3000" where a
+# number belongs is a mistake to report, not something to coerce.
+Int = Annotated[int, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
 class _Section(BaseModel):
@@ -88,11 +103,11 @@ class ApiSettings(_Section):
 
     base_url: str = "https://app.cloud66.com/api/3"
     token_file: Path | None = None
-    account_id: int | None = None
+    account_id: Int | None = None
     requests_per_hour: PositiveInt = 3000
     max_concurrent_requests: PositiveInt = 4
     timeout: Duration = timedelta(seconds=30)
-    max_retries: Annotated[int, Field(ge=0)] = 5
+    max_retries: NonNegativeInt = 5
     # Longest we wait on one throttled answer before giving up for this pass.
     max_throttle_wait: Duration = timedelta(minutes=5)
 
@@ -108,13 +123,13 @@ class StackSettings(_Section):
 
     uid: StackUid
     db_types: tuple[DbType, ...] | None = None
-    group: int | str | None = None
+    group: Int | str | None = None
 
 
 class DiscoverSettings(_Section):
     """`[discover]`: archive every stack the token can see."""
 
-    enabled: bool = False
+    enabled: Bool = False
     db_types: tuple[DbType, ...] | None = None
     exclude: tuple[StackUid, ...] = ()
 
@@ -125,7 +140,7 @@ class ScheduleSettings(_Section):
     interval: Duration | None = None
     cron: CronExpression | None = None
     jitter: Duration = timedelta(0)
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     # A pass that could not start on time still runs if it is this late at most.
     misfire_grace_time: Duration = timedelta(minutes=10)
 
@@ -159,10 +174,10 @@ class TransferSettings(_Section):
     """`[transfer]`: how downloads run."""
 
     max_concurrent_downloads: PositiveInt = 4
-    chunk_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    chunk_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024, strict=True)] = 1024 * 1024
     connect_timeout: Duration = timedelta(seconds=15)
     read_timeout: Duration = timedelta(seconds=60)
-    max_retries: Annotated[int, Field(ge=0)] = 5
+    max_retries: NonNegativeInt = 5
     # On SIGTERM, transfers in flight get this long to finish before they are abandoned.
     grace_period: Duration = timedelta(seconds=30)
 
