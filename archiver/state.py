@@ -1,0 +1,415 @@
+"""The record of what is archived: SQLite (stdlib), crash-safe, plus the instance lock.
+
+WAL with `synchronous=FULL`: each archived backup is one small transaction,
+durable once `record_archived` returns, so a crash or kill -9 never loses a
+backup whose manifest was written, nor leaves half a record. The manifests in
+storage remain the source of truth: a missing or new database is rebuilt from
+them (`rebuild_from_storage`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from archiver.errors import ArchiverError, LockHeld
+from archiver.layout import MANIFEST_NAME
+from archiver.manifest import ArchivedBackup, Manifest
+from archiver.storage.base import Storage
+
+DB_NAME = "state.sqlite3"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+_KEPT_RUNS = 100
+
+log = structlog.get_logger(__name__)
+
+# One entry per schema version; PRAGMA user_version says how many have run.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE archived (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        location TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        backup_date TEXT,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE skipped (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        archived INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        failed TEXT NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE TABLE stack_success (stack_uid TEXT PRIMARY KEY, at TEXT NOT NULL);
+    CREATE TABLE api_requests (at REAL NOT NULL);
+    CREATE INDEX api_requests_at ON api_requests (at);
+    """,
+)
+
+_ARCHIVED_FIELDS = tuple(field.name for field in fields(ArchivedBackup))
+_ARCHIVED_COLUMNS = ", ".join(_ARCHIVED_FIELDS)
+_INSERT_ARCHIVED = (
+    f"INSERT OR REPLACE INTO archived ({_ARCHIVED_COLUMNS})"  # noqa: S608 columns are constants
+    f" VALUES ({', '.join('?' for _ in _ARCHIVED_FIELDS)})"
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The outcome of one pass, as `status` shows it."""
+
+    started_at: str
+    finished_at: str
+    ok: bool
+    archived: int
+    skipped: int
+    failed: list[dict[str, object]]  # [{"stack_uid", "backup_id", "reason"}]
+    bytes: int
+
+
+def state_db_path(path: Path) -> Path:
+    """`[state] path` is a folder (existing, or without a suffix) or the database file."""
+    if path.is_dir() or not path.suffix:
+        return path / DB_NAME
+    return path
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create `folder` and missing parents 0700, whatever the umask."""
+    missing = [folder, *folder.parents]
+    for path in reversed([p for p in missing if not p.exists()]):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=FOLDER_MODE)
+            os.chmod(path, FOLDER_MODE)
+
+
+def _touch_private(path: Path) -> bool:
+    """Create `path` 0600 if missing (before SQLite would create it 0644); True if created."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return False
+    os.fchmod(descriptor, FILE_MODE)
+    os.close(descriptor)
+    return True
+
+
+class StateStore:
+    """What is archived, what was skipped, how passes went; one SQLite file."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, *, created: bool) -> None:
+        self.path = path
+        self.created = created
+        self._connection = connection
+        # The connection may be used from worker threads (asyncio.to_thread); one at a time.
+        self._mutex = threading.RLock()
+        self._lock_descriptor: int | None = None
+
+    @classmethod
+    def open(cls, path: Path) -> StateStore:
+        """Open (creating if needed) the state at `path`; see `state_db_path`."""
+        db_path = state_db_path(path)
+        try:
+            _make_private_folder(db_path.parent)
+            new_file = _touch_private(db_path)
+        except OSError as error:
+            raise ArchiverError(
+                f"state database {db_path} cannot be created: {error.strerror}"
+            ) from error
+        connection, fresh_schema = _open_database(db_path)
+        # A file created but never given a schema (a crash in the first open) is new too.
+        return cls(db_path, connection, created=new_file or fresh_schema)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self._mutex:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            return self._connection.execute(sql, parameters).fetchall()
+
+    # --- the instance lock -------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """`<db>.lock`: flock'ed by the running instance, holding its pid."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    def acquire_lock(self) -> None:
+        """Take the instance lock or raise LockHeld naming the holder's pid."""
+        if self._lock_descriptor is not None:
+            return
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        descriptor = os.open(self.lock_path, flags, FILE_MODE)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise LockHeld(
+                f"another c66-archiver instance holds the state lock {self.lock_path} "
+                f"(pid {holder})"
+            ) from None
+        os.fchmod(descriptor, FILE_MODE)
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_descriptor = descriptor
+
+    def release_lock(self) -> None:
+        """Drop the instance lock (the file stays: unlinking it would race a new holder)."""
+        descriptor, self._lock_descriptor = self._lock_descriptor, None
+        if descriptor is None:
+            return
+        os.ftruncate(descriptor, 0)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
+
+    # --- archived backups --------------------------------------------------
+
+    def is_archived(self, stack_uid: str, backup_id: int) -> bool:
+        """True when this backup has been archived (its manifest written)."""
+        rows = self._query(
+            "SELECT 1 FROM archived WHERE stack_uid = ? AND backup_id = ?", (stack_uid, backup_id)
+        )
+        return bool(rows)
+
+    def archived_ids(self, stack_uid: str) -> set[int]:
+        """Ids of every archived backup of a stack, in one query (for planning)."""
+        rows = self._query("SELECT backup_id FROM archived WHERE stack_uid = ?", (stack_uid,))
+        return {int(row[0]) for row in rows}
+
+    def record_archived(self, record: ArchivedBackup) -> None:
+        """Insert or replace one archived backup, in one durable transaction."""
+        with self._transaction() as cursor:
+            cursor.execute(_INSERT_ARCHIVED, astuple(record))
+            # Archived now: a skip noted earlier (e.g. a failed attempt) no longer applies.
+            cursor.execute(
+                "DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?",
+                (record.stack_uid, record.backup_id),
+            )
+
+    def archived(self) -> list[ArchivedBackup]:
+        """Every archived backup, ordered by stack, backup date, backup id."""
+        rows = self._query(
+            f"SELECT {_ARCHIVED_COLUMNS} FROM archived"  # noqa: S608 constant
+            " ORDER BY stack_uid, backup_date, backup_id"
+        )
+        return [_archived_from_row(row) for row in rows]
+
+    def forget(self, stack_uid: str, backup_id: int) -> None:
+        """Drop one backup from the record (e.g. after pruning it from storage)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM archived WHERE stack_uid = ? AND backup_id = ?",
+                (stack_uid, backup_id),
+            )
+
+    def note_skipped(self, stack_uid: str, backup_id: int, reason: str) -> bool:
+        """Remember a skipped backup; True only the first time (so it is logged once)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR IGNORE INTO skipped (stack_uid, backup_id, reason) VALUES (?, ?, ?)",
+                (stack_uid, backup_id, reason),
+            )
+            return cursor.rowcount == 1
+
+    # --- passes ------------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        """Store a pass's outcome, keeping the last few."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO runs (started_at, finished_at, ok, archived, skipped, failed, bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.started_at,
+                    run.finished_at,
+                    int(run.ok),
+                    run.archived,
+                    run.skipped,
+                    json.dumps(run.failed, default=str),
+                    run.bytes,
+                ),
+            )
+            cursor.execute(
+                "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - ?", (_KEPT_RUNS,)
+            )
+
+    def last_run(self) -> RunRecord | None:
+        """The most recent pass, or None before the first."""
+        rows = self._query(
+            "SELECT started_at, finished_at, ok, archived, skipped, failed, bytes"
+            " FROM runs ORDER BY id DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        started_at, finished_at, ok, archived, skipped, failed, size = rows[0]
+        return RunRecord(
+            started_at=started_at,
+            finished_at=finished_at,
+            ok=bool(ok),
+            archived=archived,
+            skipped=skipped,
+            failed=json.loads(failed),
+            bytes=size,
+        )
+
+    def record_stack_success(self, stack_uid: str, at: datetime) -> None:
+        """Note that every due backup of `stack_uid` was archived at `at`."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO stack_success (stack_uid, at) VALUES (?, ?)",
+                (stack_uid, at.isoformat()),
+            )
+
+    def last_success_at(self, stack_uid: str | None = None) -> datetime | None:
+        """When the last good pass finished (or, per stack, its last success)."""
+        if stack_uid is None:
+            rows = self._query("SELECT finished_at FROM runs WHERE ok = 1 ORDER BY id DESC LIMIT 1")
+        else:
+            rows = self._query("SELECT at FROM stack_success WHERE stack_uid = ?", (stack_uid,))
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    # --- the API request budget ----------------------------------------------
+
+    def add_api_request_time(self, at: float) -> None:
+        """Remember one API request (epoch seconds), so a restart keeps the hourly budget."""
+        with self._transaction() as cursor:
+            cursor.execute("INSERT INTO api_requests (at) VALUES (?)", (at,))
+
+    def api_request_times(self, since: float) -> list[float]:
+        """Times of the requests made at or after `since`, oldest first."""
+        rows = self._query("SELECT at FROM api_requests WHERE at >= ? ORDER BY at", (since,))
+        return [float(row[0]) for row in rows]
+
+    def prune_api_request_times(self, before: float) -> None:
+        """Forget requests older than `before`."""
+        with self._transaction() as cursor:
+            cursor.execute("DELETE FROM api_requests WHERE at < ?", (before,))
+
+    def close(self) -> None:
+        """Release the lock and close the database."""
+        self.release_lock()
+        with self._mutex:
+            self._connection.close()
+
+
+def _open_database(db_path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Connect and migrate; True when the schema was created now. Corruption is an ArchiverError."""
+    connection = None
+    try:
+        connection = _connect(db_path)
+        return connection, _migrate(connection, db_path)
+    except (sqlite3.Error, ArchiverError) as error:
+        if connection is not None:
+            connection.close()
+        if isinstance(error, ArchiverError):
+            raise
+        raise ArchiverError(f"state database {db_path} is unreadable: {error}") from error
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (we BEGIN ourselves), WAL, synchronous=FULL."""
+    connection = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        raise sqlite3.DatabaseError("cannot switch to WAL journal mode")
+    connection.execute("PRAGMA synchronous = FULL")
+    return connection
+
+
+def _migrate(connection: sqlite3.Connection, db_path: Path) -> bool:
+    """Bring the schema to the latest version; True when it started empty."""
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(_MIGRATIONS):
+        raise ArchiverError(
+            f"state database {db_path} has schema version {version}, newer than this "
+            f"program knows ({len(_MIGRATIONS)}): upgrade c66-archiver"
+        )
+    for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        # executescript commits first, so the DDL and the version bump run as one script.
+        connection.executescript(
+            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
+        )
+    return version == 0
+
+
+def _archived_from_row(row: tuple[Any, ...]) -> ArchivedBackup:
+    """Columns in `_ARCHIVED_COLUMNS` order -> the record (the names match the fields)."""
+    return ArchivedBackup(**dict(zip(_ARCHIVED_FIELDS, row, strict=True)))
+
+
+async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
+    """Record every backup whose manifest and tar are in storage; return how many.
+
+    Unreadable manifests and manifests whose tar is missing are skipped with a
+    warning: they are not archived, and the next pass archives them again.
+    """
+    recorded = skipped = 0
+    async for key in storage.list():
+        if key != MANIFEST_NAME and not key.endswith("/" + MANIFEST_NAME):
+            continue
+        record = await _record_from_manifest(storage, key)
+        if record is None:
+            skipped += 1
+            continue
+        state.record_archived(record)
+        recorded += 1
+    log.info("state rebuilt from manifests", recorded=recorded, skipped=skipped)
+    return recorded
+
+
+async def _record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | None:
+    """The state record a manifest describes, or None (logged) when it cannot count."""
+    try:
+        manifest = Manifest.from_json(await storage.read_small(key))
+        if not manifest.file or "/" in manifest.file:
+            raise ValueError(f"bad file name {manifest.file!r}")
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+        log.warning("skipping unreadable manifest", key=key, error=str(error))
+        return None
+    folder = key.rpartition("/")[0]
+    tar_key = f"{folder}/{manifest.file}" if folder else manifest.file
+    if await storage.stat(tar_key) is None:
+        log.warning("skipping manifest without its archive", key=key, tar_key=tar_key)
+        return None
+    return manifest.archived_record(
+        tar_key=tar_key, manifest_key=key, location=storage.location(tar_key)
+    )
