@@ -1,0 +1,134 @@
+"""The long-lived parts of a run, built once from the settings and closed together.
+
+HTTP sessions, the thread pool, the storage backend, the state and its lock,
+the API client and its request budget. Used by one-shot passes, the daemon,
+`check-config` and the demo alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+import aiohttp
+import structlog
+
+from archiver.cloud66.budget import RequestBudget
+from archiver.cloud66.client import Cloud66Client
+from archiver.config import Settings
+from archiver.retry import Backoff
+from archiver.state import StateStore, rebuild_from_storage
+from archiver.storage import open_storage
+from archiver.storage.base import Storage
+from archiver.transfer import BackupJoiner, Downloader
+
+log = structlog.get_logger(__name__)
+
+_HOUR = 3600.0
+
+
+class Runtime:
+    """Everything a pass needs, opened in dependency order and closed in reverse."""
+
+    settings: Settings
+    state: StateStore
+    storage: Storage
+    client: Cloud66Client
+    joiner: BackupJoiner
+    budget: RequestBudget
+
+    def __init__(self, settings: Settings, token: str, *, lock: bool = True) -> None:
+        self.settings = settings
+        self._token = token
+        self._lock = lock
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _open(self) -> None:
+        settings = self.settings
+        self.state = StateStore.open(settings.state.path)
+        self._stack.callback(self.state.close)
+        if self._lock:
+            self.state.acquire_lock()
+            self._stack.callback(self.state.release_lock)
+        executor = ThreadPoolExecutor(
+            max_workers=4 + 3 * settings.transfer.max_concurrent_downloads,
+            thread_name_prefix="c66-io",
+        )
+        self._stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        self.storage = open_storage(settings.storage, executor=executor)
+        self._stack.push_async_callback(self.storage.aclose)
+        if self.state.created:
+            await self._rebuild_state()
+        self.budget = self._request_budget()
+        self.client = Cloud66Client(settings.api, self._token, budget=self.budget)
+        self._stack.push_async_callback(self.client.aclose)
+        session = self._download_session()
+        self._stack.push_async_callback(session.close)
+        slots = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
+        downloader = Downloader(
+            session,
+            executor=executor,
+            download_slots=slots,
+            max_retries=settings.transfer.max_retries,
+            backoff=Backoff(),
+        )
+        self.joiner = BackupJoiner(downloader, self.storage, executor)
+
+    async def _rebuild_state(self) -> None:
+        """A new state next to an existing archive: learn what is there, download nothing twice."""
+        recorded = await rebuild_from_storage(self.state, self.storage)
+        if recorded:
+            log.info("state rebuilt from the manifests in storage", backups=recorded)
+
+    def _request_budget(self) -> RequestBudget:
+        """A budget that remembers requests across restarts, so cron one-shots respect it too."""
+        state = self.state
+        now = time.time()
+        state.prune_api_request_times(before=now - _HOUR)
+        return RequestBudget(
+            self.settings.api.requests_per_hour,
+            history=state.api_request_times(since=now - _HOUR),
+            on_acquire=state.add_api_request_time,
+        )
+
+    def _download_session(self) -> aiohttp.ClientSession:
+        transfer = self.settings.transfer
+        limit = transfer.max_concurrent_downloads
+        return aiohttp.ClientSession(
+            # total=None: a big backup takes as long as it takes; sock_read catches stalls.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=transfer.connect_timeout.total_seconds(),
+                sock_read=transfer.read_timeout.total_seconds(),
+            ),
+            connector=aiohttp.TCPConnector(limit=limit * 2, limit_per_host=limit),
+            # Sizes, hashes and Range offsets are about the stored bytes, never decoded ones.
+            auto_decompress=False,
+            read_bufsize=transfer.chunk_size,
+            headers={"User-Agent": _user_agent()},
+        )
+
+
+def _user_agent() -> str:
+    from archiver import __version__
+
+    return f"c66-archiver/{__version__}"

@@ -1,0 +1,358 @@
+"""One pass: plan (API -> what is new) -> transfer -> commit (manifest, then state) -> report.
+
+This is the only module where Cloud 66, storage and state meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from archiver.cloud66.models import Backup, BackupFile
+from archiver.config import StackSettings
+from archiver.errors import (
+    EXIT_AUTH,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ApiError,
+    ArchiverError,
+    AuthError,
+    PermanentStorageError,
+    StorageError,
+)
+from archiver.layout import BackupKeys, backup_keys, safe_component
+from archiver.log import redact
+from archiver.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
+from archiver.progress import PassProgress
+from archiver.runtime import Runtime
+from archiver.state import RunRecord
+from archiver.transfer import JoinedResult, PartSource
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Something that could not be archived in this pass, and why."""
+
+    stack_uid: str
+    backup_id: int | None
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        """The `status --json` form."""
+        return {"stack_uid": self.stack_uid, "backup_id": self.backup_id, "reason": self.reason}
+
+
+@dataclass
+class PassSummary:
+    """The outcome of one pass."""
+
+    started_at: str
+    finished_at: str = ""
+    archived: int = 0
+    skipped: int = 0
+    already: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    failed: list[Failure] = field(default_factory=list)
+    auth_error: AuthError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when everything due was archived."""
+        return not self.failed and self.auth_error is None
+
+    @property
+    def exit_code(self) -> int:
+        """The contract's exit code for a one-shot pass."""
+        if self.auth_error is not None:
+            return EXIT_AUTH
+        return EXIT_OK if self.ok else EXIT_PARTIAL
+
+    def as_run_record(self) -> RunRecord:
+        """What the state keeps of this pass."""
+        return RunRecord(
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            ok=self.ok,
+            archived=self.archived,
+            skipped=self.skipped,
+            failed=[failure.as_dict() for failure in self.failed],
+            bytes=self.bytes,
+        )
+
+    def one_line(self) -> str:
+        """The end-of-pass summary line."""
+        return (
+            f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
+            f"failed {len(self.failed)}, {_human_bytes(self.bytes)} in {self.seconds:.1f}s"
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A backup that is due, with where it goes."""
+
+    stack_uid: str
+    backup: Backup
+    keys: BackupKeys
+
+
+class SyncPass:
+    """Runs one pass over every configured (or discovered) stack."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        progress: PassProgress | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        self._rt = runtime
+        self._progress = progress or PassProgress(enabled=False)
+        self._stopping = stopping or asyncio.Event()
+        self._summary = PassSummary(started_at=utc_now_iso())
+        settings = runtime.settings.transfer
+        # Backups in flight: each holds an open upload, so bound them like downloads.
+        self._backup_slots = asyncio.Semaphore(settings.max_concurrent_downloads)
+
+    async def run(self) -> PassSummary:
+        """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
+        started = time.monotonic()
+        log.info("pass started")
+        try:
+            await self._rt.storage.remove_incomplete()
+            jobs = await self._plan()
+            await self._archive_all(jobs)
+        except AuthError as error:
+            self._summary.auth_error = error
+            log.error("the Cloud 66 API refused the token", error=str(error))
+        except StorageError as error:
+            self._fail("*", None, f"storage unusable: {error}")
+        finally:
+            self._summary.seconds = time.monotonic() - started
+            self._summary.finished_at = utc_now_iso()
+            self._rt.state.record_run(self._summary.as_run_record())
+        log.info("pass finished", summary=self._summary.one_line(), ok=self._summary.ok)
+        return self._summary
+
+    # -- plan ---------------------------------------------------------------------------
+
+    async def _plan(self) -> list[_Job]:
+        stacks = await self._stacks()
+        per_stack = await asyncio.gather(*(self._plan_stack(stack) for stack in stacks))
+        return [job for jobs in per_stack for job in jobs]
+
+    async def _stacks(self) -> list[StackSettings]:
+        settings = self._rt.settings
+        stacks = list(settings.stacks)
+        if settings.discover.enabled:
+            known = {stack.uid for stack in stacks}
+            excluded = set(settings.discover.exclude)
+            for stack in await self._rt.client.list_stacks():
+                if stack.uid not in known and stack.uid not in excluded:
+                    stacks.append(StackSettings(uid=stack.uid, db_types=settings.discover.db_types))
+            log.info("stacks discovered", count=len(stacks))
+        return stacks
+
+    async def _plan_stack(self, stack: StackSettings) -> list[_Job]:
+        with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
+            try:
+                backups = await self._list_backups(stack)
+            except AuthError:
+                raise
+            except ApiError as error:
+                self._fail(stack.uid, None, f"could not list backups: {redact(str(error))}")
+                return []
+            return self._due(stack.uid, backups)
+
+    async def _list_backups(self, stack: StackSettings) -> list[Backup]:
+        # One db_type can be filtered by the API (fewer pages); several are filtered here,
+        # because one unfiltered listing costs fewer requests than one per type.
+        only_one = stack.db_types[0] if stack.db_types and len(stack.db_types) == 1 else None
+        backups = await self._rt.client.list_backups(stack.uid, db_type=only_one, group=stack.group)
+        if stack.db_types:
+            backups = [backup for backup in backups if backup.db_type in stack.db_types]
+        return backups
+
+    def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
+        archived = self._rt.state.archived_ids(stack_uid)
+        jobs = []
+        for backup in backups:
+            if backup.id in archived:
+                self._summary.already += 1
+            elif not backup.is_ok:
+                self._skip(stack_uid, backup)
+            else:
+                jobs.append(_Job(stack_uid, backup, _keys_for(stack_uid, backup)))
+        return jobs
+
+    def _skip(self, stack_uid: str, backup: Backup) -> None:
+        self._summary.skipped += 1
+        reason = f"backup_status {backup.backup_status}"
+        if self._rt.state.note_skipped(stack_uid, backup.id, reason):
+            log.warning(
+                "backup is not Ok upstream; skipped",
+                backup_id=backup.id,
+                db_type=backup.db_type,
+                backup_status=backup.backup_status,
+                backup_result=backup.backup_result,
+            )
+
+    # -- transfer and commit -----------------------------------------------------------
+
+    async def _archive_all(self, jobs: list[_Job]) -> None:
+        if jobs:
+            log.info("backups due", count=len(jobs))
+        results = await asyncio.gather(
+            *(self._archive_one(job) for job in jobs), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, AuthError):
+                raise result
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+
+    async def _archive_one(self, job: _Job) -> None:
+        backup = job.backup
+        context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
+        with structlog.contextvars.bound_contextvars(**context):
+            async with self._backup_slots:
+                if self._stopping.is_set():
+                    return
+                try:
+                    await self._archive_due(job)
+                except AuthError:
+                    raise
+                except ArchiverError as error:
+                    self._record_failure(job, error)
+                except OSError as error:  # a backend's raw error: name it, keep going
+                    self._record_failure(job, PermanentStorageError(str(error)))
+
+    def _record_failure(self, job: _Job, error: ArchiverError) -> None:
+        reason = redact(str(error))
+        self._fail(job.stack_uid, job.backup.id, reason)
+        self._progress.finish(job.keys.tar, ok=False)
+
+    async def _archive_due(self, job: _Job) -> None:
+        if await self._adopt_existing(job):
+            return
+        files = await self._rt.client.list_files(job.stack_uid, job.backup.id)
+        description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
+        self._progress.add_backup(job.keys.tar, description, total=None)
+        log.info("archiving backup", files=len(files), database_name=job.backup.database_name)
+        known_size = 0
+
+        def part_size_known(size: int) -> None:
+            nonlocal known_size
+            known_size += size
+            self._progress.set_total(job.keys.tar, known_size)
+
+        joined = await self._rt.joiner.archive(
+            job.keys.tar,
+            self._part_sources(job, files),
+            on_size=part_size_known,
+            on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+        )
+        record = await self._commit(job, joined)
+        self._summary.archived += 1
+        self._summary.bytes += joined.size
+        self._progress.finish(job.keys.tar, ok=True)
+        log.info("backup archived", size=joined.size, sha256=joined.sha256, location=record.location)
+
+    def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
+        client = self._rt.client
+
+        def fresh_url(file_id: str) -> PartSource:
+            async def fetch() -> str:
+                return await client.public_url(job.stack_uid, job.backup.id, file_id)
+
+            name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
+            return PartSource(id=file_id, name=name, fresh_url=fetch)
+
+        return [fresh_url(file.id) for file in files]
+
+    async def _commit(self, job: _Job, joined: JoinedResult) -> ArchivedBackup:
+        """Manifest after the data, state after the manifest: each step safe to repeat."""
+        storage = self._rt.storage
+        manifest = _manifest_for(job, joined)
+        await storage.write_small(job.keys.manifest, manifest.to_json())
+        record = manifest.archived_record(
+            tar_key=job.keys.tar, manifest_key=job.keys.manifest,
+            location=storage.location(job.keys.tar),
+        )
+        self._rt.state.record_archived(record)
+        self._rt.state.record_stack_success(job.stack_uid, datetime.now(UTC))
+        return record
+
+    async def _adopt_existing(self, job: _Job) -> bool:
+        """A manifest already in storage (state lost, or a crash after the manifest) counts."""
+        storage = self._rt.storage
+        try:
+            manifest = Manifest.from_json(await storage.read_small(job.keys.manifest))
+        except FileNotFoundError:
+            return False
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable manifest; archiving the backup again", key=job.keys.manifest)
+            return False
+        if await storage.stat(job.keys.tar) is None:
+            return False
+        self._rt.state.record_archived(
+            manifest.archived_record(
+                tar_key=job.keys.tar, manifest_key=job.keys.manifest,
+                location=storage.location(job.keys.tar),
+            )
+        )
+        self._summary.already += 1
+        log.info("backup already in storage; recorded")
+        return True
+
+    def _fail(self, stack_uid: str, backup_id: int | None, reason: str) -> None:
+        self._summary.failed.append(Failure(stack_uid, backup_id, reason))
+        log.error("could not archive", stack_uid=stack_uid, backup_id=backup_id, reason=reason)
+
+
+def _keys_for(stack_uid: str, backup: Backup) -> BackupKeys:
+    return backup_keys(
+        stack_uid=stack_uid,
+        db_type=backup.db_type,
+        database_name=backup.database_name,
+        backup_date=backup.backup_date_iso,
+        backup_id=backup.id,
+    )
+
+
+def _manifest_for(job: _Job, joined: JoinedResult) -> Manifest:
+    backup = job.backup
+    date = backup.backup_date_iso
+    return Manifest(
+        stack_uid=job.stack_uid,
+        backup_id=backup.id,
+        db_type=str(backup.db_type),
+        database_name=str(backup.database_name),
+        backup_date=date.isoformat().replace("+00:00", "Z") if date else None,
+        size=joined.size,
+        sha256=joined.sha256,
+        parts=[
+            PartRecord(id=p.id, name=p.name, size=p.size, sha256=p.sha256, etag=p.etag)
+            for p in joined.parts
+        ],
+        archived_at=utc_now_iso(),
+        file=job.keys.tar.rsplit("/", 1)[-1],
+        source=backup.raw,
+    )
+
+
+def _human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{count} B"
+        size /= 1024
+    return f"{count} B"

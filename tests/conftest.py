@@ -1,0 +1,141 @@
+"""Shared fixtures: the simulator on loopback, config files, and the real CLI as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.simulator import Simulator, SimulatorServer
+
+TOKEN = "test-token-7f3a9c1e5b"
+PART_SIZE = 256 * 1024
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backoff delays shrink to almost nothing in tests (stamina-style test mode)."""
+    monkeypatch.setenv("C66_ARCHIVER_FAST_RETRY", "1")
+    monkeypatch.delenv("C66_API_TOKEN", raising=False)
+    monkeypatch.delenv("C66_ARCHIVER_CONFIG", raising=False)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Simulator:
+    """A simulator with small parts, so multi-part backups stay small."""
+    return Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=PART_SIZE)
+
+
+@pytest.fixture
+async def server(sim: Simulator) -> AsyncIterator[SimulatorServer]:
+    """The simulator serving on a loopback port."""
+    async with SimulatorServer(sim) as running:
+        yield running
+
+
+def toml_value(value: Any) -> str:
+    """Render a Python value as TOML (enough for our configs)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(document: dict[str, Any]) -> str:
+    """Tables and arrays of tables, one level deep: the shape of our config."""
+    lines: list[str] = []
+    for section, body in document.items():
+        if isinstance(body, list):
+            for item in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{key} = {toml_value(value)}" for key, value in item.items())
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in body.items())
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Workspace:
+    """A user's set-up: a config file, an archive folder and a state folder."""
+
+    root: Path
+    config: Path
+    archive: Path
+    state: Path
+    token_file: Path
+
+    def write_config(self, base_url: str, stacks: list[dict[str, Any]], **sections: Any) -> Path:
+        """Write the config; `sections` override or add tables (e.g. transfer={...})."""
+        document: dict[str, Any] = {
+            "api": {"base_url": base_url, "token_file": str(self.token_file)},
+            "stacks": stacks,
+            "storage": {"type": "local", "path": str(self.archive)},
+            "state": {"path": str(self.state)},
+            "transfer": {"max_concurrent_downloads": 4, "read_timeout": "5s"},
+        }
+        for name, table in sections.items():
+            document[name] = {**document.get(name, {}), **table}
+        self.config.write_text(render_toml(document))
+        return self.config
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """A fresh config/archive/state layout with the token in a file."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    return Workspace(
+        root=tmp_path,
+        config=tmp_path / "config.toml",
+        archive=tmp_path / "archive",
+        state=tmp_path / "state",
+        token_file=token_file,
+    )
+
+
+@dataclass
+class CliResult:
+    """What a `c66-archiver` process did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI process: ours, fast retries, no inherited token."""
+    env = {k: v for k, v in os.environ.items() if k not in ("C66_API_TOKEN",)}
+    env["C66_ARCHIVER_FAST_RETRY"] = "1"
+    env.update(extra)
+    return env
+
+
+async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start `python -m archiver ARGS` as a real process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env or cli_env(),
+        cwd=str(REPO_ROOT),
+    )
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    """Run the CLI to completion while the test's event loop keeps serving the simulator."""
+    process = await start_cli(*args, env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return CliResult(process.returncode, stdout.decode(), stderr.decode())
+
