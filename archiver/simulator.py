@@ -366,6 +366,10 @@ class Simulator:
         self._backups.pop(backup_id)
         shutil.rmtree(self.blob_dir / f"backup-{backup_id}", ignore_errors=True)
 
+    def stack_uids(self) -> list[str]:
+        """Every stack's uid, in the order they were added."""
+        return list(self._stacks)
+
     def backup_ids(self, stack_uid: str) -> list[int]:
         """Ids of a stack's backups, newest first (the API's order)."""
         return [b.id for b in self._sorted_backups(stack_uid)]
@@ -719,40 +723,51 @@ class Simulator:
         if self.faults.slow_downloads > 0:
             self.faults.slow_downloads -= 1
             rate = max(1, self.faults.slow_bytes_per_second)
-        self.stats.downloads_started += 1
-        self.stats.active_downloads += 1
-        self.stats.max_concurrent_downloads = max(
-            self.stats.max_concurrent_downloads, self.stats.active_downloads
-        )
+        tally = _Tally(self.stats)
         try:
             await response.prepare(request)
             source = await asyncio.to_thread(part.path.open, "rb")
             try:
                 if cut_at is not None:
-                    await self._stream(response, source, start, cut_at, rate)
+                    await self._stream(response, source, start, cut_at, rate, tally, last=False)
+                    tally.close()
                     self._drop_connection(request)
                     return response
-                if rate is None and count > 0:
-                    await self._sendfile(request, source, start, count)
+                if rate is None and count > 1:
+                    await self._sendfile(request, response, source, start, count, tally)
                 else:
-                    await self._stream(response, source, start, count, rate)
+                    await self._stream(response, source, start, count, rate, tally, last=True)
             finally:
                 source.close()
+            tally.complete()  # no-op unless the body was empty
             await response.write_eof()
-            self.stats.downloads_completed += 1
             return response
         finally:
-            self.stats.active_downloads -= 1
+            tally.close()
 
     async def _sendfile(
-        self, request: web.Request, source: IO[bytes], start: int, count: int
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        source: IO[bytes],
+        start: int,
+        count: int,
+        tally: _Tally,
     ) -> None:
-        """Zero-copy fast path, as aiohttp's FileResponse does (headers are already sent)."""
+        """Zero-copy fast path, as aiohttp's FileResponse does (headers are already sent).
+
+        The last byte goes through the normal writer after the counters are updated, so
+        a client that has the whole body always sees final stats (no race in tests).
+        """
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("Connection lost")
-        await asyncio.get_running_loop().sendfile(transport, source, start, count)
-        self.stats.bytes_served += count
+        await asyncio.get_running_loop().sendfile(transport, source, start, count - 1)
+        tally.sent(count - 1)
+        last = await asyncio.to_thread(_read_at, source, start + count - 1, 1)
+        tally.sent(len(last))
+        tally.complete()
+        await response.write(last)
 
     async def _stream(
         self,
@@ -761,18 +776,25 @@ class Simulator:
         start: int,
         count: int,
         rate: int | None,
+        tally: _Tally,
+        *,
+        last: bool,
     ) -> None:
-        """Copy ``count`` bytes from ``start`` in chunks, paced to ``rate`` bytes/s if set."""
+        """Copy ``count`` bytes from ``start`` in chunks, paced to ``rate`` bytes/s if set.
+
+        With ``last``, the download is tallied complete just before its final chunk goes out.
+        """
         chunk = CHUNK_SIZE if rate is None else max(1, min(CHUNK_SIZE, rate // 20))
         began, sent = time.monotonic(), 0
-        await asyncio.to_thread(source.seek, start)
         while sent < count:
-            data = await asyncio.to_thread(source.read, min(chunk, count - sent))
+            data = await asyncio.to_thread(_read_at, source, start + sent, min(chunk, count - sent))
             if not data:
                 break
-            await response.write(data)
             sent += len(data)
-            self.stats.bytes_served += len(data)
+            tally.sent(len(data))
+            if last and sent >= count:
+                tally.complete()
+            await response.write(data)
             if rate is not None:
                 # Pace on the total so far, not per chunk, so sleeps do not drift.
                 await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
@@ -783,6 +805,36 @@ class Simulator:
         transport = request.transport
         if transport is not None:
             transport.close()
+
+
+def _read_at(source: IO[bytes], offset: int, size: int) -> bytes:
+    """Seek and read in one thread hop."""
+    source.seek(offset)
+    return source.read(size)
+
+
+class _Tally:
+    """Download accounting for one blob GET; completion is counted exactly once."""
+
+    def __init__(self, stats: SimStats) -> None:
+        self.stats = stats
+        self.open = True
+        stats.downloads_started += 1
+        stats.active_downloads += 1
+        stats.max_concurrent_downloads = max(stats.max_concurrent_downloads, stats.active_downloads)
+
+    def sent(self, size: int) -> None:
+        self.stats.bytes_served += size
+
+    def complete(self) -> None:
+        if self.open:
+            self.stats.downloads_completed += 1
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.stats.active_downloads -= 1
 
 
 def _api_error(status: int, code: str, description: str) -> web.Response:
