@@ -20,7 +20,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -79,6 +81,12 @@ def _check_uid(uid: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", uid):
         raise ValueError(f"{uid!r} is not a stack uid (letters, digits, '-' and '_')")
     return uid
+
+
+def _check_remote_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError("must be an absolute path on the server")
+    return path
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -167,7 +175,72 @@ class LocalStorageSettings(_Section):
     path: Path = Path("/var/lib/c66-archiver/archive")
 
 
-StorageSettings = LocalStorageSettings
+class S3StorageSettings(_Section):
+    """`[storage] type = "s3"`: a bucket on AWS S3 or any S3-compatible service."""
+
+    type: Literal["s3"]
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    storage_class: str | None = None
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    # Credentials: the standard AWS environment variables, or these two keys.
+    access_key_id: str | None = None
+    secret_access_key_file: Path | None = None
+    # Size of each multipart-upload part kept in memory while it uploads (5 MiB minimum).
+    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=512 * 1024 * 1024)] = 16 * 1024 * 1024
+    max_concurrent_part_uploads: PositiveInt = 4
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3StorageSettings:
+        if (self.access_key_id is None) != (self.secret_access_key_file is None):
+            raise ValueError("set access_key_id and secret_access_key_file together")
+        if self.sse_kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ValueError('sse_kms_key_id needs server_side_encryption = "aws:kms"')
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("endpoint_url must start with http:// or https://")
+        return self
+
+
+class SftpStorageSettings(_Section):
+    """`[storage] type = "sftp"`: a folder on a server reached over SSH."""
+
+    type: Literal["sftp"]
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    username: Annotated[str, Field(min_length=1)]
+    private_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    # Turning host key checks off exposes the archive to a man in the middle; logged loudly.
+    insecure_skip_host_key_check: bool = False
+    path: Annotated[str, AfterValidator(_check_remote_path)]
+    connect_timeout: Duration = timedelta(seconds=15)
+    max_concurrent_writes: PositiveInt = 4
+
+
+_STORAGE_TYPES = ("local", "s3", "sftp")
+
+
+def _storage_type(value: object) -> str:
+    """The `type` key picks the backend; without it, local storage."""
+    if isinstance(value, dict):
+        return str(value.get("type", "local"))
+    return str(getattr(value, "type", "local"))
+
+
+StorageSettings = Annotated[
+    Annotated[LocalStorageSettings, Tag("local")]
+    | Annotated[S3StorageSettings, Tag("s3")]
+    | Annotated[SftpStorageSettings, Tag("sftp")],
+    Discriminator(
+        _storage_type,
+        custom_error_type="storage_type",
+        custom_error_message="type must be one of \"local\", \"s3\", \"sftp\"",
+    ),
+]
 
 
 class TransferSettings(_Section):
@@ -202,7 +275,7 @@ class Settings(_Section):
     stacks: tuple[StackSettings, ...] = ()
     discover: DiscoverSettings = DiscoverSettings()
     schedule: ScheduleSettings = ScheduleSettings()
-    storage: StorageSettings = Field(default_factory=LocalStorageSettings, discriminator="type")
+    storage: StorageSettings = Field(default_factory=LocalStorageSettings)
     transfer: TransferSettings = TransferSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
@@ -269,13 +342,15 @@ def _describe_validation_error(where: str, error: ValidationError) -> str:
 
 def _dotted_key(location: tuple[int | str, ...]) -> str:
     parts: list[str] = []
+    previous: int | str | None = None
     for item in location:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("local",) and parts and parts[-1] == "storage":
-            continue  # the discriminator tag is not a key the user wrote
+        elif previous == "storage" and item in _STORAGE_TYPES:
+            pass  # the discriminator tag is not a key the user wrote
         else:
             parts.append(("." if parts else "") + item)
+        previous = item
     return "".join(parts)
 
 
