@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -190,6 +191,25 @@ async def test_connection_refused_is_api_unavailable() -> None:
         with pytest.raises(ApiUnavailable, match="GET /stacks"):
             await client.list_stacks()
         assert client.requests_made == 2
+
+
+@pytest.mark.usefixtures("fast_retry")
+async def test_server_that_never_answers_times_out_as_api_unavailable() -> None:
+    """A server that accepts and stays silent hits settings.timeout, is retried, then fails."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold_open(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # keep the connection open, never answer
+
+    listener = await asyncio.start_server(hold_open, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    api = ApiSettings(base_url=f"http://127.0.0.1:{port}/api/3", timeout="0.2s", max_retries=1)
+    async with listener, Cloud66Client(api, TOKEN, budget=RequestBudget(100)) as client:
+        with pytest.raises(ApiUnavailable, match=r"GET /stacks\?page=1: timed out"):
+            await client.list_stacks()
+        assert client.requests_made == 2
+        for writer in silent:
+            writer.close()
 
 
 async def test_throttled_with_retry_after_waits_as_asked(
