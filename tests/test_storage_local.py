@@ -218,3 +218,16 @@ async def test_writes_go_to_the_dedicated_pool(tmp_path: Path) -> None:
         await backend.run(tmp_path, lambda: seen.append(threading.current_thread().name))
         await backend.aclose()
     assert seen[0].startswith("lent-pool")
+
+
+async def test_abort_after_a_failed_rename_removes_the_part(storage: LocalStorage) -> None:
+    """When the rename in commit fails, the error is a StorageError and abort still cleans up."""
+    (storage.root / "s" / "db.tar").mkdir(parents=True)  # a folder squats the final name
+    upload = await storage.start_upload("s/db.tar")
+    await write_upload(upload, b"data")
+    with pytest.raises(TransientStorageError, match=r"db\.tar"):
+        await upload.commit(size=4, sha256=sha256_hex(b"data"))
+    await upload.abort()
+    await upload.abort()
+    assert sorted(path.name for path in (storage.root / "s").iterdir()) == ["db.tar"]
+    assert (storage.root / "s" / "db.tar").is_dir()

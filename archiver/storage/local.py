@@ -156,6 +156,7 @@ class LocalUpload:
         self._final = final
         self._part = final.with_name(final.name + PART_SUFFIX)
         self._descriptor: int | None = descriptor
+        self._committed = False
         status = os.fstat(descriptor)
         self._inode = (status.st_dev, status.st_ino)
 
@@ -186,20 +187,16 @@ class LocalUpload:
         """Check the length, fsync, rename into place, fsync the folder."""
         del sha256  # a plain file has nowhere to keep it; the manifest records it
         descriptor = self._open_descriptor()
-        await self._storage.run(self._part, self._commit_sync, descriptor, size)
+        await self._storage.run(self._part, self._check_and_flush, descriptor, size)
+        # From here the descriptor is closed whatever happens, so abort must not touch it.
         self._descriptor = None
+        await self._storage.run(self._part, self._publish, descriptor)
+        self._committed = True
 
-    def _commit_sync(self, descriptor: int, size: int) -> None:
+    def _check_and_flush(self, descriptor: int, size: int) -> None:
         written = os.fstat(descriptor).st_size
         if written != size:
             raise IntegrityError(f"{self._part} holds {written} bytes, expected {size}")
-        self._check_still_ours()
-        os.fsync(descriptor)
-        os.replace(self._part, self._final)
-        os.close(descriptor)
-        _fsync_folder(self._final.parent)
-
-    def _check_still_ours(self) -> None:
         try:
             status = os.stat(self._part, follow_symlinks=False)
         except FileNotFoundError:
@@ -208,16 +205,24 @@ class LocalUpload:
             raise PermanentStorageError(
                 f"upload of {self._final} was discarded (a newer upload or a cleanup)"
             )
+        os.fsync(descriptor)
+
+    def _publish(self, descriptor: int) -> None:
+        os.close(descriptor)
+        os.replace(self._part, self._final)
+        _fsync_folder(self._final.parent)
 
     async def abort(self) -> None:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
-        descriptor, self._descriptor = self._descriptor, None
-        if descriptor is None:
+        if self._committed:
             return
+        descriptor, self._descriptor = self._descriptor, None
         await self._storage.run(self._part, self._abort_sync, descriptor)
 
-    def _abort_sync(self, descriptor: int) -> None:
-        os.close(descriptor)
+    def _abort_sync(self, descriptor: int | None) -> None:
+        if descriptor is not None:
+            os.close(descriptor)
+        # Only our own file: a newer upload of the same key may own the part name now.
         _unlink_if_same(self._part, self._inode)
 
 
