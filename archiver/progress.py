@@ -134,7 +134,7 @@ class PassProgress:
         row = self._rows.pop(key, None)
         if self._progress is None or row is None:
             return
-        self._progress.update(row.task_id, visible=False)
+        self._progress.remove_task(row.task_id)
         if ok:
             self._finished += 1
         else:
@@ -149,7 +149,7 @@ class PassProgress:
             self._progress.advance(self._totals, nbytes)
 
     def _update_totals(self) -> None:
-        """Recompute the totals row's size and label (on row changes, not per chunk)."""
+        """Recompute the totals row's size and label: a sum over the few rows in flight."""
         if self._progress is None:
             return
         in_flight = sum(
