@@ -1,0 +1,200 @@
+"""Passes under upstream faults: each one recovers, or fails only what it must."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from archiver.config import Settings, load_settings
+from archiver.oneshot import archive_once
+from archiver.simulator import Simulator, SimulatorServer
+from archiver.sync import PassSummary
+from tests.conftest import PART_SIZE, TOKEN, Workspace
+
+
+def _settings(workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object) -> Settings:
+    stacks = [{"uid": uid} for uid in uids]
+    return load_settings(workspace.write_config(server.base_url, stacks, **sections))
+
+
+async def _pass(settings: Settings) -> PassSummary:
+    return await archive_once(settings, TOKEN, show_progress=False)
+
+
+def _tar_sha256s(archive: Path) -> dict[int, str]:
+    result = {}
+    for manifest_path in archive.rglob("manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        tar = manifest_path.parent / manifest["file"]
+        result[manifest["backup_id"]] = hashlib.sha256(tar.read_bytes()).hexdigest()
+    return result
+
+
+async def test_api_5xx_is_retried_and_the_pass_succeeds(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Transient 500s from the API (HTML bodies) are retried with backoff."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=1000)
+    sim.faults.api_errors = 3
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert sim.faults.api_errors == 0
+
+
+async def test_throttling_is_waited_out(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """503 throttled (with Retry-After) is honoured, then the pass completes."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=1000)
+    sim.faults.throttle = 2
+    sim.faults.throttle_retry_after = 0.2
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert summary.archived == 1
+
+
+async def test_bodies_cut_mid_stream_resume_with_range(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Downloads cut short resume from the last byte written, and the result is exact."""
+    sim.add_stack("stack-a")
+    single = sim.add_backup("stack-a", size=PART_SIZE - 100)
+    multi = sim.add_backup("stack-a", size=PART_SIZE * 2 + 500)
+    sim.faults.cut_downloads = 3
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert _tar_sha256s(workspace.archive) == {
+        single: sim.expected_sha256(single),
+        multi: sim.expected_sha256(multi),
+    }
+    assert sim.stats.bytes_served < (PART_SIZE * 3 + 400) * 1.6  # resumed, not restarted
+
+
+async def test_slow_bodies_still_arrive_complete(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A slow (but moving) body is not mistaken for a stall."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=200_000)
+    sim.faults.slow_downloads = 1
+    sim.faults.slow_bytes_per_second = 150_000
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
+async def test_expired_urls_are_replaced_with_fresh_ones(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A 403 'Request has expired' makes the archiver ask for a new public_url."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=1000)
+    sim.faults.expired_urls = 2
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert sim.stats.api_requests_by_path["get_file"] == 3
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
+async def test_short_url_lifetime_with_cut_resumes_on_a_fresh_url(
+    tmp_path: Path, workspace: Workspace
+) -> None:
+    """With 2-second URLs, a download cut after expiry resumes with a new URL."""
+    sim = Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=PART_SIZE,
+                    url_lifetime=2.0)
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=PART_SIZE - 1)
+    # Slow enough that the URL expires mid-body; then cut, so the resume needs a new URL.
+    sim.faults.slow_downloads = 1
+    sim.faults.slow_bytes_per_second = 50_000
+    sim.faults.cut_downloads = 1
+    sim.faults.cut_after_bytes = 150_000
+    async with SimulatorServer(sim) as server:
+        summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert sim.stats.api_requests_by_path["get_file"] >= 2
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
+async def test_blob_5xx_is_retried(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A 500 from the storage host is retried."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=1000)
+    sim.faults.blob_errors = 2
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
+async def test_malformed_json_for_one_stack_leaves_the_others_archived(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A stack whose listing is broken JSON fails alone; the other stacks are archived."""
+    for uid in ("stack-a", "stack-bad", "stack-c"):
+        sim.add_stack(uid)
+        sim.add_backup(uid, size=100)
+    sim.faults.malformed_json_stacks = {"stack-bad"}
+    summary = await _pass(_settings(workspace, server, "stack-a", "stack-bad", "stack-c"))
+    assert summary.exit_code == 1
+    assert summary.archived == 2
+    (failure,) = summary.failed
+    assert failure.stack_uid == "stack-bad"
+    assert "malformed" in failure.reason.lower()
+
+
+async def test_download_that_keeps_failing_fails_only_that_backup(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Past the retry budget, the backup is failed (named), others archived, no .part left."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=1000)
+    settings = _settings(workspace, server, "stack-a", transfer={"max_retries": 1})
+    sim.faults.blob_errors = 10
+    summary = await _pass(settings)
+    assert summary.exit_code == 1
+    assert summary.failed[0].backup_id is not None
+    assert not list(workspace.archive.rglob("*.part"))
+    sim.faults.blob_errors = 0
+    assert (await _pass(settings)).exit_code == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Path:
+    """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True, check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_full_disk_fails_the_big_backup_and_keeps_the_small_ones(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, tiny_disk: Path
+) -> None:
+    """ENOSPC is permanent for that backup: its partial data is removed and the others fit."""
+    sim.add_stack("stack-a")
+    big = sim.add_backup("stack-a", database_name="big", size=3 * 1024 * 1024)
+    small = sim.add_backup("stack-a", database_name="small", size=20_000)
+    workspace.archive = tiny_disk / "archive"
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+
+    assert summary.exit_code == 1
+    (failure,) = summary.failed
+    assert failure.backup_id == big
+    assert "no space left on" in failure.reason
+    assert list(_tar_sha256s(workspace.archive)) == [small]
+    assert not list(workspace.archive.rglob("*.part"))
