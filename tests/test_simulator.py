@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yarl
 
-from archiver.simulator import Simulator, SimulatorServer, populate_demo
+from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, _block, populate_demo
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -371,6 +371,26 @@ def test_content_is_deterministic_and_seeded(tmp_path: Path) -> None:
     mib = 1 << 20
     assert data[:mib] != data[mib : 2 * mib]  # blocks differ: shifted data is detected
     assert hashlib.sha256(data).hexdigest() == sim.expected_sha256(a)
+
+
+def test_every_generated_block_is_exactly_one_mib() -> None:
+    """Blocks keep their length whatever the rotation, so offsets and sizes stay exact."""
+    base = bytes(range(256)) * (CHUNK_SIZE // 256)
+    near_edge = [i for i in range(200_000) if (i * 7919 + 1) % CHUNK_SIZE > CHUNK_SIZE - 9][:5]
+    for index in [0, 1, 2, 1023, *near_edge]:
+        assert len(_block(base, index)) == CHUNK_SIZE
+
+
+async def test_add_backup_async_serves_while_generating(
+    sim: Simulator, server: SimulatorServer, http: aiohttp.ClientSession
+) -> None:
+    """add_backup_async reserves ids in order and the API keeps answering meanwhile."""
+    first, second = await asyncio.gather(
+        sim.add_backup_async("stk", size=3000), sim.add_backup_async("stk", size=10)
+    )
+    assert (first, second) == (1, 2)
+    assert sorted(sim.backup_ids("stk")) == [1, 2]
+    assert (await api(http, server, "/stacks/stk/backups"))[1]["count"] == 2
 
 
 async def test_remove_backup_hides_it_everywhere(
