@@ -43,6 +43,7 @@ from typing import IO, Any
 from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 __all__ = [
     "Faults",
@@ -222,6 +223,14 @@ def _s3_error(status: int, code: str, message: str) -> web.Response:
         f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>"
     )
     return web.Response(status=status, text=body, content_type="application/xml")
+
+
+class _Refused(Exception):
+    """Carries the error answer out of a lookup or check, up to the handler."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 class _Unsatisfiable(Exception):
@@ -433,7 +442,7 @@ class Simulator:
 
     # ------------------------------------------------------------ API plumbing
 
-    def _make_api_middleware(self) -> Any:
+    def _make_api_middleware(self) -> Middleware:
         @web.middleware
         async def api_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
             if not request.path.startswith(API_PREFIX + "/"):
@@ -448,11 +457,16 @@ class Simulator:
     async def _api_gate(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         """Count the request, then apply auth, the rate limit and the injected faults."""
         self._record_api_request(request)
-        refusal = self._check_auth(request) or self._check_limits()
+        # Explicit None checks: aiohttp responses are mappings, so never rely on truthiness.
+        refusal = self._check_auth(request)
+        if refusal is None:
+            refusal = self._check_limits()
         if refusal is not None:
             return refusal
         try:
             return await handler(request)
+        except _Refused as refused:
+            return refused.response
         except web.HTTPException as exc:  # unmatched paths and wrong methods
             code = "not_found" if exc.status == 404 else "bad_request"
             return _api_error(exc.status, code, exc.reason)
@@ -515,19 +529,18 @@ class Simulator:
         }
         return web.json_response({"response": chunk, "count": total, "pagination": pagination})
 
-    def _find(
-        self, request: web.Request
-    ) -> tuple[_Stack | None, _Backup | None, web.Response | None]:
-        """Resolve the stack (and backup, if in the path) or build the 404."""
+    def _find_stack(self, request: web.Request) -> _Stack:
         stack = self._stacks.get(request.match_info["uid"])
         if stack is None:
-            return None, None, _api_error(404, "not_found", "Stack not found")
-        if "bid" not in request.match_info:
-            return stack, None, None
+            raise _Refused(_api_error(404, "not_found", "Stack not found"))
+        return stack
+
+    def _find_backup(self, request: web.Request) -> _Backup:
+        stack = self._find_stack(request)
         backup = self._backups.get(int(request.match_info["bid"]))
         if backup is None or backup.stack_uid != stack.uid:
-            return stack, None, _api_error(404, "not_found", "Backup not found")
-        return stack, backup, None
+            raise _Refused(_api_error(404, "not_found", "Backup not found"))
+        return backup
 
     # ------------------------------------------------------------ API handlers
 
@@ -535,9 +548,7 @@ class Simulator:
         return self._page(request, [self._stack_json(s) for s in self._stacks.values()])
 
     async def _list_backups(self, request: web.Request) -> web.Response:
-        stack, _, error = self._find(request)
-        if error is not None or stack is None:
-            return error or _api_error(404, "not_found", "Stack not found")
+        stack = self._find_stack(request)
         if stack.uid in self.faults.malformed_json_stacks:
             # A truncated body with a JSON content type, as a proxy cutting the answer gives.
             return web.Response(
@@ -552,21 +563,15 @@ class Simulator:
         return self._page(request, [self._backup_json(b) for b in backups])
 
     async def _get_backup(self, request: web.Request) -> web.Response:
-        _, backup, error = self._find(request)
-        if error is not None or backup is None:
-            return error or _api_error(404, "not_found", "Backup not found")
+        backup = self._find_backup(request)
         return web.json_response({"response": self._backup_json(backup)})
 
     async def _list_files(self, request: web.Request) -> web.Response:
-        _, backup, error = self._find(request)
-        if error is not None or backup is None:
-            return error or _api_error(404, "not_found", "Backup not found")
+        backup = self._find_backup(request)
         return self._page(request, [{"id": p.file_id, "name": p.name} for p in backup.parts])
 
     async def _get_file(self, request: web.Request) -> web.Response:
-        _, backup, error = self._find(request)
-        if error is not None or backup is None:
-            return error or _api_error(404, "not_found", "Backup not found")
+        backup = self._find_backup(request)
         part = next((p for p in backup.parts if p.file_id == request.match_info["fid"]), None)
         if part is None:
             return _api_error(404, "not_found", "File not found")
@@ -656,39 +661,42 @@ class Simulator:
         self.stats.blob_refusals += 1
         return web.Response(status=403)
 
-    def _authorize_blob(self, request: web.Request) -> tuple[_Part | None, web.Response | None]:
+    def _authorize_blob(self, request: web.Request) -> _Part:
         """Check the signature and expiry like S3 (decoding the query once), find the part."""
         raw_path, _, raw_query = request.raw_path.partition("?")
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         signature, expires = params.get("Signature"), params.get("Expires", "")
         if params.get("AWSAccessKeyId") is None or signature is None or not expires.isdigit():
             message = "Query-string authentication requires the Signature, Expires and "
-            return None, _s3_error(403, "AccessDenied", message + "AWSAccessKeyId parameters")
+            raise _Refused(_s3_error(403, "AccessDenied", message + "AWSAccessKeyId parameters"))
         good = _sign(self._secret, raw_path, int(expires))
         if params["AWSAccessKeyId"] != ACCESS_KEY_ID or not hmac.compare_digest(
             good.encode(), signature.encode()
         ):
-            return None, _s3_error(
-                403,
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you "
-                "provided. Check your key and signing method.",
+            raise _Refused(
+                _s3_error(
+                    403,
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you "
+                    "provided. Check your key and signing method.",
+                )
             )
         if int(expires) < time.time():
-            return None, _s3_error(403, "AccessDenied", "Request has expired")
+            raise _Refused(_s3_error(403, "AccessDenied", "Request has expired"))
         backup = self._backups.get(int(request.match_info["bid"]))
         fid = request.match_info["fid"]
         part = next((p for p in backup.parts if _safe(p.file_id) == fid), None) if backup else None
         if part is None or not part.path.exists():
-            return None, _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-        return part, None
+            raise _Refused(_s3_error(404, "NoSuchKey", "The specified key does not exist."))
+        return part
 
     async def _blob_get(self, request: web.Request) -> web.StreamResponse:
         self.stats.blob_requests += 1
-        part, refusal = self._authorize_blob(request)
-        if refusal is not None or part is None:
+        try:
+            part = self._authorize_blob(request)
+        except _Refused as refused:
             self.stats.blob_refusals += 1
-            return refusal or _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+            return refused.response
         if self.faults.blob_errors > 0:
             self.faults.blob_errors -= 1
             return _s3_error(500, "InternalError", "We encountered an internal error.")
