@@ -1,0 +1,95 @@
+"""Shared by the benchmark's parts: paths, the archiver command, configs, byte counting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from measure_io import Measured, run_measured
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-5c0ffee5c0ffee"  # noqa: S105 - the simulator's throwaway token
+# High enough that the client-side budget never paces a benchmark pass.
+REQUESTS_PER_HOUR = 100_000
+CONCURRENCY = 4
+MB = 1_000_000
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def archiver_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m archiver``."""
+    script = Path(sys.executable).with_name("c66-archiver")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "archiver"]
+
+
+def child_env() -> dict[str, str]:
+    """Our environment without anything that would change the archiver's behaviour."""
+    dropped = ("C66_API_TOKEN", "C66_ARCHIVER_CONFIG", "C66_ARCHIVER_FAST_RETRY")
+    return {name: value for name, value in os.environ.items() if name not in dropped}
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder at ``path`` (whatever was there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(folder: Path, base_url: str, stack_uids: Iterable[str]) -> Path:
+    """A config archiving ``stack_uids`` into ``folder/archive``, state in ``folder/state``."""
+    token_file = folder / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    lines = [
+        "[api]",
+        f"base_url = {_quoted(base_url)}",
+        f"token_file = {_quoted(str(token_file))}",
+        f"requests_per_hour = {REQUESTS_PER_HOUR}",
+        "[storage]",
+        'type = "local"',
+        f"path = {_quoted(str(folder / 'archive'))}",
+        "[state]",
+        f"path = {_quoted(str(folder / 'state'))}",
+        "[transfer]",
+        f"max_concurrent_downloads = {CONCURRENCY}",
+        "[log]",
+        'format = "json"',
+    ]
+    for uid in stack_uids:
+        lines += ["[[stacks]]", f"uid = {_quoted(uid)}"]
+    config = folder / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def run_archiver_sync(folder: Path, config: Path) -> Measured:
+    """One ``c66-archiver --config CFG sync`` process, measured; its stderr kept in a file."""
+    argv = [*archiver_command(), "--config", str(config), "sync"]
+    with (folder / "archiver.log").open("wb") as log:
+        return run_measured(argv, env=child_env(), cwd=REPO_ROOT, stdout=log, stderr=log)
+
+
+def log_tail(folder: Path, lines: int = 15) -> str:
+    """The end of an archiver log, for error messages."""
+    path = folder / "archiver.log"
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def tar_bytes(root: Path) -> int:
+    """Total size of the archived ``.tar`` files under ``root``."""
+    return sum(path.stat().st_size for path in root.rglob("*.tar") if path.is_file())
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the report)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,110 @@
+"""Benchmark c66-archiver: throughput against curl, peak RSS, CPU per GiB, bytes written,
+and the API requests of a steady-state pass over many stacks.
+
+Prints a Markdown report on stdout (progress goes to stderr) and writes the whole
+record as JSON under bench/results/. Full run: 2 GiB per round, several minutes;
+``--quick`` checks that everything works in well under a minute.
+
+Examples:
+    .venv/bin/python bench/run.py --quick
+    .venv/bin/python bench/run.py --rounds 5 > bench/results/latest.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import render_md
+import report
+from common import REPO_ROOT, progress
+from steady import SteadyResult, run_steady
+from throughput import FULL, QUICK, ThroughputResult, run_throughput
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="1/8 of the data (128 MiB + 4 x 32 MiB), 50 stacks, 1 round")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of each tool, median reported (default 3; --quick: 1)")
+    parser.add_argument("--stacks", type=int, default=None,
+                        help="stacks of the steady-state pass (default 500; --quick: 50)")
+    parser.add_argument("--only", choices=("throughput", "steady"), default=None,
+                        help="run one part only")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="scratch space on the disk to measure (default: a new folder "
+                        "under /var/tmp); a folder made inside it is removed at the end")
+    parser.add_argument("--keep-workdir", action="store_true", help="do not remove the scratch")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help=f"where the JSON record goes (default {RESULTS_DIR})")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.stacks = args.stacks or (50 if args.quick else 500)
+    if args.rounds < 1 or args.stacks < 1:
+        parser.error("--rounds and --stacks must be at least 1")
+    return args
+
+
+def make_workdir(parent: Path | None) -> Path:
+    """A new scratch folder (under /var/tmp by default: the same disk as the repo here)."""
+    base = parent or Path("/var/tmp")
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="c66-bench-", dir=base))
+
+
+def run_parts(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[ThroughputResult | None, SteadyResult | None]:
+    """Run the parts asked for, throughput first (it needs the machine quiet)."""
+    throughput = steady = None
+    if args.only in (None, "throughput"):
+        sizes = QUICK if args.quick else FULL
+        throughput = run_throughput(workdir, sizes, args.rounds)
+    if args.only in (None, "steady"):
+        steady = asyncio.run(run_steady(workdir, args.stacks))
+    return throughput, steady
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the Markdown report, save the JSON record."""
+    args = parse_args(argv)
+    command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
+    workdir = make_workdir(args.workdir)
+    progress(f"workdir {workdir}")
+    try:
+        env = report.environment(workdir)
+        throughput, steady = run_parts(args, workdir)
+    finally:
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    figures = report.summary(throughput, steady)
+    title = "c66-archiver benchmark" + (" (quick)" if args.quick else "")
+    print(render_md.render(title, env, command, figures, throughput, steady))
+    record: dict[str, Any] = {
+        "command": command, "options": vars(args), "environment": env, "summary": figures,
+        "throughput": throughput, "steady": steady,
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.results_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+    report.write_json(path, record)
+    progress(f"JSON record: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
