@@ -12,7 +12,7 @@ from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
 from archiver.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
 from archiver.log import redact
-from archiver.storage import open_storage
+from archiver.storage import describe_storage, open_storage
 
 
 async def check_everything(settings: Settings, token: str) -> int:
@@ -47,14 +47,15 @@ async def _check_api(settings: Settings, token: str) -> bool:
 async def _check_storage(settings: Settings) -> bool:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="c66-check") as executor:
         storage = open_storage(settings.storage, executor=executor)
+        where = describe_storage(settings.storage)
         started = time.monotonic()
         try:
             await storage.probe()
         except StorageError as error:
-            click.echo(f"FAILED  storage {storage.location('')}: {error}", err=True)
+            click.echo(f"FAILED  storage {where}: {error}", err=True)
             return False
         finally:
             await storage.aclose()
     elapsed = time.monotonic() - started
-    click.echo(f"ok      storage {storage.location('')}: write, read back, delete ({elapsed:.2f}s)")
+    click.echo(f"ok      storage {where}: write, read back, delete ({elapsed:.2f}s)")
     return True

@@ -208,6 +208,9 @@ def configure_logging(
         root.removeHandler(_handler)
     root.addHandler(handler)
     root.setLevel(level_number)
+    # These libraries log every job run and connection at INFO: noise at our INFO.
+    for noisy in _CHATTY_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(level_number, logging.WARNING))
     _handler = handler
     structlog.configure(
         processors=[
@@ -220,6 +223,9 @@ def configure_logging(
         # Not cached: a logger first used before (re)configuration must follow it.
         cache_logger_on_first_use=False,
     )
+
+
+_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore")
 
 
 def _level_number(level: str) -> int:

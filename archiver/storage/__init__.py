@@ -9,7 +9,16 @@ from archiver.errors import ConfigError
 from archiver.storage.base import ObjectInfo, SegmentWriter, Storage, Upload
 from archiver.storage.local import LocalStorage
 
-__all__ = ["ObjectInfo", "SegmentWriter", "Storage", "Upload", "open_storage"]
+__all__ = ["ObjectInfo", "SegmentWriter", "Storage", "Upload", "describe_storage", "open_storage"]
+
+
+def describe_storage(settings: StorageSettings) -> str:
+    """Where the archive is, in the form `status` uses for locations."""
+    if isinstance(settings, LocalStorageSettings):
+        return str(settings.path.absolute())
+    if settings.type == "s3":
+        return f"s3://{settings.bucket}/{settings.prefix}"
+    return f"sftp://{settings.username}@{settings.host}:{settings.port}{settings.path}"
 
 
 def open_storage(settings: StorageSettings, *, executor: ThreadPoolExecutor) -> Storage:
