@@ -37,10 +37,13 @@ async def _check_api(settings: Settings, token: str) -> bool:
     if missing:
         click.echo(
             f"FAILED  stacks: the token cannot see {', '.join(missing)} "
-            f"({len(visible)} stacks visible)", err=True,
+            f"({len(visible)} stacks visible)",
+            err=True,
         )
         return False
-    click.echo(f"ok      api {settings.api.base_url}: token accepted, {len(visible)} stacks visible")
+    click.echo(
+        f"ok      api {settings.api.base_url}: token accepted, {len(visible)} stacks visible"
+    )
     return True
 
 

@@ -206,5 +206,5 @@ def demo(setup: _Setup, directory: Path) -> None:
     from archiver.demo import run_demo
 
     setup.configure_logging()
-    _run(lambda: run_demo(directory))
-
+    absolute = directory.absolute()
+    _run(lambda: run_demo(absolute))

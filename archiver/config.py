@@ -238,7 +238,7 @@ StorageSettings = Annotated[
     Discriminator(
         _storage_type,
         custom_error_type="storage_type",
-        custom_error_message="type must be one of \"local\", \"s3\", \"sftp\"",
+        custom_error_message='type must be one of "local", "s3", "sftp"',
     ),
 ]
 

@@ -96,8 +96,10 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking new work; the pass in flight gets the grace period."""
         if not self._stopping.is_set():
-            log.info("stopping: no new work; transfers in flight may finish",
-                     grace_seconds=self._settings.transfer.grace_period.total_seconds())
+            log.info(
+                "stopping: no new work; transfers in flight may finish",
+                grace_seconds=self._settings.transfer.grace_period.total_seconds(),
+            )
         self._stopping.set()
         self._pass_due.set()
 

@@ -31,19 +31,25 @@ def demo_settings(directory: Path, base_url: str, stack_uids: list[str]) -> Sett
 
 
 async def run_demo(directory: Path) -> int:
-    """Serve a few stacks from the simulator, archive them, print the status; exit code."""
-    directory = directory.absolute()
+    """Serve a few stacks from the simulator, archive them, print the status; exit code.
+
+    `directory` must be absolute: the config made from it outlives the current folder.
+    """
     token = secrets.token_urlsafe(24)
     add_secret(token)
     simulator = Simulator(token=token, blob_dir=directory / ".simulator", part_size=_DEMO_PART_SIZE)
     populate_demo(simulator)
     async with SimulatorServer(simulator) as server:
-        click.echo(f"Simulated Cloud 66 API at {server.base_url}; archiving into {directory}",
-                   err=True)
+        click.echo(
+            f"Simulated Cloud 66 API at {server.base_url}; archiving into {directory}", err=True
+        )
         settings = demo_settings(directory, server.base_url, simulator.stack_uids())
         summary = await archive_once(settings, token)
     click.echo(summary.one_line(), err=True)
     await print_status(settings, as_json=False, console=Console())
-    click.echo(f"\nThe archive is in {directory / 'archive'}; run the demo again: nothing is "
-               "downloaded twice.", err=True)
+    click.echo(
+        f"\nThe archive is in {directory / 'archive'}; run the demo again: nothing is "
+        "downloaded twice.",
+        err=True,
+    )
     return summary.exit_code

@@ -70,8 +70,13 @@ def render_status(document: dict[str, Any], console: Console) -> None:
         table.add_column(column, justify="right" if column in ("backup", "size") else "left")
     for entry in document["archived"]:
         table.add_row(
-            entry["stack_uid"], entry["db_type"], entry["database_name"], str(entry["backup_id"]),
-            entry["backup_date"] or "-", _human(entry["size"]), entry["archived_at"],
+            entry["stack_uid"],
+            entry["db_type"],
+            entry["database_name"],
+            str(entry["backup_id"]),
+            entry["backup_date"] or "-",
+            _human(entry["size"]),
+            entry["archived_at"],
         )
     console.print(table)
     run = document["last_run"]
@@ -87,7 +92,8 @@ def render_status(document: dict[str, Any], console: Console) -> None:
         console.print(
             f"  [red]failed[/red] stack {failure['stack_uid']} backup {failure['backup_id']}: "
             f"{failure['reason']}",
-            markup=True, highlight=False,
+            markup=True,
+            highlight=False,
         )
 
 

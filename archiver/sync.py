@@ -264,7 +264,9 @@ class SyncPass:
         self._summary.archived += 1
         self._summary.bytes += joined.size
         self._progress.finish(job.keys.tar, ok=True)
-        log.info("backup archived", size=joined.size, sha256=joined.sha256, location=record.location)
+        log.info(
+            "backup archived", size=joined.size, sha256=joined.sha256, location=record.location
+        )
 
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
@@ -284,7 +286,8 @@ class SyncPass:
         manifest = _manifest_for(job, joined)
         await storage.write_small(job.keys.manifest, manifest.to_json())
         record = manifest.archived_record(
-            tar_key=job.keys.tar, manifest_key=job.keys.manifest,
+            tar_key=job.keys.tar,
+            manifest_key=job.keys.manifest,
             location=storage.location(job.keys.tar),
         )
         self._rt.state.record_archived(record)
@@ -305,7 +308,8 @@ class SyncPass:
             return False
         self._rt.state.record_archived(
             manifest.archived_record(
-                tar_key=job.keys.tar, manifest_key=job.keys.manifest,
+                tar_key=job.keys.tar,
+                manifest_key=job.keys.manifest,
                 location=storage.location(job.keys.tar),
             )
         )

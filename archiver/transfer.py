@@ -163,8 +163,13 @@ class Downloader:
             except _Retryable as problem:
                 failures += 1
                 self._check_budget(part, failures, str(problem))
-                log.info("download interrupted; resuming", part=part.id, at_byte=progress.written,
-                         reason=str(problem), attempt=failures)
+                log.info(
+                    "download interrupted; resuming",
+                    part=part.id,
+                    at_byte=progress.written,
+                    reason=str(problem),
+                    attempt=failures,
+                )
                 await asyncio.sleep(self._backoff.delay(failures - 1))
                 if url_expires_soon(url):
                     url = await part.fresh_url()
@@ -185,9 +190,12 @@ class Downloader:
     ) -> None:
         headers = self._resume_headers(progress)
         try:
-            async with self._slots, self._session.get(
-                yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
-            ) as response:
+            async with (
+                self._slots,
+                self._session.get(
+                    yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
+                ) as response,
+            ):
                 await self._accept_response(response, progress, segment, on_size)
                 await self._stream_body(response, progress, segment, on_bytes)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
@@ -295,7 +303,10 @@ class Downloader:
         self, chunk: bytes, progress: _PartProgress, segment: SegmentWriter, on_bytes: ByteCallback
     ) -> None:
         loop = asyncio.get_running_loop()
-        work = [segment.write(chunk), loop.run_in_executor(self._executor, progress.sha256.update, chunk)]
+        work = [
+            segment.write(chunk),
+            loop.run_in_executor(self._executor, progress.sha256.update, chunk),
+        ]
         if progress.md5 is not None:
             work.append(loop.run_in_executor(self._executor, progress.md5.update, chunk))
         await asyncio.gather(*work)
@@ -330,7 +341,9 @@ class _Part:
 class BackupJoiner:
     """Streams all parts of one backup into one upload, joined in order."""
 
-    def __init__(self, downloader: Downloader, storage: Storage, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, downloader: Downloader, storage: Storage, executor: ThreadPoolExecutor
+    ) -> None:
         self._downloader = downloader
         self._storage = storage
         self._executor = executor
@@ -356,20 +369,27 @@ class BackupJoiner:
         return joined
 
     async def _join(
-        self, upload: Upload, parts: Sequence[PartSource], on_size: ByteCallback,
+        self,
+        upload: Upload,
+        parts: Sequence[PartSource],
+        on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> JoinedResult:
         if len(parts) == 1:
             segment = await upload.open_segment(0, 0)
-            result = await self._downloader.fetch_part(parts[0], segment, on_size=on_size,
-                                                       on_bytes=on_bytes)
+            result = await self._downloader.fetch_part(
+                parts[0], segment, on_size=on_size, on_bytes=on_bytes
+            )
             return JoinedResult(size=result.size, sha256=result.sha256, parts=[result])
         if self._storage.supports_read_back:
             return await self._join_concurrently(upload, parts, on_size, on_bytes)
         return await self._join_in_order(upload, parts, on_size, on_bytes)
 
     async def _join_concurrently(
-        self, upload: Upload, parts: Sequence[PartSource], on_size: ByteCallback,
+        self,
+        upload: Upload,
+        parts: Sequence[PartSource],
+        on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> JoinedResult:
         """All parts download at once; each starts where the previous one's length ends.
@@ -382,7 +402,9 @@ class BackupJoiner:
         slots = [_Part() for _ in parts]
         slots[0].offset.set_result(0)
         tasks = [
-            asyncio.create_task(self._fetch_at_offset(upload, index, parts, slots, on_size, on_bytes))
+            asyncio.create_task(
+                self._fetch_at_offset(upload, index, parts, slots, on_size, on_bytes)
+            )
             for index in range(len(parts))
         ]
         try:
@@ -398,8 +420,13 @@ class BackupJoiner:
         return JoinedResult(size=sum(r.size for r in results), sha256=whole_sha256, parts=results)
 
     async def _fetch_at_offset(
-        self, upload: Upload, index: int, parts: Sequence[PartSource], slots: list[_Part],
-        on_size: ByteCallback, on_bytes: ByteCallback,
+        self,
+        upload: Upload,
+        index: int,
+        parts: Sequence[PartSource],
+        slots: list[_Part],
+        on_size: ByteCallback,
+        on_bytes: ByteCallback,
     ) -> PartResult:
         slot = slots[index]
         try:
@@ -441,7 +468,10 @@ class BackupJoiner:
         return whole.hexdigest()
 
     async def _join_in_order(
-        self, upload: Upload, parts: Sequence[PartSource], on_size: ByteCallback,
+        self,
+        upload: Upload,
+        parts: Sequence[PartSource],
+        on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> JoinedResult:
         """For backends that cannot read back: one part after the other, hashed as it streams."""
@@ -451,8 +481,9 @@ class BackupJoiner:
         for index, part in enumerate(parts):
             inner = await upload.open_segment(index, offset)
             segment = _HashingSegment(inner, whole, self._executor)
-            result = await self._downloader.fetch_part(part, segment, on_size=on_size,
-                                                       on_bytes=on_bytes)
+            result = await self._downloader.fetch_part(
+                part, segment, on_size=on_size, on_bytes=on_bytes
+            )
             results.append(result)
             offset += result.size
         return JoinedResult(size=offset, sha256=whole.hexdigest(), parts=results)
@@ -479,7 +510,9 @@ class _JoinedHash:
 class _HashingSegment:
     """A segment that also feeds the joined hash; a rewind rolls the hash back too."""
 
-    def __init__(self, inner: SegmentWriter, whole: _JoinedHash, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, inner: SegmentWriter, whole: _JoinedHash, executor: ThreadPoolExecutor
+    ) -> None:
         self._inner = inner
         self._whole = whole
         self._executor = executor

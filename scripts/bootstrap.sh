@@ -24,6 +24,6 @@ apt_install() {
 }
 
 bootstrap_test_services() {
-    # curl: the benchmark's baseline and a test or two.
-    apt_install curl
+    # curl: the benchmark's baseline and a test or two. openssh-server: the SFTP tests' sshd.
+    apt_install curl openssh-server
 }

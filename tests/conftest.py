@@ -14,6 +14,10 @@ import pytest
 
 from archiver.simulator import Simulator, SimulatorServer
 
+# The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
+# SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
+pytest_plugins = ["tests.sftp_server", "tests.s3_server"]
+
 TOKEN = "test-token-7f3a9c1e5b"
 PART_SIZE = 256 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +128,10 @@ def cli_env(**extra: str) -> dict[str, str]:
 async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     """Start `python -m archiver ARGS` as a real process."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "archiver", *args,
+        sys.executable,
+        "-m",
+        "archiver",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env or cli_env(),
@@ -132,10 +139,11 @@ async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.su
     )
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> CliResult:
     """Run the CLI to completion while the test's event loop keeps serving the simulator."""
     process = await start_cli(*args, env=env)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return CliResult(process.returncode, stdout.decode(), stderr.decode())
-

@@ -16,7 +16,9 @@ from archiver.sync import PassSummary
 from tests.conftest import PART_SIZE, TOKEN, Workspace
 
 
-def _settings(workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object) -> Settings:
+def _settings(
+    workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object
+) -> Settings:
     stacks = [{"uid": uid} for uid in uids]
     return load_settings(workspace.write_config(server.base_url, stacks, **sections))
 
@@ -107,8 +109,7 @@ async def test_short_url_lifetime_with_cut_resumes_on_a_fresh_url(
     tmp_path: Path, workspace: Workspace
 ) -> None:
     """With 2-second URLs, a download cut after expiry resumes with a new URL."""
-    sim = Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=PART_SIZE,
-                    url_lifetime=2.0)
+    sim = Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=PART_SIZE, url_lifetime=2.0)
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=PART_SIZE - 1)
     # Slow enough that the URL expires mid-body; then cut, so the resume needs a new URL.
@@ -174,7 +175,8 @@ def tiny_disk(tmp_path: Path) -> Path:
     mount_point.mkdir()
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")

@@ -20,7 +20,9 @@ def _date(days_ago: int) -> datetime:
     return datetime(2026, 11, 1, 3, 0, tzinfo=UTC) - timedelta(days=days_ago)
 
 
-def _settings(workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object) -> Settings:
+def _settings(
+    workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object
+) -> Settings:
     stacks = [{"uid": uid} for uid in uids]
     return load_settings(workspace.write_config(server.base_url, stacks, **sections))
 
@@ -46,8 +48,9 @@ async def test_first_pass_archives_every_ok_backup_with_layout_and_manifest(
 ) -> None:
     """A pass stores each Ok backup at the contract's path, hash-checked, with its manifest."""
     sim.add_stack("stack-a")
-    backup_id = sim.add_backup("stack-a", db_type="mysql", database_name="shop", size=5000,
-                               backup_date=_date(1))
+    backup_id = sim.add_backup(
+        "stack-a", db_type="mysql", database_name="shop", size=5000, backup_date=_date(1)
+    )
     summary = await _pass(_settings(workspace, server, "stack-a"))
 
     assert summary.exit_code == 0
@@ -157,7 +160,7 @@ async def test_multi_part_backup_is_joined_in_order(
     parts = manifest["parts"]
     assert isinstance(parts, list)
     assert [part["id"] for part in parts] == ["tar-aa", "tar-ab", "tar-ac", "tar-ad"]
-    assert [part["name"] for part in parts][0] == "big.tar-aa"
+    assert parts[0]["name"] == "big.tar-aa"
     assert sum(part["size"] for part in parts) == size
     expected_md5 = sim.part_md5s(backup_id)
     assert {part["id"]: part["etag"] for part in parts} == expected_md5
@@ -228,7 +231,8 @@ async def test_discover_archives_every_visible_stack_but_the_excluded(
     summary = await _pass(load_settings(config))
     assert summary.archived == 2
     assert sorted(str(m["stack_uid"]) for m in _manifests(workspace.archive)) == [
-        "stack-a", "stack-c",
+        "stack-a",
+        "stack-c",
     ]
 
 
@@ -317,8 +321,9 @@ async def test_status_document_lists_archived_backups_and_last_run(
         state.close()
     (entry,) = document["archived"]
     assert entry["backup_id"] == backup_id
-    assert Path(entry["location"]).is_file()
-    assert Path(entry["location"]).is_absolute()
+    location = Path(entry["location"])
+    assert location.is_absolute()
+    assert location == next(workspace.archive.rglob("db.tar")).absolute()
     assert document["last_run"]["ok"] is True
     assert document["last_run"]["archived"] == 1
     assert document["last_run"]["failed"] == []

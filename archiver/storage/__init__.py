@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from archiver.config import LocalStorageSettings, StorageSettings
+from archiver.config import (
+    LocalStorageSettings,
+    S3StorageSettings,
+    SftpStorageSettings,
+    StorageSettings,
+)
 from archiver.errors import ConfigError
 from archiver.storage.base import ObjectInfo, SegmentWriter, Storage, Upload
 from archiver.storage.local import LocalStorage
@@ -25,4 +30,12 @@ def open_storage(settings: StorageSettings, *, executor: ThreadPoolExecutor) -> 
     """The backend the settings name. Offsite backends are imported only when used."""
     if isinstance(settings, LocalStorageSettings):
         return LocalStorage(settings.path, executor=executor)
+    if isinstance(settings, S3StorageSettings):
+        from archiver.storage.s3 import S3Storage  # aiobotocore loads only when used
+
+        return S3Storage(settings)
+    if isinstance(settings, SftpStorageSettings):
+        from archiver.storage.sftp import SftpStorage  # asyncssh loads only when used
+
+        return SftpStorage(settings)
     raise ConfigError(f"storage type {settings.type!r} is not available in this build")
