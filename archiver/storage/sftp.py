@@ -1,0 +1,644 @@
+"""A folder on the user's own server, reached over SFTP (asyncssh), as archive storage.
+
+One SSH connection is opened when first needed and shared by every operation;
+when it drops, the operation that noticed reconnects once and tries again.
+Host keys are checked against `known_hosts_file` (asyncssh's default
+~/.ssh/known_hosts when unset); turning that off is logged as a warning at
+every connect.
+
+Unfinished data never sits under a final name: an upload writes
+`<key>.<random>.part` and renames it into place on commit (a random stem per
+upload, because SFTP has no inode numbers: a unique name is how a stale upload
+is told from the newer one that replaced it). Files are created 0600 and
+folders 0700 with an explicit chmod, since the server's umask can only remove
+bits. Keys are checked syntactically (`check_key`); symlinks inside the remote
+folder are not followed by `list`, and whoever can plant one on the server can
+read the archive anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import posixpath
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import asyncssh
+import structlog
+
+from archiver.config import SftpStorageSettings
+from archiver.errors import (
+    IntegrityError,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+)
+from archiver.storage.base import ObjectInfo, check_key
+
+log = structlog.get_logger(__name__)
+
+PART_SUFFIX = ".part"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+_PROBE_PREFIX = "c66-archiver-probe-"
+_MiB = 1024 * 1024
+# OpenSSH's sftp-server reports ENOSPC as a bare SSH_FX_FAILURE ("Failure"), so a
+# failure is called "no space" when the filesystem has less free than this left.
+_NEARLY_FULL_BYTES = _MiB
+_NO_SPACE_WORDS = ("no space", "enospc", "quota", "disk full")
+
+# Errors that mean the connection is gone (not that the server refused something).
+_DROPPED: tuple[type[BaseException], ...] = (
+    asyncssh.SFTPConnectionLost,
+    asyncssh.SFTPNoConnection,
+    asyncssh.DisconnectError,
+    asyncssh.ChannelOpenError,
+    ConnectionError,
+    TimeoutError,
+)
+_MISSING: tuple[type[asyncssh.SFTPError], ...] = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
+# Anything the server or the connection can throw at an operation.
+_SFTP_FAILURES: tuple[type[BaseException], ...] = (asyncssh.SFTPError, *_DROPPED)
+
+_T = TypeVar("_T")
+Client = asyncssh.SFTPClient
+Handle = asyncssh.SFTPClientFile
+
+
+def _mentions_no_space(error: asyncssh.SFTPError) -> bool:
+    reason = str(error.reason).lower()
+    return any(words in reason for words in _NO_SPACE_WORDS)
+
+
+def classify(error: BaseException, location: str) -> BaseException:
+    """The StorageError (or FileNotFoundError) an SFTP or connection error stands for."""
+    if isinstance(error, _MISSING):
+        return FileNotFoundError(f"no such file: {location}")
+    if isinstance(error, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded) or (
+        isinstance(error, asyncssh.SFTPFailure) and _mentions_no_space(error)
+    ):
+        return PermanentStorageError(f"no space left on {location}")
+    if isinstance(error, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect):
+        return PermanentStorageError(f"permission denied on {location}")
+    if isinstance(error, _DROPPED):
+        return TransientStorageError(f"connection lost while working on {location}: {error!r}")
+    if isinstance(error, asyncssh.SFTPError):
+        return TransientStorageError(f"storage error on {location}: {error.reason}")
+    return error
+
+
+def _is_part(name: str) -> bool:
+    return name.endswith(PART_SUFFIX)
+
+
+class SftpSegment:
+    """Writes one segment of an `SftpUpload` at its own offsets."""
+
+    def __init__(self, upload: SftpUpload, offset: int) -> None:
+        self._upload = upload
+        self._offset = offset
+        self._position = offset
+
+    async def write(self, chunk: bytes) -> None:
+        """Write `chunk` at the segment's position (an SFTP write carries its offset)."""
+        await self._upload.write_at(chunk, self._position)
+        self._position += len(chunk)
+
+    async def rewind(self) -> None:
+        """Start again at the segment's offset; later writes overwrite what was there."""
+        self._position = self._offset
+
+    async def close(self) -> None:
+        """Nothing to flush: every write was acknowledged by the server (commit fsyncs)."""
+
+
+class SftpUpload:
+    """A remote file assembled at `<final>.<random>.part`, renamed into place on commit.
+
+    All segments share one SFTP file handle: SFTP writes name their offset, so
+    concurrent segments need no handle of their own.
+    """
+
+    def __init__(self, storage: SftpStorage, final: str, part: str, handle: Handle) -> None:
+        self._storage = storage
+        self._final = final
+        self._part = part
+        self._handle: Handle | None = handle
+        self._location = storage.url(final)
+        self._reopen_lock = asyncio.Lock()
+        self._committed = False
+        self._aborted = False
+
+    def _live_handle(self) -> Handle:
+        if self._handle is None or self._committed or self._aborted:
+            raise PermanentStorageError(f"upload of {self._location} is already finished")
+        return self._handle
+
+    async def open_segment(self, index: int, offset: int) -> SftpSegment:
+        """A writer at `offset`; the index does not matter to a file."""
+        del index
+        self._live_handle()
+        if offset < 0:
+            raise ValueError(f"segment offset must be >= 0, not {offset}")
+        return SftpSegment(self, offset)
+
+    async def write_at(self, chunk: bytes, offset: int) -> None:
+        """Write `chunk` at `offset`; at most `max_concurrent_writes` writes are in flight."""
+        async with self._storage.write_slots:
+            used = self._live_handle()
+
+            async def write() -> None:
+                await self._live_handle().write(chunk, offset)
+
+            # An offset write is idempotent, so after a reconnect it is simply sent again.
+            await self._storage.twice(self._location, write, lambda: self._reopen(used))
+
+    async def _reopen(self, stale: Handle) -> None:
+        """After a dropped connection: reconnect and open our part file again (once for all)."""
+        async with self._reopen_lock:
+            if self._handle is not stale:
+                return  # a concurrent segment has reopened it already
+            self._handle = None
+            await self._storage.drop_connection()
+            client = await self._storage.client()
+            try:
+                self._handle = await client.open(self._part, asyncssh.FXF_WRITE, encoding=None)
+            except _MISSING as error:
+                raise self._discarded() from error
+
+    async def read_back(self, offset: int, size: int) -> bytes:
+        """Not offered: reading over the network would cost a second transfer."""
+        raise PermanentStorageError("SFTP storage does not read uploads back")
+
+    def _discarded(self) -> PermanentStorageError:
+        return PermanentStorageError(
+            f"upload of {self._location} was discarded (a newer upload or a cleanup)"
+        )
+
+    async def commit(self, *, size: int, sha256: str) -> None:
+        """Check the remote size, fsync where the server can, rename into place."""
+        del sha256  # SFTP has nowhere to keep it; the manifest records it
+        handle = self._live_handle()
+        written = await self._remote_size()
+        if written != size:
+            raise IntegrityError(
+                f"{self._location}: {written} bytes on the server, expected {size}"
+            )
+        await self._storage.twice(
+            self._location, lambda: self._storage.fsync(self._live_handle()),
+            lambda: self._reopen(handle),
+        )
+        await self._close_handle()
+        client = await self._storage.client()
+        try:
+            await self._storage.rename_into_place(client, self._part, self._final)
+        except _MISSING as error:
+            raise self._discarded() from error
+        except _SFTP_FAILURES as error:
+            raise await self._storage.classified(error, self._location) from error
+        self._committed = True
+
+    async def _remote_size(self) -> int:
+        """Size of our part file by name; missing means a newer upload discarded it."""
+        try:
+            attrs = await self._storage.run(self._location, lambda c: c.stat(self._part))
+        except FileNotFoundError as error:
+            raise self._discarded() from error
+        return attrs.size or 0
+
+    async def _close_handle(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        # A dead handle holds nothing: the server closed it with the session.
+        with contextlib.suppress(*_SFTP_FAILURES):
+            await handle.close()
+
+    async def abort(self) -> None:
+        """Close and remove the part file. Idempotent; a no-op after a successful commit."""
+        if self._committed or self._aborted:
+            return
+        # Shielded: a cancelled transfer must still not leave its part behind.
+        await asyncio.shield(self._remove_part())
+        self._aborted = True
+
+    async def _remove_part(self) -> None:
+        await self._close_handle()
+        await self._storage.run(self._location, lambda c: _remove_if_present(c, self._part))
+
+
+async def _remove_if_present(client: Client, path: str) -> bool:
+    """Remove `path`; False when it was already gone."""
+    try:
+        await client.remove(path)
+    except _MISSING:
+        return False
+    return True
+
+
+class SftpStorage:
+    """The Storage protocol on a folder of an SFTP server (see `archiver.storage.base`)."""
+
+    # Reading back would download the bytes a second time: parts join in order instead.
+    supports_read_back = False
+
+    def __init__(self, settings: SftpStorageSettings) -> None:
+        self._settings = settings
+        self._root = posixpath.normpath(settings.path)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        self._server = f"{host}:{settings.port}"
+        self._url_base = f"sftp://{settings.username}@{self._server}"
+        self.write_slots = asyncio.Semaphore(settings.max_concurrent_writes)
+        self._connect_lock = asyncio.Lock()
+        self._connection: asyncssh.SSHClientConnection | None = None
+        self._client: Client | None = None
+        self._fsync_supported = True
+
+    # --- naming -----------------------------------------------------------------------------
+
+    def url(self, remote_path: str) -> str:
+        """`sftp://user@host:port/absolute/path` for a remote path."""
+        return f"{self._url_base}{remote_path}"
+
+    def _remote(self, key: str) -> str:
+        """The remote path of `key`, refusing unsafe keys and the reserved `.part` suffix."""
+        check_key(key)
+        if _is_part(key.rsplit("/", 1)[-1]):
+            raise PermanentStorageError(f"refusing storage key {key!r}: '.part' is reserved")
+        return posixpath.join(self._root, key)
+
+    def location(self, key: str) -> str:
+        """`sftp://<user>@<host>:<port>/<absolute path>` of the archived file."""
+        return self.url(self._remote(key))
+
+    # --- the connection ---------------------------------------------------------------------
+
+    async def client(self) -> Client:
+        """The shared SFTP client, connecting first when there is none (or it died)."""
+        async with self._connect_lock:
+            if self._client is None or self._connection is None or self._connection.is_closed():
+                self._connection, self._client = await self._connect()
+            return self._client
+
+    async def drop_connection(self) -> None:
+        """Forget a broken connection, so the next `client()` opens a fresh one."""
+        async with self._connect_lock:
+            connection, self._connection, self._client = self._connection, None, None
+        if connection is not None:
+            connection.abort()
+
+    async def _connect(self) -> tuple[asyncssh.SSHClientConnection, Client]:
+        settings = self._settings
+        if settings.insecure_skip_host_key_check:
+            log.warning(
+                "host key checking is OFF (insecure_skip_host_key_check = true): "
+                "anyone on the network path can impersonate the server and read the archive",
+                server=self._server,
+            )
+        try:
+            connection = await asyncssh.connect(
+                settings.host,
+                settings.port,
+                username=settings.username,
+                known_hosts=self._known_hosts(),
+                client_keys=self._client_keys(),
+                connect_timeout=settings.connect_timeout.total_seconds(),
+                keepalive_interval=30,  # notice a dead peer while a long transfer waits
+                config=None,  # behave the same whatever ~/.ssh/config says
+            )
+        except asyncssh.HostKeyNotVerifiable as error:
+            raise PermanentStorageError(self._host_key_problem(error)) from error
+        except asyncssh.PermissionDenied as error:
+            raise PermanentStorageError(
+                f"authentication as {settings.username} on {self._server} failed "
+                f"(is the public key of {settings.private_key_file or 'your SSH key'} "
+                "in the server's authorized_keys?)"
+            ) from error
+        except (OSError, TimeoutError, asyncssh.Error) as error:
+            raise TransientStorageError(f"cannot connect to {self._server}: {error!r}") from error
+        return connection, await self._start_sftp(connection)
+
+    async def _start_sftp(self, connection: asyncssh.SSHClientConnection) -> Client:
+        try:
+            return await connection.start_sftp_client()
+        except (OSError, asyncssh.Error) as error:
+            connection.abort()
+            raise TransientStorageError(
+                f"{self._server} accepted SSH but not SFTP: {error!r}"
+            ) from error
+
+    def _host_key_problem(self, error: asyncssh.HostKeyNotVerifiable) -> str:
+        source = self._settings.known_hosts_file or "~/.ssh/known_hosts"
+        return (
+            f"host key of {self._server} is not trusted (not in {source}, or it changed): "
+            f"{error.reason}"
+        )
+
+    def _known_hosts(self) -> str | tuple[()] | None:
+        """None turns checking off; () is asyncssh's default (~/.ssh/known_hosts)."""
+        if self._settings.insecure_skip_host_key_check:
+            return None
+        if self._settings.known_hosts_file is not None:
+            return str(self._settings.known_hosts_file)
+        return ()
+
+    def _client_keys(self) -> builtins.list[asyncssh.SSHKey] | tuple[()]:
+        """The configured key, or asyncssh's defaults (agent, ~/.ssh/id_*)."""
+        key_file = self._settings.private_key_file
+        if key_file is None:
+            return ()
+        try:
+            return [asyncssh.read_private_key(str(key_file))]
+        except (OSError, asyncssh.KeyImportError) as error:
+            raise PermanentStorageError(
+                f"cannot read the SSH private key {key_file}: {error}"
+            ) from error
+
+    # --- running operations -----------------------------------------------------------------
+
+    async def twice(
+        self,
+        location: str,
+        action: Callable[[], Awaitable[_T]],
+        recover: Callable[[], Awaitable[None]],
+    ) -> _T:
+        """Run `action`; when the connection dropped, `recover` and run it once more."""
+        try:
+            return await action()
+        except _DROPPED as error:
+            log.warning("SFTP connection dropped; reconnecting once", server=self._server,
+                        error=repr(error))
+        except asyncssh.SFTPError as error:
+            raise await self.classified(error, location) from error
+        await recover()
+        try:
+            return await action()
+        except _SFTP_FAILURES as error:
+            raise await self.classified(error, location) from error
+
+    async def run(self, location: str, action: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Run `action` on the shared client, reconnecting once; errors become StorageErrors."""
+        current = [await self.client()]
+
+        async def reconnect() -> None:
+            await self.drop_connection()
+            current[0] = await self.client()
+
+        return await self.twice(location, lambda: action(current[0]), reconnect)
+
+    async def classified(self, error: BaseException, location: str) -> BaseException:
+        """Like `classify`, but a bare SSH_FX_FAILURE on a nearly full filesystem is ENOSPC."""
+        if type(error) is asyncssh.SFTPFailure and await self._nearly_full():
+            return PermanentStorageError(f"no space left on {location}")
+        return classify(error, location)
+
+    async def _nearly_full(self) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            space = await client.statvfs(self._root)
+        except _SFTP_FAILURES:
+            return False  # cannot tell: leave the failure as it is
+        return space.bavail * space.frsize < _NEARLY_FULL_BYTES
+
+    # --- remote file primitives -------------------------------------------------------------
+
+    async def _ensure_folder(self, client: Client, folder: str) -> None:
+        """Create `folder` and its missing parents, each 0700 whatever the server's umask."""
+        missing: builtins.list[str] = []
+        current = folder
+        while current not in ("/", ""):
+            try:
+                await client.stat(current)
+                break
+            except _MISSING:
+                missing.append(current)
+                current = posixpath.dirname(current)
+        for path in reversed(missing):
+            try:
+                await client.mkdir(path, asyncssh.SFTPAttrs(permissions=FOLDER_MODE))
+            except asyncssh.SFTPError:
+                if await client.isdir(path):
+                    continue  # a concurrent writer made it; its mode is already ours
+                raise
+            # Only folders we create are ours to chmod (not e.g. /srv above the root).
+            await client.chmod(path, FOLDER_MODE)
+
+    @staticmethod
+    async def _create_private(client: Client, path: str) -> Handle:
+        """Create a new file 0600 (fails if it exists), open for writing."""
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        handle = await client.open(
+            path, flags, asyncssh.SFTPAttrs(permissions=FILE_MODE), encoding=None
+        )
+        try:
+            await handle.chmod(FILE_MODE)
+        except BaseException:
+            await handle.close()
+            raise
+        return handle
+
+    async def fsync(self, handle: Handle) -> None:
+        """fsync@openssh.com when the server has it; without it, durability is the server's."""
+        if not self._fsync_supported:
+            return
+        try:
+            await handle.fsync()
+        except asyncssh.SFTPOpUnsupported:
+            self._fsync_supported = False
+            log.info("the SFTP server cannot fsync; durability rests on its filesystem",
+                     server=self._server)
+
+    async def rename_into_place(self, client: Client, part: str, final: str) -> None:
+        """Atomic POSIX rename; without the extension, remove then rename.
+
+        The fallback has a window in which the final name is missing (never one
+        in which it holds partial data): a reader then sees "not archived yet"
+        and the next pass archives the backup again.
+        """
+        try:
+            await client.posix_rename(part, final)
+            return
+        except asyncssh.SFTPOpUnsupported:
+            pass
+        await _remove_if_present(client, final)
+        await client.rename(part, final)
+
+    # --- the Storage protocol ---------------------------------------------------------------
+
+    async def start_upload(self, key: str) -> SftpUpload:
+        """Create a fresh part file, discarding earlier unfinished uploads of `key`."""
+        final = self._remote(key)
+        part = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
+
+        async def begin(client: Client) -> Handle:
+            await self._ensure_folder(client, posixpath.dirname(final))
+            await self._discard_parts_of(client, final)
+            return await self._create_private(client, part)
+
+        handle = await self.run(self.url(final), begin)
+        return SftpUpload(self, final, part, handle)
+
+    async def _discard_parts_of(self, client: Client, final: str) -> None:
+        """Remove `<final>.<random>.part` files left by earlier uploads of the same key."""
+        folder, name = posixpath.split(final)
+        for entry in await client.readdir(folder):
+            filename = str(entry.filename)
+            stem = filename.removesuffix(PART_SUFFIX)
+            if _is_part(filename) and stem.rpartition(".")[0] == name:
+                await _remove_if_present(client, posixpath.join(folder, filename))
+
+    async def write_small(self, key: str, data: bytes) -> None:
+        """Temp file in the same folder, fsync, rename over the old one."""
+        final = self._remote(key)
+        await self.run(self.url(final), lambda client: self._write_small(client, final, data))
+
+    async def _write_small(self, client: Client, final: str, data: bytes) -> None:
+        await self._ensure_folder(client, posixpath.dirname(final))
+        temporary = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
+        handle = await self._create_private(client, temporary)
+        try:
+            try:
+                await handle.write(data, 0)
+                await self.fsync(handle)
+            finally:
+                await handle.close()
+            await self.rename_into_place(client, temporary, final)
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(client, temporary))
+            raise
+
+    @staticmethod
+    async def _remove_quietly(client: Client, path: str) -> None:
+        with contextlib.suppress(*_SFTP_FAILURES):  # remove_incomplete takes it next pass
+            await _remove_if_present(client, path)
+
+    async def read_small(self, key: str) -> bytes:
+        """The whole file; FileNotFoundError when there is none."""
+        path = self._remote(key)
+
+        async def read(client: Client) -> bytes:
+            handle = await client.open(path, "rb", encoding=None)
+            try:
+                data = await handle.read()
+            finally:
+                await handle.close()
+            if isinstance(data, str):  # never with encoding=None; for the type checker
+                raise TypeError("the SFTP file was opened in text mode")
+            return data
+
+        return await self.run(self.url(path), read)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size of a completed regular file, or None (parts are never final names)."""
+        path = self._remote(key)
+        try:
+            attrs = await self.run(self.url(path), lambda client: client.stat(path))
+        except FileNotFoundError:
+            return None
+        if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
+            return None
+        return ObjectInfo(key=key, size=attrs.size or 0)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[str]:
+        """Yield completed keys under the folder `prefix`; parts, temps and symlinks hidden."""
+        folder = self._root
+        trimmed = prefix.strip("/")
+        if trimmed:
+            folder = posixpath.join(self._root, check_key(trimmed))
+        async for path in self._walk(folder):
+            if not _is_part(path):
+                yield posixpath.relpath(path, self._root)
+
+    async def _walk(self, top: str) -> AsyncIterator[str]:
+        """Regular files under `top`, depth first, each folder read in one request."""
+        pending = [top]
+        while pending:
+            folder = pending.pop()
+            files, folders = await self.run(
+                self.url(folder), functools.partial(_read_folder, folder=folder)
+            )
+            for name in files:
+                yield posixpath.join(folder, name)
+            pending.extend(posixpath.join(folder, name) for name in reversed(folders))
+
+    async def remove(self, key: str) -> None:
+        """Delete a completed file and its now-empty folders. Missing is fine."""
+        path = self._remote(key)
+
+        async def remove(client: Client) -> None:
+            if await _remove_if_present(client, path):
+                await self._prune_empty_folders(client, posixpath.dirname(path))
+
+        try:
+            await self.run(self.url(path), remove)
+        except FileNotFoundError:
+            return  # a parent is a file, not a folder: nothing to remove either
+
+    async def _prune_empty_folders(self, client: Client, folder: str) -> None:
+        """Remove `folder` and its parents while they are empty, stopping at the root."""
+        while folder != self._root and folder.startswith(self._root.rstrip("/") + "/"):
+            try:
+                await client.rmdir(folder)
+            except asyncssh.SFTPError:
+                return  # not empty (or gone): nothing more to prune
+            folder = posixpath.dirname(folder)
+
+    async def remove_incomplete(self) -> int:
+        """Delete every `*.part` under the root; return how many."""
+        removed = 0
+        async for path in self._walk(self._root):
+            if _is_part(path) and await self.run(
+                self.url(path), functools.partial(_remove_if_present, path=path)
+            ):
+                removed += 1
+        return removed
+
+    async def probe(self) -> None:
+        """Write, read back and delete a probe file at the root; name what failed."""
+        key = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
+        payload = secrets.token_bytes(32)
+        try:
+            await self.write_small(key, payload)
+            if await self.read_small(key) != payload:
+                raise PermanentStorageError("the probe file read back different bytes")
+            await self.remove(key)
+        except (OSError, StorageError) as error:
+            raise PermanentStorageError(
+                f"storage {self.url(self._root)} is not usable: {error}"
+            ) from error
+
+    async def aclose(self) -> None:
+        """Close the SSH connection."""
+        async with self._connect_lock:
+            connection, self._connection, self._client = self._connection, None, None
+        if connection is not None:
+            connection.close()
+            await connection.wait_closed()
+
+
+async def _read_folder(
+    client: Client, folder: str
+) -> tuple[builtins.list[str], builtins.list[str]]:
+    """Names of the regular files and of the folders in `folder`, sorted; none if missing."""
+    try:
+        entries = await client.readdir(folder)
+    except _MISSING:
+        return [], []
+    files: builtins.list[str] = []
+    folders: builtins.list[str] = []
+    for entry in entries:
+        name = str(entry.filename)
+        if name in (".", ".."):
+            continue
+        # readdir reports lstat types: symlinks are neither, so they are never followed.
+        if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+            files.append(name)
+        elif entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+            folders.append(name)
+    return sorted(files), sorted(folders)

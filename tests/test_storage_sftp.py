@@ -1,0 +1,283 @@
+"""The SFTP backend against a real OpenSSH server: the conformance suite plus SFTP-only tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+from structlog.testing import capture_logs
+
+from archiver.errors import PermanentStorageError
+from archiver.storage import open_storage
+from archiver.storage.base import SegmentWriter
+from archiver.storage.sftp import SftpStorage
+from tests.sftp_server import SftpServer
+from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def storage(sftp_server: SftpServer, sftp_folder: Path) -> AsyncIterator[SftpStorage]:
+    """A fresh backend on a remote folder that does not exist yet."""
+    backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
+    yield backend
+    await backend.aclose()
+
+
+class TestSftpConformance(StorageConformance):
+    """The SFTP backend passes the whole suite against a real sshd."""
+
+
+def mode_of(path: Path) -> int:
+    """Permission bits of `path` (not following a final symlink)."""
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def part_files(root: Path) -> list[Path]:
+    """Every `*.part` file under `root` on the server's disk."""
+    return sorted(root.rglob("*.part"))
+
+
+async def write_mebibytes(segment: SegmentWriter, count: int) -> None:
+    """Write `count` MiB of zeros to `segment`."""
+    for _ in range(count):
+        await segment.write(bytes(MiB))
+
+
+@pytest.fixture
+def tmpfs(sftp_folder: Path) -> Iterator[Path]:
+    """A mount point inside the remote folder, unmounted afterwards."""
+    mount_point = sftp_folder / "mnt"
+    mount_point.mkdir()
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
+
+
+def mount_tmpfs(mount_point: Path, server: SftpServer, size: str) -> None:
+    """Mount a tiny tmpfs owned by the SFTP user, or skip where mounting is not allowed."""
+    options = f"size={size},mode=0700,uid={server.uid},gid={server.gid}"
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        check=False, capture_output=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+
+
+async def test_open_storage_picks_the_sftp_backend(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """`[storage] type = "sftp"` settings open an SftpStorage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        backend = open_storage(sftp_server.settings(sftp_folder), executor=executor)
+        assert isinstance(backend, SftpStorage)
+        await backend.aclose()
+
+
+async def test_files_are_0600_and_folders_0700_under_a_permissive_umask(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """With the server's umask at 0000, parts, files, manifests and folders are 0600/0700."""
+    root = sftp_folder / "deep" / "archive"
+    backend = SftpStorage(sftp_server.settings(root))
+    try:
+        upload = await backend.start_upload("s/mysql/db/b_1/db.tar")
+        [part] = part_files(root)
+        assert mode_of(part) == 0o600
+        await write_upload(upload, b"data")
+        await upload.commit(size=4, sha256=sha256_hex(b"data"))
+        await backend.write_small("s/mysql/db/b_1/manifest.json", b"{}")
+    finally:
+        await backend.aclose()
+    for file in ("db.tar", "manifest.json"):
+        assert mode_of(root / "s/mysql/db/b_1" / file) == 0o600
+    for folder in (sftp_folder / "deep", root, root / "s", root / "s/mysql/db/b_1"):
+        assert mode_of(folder) == 0o700
+
+
+async def test_location_is_an_sftp_url_with_the_absolute_path(
+    sftp_server: SftpServer, storage: SftpStorage, sftp_folder: Path
+) -> None:
+    """location() is sftp://user@host:port/absolute/path/key."""
+    expected = (
+        f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}"
+        f"{sftp_folder}/archive/s/db.tar"
+    )
+    assert storage.location("s/db.tar") == expected
+
+
+async def test_wrong_host_key_fails_the_probe_naming_the_host_key(
+    sftp_server: SftpServer, sftp_folder: Path, tmp_path: Path
+) -> None:
+    """A server whose key is not the known one is refused, and probe says 'host key'."""
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_bytes(f"[127.0.0.1]:{sftp_server.port} ".encode() + impostor)
+    backend = SftpStorage(sftp_server.settings(sftp_folder, known_hosts_file=str(known_hosts)))
+    try:
+        with pytest.raises(PermanentStorageError, match=r"host key of 127\.0\.0\.1:\d+"):
+            await backend.probe()
+    finally:
+        await backend.aclose()
+
+
+async def test_unknown_user_key_fails_the_probe_naming_authentication(
+    sftp_server: SftpServer, sftp_folder: Path, tmp_path: Path
+) -> None:
+    """A key the server does not authorise fails the probe with 'authentication'."""
+    stranger = tmp_path / "stranger_ed25519"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
+    backend = SftpStorage(sftp_server.settings(sftp_folder, private_key_file=str(stranger)))
+    try:
+        with pytest.raises(PermanentStorageError, match="authentication as"):
+            await backend.probe()
+    finally:
+        await backend.aclose()
+
+
+async def test_refused_connection_fails_the_probe_naming_host_and_port(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """Nothing listening on the port: probe names host:port."""
+    backend = SftpStorage(sftp_server.settings(sftp_folder, port=1))
+    try:
+        with pytest.raises(PermanentStorageError, match=r"cannot connect to 127\.0\.0\.1:1\b"):
+            await backend.probe()
+    finally:
+        await backend.aclose()
+
+
+async def test_insecure_mode_connects_and_logs_a_loud_warning(
+    sftp_server: SftpServer, sftp_folder: Path, tmp_path: Path
+) -> None:
+    """insecure_skip_host_key_check accepts any host key and warns at connect."""
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+    settings = sftp_server.settings(
+        sftp_folder, known_hosts_file=str(empty_known_hosts), insecure_skip_host_key_check=True
+    )
+    backend = SftpStorage(settings)
+    try:
+        with capture_logs() as logs:
+            await backend.probe()
+    finally:
+        await backend.aclose()
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert any("host key checking is OFF" in entry["event"] for entry in warnings)
+
+
+async def test_permission_denied_on_the_path_is_permanent_and_named(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """A folder the user may not write: PermanentStorageError 'permission denied on sftp://...'."""
+    if sftp_server.uid == 0:
+        pytest.skip("logged in as root, who may write anywhere")
+    locked = sftp_folder / "locked"
+    locked.mkdir(mode=0o755)  # owned by root: the SFTP user may read, not write
+    backend = SftpStorage(sftp_server.settings(locked))
+    try:
+        with pytest.raises(PermanentStorageError, match=f"permission denied on sftp://.*{locked}"):
+            await backend.write_small("manifest.json", b"{}")
+        with pytest.raises(PermanentStorageError, match="is not usable: permission denied"):
+            await backend.probe()
+    finally:
+        await backend.aclose()
+
+
+async def test_a_full_disk_is_a_permanent_no_space_error(
+    sftp_server: SftpServer, tmpfs: Path
+) -> None:
+    """ENOSPC on the server (a 2 MiB tmpfs) raises 'no space left', and abort cleans up."""
+    mount_tmpfs(tmpfs, sftp_server, "2m")
+    backend = SftpStorage(sftp_server.settings(tmpfs))
+    try:
+        upload = await backend.start_upload("s/db.tar")
+        segment = await upload.open_segment(0, 0)
+        with pytest.raises(PermanentStorageError, match=f"no space left on sftp://.*{tmpfs}"):
+            await write_mebibytes(segment, 4)
+        await upload.abort()
+        assert part_files(tmpfs) == []
+        assert await backend.remove_incomplete() == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_an_abandoned_upload_is_invisible_and_cleaned_by_remove_incomplete(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """A process that dies mid-upload leaves only a .part: hidden, then removed next pass."""
+    root = sftp_folder / "archive"
+    crashed = SftpStorage(sftp_server.settings(root))
+    await write_upload(await crashed.start_upload("s/a.tar"), b"partial")
+    await crashed.write_small("s/kept.json", b"{}")
+    await crashed.aclose()  # the upload is never committed or aborted, as in a crash
+    assert len(part_files(root)) == 1
+    backend = SftpStorage(sftp_server.settings(root))
+    try:
+        assert await keys_of(backend) == ["s/kept.json"]
+        assert await backend.stat("s/a.tar") is None
+        assert await backend.remove_incomplete() == 1
+        assert part_files(root) == []
+        assert sorted(path.name for path in (root / "s").iterdir()) == ["kept.json"]
+    finally:
+        await backend.aclose()
+
+
+async def test_a_dropped_connection_is_reopened_once(
+    sftp_server: SftpServer, storage: SftpStorage
+) -> None:
+    """Killing the server side of the session mid-upload: the next write reconnects and lands."""
+    first, second = os.urandom(100_000), os.urandom(100_000)
+    upload = await storage.start_upload("s/db.tar")
+    segment = await upload.open_segment(0, 0)
+    await segment.write(first)
+    sessions = sftp_server.session_pids()
+    assert sessions, "the test's SSH session should be a child of sshd"
+    for pid in sessions:
+        os.kill(pid, signal.SIGKILL)  # a session process of the sshd this test started
+    await segment.write(second)
+    await segment.close()
+    await upload.commit(size=200_000, sha256=sha256_hex(first + second))
+    assert await storage.read_small("s/db.tar") == first + second
+
+
+async def test_large_upload_over_sftp_holds_little_python_memory(storage: SftpStorage) -> None:
+    """64 MiB in 1 MiB chunks: tracemalloc's peak stays a few chunks, and the bytes arrive."""
+    digest = hashlib.sha256()
+    upload = await storage.start_upload("big.tar")
+    tracemalloc.start()
+    try:
+        segment = await upload.open_segment(0, 0)
+        for _ in range(64):
+            chunk = os.urandom(MiB)
+            digest.update(chunk)
+            await segment.write(chunk)
+            del chunk
+        await upload.commit(size=64 * MiB, sha256=digest.hexdigest())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB
+    info = await storage.stat("big.tar")
+    assert info is not None
+    assert info.size == 64 * MiB
+
+
+async def test_read_back_is_not_offered(storage: SftpStorage) -> None:
+    """SFTP uploads do not read back (the joiner joins parts in order instead)."""
+    assert storage.supports_read_back is False
+    upload = await storage.start_upload("x.tar")
+    with pytest.raises(PermanentStorageError):
+        await upload.read_back(0, 1)
+    await upload.abort()
