@@ -1,0 +1,193 @@
+"""Full passes against the simulator with the archive on a real sshd: layout, faults, rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from archiver.config import Settings, load_settings
+from archiver.oneshot import archive_once
+from archiver.simulator import Simulator, SimulatorServer
+from archiver.state import StateStore
+from archiver.sync import PassSummary
+from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
+from tests.sftp_server import SftpServer
+
+
+def _settings(
+    workspace: Workspace, server: SimulatorServer, sftp_server: SftpServer, remote: Path
+) -> Settings:
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], storage=sftp_server.storage_table(remote)
+    )
+    return load_settings(config)
+
+
+async def _pass(settings: Settings) -> PassSummary:
+    return await archive_once(settings, TOKEN, show_progress=False)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifests(remote: Path) -> dict[int, dict[str, Any]]:
+    """The manifests on the server's disk, by backup id."""
+    found = (json.loads(path.read_text()) for path in remote.rglob("manifest.json"))
+    return {int(manifest["backup_id"]): manifest for manifest in found}
+
+
+async def test_a_pass_archives_single_and_multi_part_backups_over_sftp(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """Both kinds of backup land at the contract's paths, hash-checked, manifests last."""
+    remote = sftp_folder / "archive"
+    single = sim.add_backup("stack-a", database_name="shop", size=5000)
+    multi = sim.add_backup("stack-a", db_type="postgresql", database_name="big",
+                           size=PART_SIZE * 3 + 12345)
+    summary = await _pass(_settings(workspace, server, sftp_server, remote))
+
+    assert (summary.exit_code, summary.archived) == (0, 2)
+    manifests = _manifests(remote)
+    for backup_id, name in ((single, "shop"), (multi, "big")):
+        [tar] = remote.rglob(f"{name}.tar")
+        assert tar.parent.parent.parent.relative_to(remote).parts[0] == "stack-a"
+        assert tar.parent.name.endswith(f"_{backup_id}")
+        assert _sha256(tar) == sim.expected_sha256(backup_id) == manifests[backup_id]["sha256"]
+        assert (tar.parent / "manifest.json").is_file()
+    assert [part["id"] for part in manifests[multi]["parts"]] == [
+        "tar-aa", "tar-ab", "tar-ac", "tar-ad"
+    ]
+    assert not list(remote.rglob("*.part"))
+
+
+async def test_a_second_pass_downloads_nothing(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """With everything archived on the server, the next pass fetches no bytes."""
+    for _ in range(3):
+        sim.add_backup("stack-a", size=2000)
+    settings = _settings(workspace, server, sftp_server, sftp_folder / "archive")
+    assert (await _pass(settings)).archived == 3
+    sim.stats.reset()
+
+    second = await _pass(settings)
+
+    assert (second.exit_code, second.archived) == (0, 0)
+    assert sim.stats.downloads_started == 0
+
+
+async def test_a_cut_download_still_ends_with_the_right_bytes(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """A download dropped mid-body is resumed; the SFTP file's sha256 is still the backup's."""
+    remote = sftp_folder / "archive"
+    backup_id = sim.add_backup("stack-a", database_name="db", size=PART_SIZE * 2 + 999)
+    sim.faults.cut_downloads = 1
+
+    summary = await _pass(_settings(workspace, server, sftp_server, remote))
+
+    assert (summary.exit_code, summary.archived) == (0, 1)
+    assert sim.faults.cut_downloads == 0
+    [tar] = remote.rglob("db.tar")
+    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert not list(remote.rglob("*.part"))
+
+
+async def test_deleted_state_is_rebuilt_from_remote_manifests_without_downloads(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """With the state gone, the manifests on the SFTP server rebuild it: zero downloads."""
+    for _ in range(4):
+        sim.add_backup("stack-a", size=300)
+    settings = _settings(workspace, server, sftp_server, sftp_folder / "archive")
+    await _pass(settings)
+    for path in workspace.state.iterdir():
+        path.unlink()
+    sim.stats.reset()
+
+    summary = await _pass(settings)
+
+    assert summary.archived == 0
+    assert sim.stats.downloads_started == 0
+    state = StateStore.open(workspace.state)
+    try:
+        assert len(state.archived()) == 4
+    finally:
+        state.close()
+
+
+async def test_status_json_names_the_sftp_url_of_the_archive(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """`status --json` gives sftp://user@host:port/absolute/path of the archived tar."""
+    remote = sftp_folder / "archive"
+    sim.add_backup("stack-a", database_name="db", size=10)
+    settings = _settings(workspace, server, sftp_server, remote)
+    await _pass(settings)
+
+    result = await run_cli("--config", str(workspace.config), "status", "--json")
+
+    assert result.code == 0, result.stderr
+    [entry] = json.loads(result.stdout)["archived"]
+    [tar] = remote.rglob("db.tar")
+    assert entry["location"] == (
+        f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}{tar}"
+    )
+
+
+async def test_check_config_probes_the_sftp_target(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """`check-config` writes, reads back and deletes a probe over SFTP, and exits 0."""
+    sim.add_stack("stack-a")
+    _settings(workspace, server, sftp_server, sftp_folder / "archive")
+
+    result = await run_cli("--config", str(workspace.config), "check-config")
+
+    assert result.code == 0, result.stderr
+    assert f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}" in result.stdout
+    assert not [path for path in (sftp_folder / "archive").rglob("*") if path.is_file()]
+
+
+async def test_a_killed_process_leaves_nothing_visible_and_the_next_pass_finishes(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
+    sftp_folder: Path,
+) -> None:
+    """kill -9 mid-upload leaves only a .part; the next pass removes it and archives whole."""
+    remote = sftp_folder / "archive"
+    backup_id = sim.add_backup("stack-a", database_name="db", size=PART_SIZE * 4)
+    _settings(workspace, server, sftp_server, remote)
+    sim.faults.slow_downloads = 10
+    sim.faults.slow_bytes_per_second = 200_000
+    process = await start_cli("--config", str(workspace.config), "sync")
+    try:
+        while not list(remote.rglob("*.part")) or sim.stats.bytes_served < PART_SIZE // 2:
+            assert process.returncode is None, "the pass ended before it could be killed"
+            await asyncio.sleep(0.05)
+        assert not list(remote.rglob("db.tar"))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.communicate()
+    sim.faults.slow_downloads = 0
+
+    result = await run_cli("--config", str(workspace.config), "sync")
+
+    assert result.code == 0, result.stderr
+    [tar] = remote.rglob("db.tar")
+    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert not list(remote.rglob("*.part"))
