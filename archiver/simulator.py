@@ -81,6 +81,7 @@ class Faults:
     slow_bytes_per_second: int = 1_000_000
     expired_urls: int = 0
     blob_errors: int = 0
+    ignore_range: int = 0  # next N ranged blob GETs answer 200 with the whole object
 
 
 @dataclass
@@ -720,6 +721,9 @@ class Simulator:
         """(start, byte count, is_partial) for the request, or the 416 answer."""
         header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
+        if header is not None and self.faults.ignore_range > 0:
+            self.faults.ignore_range -= 1
+            header = None  # like a proxy that drops Range: the whole object, 200
         if header is None or (if_range is not None and if_range.strip() != etag):
             return 0, part.size, False  # If-Range mismatch: the whole object, 200
         try:

@@ -36,7 +36,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # Refresh a pre-signed URL before a resume when it expires within this margin:
 # S3 checks expiry when a request starts, so a resume needs a URL that is still valid.
 _URL_REFRESH_MARGIN_SECONDS = 30.0
-_READ_BACK_CHUNK = 8 * 1024 * 1024
+_READ_BACK_CHUNK = 4 * 1024 * 1024
 
 UrlSource = Callable[[], Awaitable[str]]
 ByteCallback = Callable[[int], None]
@@ -196,8 +196,8 @@ class Downloader:
                     yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
                 ) as response,
             ):
-                await self._accept_response(response, progress, segment, on_size)
-                await self._stream_body(response, progress, segment, on_bytes)
+                if await self._accept_response(response, progress, segment, on_size):
+                    await self._stream_body(response, progress, segment, on_bytes)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
             raise _Retryable(type(error).__name__) from None
         if progress.total is not None and progress.written < progress.total:
@@ -218,20 +218,24 @@ class Downloader:
         progress: _PartProgress,
         segment: SegmentWriter,
         on_size: ByteCallback,
-    ) -> None:
+    ) -> bool:
+        """Check the answer; True when its body is the data to stream from `written` on."""
         status = response.status
         if status == 403:
             await self._raise_for_forbidden(response)
         if status >= 500 or status in (408, 429):
             raise _Retryable(f"storage host answered {status}")
+        if status == 416 and progress.written and progress.written == progress.total:
+            return False  # the cut came after the last byte: nothing is missing
         if status == 206 and self._continues_at(response, progress):
-            return
+            return True
         if status not in (200, 206):
             raise TransferError(f"download answered HTTP {status}")
         if status == 206:
             # A 206 that does not continue where we stopped cannot be spliced in.
             raise _Retryable("ranged answer did not start at the resume offset")
         await self._start_over(response, progress, segment, on_size)
+        return True
 
     async def _start_over(
         self,

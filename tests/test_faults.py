@@ -79,6 +79,20 @@ async def test_bodies_cut_mid_stream_resume_with_range(
     assert sim.stats.bytes_served < (PART_SIZE * 3 + 400) * 1.6  # resumed, not restarted
 
 
+async def test_resume_answered_with_the_whole_body_starts_the_part_over(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A 200 to a ranged resume rewinds that part and hashes it afresh: the result is exact."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=PART_SIZE * 2 + 77)
+    sim.faults.cut_downloads = 2
+    sim.faults.ignore_range = 2
+    summary = await _pass(_settings(workspace, server, "stack-a"))
+    assert summary.exit_code == 0
+    assert sim.faults.ignore_range == 0
+    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
 async def test_slow_bodies_still_arrive_complete(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
