@@ -7,18 +7,22 @@ import os
 import signal
 import stat
 import subprocess
+import tomllib
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncssh
 import pytest
 from structlog.testing import capture_logs
 
+from archiver.config import SftpStorageSettings
 from archiver.errors import PermanentStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
+from tests.conftest import REPO_ROOT
 from tests.sftp_server import SftpServer
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
 
@@ -77,8 +81,6 @@ async def test_open_storage_picks_the_sftp_backend(
     sftp_server: SftpServer, sftp_folder: Path
 ) -> None:
     """`[storage] type = "sftp"` settings open an SftpStorage."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=1) as executor:
         backend = open_storage(sftp_server.settings(sftp_folder), executor=executor)
         assert isinstance(backend, SftpStorage)
@@ -281,3 +283,14 @@ async def test_read_back_is_not_offered(storage: SftpStorage) -> None:
     with pytest.raises(PermanentStorageError):
         await upload.read_back(0, 1)
     await upload.abort()
+
+
+def test_the_example_sftp_block_is_a_valid_configuration() -> None:
+    """The commented-out SFTP [storage] block in config.example.toml validates once uncommented."""
+    text = (REPO_ROOT / "config.example.toml").read_text()
+    block = text.split("# [storage]\n# type = \"sftp\"\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line.removeprefix("# ") for line in block.splitlines()]
+    document = tomllib.loads('type = "sftp"\n' + "\n".join(lines))
+    settings = SftpStorageSettings.model_validate(document)
+    assert settings.insecure_skip_host_key_check is False
+    assert settings.path.startswith("/")
