@@ -268,6 +268,41 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def _check_listen(listen: str) -> str:
+    host, separator, port = listen.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} is not host:port, e.g. \"127.0.0.1:9466\"")
+    return listen
+
+
+def _check_http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
+class HttpSettings(_Section):
+    """`[http]`: opt-in /metrics, /livez and /readyz on the daemon's own loop."""
+
+    listen: Annotated[str, AfterValidator(_check_listen)] = "127.0.0.1:9466"
+    # /readyz and `health` fail when the last good pass is older. Default: 2x the
+    # schedule's interval plus its jitter.
+    max_age: Duration | None = None
+
+
+class NotifySettings(_Section):
+    """`[notify]`: dead-man's-switch pings and a webhook about passes."""
+
+    healthchecks_url: HttpUrl | None = None
+    webhook_url: HttpUrl | None = None
+    webhook_on_success: Bool = False
+    timeout: Duration = timedelta(seconds=10)
+    retries: NonNegativeInt = 3
+
+
 class Settings(_Section):
     """The whole configuration, validated and frozen."""
 
@@ -279,6 +314,8 @@ class Settings(_Section):
     transfer: TransferSettings = TransferSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
+    http: HttpSettings | None = None
+    notify: NotifySettings = NotifySettings()
     # Where this configuration came from, for error messages.
     source: Path | None = Field(default=None, exclude=True)
 
