@@ -19,6 +19,7 @@ import structlog
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
+from archiver.hooks import PassObserver
 from archiver.retry import Backoff
 from archiver.state import StateStore, rebuild_from_storage
 from archiver.storage import open_storage
@@ -39,12 +40,15 @@ class Runtime:
     client: Cloud66Client
     joiner: BackupJoiner
     budget: RequestBudget
+    observers: list[PassObserver]
 
     def __init__(self, settings: Settings, token: str, *, lock: bool = True) -> None:
         self.settings = settings
         self._token = token
         self._lock = lock
         self._stack = AsyncExitStack()
+        # Notifications and metrics register here (see archiver.hooks).
+        self.observers = []
 
     async def __aenter__(self) -> Runtime:
         try:

@@ -25,6 +25,7 @@ from archiver.errors import (
     PermanentStorageError,
     StorageError,
 )
+from archiver.hooks import notify_observers
 from archiver.layout import BackupKeys, backup_keys, safe_component
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
@@ -126,6 +127,7 @@ class SyncPass:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
         started = time.monotonic()
         log.info("pass started")
+        await notify_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             await self._rt.storage.remove_incomplete()
             jobs = await self._plan()
@@ -140,7 +142,9 @@ class SyncPass:
             self._summary.finished_at = utc_now_iso()
             self._rt.state.record_run(self._summary.as_run_record())
         log.info("pass finished", summary=self._summary.one_line(), ok=self._summary.ok)
-        return self._summary
+        summary = self._summary
+        await notify_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
+        return summary
 
     # -- plan ---------------------------------------------------------------------------
 
