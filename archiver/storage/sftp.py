@@ -123,10 +123,13 @@ class SftpUpload:
     concurrent segments need no handle of their own.
     """
 
-    def __init__(self, storage: SftpStorage, final: str, part: str, handle: Handle) -> None:
+    def __init__(
+        self, storage: SftpStorage, final: str, part: str, client: Client, handle: Handle
+    ) -> None:
         self._storage = storage
         self._final = final
         self._part = part
+        self._client = client  # the connection the handle lives on
         self._handle: Handle | None = handle
         self._location = storage.url(final)
         self._reopen_lock = asyncio.Lock()
@@ -163,10 +166,12 @@ class SftpUpload:
             if self._handle is not stale:
                 return  # a concurrent segment has reopened it already
             self._handle = None
-            await self._storage.drop_connection()
-            client = await self._storage.client()
+            await self._storage.drop_connection(self._client)
+            self._client = await self._storage.client()
             try:
-                self._handle = await client.open(self._part, asyncssh.FXF_WRITE, encoding=None)
+                self._handle = await self._client.open(
+                    self._part, asyncssh.FXF_WRITE, encoding=None
+                )
             except _MISSING as error:
                 raise self._discarded() from error
 
@@ -284,9 +289,15 @@ class SftpStorage:
                 self._connection, self._client = await self._connect()
             return self._client
 
-    async def drop_connection(self) -> None:
-        """Forget a broken connection, so the next `client()` opens a fresh one."""
+    async def drop_connection(self, broken: Client) -> None:
+        """Forget the connection of `broken`, so the next `client()` opens a fresh one.
+
+        A no-op when another operation has already replaced it: the fresh
+        connection must not be torn down for an old one's failure.
+        """
         async with self._connect_lock:
+            if self._client is not broken:
+                return
             connection, self._connection, self._client = self._connection, None, None
         if connection is not None:
             connection.abort()
@@ -385,7 +396,7 @@ class SftpStorage:
         current = [await self.client()]
 
         async def reconnect() -> None:
-            await self.drop_connection()
+            await self.drop_connection(current[0])
             current[0] = await self.client()
 
         return await self.twice(location, lambda: action(current[0]), reconnect)
@@ -476,13 +487,13 @@ class SftpStorage:
         final = self._remote(key)
         part = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
 
-        async def begin(client: Client) -> Handle:
+        async def begin(client: Client) -> SftpUpload:
             await self._ensure_folder(client, posixpath.dirname(final))
             await self._discard_parts_of(client, final)
-            return await self._create_private(client, part)
+            handle = await self._create_private(client, part)
+            return SftpUpload(self, final, part, client, handle)
 
-        handle = await self.run(self.url(final), begin)
-        return SftpUpload(self, final, part, handle)
+        return await self.run(self.url(final), begin)
 
     async def _discard_parts_of(self, client: Client, final: str) -> None:
         """Remove `<final>.<random>.part` files left by earlier uploads of the same key."""
