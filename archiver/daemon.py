@@ -18,6 +18,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from archiver import systemd
 from archiver.config import ScheduleSettings, Settings
 from archiver.runtime import Runtime
 from archiver.sync import SyncPass
@@ -85,10 +86,16 @@ class Daemon:
         """Run until a signal; always returns exit code 0 after a clean shutdown."""
         self._install_signal_handlers()
         async with Runtime(self._settings, self._token) as runtime:
+            runtime.observers.append(systemd.StatusObserver())
             scheduler = self._start_scheduler()
+            watchdog = systemd.start_watchdog()
+            # READY=1 last, once everything that serves is up (scheduler, HTTP listener).
+            systemd.ready()
             try:
                 await self._run_passes(runtime)
             finally:
+                if watchdog is not None:
+                    watchdog.cancel()
                 scheduler.shutdown(wait=False)
         log.info("daemon stopped")
         return 0
@@ -96,6 +103,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking new work; the pass in flight gets the grace period."""
         if not self._stopping.is_set():
+            systemd.stopping()
             log.info(
                 "stopping: no new work; transfers in flight may finish",
                 grace_seconds=self._settings.transfer.grace_period.total_seconds(),
