@@ -25,5 +25,30 @@ apt_install() {
 
 bootstrap_test_services() {
     # curl: the benchmark's baseline and a test or two. openssh-server: the SFTP tests' sshd.
-    apt_install curl openssh-server
+    # systemd: systemd-analyze verifies the units. buildah, podman, debootstrap: the image test.
+    apt_install curl openssh-server systemd buildah podman debootstrap
+    bootstrap_image_base
+}
+
+# The Docker image test (tests/test_docker_image.py) builds with buildah on a
+# Debian base made here: no Docker engine and no registry are reachable on the
+# test machines. The debootstrapped base is cached, so re-runs only import it.
+IMAGE_BASE=localhost/debian-python:bookworm
+IMAGE_BASE_CACHE=/var/cache/c66-archiver-test/debian-python-rootfs.tar
+
+bootstrap_image_base() {
+    [ "$(id -u)" = 0 ] || return 0
+    command -v podman >/dev/null || return 0
+    podman image exists "$IMAGE_BASE" && return 0
+    if [ ! -s "$IMAGE_BASE_CACHE" ]; then
+        local rootfs
+        rootfs=$(mktemp -d)
+        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+            bookworm "$rootfs" >/dev/null
+        mkdir -p "$(dirname "$IMAGE_BASE_CACHE")"
+        tar -C "$rootfs" -cf "$IMAGE_BASE_CACHE.tmp" .
+        mv "$IMAGE_BASE_CACHE.tmp" "$IMAGE_BASE_CACHE"
+        rm -rf "$rootfs"
+    fi
+    podman import --quiet "$IMAGE_BASE_CACHE" "$IMAGE_BASE" >/dev/null
 }
