@@ -90,6 +90,20 @@ def tar_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*.tar") if path.is_file())
 
 
+def cpu_stall_us() -> int:
+    """Microseconds some task waited for a CPU, machine-wide (/proc/pressure/cpu), or 0."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return 0
+    return int(first.rsplit("total=", 1)[1])
+
+
+def load_average() -> float:
+    """The one-minute load average: other work on the machine skews every figure."""
+    return os.getloadavg()[0]
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (stdout carries only the report)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -35,6 +35,10 @@ def header(title: str, env: dict[str, Any], command: str) -> list[str]:
         f"{env['curl']}",
         f"- Disk: {env['filesystem']}, {env['disk_free_gib']} GiB free, workdir {env['workdir']} "
         f"(same disk as the repo: {env['same_disk_as_repo']})",
+        f"- Load average (1 min) at start: {env['load_average_start']:.2f}, at end: "
+        f"{env.get('load_average_end', float('nan')):.2f}"
+        + (" -- **other work was running: figures are skewed**"
+           if max(env['load_average_start'], env.get('load_average_end', 0.0)) > 0.7 else ""),
         "",
     ]
 
@@ -93,8 +97,8 @@ def rounds_table(result: ThroughputResult) -> list[str]:
         f"{result.generate_seconds:.0f} s, before timing).",
         "",
         _row("Round", "Tool", "Wall (s)", "MB/s", "CPU (s)", "Peak RSS (MiB)",
-             "Written / archived"),
-        _row(*["---"] * 7),
+             "Written / archived", "CPU pressure"),
+        _row(*["---"] * 8),
     ]
     lines += [_round_row(r) for r in result.rounds]
     return lines
@@ -103,7 +107,8 @@ def rounds_table(result: ThroughputResult) -> list[str]:
 def _round_row(r: Round) -> str:
     written = "n/a" if r.write_bytes is None else f"{r.write_bytes / r.bytes:.3f}"
     return _row(r.index, r.tool, f"{r.wall_seconds:.2f}", f"{r.mb_per_second:.0f}",
-                f"{r.cpu_seconds:.2f}", f"{r.max_rss_bytes / MIB:.1f}", written)
+                f"{r.cpu_seconds:.2f}", f"{r.max_rss_bytes / MIB:.1f}", written,
+                f"{r.cpu_pressure:.0%}")
 
 
 def render(

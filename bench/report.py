@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import GIB, MIB, REPO_ROOT, REQUESTS_PER_HOUR
+from common import GIB, MIB, REPO_ROOT, REQUESTS_PER_HOUR, load_average
 from steady import SteadyResult
 from throughput import Round, ThroughputResult
 
@@ -35,6 +35,8 @@ NOTES = [
     "and manifests. Peak RSS and CPU come from `wait4()` of that one process.",
     f"`api.requests_per_hour = {REQUESTS_PER_HOUR}` so the client-side budget never "
     "paces a pass; `transfer.max_concurrent_downloads = 4`; curl runs 4 at a time too.",
+    "CPU pressure = share of a round's wall time during which some task on the machine "
+    "waited for a CPU (/proc/pressure/cpu): near 0% means the round had the cores to itself.",
     "The simulator of the throughput part is a separate process on the same 2 cores; "
     "in the steady-state part it runs inside the benchmark process.",
 ]
@@ -69,11 +71,12 @@ def environment(workdir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "archiver": archiver.__version__,
         "aiohttp": aiohttp.__version__,
-        "curl": _command("curl", "--version"),
+        "curl": " ".join(_command("curl", "--version").split()[:2]),
         "workdir": str(workdir),
         "filesystem": _command("findmnt", "-no", "SOURCE,FSTYPE", "--target", str(workdir)),
         "same_disk_as_repo": os.stat(workdir).st_dev == os.stat(REPO_ROOT).st_dev,
         "disk_free_gib": round(shutil.disk_usage(workdir).free / GIB, 1),
+        "load_average_start": load_average(),
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import render_md
 import report
-from common import REPO_ROOT, progress
+from common import REPO_ROOT, load_average, progress
 from steady import SteadyResult, run_steady
 from throughput import FULL, QUICK, ThroughputResult, run_throughput
 
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    env["load_average_end"] = load_average()
     figures = report.summary(throughput, steady)
     title = "c66-archiver benchmark" + (" (quick)" if args.quick else "")
     print(render_md.render(title, env, command, figures, throughput, steady))

@@ -8,6 +8,7 @@ any timing. Each round archives everything into a fresh folder, then deletes it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from common import (
     REPO_ROOT,
     TOKEN,
     child_env,
+    cpu_stall_us,
     fresh_dir,
     log_tail,
     progress,
@@ -79,6 +81,7 @@ class Round:
     max_rss_bytes: int
     write_bytes: int | None
     oublock_bytes: int
+    cpu_pressure: float = 0.0  # share of the wall time some task waited for a CPU
 
     @property
     def mb_per_second(self) -> float:
@@ -251,10 +254,13 @@ def run_throughput(workdir: Path, sizes: Sizes, rounds: int) -> ThroughputResult
 
 def _one_round(tool: str, workdir: Path, base_url: str, index: int, expected: int) -> Round:
     run = archiver_round if tool == "archiver" else curl_round
+    stalled = cpu_stall_us()
     outcome = run(workdir / f"out-{tool}", base_url, index, expected)
+    pressure = (cpu_stall_us() - stalled) / 1e6 / outcome.wall_seconds
+    outcome = dataclasses.replace(outcome, cpu_pressure=pressure)
     progress(
         f"round {index} {outcome.tool:13} {outcome.wall_seconds:6.2f} s "
         f"{outcome.mb_per_second:7.1f} MB/s  cpu {outcome.cpu_seconds:5.2f} s  "
-        f"rss {outcome.max_rss_bytes / (1 << 20):5.1f} MiB"
+        f"rss {outcome.max_rss_bytes / (1 << 20):5.1f} MiB  cpu pressure {pressure:4.0%}"
     )
     return outcome
