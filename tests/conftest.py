@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from archiver.config import Settings, load_settings
+from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
+from archiver.sync import PassSummary
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
@@ -139,11 +142,38 @@ async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.su
     )
 
 
-async def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> CliResult:
+async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
     """Run the CLI to completion while the test's event loop keeps serving the simulator."""
     process = await start_cli(*args, env=env)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return CliResult(process.returncode, stdout.decode(), stderr.decode())
+
+
+def settings_for(
+    workspace: Workspace, server: SimulatorServer, *uids: str, **sections: Any
+) -> Settings:
+    """Write a config for these stacks and load it as the program would."""
+    stacks = [{"uid": uid} for uid in uids]
+    return load_settings(workspace.write_config(server.base_url, stacks, **sections))
+
+
+async def run_pass(settings: Settings) -> PassSummary:
+    """One pass in process, without the progress display."""
+    return await archive_once(settings, TOKEN, show_progress=False)
+
+
+def archived_sha256s(archive: Path) -> dict[int, str]:
+    """backup id -> sha256 of the archived tar, for every manifest under `archive`."""
+    import hashlib
+    import json
+
+    result = {}
+    for manifest_path in archive.rglob("manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        digest = hashlib.sha256()
+        with (manifest_path.parent / manifest["file"]).open("rb") as tar:
+            while chunk := tar.read(1 << 20):
+                digest.update(chunk)
+        result[int(manifest["backup_id"])] = digest.hexdigest()
+    return result

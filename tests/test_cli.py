@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
-from tests.conftest import TOKEN, CliResult, Workspace, cli_env, run_cli, start_cli
+from tests.conftest import (
+    TOKEN,
+    CliResult,
+    Workspace,
+    archived_sha256s,
+    cli_env,
+    run_cli,
+    start_cli,
+)
 
 
 def _no_traceback(result: CliResult) -> None:
@@ -26,15 +33,6 @@ async def _wait_for(predicate: object, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def _archived_tars(archive: Path) -> dict[int, str]:
-    result = {}
-    for manifest_path in archive.rglob("manifest.json"):
-        manifest = json.loads(manifest_path.read_text())
-        data = (manifest_path.parent / manifest["file"]).read_bytes()
-        result[manifest["backup_id"]] = hashlib.sha256(data).hexdigest()
-    return result
-
-
 async def test_sync_now_archives_and_exits_zero_with_a_summary_line(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
@@ -45,7 +43,7 @@ async def test_sync_now_archives_and_exits_zero_with_a_summary_line(
     result = await run_cli("--config", str(config), "--sync-now")
     assert result.code == 0, result.stderr
     assert "archived 1" in result.stderr
-    assert _archived_tars(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
     _no_traceback(result)
 
 
@@ -153,13 +151,13 @@ async def test_kill_9_mid_transfer_then_a_clean_pass_finishes_the_job(
     process.kill()
     await process.wait()
 
-    assert set(_archived_tars(workspace.archive)) == {done_id}
+    assert set(archived_sha256s(workspace.archive)) == {done_id}
     state = StateStore.open(workspace.state)
     assert not state.is_archived("stack-a", slow_id)
     state.close()
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0, result.stderr
-    assert _archived_tars(workspace.archive) == {
+    assert archived_sha256s(workspace.archive) == {
         done_id: sim.expected_sha256(done_id),
         slow_id: sim.expected_sha256(slow_id),
     }
@@ -182,7 +180,7 @@ async def test_sigterm_lets_a_transfer_finish_within_the_grace_period(
     process.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(process.wait(), 30)
     assert code == 0
-    assert _archived_tars(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_sigterm_past_the_grace_period_abandons_cleanly(
@@ -205,7 +203,7 @@ async def test_sigterm_past_the_grace_period_abandons_cleanly(
     assert not list(workspace.archive.rglob("manifest.json"))
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0
-    assert _archived_tars(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_daemon_on_a_one_second_schedule_never_exceeds_the_request_budget(

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.sync import PassSummary
-from tests.conftest import PART_SIZE, TOKEN, Workspace
-
-
-def _settings(
-    workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object
-) -> Settings:
-    stacks = [{"uid": uid} for uid in uids]
-    return load_settings(workspace.write_config(server.base_url, stacks, **sections))
-
-
-async def _pass(settings: Settings) -> PassSummary:
-    return await archive_once(settings, TOKEN, show_progress=False)
-
-
-def _tar_sha256s(archive: Path) -> dict[int, str]:
-    result = {}
-    for manifest_path in archive.rglob("manifest.json"):
-        manifest = json.loads(manifest_path.read_text())
-        tar = manifest_path.parent / manifest["file"]
-        result[manifest["backup_id"]] = hashlib.sha256(tar.read_bytes()).hexdigest()
-    return result
+from tests.conftest import (
+    PART_SIZE,
+    TOKEN,
+    Workspace,
+    archived_sha256s,
+    run_pass,
+    settings_for,
+)
 
 
 async def test_api_5xx_is_retried_and_the_pass_succeeds(
@@ -43,9 +25,9 @@ async def test_api_5xx_is_retried_and_the_pass_succeeds(
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=1000)
     sim.faults.api_errors = 3
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
     assert sim.faults.api_errors == 0
 
 
@@ -57,7 +39,7 @@ async def test_throttling_is_waited_out(
     sim.add_backup("stack-a", size=1000)
     sim.faults.throttle = 2
     sim.faults.throttle_retry_after = 0.2
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
     assert summary.archived == 1
 
@@ -70,9 +52,9 @@ async def test_bodies_cut_mid_stream_resume_with_range(
     single = sim.add_backup("stack-a", size=PART_SIZE - 100)
     multi = sim.add_backup("stack-a", size=PART_SIZE * 2 + 500)
     sim.faults.cut_downloads = 3
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
-    assert _tar_sha256s(workspace.archive) == {
+    assert archived_sha256s(workspace.archive) == {
         single: sim.expected_sha256(single),
         multi: sim.expected_sha256(multi),
     }
@@ -87,10 +69,10 @@ async def test_resume_answered_with_the_whole_body_starts_the_part_over(
     backup_id = sim.add_backup("stack-a", size=PART_SIZE * 2 + 77)
     sim.faults.cut_downloads = 2
     sim.faults.ignore_range = 2
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
     assert sim.faults.ignore_range == 0
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_slow_bodies_still_arrive_complete(
@@ -101,9 +83,9 @@ async def test_slow_bodies_still_arrive_complete(
     backup_id = sim.add_backup("stack-a", size=200_000)
     sim.faults.slow_downloads = 1
     sim.faults.slow_bytes_per_second = 150_000
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_expired_urls_are_replaced_with_fresh_ones(
@@ -113,10 +95,10 @@ async def test_expired_urls_are_replaced_with_fresh_ones(
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=1000)
     sim.faults.expired_urls = 2
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
     assert sim.stats.api_requests_by_path["get_file"] == 3
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_short_url_lifetime_with_cut_resumes_on_a_fresh_url(
@@ -132,10 +114,10 @@ async def test_short_url_lifetime_with_cut_resumes_on_a_fresh_url(
     sim.faults.cut_downloads = 1
     sim.faults.cut_after_bytes = 150_000
     async with SimulatorServer(sim) as server:
-        summary = await _pass(_settings(workspace, server, "stack-a"))
+        summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
     assert sim.stats.api_requests_by_path["get_file"] >= 2
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_blob_5xx_is_retried(
@@ -145,9 +127,9 @@ async def test_blob_5xx_is_retried(
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=1000)
     sim.faults.blob_errors = 2
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
     assert summary.exit_code == 0
-    assert _tar_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
 async def test_malformed_json_for_one_stack_leaves_the_others_archived(
@@ -158,7 +140,7 @@ async def test_malformed_json_for_one_stack_leaves_the_others_archived(
         sim.add_stack(uid)
         sim.add_backup(uid, size=100)
     sim.faults.malformed_json_stacks = {"stack-bad"}
-    summary = await _pass(_settings(workspace, server, "stack-a", "stack-bad", "stack-c"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a", "stack-bad", "stack-c"))
     assert summary.exit_code == 1
     assert summary.archived == 2
     (failure,) = summary.failed
@@ -172,14 +154,14 @@ async def test_download_that_keeps_failing_fails_only_that_backup(
     """Past the retry budget, the backup is failed (named), others archived, no .part left."""
     sim.add_stack("stack-a")
     sim.add_backup("stack-a", size=1000)
-    settings = _settings(workspace, server, "stack-a", transfer={"max_retries": 1})
+    settings = settings_for(workspace, server, "stack-a", transfer={"max_retries": 1})
     sim.faults.blob_errors = 10
-    summary = await _pass(settings)
+    summary = await run_pass(settings)
     assert summary.exit_code == 1
     assert summary.failed[0].backup_id is not None
     assert not list(workspace.archive.rglob("*.part"))
     sim.faults.blob_errors = 0
-    assert (await _pass(settings)).exit_code == 0
+    assert (await run_pass(settings)).exit_code == 0
 
 
 @pytest.fixture
@@ -206,11 +188,11 @@ async def test_full_disk_fails_the_big_backup_and_keeps_the_small_ones(
     big = sim.add_backup("stack-a", database_name="big", size=3 * 1024 * 1024)
     small = sim.add_backup("stack-a", database_name="small", size=20_000)
     workspace.archive = tiny_disk / "archive"
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
 
     assert summary.exit_code == 1
     (failure,) = summary.failed
     assert failure.backup_id == big
     assert "no space left on" in failure.reason
-    assert list(_tar_sha256s(workspace.archive)) == [small]
+    assert list(archived_sha256s(workspace.archive)) == [small]
     assert not list(workspace.archive.rglob("*.part"))

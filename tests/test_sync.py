@@ -8,27 +8,14 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
+from archiver.config import load_settings
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
-from archiver.sync import PassSummary
-from tests.conftest import PART_SIZE, TOKEN, Workspace
+from tests.conftest import PART_SIZE, Workspace, run_pass, settings_for
 
 
 def _date(days_ago: int) -> datetime:
     return datetime(2026, 11, 1, 3, 0, tzinfo=UTC) - timedelta(days=days_ago)
-
-
-def _settings(
-    workspace: Workspace, server: SimulatorServer, *uids: str, **sections: object
-) -> Settings:
-    stacks = [{"uid": uid} for uid in uids]
-    return load_settings(workspace.write_config(server.base_url, stacks, **sections))
-
-
-async def _pass(settings: Settings) -> PassSummary:
-    return await archive_once(settings, TOKEN, show_progress=False)
 
 
 def _sha256(path: Path) -> str:
@@ -51,7 +38,7 @@ async def test_first_pass_archives_every_ok_backup_with_layout_and_manifest(
     backup_id = sim.add_backup(
         "stack-a", db_type="mysql", database_name="shop", size=5000, backup_date=_date(1)
     )
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
 
     assert summary.exit_code == 0
     assert summary.archived == 1
@@ -81,7 +68,7 @@ async def test_files_are_0600_and_folders_0700_whatever_the_umask(
     sim.add_backup("stack-a", size=100)
     old = os.umask(0)
     try:
-        await _pass(_settings(workspace, server, "stack-a"))
+        await run_pass(settings_for(workspace, server, "stack-a"))
     finally:
         os.umask(old)
     for path in workspace.archive.rglob("*"):
@@ -98,12 +85,12 @@ async def test_second_pass_downloads_nothing_and_costs_one_list_call_per_stack_p
         for index in range(3):
             sim.add_backup(uid, size=2000, backup_date=_date(index))
     sim.add_backup("stack-a", size=10, status=1)  # failed: skipped, costs nothing more
-    settings = _settings(workspace, server, "stack-a", "stack-b")
-    first = await _pass(settings)
+    settings = settings_for(workspace, server, "stack-a", "stack-b")
+    first = await run_pass(settings)
     assert first.archived == 6
     sim.stats.reset()
 
-    second = await _pass(settings)
+    second = await run_pass(settings)
 
     assert second.archived == 0
     assert second.exit_code == 0
@@ -118,12 +105,12 @@ async def test_incremental_pass_fetches_only_the_new_backup(
     """A backup that appears after a pass is the only one the next pass downloads."""
     sim.add_stack("stack-a")
     sim.add_backup("stack-a", size=1000, backup_date=_date(2))
-    settings = _settings(workspace, server, "stack-a")
-    await _pass(settings)
+    settings = settings_for(workspace, server, "stack-a")
+    await run_pass(settings)
     new_id = sim.add_backup("stack-a", size=1500, backup_date=_date(0))
     sim.stats.reset()
 
-    summary = await _pass(settings)
+    summary = await run_pass(settings)
 
     assert summary.archived == 1
     assert sim.stats.downloads_started == 1
@@ -137,7 +124,7 @@ async def test_pagination_past_30_backups_archives_all(
     sim.add_stack("stack-a")
     for index in range(65):
         sim.add_backup("stack-a", size=64, backup_date=_date(index))
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
 
     assert summary.archived == 65
     assert len(_manifests(workspace.archive)) == 65
@@ -151,7 +138,7 @@ async def test_multi_part_backup_is_joined_in_order(
     sim.add_stack("stack-a")
     size = PART_SIZE * 3 + 12345
     backup_id = sim.add_backup("stack-a", db_type="postgresql", database_name="big", size=size)
-    await _pass(_settings(workspace, server, "stack-a"))
+    await run_pass(settings_for(workspace, server, "stack-a"))
 
     (manifest,) = _manifests(workspace.archive)
     tar = next(workspace.archive.rglob("big.tar"))
@@ -173,7 +160,7 @@ async def test_legacy_part_names_join_too(
     """Older `.tar.aa` piece names are joined the same way."""
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=PART_SIZE * 2 + 1, legacy_part_names=True)
-    await _pass(_settings(workspace, server, "stack-a"))
+    await run_pass(settings_for(workspace, server, "stack-a"))
     tar = next(workspace.archive.rglob("*.tar"))
     assert _sha256(tar) == sim.expected_sha256(backup_id)
 
@@ -188,11 +175,11 @@ async def test_failed_backups_are_skipped_and_logged_once(
     sim.add_backup("stack-a", size=100, status=1)
     sim.add_backup("stack-a", size=100, status=7)
     ok_id = sim.add_backup("stack-a", size=100, status=0)
-    settings = _settings(workspace, server, "stack-a")
+    settings = settings_for(workspace, server, "stack-a")
     with capture_logs() as first_logs:
-        summary = await _pass(settings)
+        summary = await run_pass(settings)
     with capture_logs() as second_logs:
-        await _pass(settings)
+        await run_pass(settings)
 
     assert summary.exit_code == 0
     assert summary.skipped == 2
@@ -213,7 +200,7 @@ async def test_db_types_filter_limits_what_is_archived(
     config = workspace.write_config(
         server.base_url, [{"uid": "stack-a", "db_types": ["mysql", "redis"]}]
     )
-    summary = await _pass(load_settings(config))
+    summary = await run_pass(load_settings(config))
     assert summary.archived == 2
     assert sorted(str(m["db_type"]) for m in _manifests(workspace.archive)) == ["mysql", "redis"]
 
@@ -228,7 +215,7 @@ async def test_discover_archives_every_visible_stack_but_the_excluded(
     config = workspace.write_config(server.base_url, [])
     text = config.read_text() + '[discover]\nenabled = true\nexclude = ["stack-b"]\n'
     config.write_text(text)
-    summary = await _pass(load_settings(config))
+    summary = await run_pass(load_settings(config))
     assert summary.archived == 2
     assert sorted(str(m["stack_uid"]) for m in _manifests(workspace.archive)) == [
         "stack-a",
@@ -243,7 +230,7 @@ async def test_hostile_names_never_escape_the_archive(
     sim.add_stack("stack-a")
     hostile = ["../../etc/passwd", "a/b\\c", "nul\x00byte", "..", ".hidden", "/abs"]
     ids = [sim.add_backup("stack-a", database_name=name, size=50) for name in hostile]
-    summary = await _pass(_settings(workspace, server, "stack-a"))
+    summary = await run_pass(settings_for(workspace, server, "stack-a"))
 
     assert summary.archived == len(hostile)
     root = workspace.archive.resolve()
@@ -264,13 +251,13 @@ async def test_state_deleted_is_rebuilt_from_manifests_without_downloads(
     sim.add_stack("stack-a")
     for index in range(4):
         sim.add_backup("stack-a", size=300, backup_date=_date(index))
-    settings = _settings(workspace, server, "stack-a")
-    await _pass(settings)
+    settings = settings_for(workspace, server, "stack-a")
+    await run_pass(settings)
     for path in workspace.state.iterdir():
         path.unlink()
     sim.stats.reset()
 
-    summary = await _pass(settings)
+    summary = await run_pass(settings)
 
     assert summary.archived == 0
     assert sim.stats.downloads_started == 0
@@ -287,14 +274,14 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     """A crash after the manifest but before the state update costs no second download."""
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=300)
-    settings = _settings(workspace, server, "stack-a")
-    await _pass(settings)
+    settings = settings_for(workspace, server, "stack-a")
+    await run_pass(settings)
     state = StateStore.open(workspace.state)
     state.forget("stack-a", backup_id)
     state.close()
     sim.stats.reset()
 
-    summary = await _pass(settings)
+    summary = await run_pass(settings)
 
     assert sim.stats.downloads_started == 0
     assert summary.already == 1
@@ -313,7 +300,7 @@ async def test_status_document_lists_archived_backups_and_last_run(
 
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", database_name="db", size=10)
-    await _pass(_settings(workspace, server, "stack-a"))
+    await run_pass(settings_for(workspace, server, "stack-a"))
     state = StateStore.open(workspace.state)
     try:
         document = status_document(state)
