@@ -13,6 +13,7 @@ structlog's built-in defaults apply and nothing is redacted.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import sys
@@ -25,7 +26,15 @@ from structlog.processors import ExceptionRenderer
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "add_secret", "configure_logging", "get_logger", "redact"]
+__all__ = [
+    "REDACTED",
+    "add_secret",
+    "clear_log_tail",
+    "configure_logging",
+    "get_logger",
+    "log_tail",
+    "redact",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -167,7 +176,34 @@ class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
         """Ignore: the stream is always the current sys.stderr."""
 
 
+class _TailHandler(logging.Handler):
+    """Keeps the last rendered (and redacted) lines, for the failure ping's body."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=lines)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a line we cannot render is not worth failing the logger
+            self.handleError(record)
+
+
+# The last lines of the current pass; `clear_log_tail` starts a new pass's record.
+TAIL_LINES = 50
+_tail = _TailHandler(TAIL_LINES)
 _handler: logging.Handler | None = None
+
+
+def log_tail() -> list[str]:
+    """The last lines logged since `clear_log_tail`, oldest first, already redacted."""
+    return list(_tail.lines)
+
+
+def clear_log_tail() -> None:
+    """Forget the recorded lines: a pass is starting."""
+    _tail.lines.clear()
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -203,10 +239,19 @@ def configure_logging(
             processors=_render_processors(as_json, colors=terminal and not as_json),
         )
     )
+    # The tail is plain console text without colours, whatever stderr gets.
+    _tail.setFormatter(
+        _RedactingFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=_render_processors(as_json=False, colors=False),
+        )
+    )
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
     root.addHandler(handler)
+    if _tail not in root.handlers:
+        root.addHandler(_tail)
     root.setLevel(level_number)
     # These libraries log every job run and connection at INFO: noise at our INFO.
     for noisy in _CHATTY_LIBRARIES:

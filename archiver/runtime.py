@@ -20,6 +20,8 @@ from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
 from archiver.hooks import PassObserver
+from archiver.metrics import Metrics
+from archiver.notify import Notifier, notify_configured
 from archiver.retry import Backoff
 from archiver.state import StateStore, rebuild_from_storage
 from archiver.storage import open_storage
@@ -41,6 +43,7 @@ class Runtime:
     joiner: BackupJoiner
     budget: RequestBudget
     observers: list[PassObserver]
+    metrics: Metrics
 
     def __init__(self, settings: Settings, token: str, *, lock: bool = True) -> None:
         self.settings = settings
@@ -49,6 +52,7 @@ class Runtime:
         self._stack = AsyncExitStack()
         # Notifications and metrics register here (see archiver.hooks).
         self.observers = []
+        self.metrics = Metrics()
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -83,8 +87,11 @@ class Runtime:
         if self.state.created:
             await self._rebuild_state()
         self.budget = self._request_budget()
-        self.client = Cloud66Client(settings.api, self._token, budget=self.budget)
+        self.client = Cloud66Client(
+            settings.api, self._token, budget=self.budget, on_request=self.metrics.api_request
+        )
         self._stack.push_async_callback(self.client.aclose)
+        self._add_observers()
         session = self._download_session()
         self._stack.push_async_callback(session.close)
         slots = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
@@ -96,6 +103,15 @@ class Runtime:
             backoff=Backoff(),
         )
         self.joiner = BackupJoiner(downloader, self.storage, executor)
+
+    def _add_observers(self) -> None:
+        """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
+        self.metrics.bind(self.state, self.budget)
+        self.observers.append(self.metrics)
+        if notify_configured(self.settings.notify):
+            notifier = Notifier(self.settings.notify)
+            self._stack.push_async_callback(notifier.aclose)
+            self.observers.append(notifier)
 
     async def _rebuild_state(self) -> None:
         """A new state next to an existing archive: learn what is there, download nothing twice."""

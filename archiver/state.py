@@ -307,6 +307,23 @@ class StateStore:
             rows = self._query("SELECT at FROM stack_success WHERE stack_uid = ?", (stack_uid,))
         return datetime.fromisoformat(rows[0][0]) if rows else None
 
+    def stack_successes(self) -> dict[str, datetime]:
+        """Every stack's last success (see `record_stack_success`), by stack uid."""
+        rows = self._query("SELECT stack_uid, at FROM stack_success")
+        return {str(uid): datetime.fromisoformat(at) for uid, at in rows}
+
+    def archived_count(self) -> int:
+        """How many backups are archived (one cheap query, for metrics)."""
+        return int(self._query("SELECT COUNT(*) FROM archived")[0][0])
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the database, its WAL and shared-memory files included."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
     # --- the API request budget ----------------------------------------------
 
     def add_api_request_time(self, at: float) -> None:

@@ -119,6 +119,7 @@ class SyncPass:
         self._progress = progress or PassProgress(enabled=False)
         self._stopping = stopping or asyncio.Event()
         self._summary = PassSummary(started_at=utc_now_iso())
+        self._planned_stacks: list[str] = []
         settings = runtime.settings.transfer
         # Backups in flight: each holds an open upload, so bound them like downloads.
         self._backup_slots = asyncio.Semaphore(settings.max_concurrent_downloads)
@@ -132,6 +133,7 @@ class SyncPass:
             await self._rt.storage.remove_incomplete()
             jobs = await self._plan()
             await self._archive_all(jobs)
+            self._record_stack_successes()
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
@@ -150,6 +152,7 @@ class SyncPass:
 
     async def _plan(self) -> list[_Job]:
         stacks = await self._stacks()
+        self._planned_stacks = [stack.uid for stack in stacks]
         per_stack = await asyncio.gather(*(self._plan_stack(stack) for stack in stacks))
         return [job for jobs in per_stack for job in jobs]
 
@@ -258,12 +261,13 @@ class SyncPass:
             known_size += size
             self._progress.set_total(job.keys.tar, known_size)
 
-        joined = await self._rt.joiner.archive(
-            job.keys.tar,
-            self._part_sources(job, files),
-            on_size=part_size_known,
-            on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
-        )
+        with self._rt.metrics.transfer():
+            joined = await self._rt.joiner.archive(
+                job.keys.tar,
+                self._part_sources(job, files),
+                on_size=part_size_known,
+                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+            )
         record = await self._commit(job, joined)
         self._summary.archived += 1
         self._summary.bytes += joined.size
@@ -295,7 +299,6 @@ class SyncPass:
             location=storage.location(job.keys.tar),
         )
         self._rt.state.record_archived(record)
-        self._rt.state.record_stack_success(job.stack_uid, datetime.now(UTC))
         return record
 
     async def _adopt_existing(self, job: _Job) -> bool:
@@ -320,6 +323,19 @@ class SyncPass:
         self._summary.already += 1
         log.info("backup already in storage; recorded")
         return True
+
+    def _record_stack_successes(self) -> None:
+        """Every stack whose due backups are all archived now succeeded (freshness metrics).
+
+        Not when stopping: backups not started were left for the next pass.
+        """
+        if self._stopping.is_set():
+            return
+        failed = {failure.stack_uid for failure in self._summary.failed}
+        now = datetime.now(UTC)
+        for stack_uid in self._planned_stacks:
+            if stack_uid not in failed:
+                self._rt.state.record_stack_success(stack_uid, now)
 
     def _fail(self, stack_uid: str, backup_id: int | None, reason: str) -> None:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason))

@@ -13,7 +13,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -55,6 +55,9 @@ _MIN_SCRUB_LENGTH = 8
 
 _RecordT = TypeVar("_RecordT", bound=BaseModel)
 _FailureKind = Literal["unavailable", "throttled", "malformed"]
+# Told of every request sent: its route template (`/stacks/:id/backups`, never a URL
+# or an id) and how it ended ("ok", "error", or a _FailureKind). Used for metrics.
+RequestListener = Callable[[str, str], None]
 
 
 @dataclass
@@ -78,8 +81,10 @@ class Cloud66Client:
         budget: RequestBudget,
         session: aiohttp.ClientSession | None = None,
         backoff: Backoff | None = None,
+        on_request: RequestListener | None = None,
     ) -> None:
         self._settings = settings
+        self._on_request = on_request
         self._token = token
         self._budget = budget
         self._session = session
@@ -188,8 +193,12 @@ class Cloud66Client:
         attempt = 0
         while True:
             try:
-                return await self._try_once(path, params, request)
+                envelope = await self._try_once(path, params, request)
+            except ApiError:
+                self._report(path, "error")
+                raise
             except _Retryable as failure:
+                self._report(path, failure.kind)
                 wait = self._wait_before_retry(failure, attempt, throttle_waited)
                 if failure.kind == "throttled":
                     throttle_waited += wait
@@ -202,6 +211,13 @@ class Cloud66Client:
                 )
                 await asyncio.sleep(wait)
                 attempt += 1
+            else:
+                self._report(path, "ok")
+                return envelope
+
+    def _report(self, path: str, result: str) -> None:
+        if self._on_request is not None:
+            self._on_request(_route(path), result)
 
     def _wait_before_retry(
         self, failure: _Retryable, attempt: int, throttle_waited: float
@@ -376,6 +392,12 @@ def _retry_after_seconds(value: str | None) -> float | None:
 def _segment(value: str) -> str:
     """One path segment, percent-encoded: ids come from upstream and are not trusted."""
     return quote(value, safe="")
+
+
+def _route(path: str) -> str:
+    """`/stacks/abc/backups/7/files` -> `/stacks/:id/backups/:id/files`: ids never in labels."""
+    segments = path.strip("/").split("/")
+    return "/" + "/".join(s if i % 2 == 0 else ":id" for i, s in enumerate(segments))
 
 
 def _describe(path: str, params: Mapping[str, str]) -> str:
