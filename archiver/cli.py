@@ -83,6 +83,7 @@ Examples:
   c66-archiver --sync-now                    # one pass, e.g. from cron
   c66-archiver                               # the daemon: a pass now, then on schedule
   c66-archiver status --json
+  c66-archiver health                        # exit 0 when a pass succeeded recently
 
 Exit codes: 0 all archived, 1 some backups failed, 2 usage or config error,
 3 another instance holds the state lock, 4 the API refused the token.""",
@@ -145,21 +146,43 @@ def sync(setup: _Setup) -> None:
 
 @main.command(context_settings=_CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@click.option("--all", "show_all", is_flag=True, help="Also list every archived backup.")
 @click.pass_obj
-def status(setup: _Setup, as_json: bool) -> None:
-    """Show what is archived, the last run and its failures.
+def status(setup: _Setup, as_json: bool, show_all: bool) -> None:
+    """Show per stack the last archived backup, its age and totals; the last pass's failures.
 
     Reads the state only: needs no token and works while the daemon runs.
 
     \b
     Examples:
       c66-archiver status
-      c66-archiver status --json | jq '.last_run.ok'
+      c66-archiver status --all                   # every archived backup too
+      c66-archiver status --json | jq '.stacks[] | {stack_uid, archived_count}'
     """
     from archiver.status import print_status
 
     settings = setup.settings()
-    _run(lambda: print_status(settings, as_json=as_json))
+    _run(lambda: print_status(settings, as_json=as_json, show_all=show_all))
+
+
+@main.command(context_settings=_CONTEXT)
+@click.pass_obj
+def health(setup: _Setup) -> None:
+    """Exit 0 when a pass succeeded recently, else 1; one line on stdout says why.
+
+    The rule is /readyz's: the last pass without failures finished at most
+    [http] max_age ago (default: twice the schedule's interval plus jitter).
+    Reads the state only: needs no token and works while the daemon runs.
+
+    \b
+    Examples:
+      c66-archiver --config /etc/c66-archiver/config.toml health
+      HEALTHCHECK --start-period=1h CMD ["c66-archiver", "health"]   # Dockerfile
+    """
+    from archiver.health import check_health
+
+    settings = setup.settings()
+    _run(lambda: check_health(settings))
 
 
 @main.command("check-config", context_settings=_CONTEXT)

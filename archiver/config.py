@@ -270,7 +270,8 @@ class LogSettings(_Section):
 
 def _check_listen(listen: str) -> str:
     host, separator, port = listen.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # Port 0 asks the system for a free port (tests); the daemon logs the one it got.
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{listen!r} is not host:port, e.g. \"127.0.0.1:9466\"")
     return listen
 

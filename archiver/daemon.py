@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from archiver import systemd
 from archiver.config import ScheduleSettings, Settings
+from archiver.http import serve_http
 from archiver.runtime import Runtime
 from archiver.sync import SyncPass
 
@@ -85,7 +86,11 @@ class Daemon:
     async def run(self) -> int:
         """Run until a signal; always returns exit code 0 after a clean shutdown."""
         self._install_signal_handlers()
-        async with Runtime(self._settings, self._token) as runtime:
+        # The HTTP endpoints start before the first pass and stop before the runtime closes.
+        async with (
+            Runtime(self._settings, self._token) as runtime,
+            serve_http(self._settings, runtime),
+        ):
             runtime.observers.append(systemd.StatusObserver())
             scheduler = self._start_scheduler()
             watchdog = systemd.start_watchdog()

@@ -46,7 +46,7 @@ async def run_demo(directory: Path) -> int:
         settings = demo_settings(directory, server.base_url, simulator.stack_uids())
         summary = await archive_once(settings, token)
     click.echo(summary.one_line(), err=True)
-    await print_status(settings, as_json=False, console=Console())
+    await print_status(settings, as_json=False, show_all=True, console=Console())
     click.echo(
         f"\nThe archive is in {directory / 'archive'}; run the demo again: nothing is "
         "downloaded twice.",

@@ -35,7 +35,7 @@ async def notify_observers(
     observers: Sequence[PassObserver],
     call: Callable[[PassObserver], Awaitable[None]],
     *,
-    timeout: float = OBSERVER_TIMEOUT_SECONDS,
+    timeout: float = OBSERVER_TIMEOUT_SECONDS,  # noqa: ASYNC109 -- a bound per observer, not on the caller
 ) -> None:
     """Run `call` on every observer concurrently; log failures and time-outs, never raise."""
 

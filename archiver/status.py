@@ -1,23 +1,42 @@
-"""`c66-archiver status`: what is archived, the last run and its failures."""
+"""`c66-archiver status`: per stack what is archived and how fresh; the last pass's failures.
+
+`status --json` is a contract: fields are only ever added (`stacks` came with
+the service issue), never removed.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from archiver.config import Settings
+from archiver.health import human_duration, max_age_for
 from archiver.manifest import ArchivedBackup
 from archiver.state import RunRecord, StateStore
 
 
-def status_document(state: StateStore) -> dict[str, Any]:
-    """The contract's `status --json` object."""
+def status_document(
+    state: StateStore, *, configured: Iterable[str] = (), now: datetime | None = None
+) -> dict[str, Any]:
+    """The contract's `status --json` object, plus a per-stack summary."""
+    archived = state.archived()
+    last_run = _run_entry(state.last_run())
     return {
-        "archived": [_archived_entry(record) for record in state.archived()],
-        "last_run": _run_entry(state.last_run()),
+        "archived": [_archived_entry(record) for record in archived],
+        "last_run": last_run,
+        "stacks": _stack_entries(
+            archived,
+            state.stack_successes(),
+            last_run["failed"] if last_run else [],
+            configured,
+            now or datetime.now(UTC),
+        ),
     }
 
 
@@ -49,26 +68,140 @@ def _run_entry(run: RunRecord | None) -> dict[str, Any] | None:
     }
 
 
-async def print_status(settings: Settings, *, as_json: bool, console: Console | None = None) -> int:
-    """Print the status as a table or JSON; exit 0."""
+def _stack_entries(
+    archived: list[ArchivedBackup],
+    successes: dict[str, datetime],
+    failures: list[dict[str, Any]],
+    configured: Iterable[str],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One entry per stack that is configured, archived, or failed in the last pass."""
+    by_stack: dict[str, list[ArchivedBackup]] = {uid: [] for uid in configured}
+    for record in archived:
+        by_stack.setdefault(record.stack_uid, []).append(record)
+    for failure in failures:
+        if failure["stack_uid"] != "*":  # "*": the storage failed, not one stack
+            by_stack.setdefault(str(failure["stack_uid"]), [])
+    return [
+        _stack_entry(uid, records, successes.get(uid), failures, now)
+        for uid, records in sorted(by_stack.items())
+    ]
+
+
+def _stack_entry(
+    stack_uid: str,
+    records: list[ArchivedBackup],
+    last_success: datetime | None,
+    failures: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    newest = max(records, key=_backup_moment, default=None)
+    return {
+        "stack_uid": stack_uid,
+        "archived_count": len(records),
+        "archived_bytes": sum(record.size for record in records),
+        "last_backup": _last_backup(newest),
+        "last_backup_age_seconds": (
+            round((now - _backup_moment(newest)).total_seconds()) if newest else None
+        ),
+        "last_success_at": last_success.isoformat() if last_success else None,
+        "failures": [f for f in failures if f["stack_uid"] in (stack_uid, "*")],
+    }
+
+
+def _backup_moment(record: ArchivedBackup) -> datetime:
+    """When the backup was taken (upstream's date), else when we archived it."""
+    moment = datetime.fromisoformat(record.backup_date or record.archived_at)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _last_backup(record: ArchivedBackup | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "backup_id": record.backup_id,
+        "db_type": record.db_type,
+        "database_name": record.database_name,
+        "backup_date": record.backup_date,
+        "archived_at": record.archived_at,
+    }
+
+
+async def print_status(
+    settings: Settings,
+    *,
+    as_json: bool,
+    show_all: bool = False,
+    console: Console | None = None,
+) -> int:
+    """Print the status as tables or JSON; exit 0."""
     state = StateStore.open(settings.state.path)
     try:
-        document = status_document(state)
+        document = status_document(state, configured=[stack.uid for stack in settings.stacks])
     finally:
         state.close()
     if as_json:
         print(json.dumps(document, indent=2))
     else:
-        render_status(document, console or Console())
+        render_status(document, console or Console(), max_age=max_age_for(settings), all=show_all)
     return 0
 
 
-def render_status(document: dict[str, Any], console: Console) -> None:
-    """A readable table of archived backups, then the last run and its failures."""
+def render_status(
+    document: dict[str, Any], console: Console, *, max_age: timedelta, all: bool = False
+) -> None:
+    """Per-stack summary, optionally every archived backup, then the last pass and failures."""
+    console.print(_stacks_table(document["stacks"], max_age))
+    if all:
+        console.print(_backups_table(document["archived"]))
+    _print_last_run(document["last_run"], console)
+
+
+def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
+    table = Table(
+        title="Stacks", caption=f"stale: last success older than {human_duration(max_age)}"
+    )
+    for column in ("stack", "last backup", "backup date", "age", "backups", "size"):
+        table.add_column(
+            column, justify="right" if column in ("age", "backups", "size") else "left"
+        )
+    table.add_column("last success")
+    table.add_column("failures", justify="right")
+    now = datetime.now(UTC)
+    for stack in stacks:
+        last = stack["last_backup"]
+        age = stack["last_backup_age_seconds"]
+        table.add_row(
+            stack["stack_uid"],
+            f"{last['db_type']}/{last['database_name']} #{last['backup_id']}" if last else "-",
+            (last["backup_date"] or last["archived_at"]) if last else "-",
+            human_duration(timedelta(seconds=age)) if age is not None else "-",
+            str(stack["archived_count"]),
+            _human(stack["archived_bytes"]),
+            _freshness(stack["last_success_at"], now, max_age),
+            _failure_count(len(stack["failures"])),
+        )
+    return table
+
+
+def _freshness(last_success_at: str | None, now: datetime, max_age: timedelta) -> str:
+    """How long ago the stack last succeeded: green when fresh, red when stale."""
+    if last_success_at is None:
+        return "[yellow]never[/yellow]"
+    age = now - datetime.fromisoformat(last_success_at)
+    colour = "green" if age <= max_age else "red"
+    return f"[{colour}]{human_duration(age)} ago[/{colour}]"
+
+
+def _failure_count(count: int) -> str:
+    return f"[red]{count}[/red]" if count else "[green]0[/green]"
+
+
+def _backups_table(archived: list[dict[str, Any]]) -> Table:
     table = Table(title="Archived backups", show_lines=False)
     for column in ("stack", "db", "database", "backup", "date", "size", "archived at"):
         table.add_column(column, justify="right" if column in ("backup", "size") else "left")
-    for entry in document["archived"]:
+    for entry in archived:
         table.add_row(
             entry["stack_uid"],
             entry["db_type"],
@@ -78,8 +211,10 @@ def render_status(document: dict[str, Any], console: Console) -> None:
             _human(entry["size"]),
             entry["archived_at"],
         )
-    console.print(table)
-    run = document["last_run"]
+    return table
+
+
+def _print_last_run(run: dict[str, Any] | None, console: Console) -> None:
     if run is None:
         console.print("No pass has run yet.")
         return
@@ -91,7 +226,7 @@ def render_status(document: dict[str, Any], console: Console) -> None:
     for failure in run["failed"]:
         console.print(
             f"  [red]failed[/red] stack {failure['stack_uid']} backup {failure['backup_id']}: "
-            f"{failure['reason']}",
+            f"{escape(str(failure['reason']))}",
             markup=True,
             highlight=False,
         )
