@@ -182,3 +182,22 @@ async def test_status_json_names_the_object_as_an_s3_url(
     assert entry["backup_id"] == backup_id
     assert entry["location"].startswith(f"s3://{s3_bucket}/{PREFIX}stack-a/mysql/shop/")
     assert entry["location"].endswith("/shop.tar")
+
+
+async def test_check_config_probes_the_bucket_and_names_bad_credentials(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """check-config passes on the real bucket and, with a wrong secret, exits 2 saying why."""
+    sim.add_stack("stack-a")
+    config = write_s3_config(workspace, server, s3_server, s3_bucket, "stack-a")
+    good = await run_cli("--config", str(config), "check-config")
+    assert good.code == 0, good.stderr
+
+    (workspace.root / "s3-secret").write_text("not-the-secret\n")
+    bad = await run_cli("--config", str(config), "check-config")
+
+    assert bad.code == 2
+    assert "credentials" in bad.stderr
+    assert s3_bucket in bad.stderr
+    assert "not-the-secret" not in bad.stdout + bad.stderr
