@@ -1,0 +1,224 @@
+"""Metrics and health: a real daemon process scraped over loopback, and `c66-archiver health`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from archiver.simulator import Simulator, SimulatorServer
+from tests.conftest import TOKEN, Workspace, run_cli, start_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) -> value, from the Prometheus text format."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def _wait_for_metric(base: str, name: str, labels: dict[str, str], at_least: float) -> str:
+    """Poll /metrics until the sample reaches `at_least`; return the page."""
+    key = (name, tuple(sorted(labels.items())))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            status, text = await _get(f"{base}/metrics")
+        except aiohttp.ClientConnectionError:
+            status, text = 0, ""
+        if status == 200 and _samples(text).get(key, 0) >= at_least:
+            return text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name}{labels} never reached {at_least}")
+
+
+@asynccontextmanager
+async def _daemon(config: Path, port: int) -> AsyncIterator[str]:
+    """A daemon process serving [http] on `port`; yields its base URL; SIGTERM -> exit 0."""
+    process = await start_cli("--config", str(config))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+
+
+def _config(
+    workspace: Workspace, server: SimulatorServer, port: int, **http: Any
+) -> tuple[Path, str]:
+    config = workspace.write_config(
+        server.base_url,
+        [{"uid": "stack-a"}],
+        http={"listen": f"127.0.0.1:{port}", **http},
+        schedule={"interval": "1h"},
+        transfer={"grace_period": "1s"},
+    )
+    return config, f"http://127.0.0.1:{port}"
+
+
+async def test_metrics_after_a_pass_count_backups_bytes_passes_and_requests(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """/metrics of a real daemon parses, and its values match the pass the daemon ran."""
+    sim.add_stack("stack-a")
+    sizes = [3000, 600_000]  # the second is a multi-part backup
+    for size in sizes:
+        sim.add_backup("stack-a", size=size)
+    port = _free_port()
+    config, _ = _config(workspace, server, port)
+    async with _daemon(config, port) as base:
+        text = await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        samples = _samples(text)
+    assert samples[("c66_archiver_backups_archived_total", ())] == 2
+    assert samples[("c66_archiver_bytes_archived_total", ())] == sum(sizes)
+    assert samples[("c66_archiver_transfer_duration_seconds_count", ())] == 2
+    assert samples[("c66_archiver_transfers_in_flight", ())] == 0
+    assert samples[("c66_archiver_state_archived_backups", ())] == 2
+    assert samples[("c66_archiver_state_file_bytes", ())] > 0
+    assert abs(samples[("c66_archiver_last_success_timestamp_seconds", ())] - time.time()) < 60
+    per_stack = ("c66_archiver_stack_last_success_timestamp_seconds", (("stack_uid", "stack-a"),))
+    assert abs(samples[per_stack] - time.time()) < 60
+    requests = {
+        dict(labels)["route"]: value
+        for (name, labels), value in samples.items()
+        if name == "c66_archiver_api_requests_total"
+    }
+    assert requests["/stacks/:id/backups"] == 1
+    assert sum(requests.values()) == sim.stats.api_requests
+    budget = samples[("c66_archiver_request_budget_remaining", ())]
+    assert budget == 3000 - sim.stats.api_requests
+    labels = [value for (_, pairs), _v in samples.items() for _, value in pairs]
+    assert not [value for value in labels if "http" in value or TOKEN in value]
+    assert TOKEN not in text and "127.0.0.1" not in text
+
+
+async def test_livez_and_readyz_answer_after_a_good_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """/livez says ok and /readyz is 200 with ready=true once a pass succeeded."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    port = _free_port()
+    config, _ = _config(workspace, server, port)
+    async with _daemon(config, port) as base:
+        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        assert await _get(f"{base}/livez") == (200, "ok\n")
+        status, body = await _get(f"{base}/readyz")
+    document = json.loads(body)
+    assert status == 200, body
+    assert document["ready"] is True
+    assert document["reasons"] == []
+    assert document["max_age_seconds"] == 7200  # 2x the 1h interval, no jitter
+
+
+async def test_readyz_503_with_reasons_when_the_last_good_pass_is_too_old(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """With max_age 1s, /readyz turns 503 naming the age; `health` exits 1 on the same rule."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    port = _free_port()
+    config, _ = _config(workspace, server, port, max_age="1s")
+    async with _daemon(config, port) as base:
+        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        await asyncio.sleep(2.1)
+        status, body = await _get(f"{base}/readyz")
+        health = await run_cli("--config", str(config), "health")
+    assert status == 503, body
+    (reason,) = json.loads(body)["reasons"]
+    assert "more than max_age 1s" in reason
+    assert health.code == 1
+    assert health.stdout.startswith("unhealthy: last successful pass finished")
+
+
+async def test_readyz_503_when_the_archive_is_not_writable(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A storage that refuses the probe write makes /readyz 503 with a storage reason."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    port = _free_port()
+    config, _ = _config(workspace, server, port)
+    async with _daemon(config, port) as base:
+        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        # Root ignores permission bits, so make the archive path a file instead.
+        shutil.move(workspace.archive, workspace.root / "moved-away")
+        workspace.archive.write_text("not a folder")
+        status, body = await _get(f"{base}/readyz")
+    assert status == 503, body
+    reasons = json.loads(body)["reasons"]
+    assert [reason for reason in reasons if reason.startswith("storage is not writable")]
+
+
+async def test_readyz_is_ready_during_the_first_pass_within_the_start_up_grace(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Before the first pass finishes, /readyz is 200 with a note, not a reason."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=200_000)
+    sim.faults.slow_downloads = 1
+    sim.faults.slow_bytes_per_second = 20_000  # about 10 s
+    port = _free_port()
+    config, _ = _config(workspace, server, port)
+    async with _daemon(config, port) as base:
+        await _wait_for_metric(base, "c66_archiver_transfers_in_flight", {}, 1)
+        status, body = await _get(f"{base}/readyz")
+    document = json.loads(body)
+    assert status == 200, body
+    assert "start-up grace" in document["notes"][0]
+
+
+async def test_health_exit_codes_before_and_after_a_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """`health` exits 1 with no state or no good pass, 0 after a good pass; no token needed."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    config = workspace.write_config(server.base_url, [{"uid": "stack-a"}])
+    workspace.token_file.unlink()  # health must not need it
+    before = await run_cli("--config", str(config), "health")
+    assert before.code == 1
+    assert before.stdout.startswith("unhealthy: no state at")
+    assert not workspace.state.exists()  # a health check creates nothing
+
+    workspace.token_file.write_text(TOKEN)
+    sim.faults.malformed_json_stacks = {"stack-a"}
+    assert (await run_cli("--config", str(config), "sync")).code == 1
+    failed_only = await run_cli("--config", str(config), "health")
+    assert (failed_only.code, failed_only.stdout.strip()) == (
+        1,
+        "unhealthy: no pass has succeeded yet",
+    )
+
+    sim.faults.malformed_json_stacks = set()
+    assert (await run_cli("--config", str(config), "sync")).code == 0
+    workspace.token_file.unlink()
+    after = await run_cli("--config", str(config), "health")
+    assert after.code == 0, after.stdout + after.stderr
+    assert after.stdout.startswith("healthy: last successful pass finished")
+    assert "Traceback" not in after.stderr
