@@ -90,13 +90,21 @@ def tar_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*.tar") if path.is_file())
 
 
-def cpu_stall_us() -> int:
-    """Microseconds some task waited for a CPU, machine-wide (/proc/pressure/cpu), or 0."""
+def busy_cpu_seconds() -> float:
+    """CPU time spent by everything on the machine so far (/proc/stat, all CPUs)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one running process (0 when it is gone)."""
     try:
-        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return 0
-    return int(first.rsplit("total=", 1)[1])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> float:

@@ -97,7 +97,7 @@ def rounds_table(result: ThroughputResult) -> list[str]:
         f"{result.generate_seconds:.0f} s, before timing).",
         "",
         _row("Round", "Tool", "Wall (s)", "MB/s", "CPU (s)", "Peak RSS (MiB)",
-             "Written / archived", "CPU pressure"),
+             "Written / archived", "Others' CPU (s)"),
         _row(*["---"] * 8),
     ]
     lines += [_round_row(r) for r in result.rounds]
@@ -108,7 +108,7 @@ def _round_row(r: Round) -> str:
     written = "n/a" if r.write_bytes is None else f"{r.write_bytes / r.bytes:.3f}"
     return _row(r.index, r.tool, f"{r.wall_seconds:.2f}", f"{r.mb_per_second:.0f}",
                 f"{r.cpu_seconds:.2f}", f"{r.max_rss_bytes / MIB:.1f}", written,
-                f"{r.cpu_pressure:.0%}")
+                f"{r.foreign_cpu_seconds:.2f}")
 
 
 def render(

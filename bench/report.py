@@ -35,8 +35,11 @@ NOTES = [
     "and manifests. Peak RSS and CPU come from `wait4()` of that one process.",
     f"`api.requests_per_hour = {REQUESTS_PER_HOUR}` so the client-side budget never "
     "paces a pass; `transfer.max_concurrent_downloads = 4`; curl runs 4 at a time too.",
-    "CPU pressure = share of a round's wall time during which some task on the machine "
-    "waited for a CPU (/proc/pressure/cpu): near 0% means the round had the cores to itself.",
+    "Others' CPU = CPU seconds used during a round by processes outside the benchmark "
+    "(machine-wide busy time from /proc/stat minus the tool, the simulator and the "
+    "benchmark itself). It also holds kernel time charged to no process (softirq of the "
+    "loopback TCP, writeback), so it is never quite 0; seconds of it mean other work shared "
+    "the 2 cores, which slows the CPU-bound archiver far more than curl.",
     "The simulator of the throughput part is a separate process on the same 2 cores; "
     "in the steady-state part it runs inside the benchmark process.",
 ]

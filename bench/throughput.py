@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -28,10 +29,11 @@ from common import (
     CONCURRENCY,
     REPO_ROOT,
     TOKEN,
+    busy_cpu_seconds,
     child_env,
-    cpu_stall_us,
     fresh_dir,
     log_tail,
+    process_cpu_seconds,
     progress,
     run_archiver_sync,
     tar_bytes,
@@ -81,7 +83,7 @@ class Round:
     max_rss_bytes: int
     write_bytes: int | None
     oublock_bytes: int
-    cpu_pressure: float = 0.0  # share of the wall time some task waited for a CPU
+    foreign_cpu_seconds: float = 0.0  # CPU used meanwhile by processes not in the benchmark
 
     @property
     def mb_per_second(self) -> float:
@@ -106,8 +108,8 @@ class ThroughputResult:
 
 
 @contextmanager
-def simulator_process(blob_dir: Path, sizes: Sizes, log: Path) -> Iterator[str]:
-    """Start ``python -m archiver.simulator`` with the data set; yield its API base URL."""
+def simulator_process(blob_dir: Path, sizes: Sizes, log: Path) -> Iterator[tuple[str, int]]:
+    """Start ``python -m archiver.simulator`` with the data set; yield its base URL and pid."""
     argv = [
         sys.executable, "-m", "archiver.simulator",
         "--blob-dir", str(blob_dir), "--token", TOKEN,
@@ -124,7 +126,7 @@ def simulator_process(blob_dir: Path, sizes: Sizes, log: Path) -> Iterator[str]:
         line = process.stdout.readline()  # printed once every blob file is written
         if not line:
             raise RuntimeError(f"the simulator did not start: {log.read_text()[-2000:]}")
-        yield str(json.loads(line)["base_url"])
+        yield str(json.loads(line)["base_url"]), process.pid
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -241,26 +243,40 @@ def run_throughput(workdir: Path, sizes: Sizes, rounds: int) -> ThroughputResult
     blob_dir = workdir / "blobs"
     progress(f"generating {sizes.total / 1e6:,.0f} MB of backups in {blob_dir} ...")
     began = time.perf_counter()
-    with simulator_process(blob_dir, sizes, workdir / "simulator.log") as base_url:
+    with simulator_process(blob_dir, sizes, workdir / "simulator.log") as (base_url, sim_pid):
         result = ThroughputResult(sizes, generate_seconds=time.perf_counter() - began)
         for index in range(1, rounds + 1):
             # ABBA: alternate which tool goes first, so a drift favours neither.
             order = ("archiver", "curl") if index % 2 else ("curl", "archiver")
             for tool in order:
-                result.rounds.append(_one_round(tool, workdir, base_url, index, sizes.total))
+                result.rounds.append(
+                    _one_round(tool, workdir, (base_url, sim_pid), index, sizes.total)
+                )
     shutil.rmtree(blob_dir, ignore_errors=True)
     return result
 
 
-def _one_round(tool: str, workdir: Path, base_url: str, index: int, expected: int) -> Round:
+def _ours() -> float:
+    """CPU of this process and of the children it has reaped so far."""
+    usages = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
+def _one_round(
+    tool: str, workdir: Path, server: tuple[str, int], index: int, expected: int
+) -> Round:
+    """One measured round, with the CPU other processes used meanwhile (noise on 2 cores)."""
     run = archiver_round if tool == "archiver" else curl_round
-    stalled = cpu_stall_us()
+    base_url, sim_pid = server
+    before = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
     outcome = run(workdir / f"out-{tool}", base_url, index, expected)
-    pressure = (cpu_stall_us() - stalled) / 1e6 / outcome.wall_seconds
-    outcome = dataclasses.replace(outcome, cpu_pressure=pressure)
+    after = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
+    busy, ours, sim = (a - b for a, b in zip(after, before, strict=True))
+    outcome = dataclasses.replace(outcome, foreign_cpu_seconds=max(0.0, busy - ours - sim))
     progress(
         f"round {index} {outcome.tool:13} {outcome.wall_seconds:6.2f} s "
         f"{outcome.mb_per_second:7.1f} MB/s  cpu {outcome.cpu_seconds:5.2f} s  "
-        f"rss {outcome.max_rss_bytes / (1 << 20):5.1f} MiB  cpu pressure {pressure:4.0%}"
+        f"rss {outcome.max_rss_bytes / (1 << 20):5.1f} MiB  "
+        f"others' cpu {outcome.foreign_cpu_seconds:5.2f} s"
     )
     return outcome
