@@ -1,0 +1,172 @@
+"""The Dockerfile, built and run: the demo inside the image as the non-root user.
+
+No Docker engine here: buildah builds with chroot isolation on a Debian base made
+with debootstrap (scripts/bootstrap.sh, `bootstrap_image_base`) and runs commands
+in a working container. Select with `-m docker`; skipped only without buildah.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        shutil.which("buildah") is None,
+        reason="buildah missing (scripts/bootstrap.sh installs it: apt-get install buildah)",
+    ),
+]
+
+BASE_IMAGE = "localhost/debian-python:bookworm"
+IMAGE = "localhost/c66-archiver:test"
+USER = "65532"
+BUILD_TIMEOUT = 900
+# Proxies are build arguments Docker and buildah pass on without an ARG line.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+# pip settings from the environment that the build's RUN steps would not see.
+PIP_VARIABLES = {
+    "PIP_INDEX_URL": "index-url",
+    "PIP_EXTRA_INDEX_URL": "extra-index-url",
+    "PIP_TRUSTED_HOST": "trusted-host",
+    "PIP_CERT": "cert",
+}
+
+
+def _run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _ensure_base_image() -> None:
+    """Make the local Debian + python3 base unless it exists (cached between runs)."""
+    if shutil.which("podman") and _run("podman", "image", "exists", BASE_IMAGE).returncode == 0:
+        return
+    script = "set -euo pipefail; source scripts/bootstrap.sh; bootstrap_image_base"
+    made = subprocess.run(
+        ["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert made.returncode == 0, f"could not make {BASE_IMAGE}: {made.stderr}"
+
+
+def _host_pip_config(folder: Path) -> tuple[Path, list[str]]:
+    """The host's pip settings as one pip.conf for the build, and the files it needs mounted.
+
+    This machine reaches the package index through a proxy with its own CA,
+    configured for pip on the host only; a build's RUN steps do not inherit it.
+    """
+    config = configparser.ConfigParser()
+    for site_config in ("/etc/pip.conf", "/etc/xdg/pip/pip.conf"):
+        config.read(site_config)
+    settings = dict(config["global"]) if config.has_section("global") else {}
+    settings.pop("constraint", None)  # a host-only file of pins for other projects
+    settings.pop("find-links", None)
+    for variable, key in PIP_VARIABLES.items():
+        if os.environ.get(variable):
+            settings[key] = os.environ[variable]
+    pip_conf = folder / "pip.conf"
+    pip_conf.write_text("[global]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    cert = settings.get("cert")
+    return pip_conf, [cert] if cert and Path(cert).is_file() else []
+
+
+def _build_command(pip_conf: Path, files: list[str]) -> list[str]:
+    command = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers"]
+    # Docker format keeps the HEALTHCHECK (the OCI format has no field for it).
+    command += ["--format", "docker", "-v", f"{pip_conf}:/etc/pip.conf:ro"]
+    ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+    for mounted in dict.fromkeys([ca_bundle, *files]):
+        if Path(mounted).is_file():
+            command += ["-v", f"{mounted}:{mounted}:ro"]
+    for variable in PROXY_VARIABLES:
+        if os.environ.get(variable):
+            command += ["--build-arg", f"{variable}={os.environ[variable]}"]
+    return [*command, "--build-arg", f"BASE={BASE_IMAGE}", "-t", IMAGE, str(REPO_ROOT)]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image, built from the repository's Dockerfile on the local base."""
+    started = time.monotonic()
+    _ensure_base_image()
+    pip_conf, files = _host_pip_config(tmp_path_factory.mktemp("pip"))
+    built = _run(*_build_command(pip_conf, files), timeout=BUILD_TIMEOUT)
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    print(f"image built in {time.monotonic() - started:.1f}s")
+    return IMAGE
+
+
+@pytest.fixture
+def container(image: str) -> Iterator[str]:
+    """A working container from the image; removed afterwards whatever happens."""
+    made = _run("buildah", "from", image)
+    assert made.returncode == 0, made.stderr
+    name = made.stdout.strip()
+    try:
+        yield name
+    finally:
+        _run("buildah", "rm", name)
+
+
+def run_in(
+    container: str, script: str, *, user: str | None = USER
+) -> subprocess.CompletedProcess[str]:
+    """Run a shell script in the container as `user` (None: the image's USER)."""
+    as_user = ["--user", user] if user else []
+    return _run(
+        "buildah", "run", "--isolation", "chroot", *as_user, container, "--", "sh", "-c", script
+    )
+
+
+# The demo, then `health` on the demo's state: what the HEALTHCHECK runs.
+DEMO_SCRIPT = """
+set -e
+id -u
+c66-archiver demo --dir /data/demo > /dev/null
+find /data/demo/archive -name manifest.json
+cat > /data/demo.toml <<'EOF'
+[[stacks]]
+uid = "demo"
+[storage]
+type = "local"
+path = "/data/demo/archive"
+[state]
+path = "/data/demo/state"
+EOF
+C66_ARCHIVER_CONFIG=/data/demo.toml c66-archiver health
+"""
+
+
+def test_demo_runs_in_the_image_as_the_non_root_user(container: str) -> None:
+    """`c66-archiver demo` archives into /data as uid 65532, and `health` is green after it."""
+    started = time.monotonic()
+    result = run_in(container, DEMO_SCRIPT)
+    print(f"demo ran in the container in {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == USER  # really not root
+    manifests = [line for line in lines if line.endswith("/manifest.json")]
+    assert len(manifests) >= 5
+    assert all(line.startswith("/data/demo/archive/") for line in manifests)
+
+
+def test_image_defaults(container: str) -> None:
+    """Non-root by default, the config path in the environment, /data owned by the user."""
+    result = run_in(
+        container,
+        'id -u; echo "$C66_ARCHIVER_CONFIG"; stat -c "%u %a" /data; c66-archiver --version',
+        user=None,  # the image's USER
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [USER, "/config/config.toml", f"{USER} 700"]
+    inspected = _run("buildah", "inspect", "--format", "{{.Docker.Config.Healthcheck.Test}}",
+                     container)  # fmt: skip
+    assert "c66-archiver health" in inspected.stdout
