@@ -1,0 +1,176 @@
+"""Alerts against a real HTTP receiver on loopback: pings, webhook, and a receiver in trouble."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from archiver.simulator import Simulator, SimulatorServer
+from tests.conftest import TOKEN, Workspace, run_cli
+
+PING_UUID = "5bf3c9d2-8e41-4c7a-9a0b-1f2e3d4c5b6a"
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server that records requests; it can answer 500 or hang."""
+
+    base_url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    mode: str = "ok"  # "ok" | "fail" (500) | "hang" (longer than any timeout here)
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # ends hangs at teardown
+
+    def paths(self) -> list[str]:
+        """The paths requested, in order."""
+        return [request.path for request in self.requests]
+
+    def webhook_bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies posted to /hook."""
+        return [json.loads(r.body) for r in self.requests if r.path == "/hook"]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Record, then answer as the mode says."""
+        self.requests.append(Received(request.path, await request.read()))
+        if self.mode == "hang":
+            await asyncio.wait_for(self.release.wait(), 60)
+        return web.Response(status=500 if self.mode == "fail" else 200, text="OK")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A receiver listening on a free loopback port."""
+    state = Receiver()
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", state.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    state.release.set()
+    await runner.cleanup()
+
+
+def _config(
+    workspace: Workspace,
+    server: SimulatorServer,
+    receiver: Receiver,
+    uids: list[str],
+    **notify: Any,
+) -> str:
+    settings = {
+        "healthchecks_url": f"{receiver.base_url}/ping/{PING_UUID}",
+        "webhook_url": f"{receiver.base_url}/hook",
+        **notify,
+    }
+    config = workspace.write_config(
+        server.base_url, [{"uid": uid} for uid in uids], notify=settings
+    )
+    return str(config)
+
+
+async def test_good_pass_pings_start_then_success_and_no_webhook(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """A good pass pings <url>/start then <url>; the webhook stays quiet by default."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    config = _config(workspace, server, receiver, ["stack-a"])
+    result = await run_cli("--config", config, "sync")
+    assert result.code == 0, result.stderr
+    assert receiver.paths() == [f"/ping/{PING_UUID}/start", f"/ping/{PING_UUID}"]
+
+
+async def test_failing_pass_pings_fail_with_the_log_tail_and_posts_the_webhook(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """A failing pass pings /fail with its log's tail and posts the summary as JSON."""
+    sim.add_stack("stack-a")
+    sim.add_stack("stack-bad")
+    sim.add_backup("stack-a", size=100)
+    sim.faults.malformed_json_stacks = {"stack-bad"}
+    config = _config(workspace, server, receiver, ["stack-a", "stack-bad"])
+    result = await run_cli("--config", config, "sync")
+    assert result.code == 1
+    assert sorted(receiver.paths()) == sorted(
+        [f"/ping/{PING_UUID}/start", f"/ping/{PING_UUID}/fail", "/hook"]
+    )
+    (fail,) = [r.body.decode() for r in receiver.requests if r.path.endswith("/fail")]
+    assert "pass failed" in fail
+    assert "failed: stack-bad None: could not list backups" in fail
+    assert "last log lines:" in fail
+    assert "backup archived" in fail  # a line of the pass's own log
+    assert TOKEN not in fail
+    (hook,) = receiver.webhook_bodies()
+    assert hook["event"] == "pass_failed"
+    assert hook["ok"] is False
+    assert hook["archived"] == 1
+    assert hook["bytes"] == 100
+    assert [f["stack_uid"] for f in hook["failed"]] == ["stack-bad"]
+    assert set(hook) >= {"started_at", "finished_at", "skipped", "seconds", "hostname"}
+    assert PING_UUID not in result.stderr
+
+
+async def test_webhook_on_success_when_enabled(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """With webhook_on_success, a good pass posts its summary too."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=1234)
+    config = _config(workspace, server, receiver, ["stack-a"], webhook_on_success=True)
+    result = await run_cli("--config", config, "sync")
+    assert result.code == 0, result.stderr
+    (hook,) = receiver.webhook_bodies()
+    assert hook["event"] == "pass_succeeded"
+    assert (hook["ok"], hook["archived"], hook["bytes"], hook["failed"]) == (True, 1, 1234, [])
+
+
+async def test_a_receiver_answering_500_is_retried_logged_and_never_fails_the_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """500s are retried `retries` times, logged with the host only, and the pass still exits 0."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    receiver.mode = "fail"
+    config = _config(workspace, server, receiver, ["stack-a"], retries=2, webhook_on_success=True)
+    result = await run_cli("--config", config, "sync")
+    assert result.code == 0, result.stderr
+    assert receiver.paths().count(f"/ping/{PING_UUID}/start") == 3
+    assert receiver.paths().count("/hook") == 3
+    assert "ping failed; the pass is not affected" in result.stderr
+    assert "HTTP 500" in result.stderr
+    assert PING_UUID not in result.stderr
+
+
+async def test_a_hanging_receiver_is_cut_off_by_the_timeout_and_never_stalls_the_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """A receiver that never answers costs at most timeout x tries; the pass exits 0."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=100)
+    receiver.mode = "hang"
+    config = _config(workspace, server, receiver, ["stack-a"], timeout="1s", retries=1)
+    started = time.monotonic()
+    result = await run_cli("--config", config, "sync", timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.stderr
+    # start (2 tries) then success (2 tries), 1 s each, plus start-up: well under 15 s.
+    assert elapsed < 15
+    assert "timed out" in result.stderr
+    assert PING_UUID not in result.stderr
