@@ -172,4 +172,5 @@ def _describe(schedule: ScheduleSettings) -> str:
     if schedule.cron is not None:
         return f"cron {schedule.cron!r} ({schedule.timezone})"
     interval = schedule.effective_interval
-    return f"every {interval}" + (f" plus up to {schedule.jitter} jitter" if schedule.jitter else "")
+    jitter = f" plus up to {schedule.jitter} jitter" if schedule.jitter else ""
+    return f"every {interval}{jitter}"
