@@ -143,8 +143,14 @@ async def print_status(
     if as_json:
         print(json.dumps(document, indent=2))
     else:
-        render_status(document, console or Console(), max_age=max_age_for(settings), all=show_all)
+        render_status(document, console or _console(), max_age=max_age_for(settings), all=show_all)
     return 0
+
+
+def _console() -> Console:
+    """A terminal's width on a terminal; wide when piped, so scripts get whole lines."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def render_status(
@@ -161,20 +167,20 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
     table = Table(
         title="Stacks", caption=f"stale: last success older than {human_duration(max_age)}"
     )
-    for column in ("stack", "last backup", "backup date", "age", "backups", "size"):
-        table.add_column(
-            column, justify="right" if column in ("age", "backups", "size") else "left"
-        )
+    # Stack uids are folded, never cut: an operator copies them into commands.
+    table.add_column("stack", overflow="fold")
+    table.add_column("last backup")
+    for column in ("age", "backups", "size"):
+        table.add_column(column, justify="right")
     table.add_column("last success")
-    table.add_column("failures", justify="right")
+    table.add_column("failed", justify="right")
     now = datetime.now(UTC)
     for stack in stacks:
         last = stack["last_backup"]
         age = stack["last_backup_age_seconds"]
         table.add_row(
             stack["stack_uid"],
-            f"{last['db_type']}/{last['database_name']} #{last['backup_id']}" if last else "-",
-            (last["backup_date"] or last["archived_at"]) if last else "-",
+            _last_backup_cell(last),
             human_duration(timedelta(seconds=age)) if age is not None else "-",
             str(stack["archived_count"]),
             _human(stack["archived_bytes"]),
@@ -182,6 +188,14 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
             _failure_count(len(stack["failures"])),
         )
     return table
+
+
+def _last_backup_cell(last: dict[str, Any] | None) -> str:
+    """`mysql/shop #42` over `2026-11-27 20:15` (when it was taken)."""
+    if last is None:
+        return "-"
+    taken = (last["backup_date"] or last["archived_at"]).replace("T", " ")[:16]
+    return f"{last['db_type']}/{escape(last['database_name'])} #{last['backup_id']}\n{taken}"
 
 
 def _freshness(last_success_at: str | None, now: datetime, max_age: timedelta) -> str:
