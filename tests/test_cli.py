@@ -313,7 +313,7 @@ async def test_demo_archives_into_its_folder_and_prints_status(tmp_path: Path) -
 
 async def test_help_on_every_command_teaches_with_an_example() -> None:
     """Every subcommand's --help shows an example."""
-    for command in ([], ["sync"], ["status"], ["check-config"], ["demo"]):
+    for command in ([], ["sync"], ["status"], ["health"], ["check-config"], ["demo"]):
         result = await run_cli(*command, "--help")
         assert result.code == 0
         assert "Example" in result.stdout, command
