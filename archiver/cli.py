@@ -18,6 +18,7 @@ from archiver import __version__
 from archiver.config import Settings, load_settings, load_token, resolve_config_path
 from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
 from archiver.log import add_secret, configure_logging, redact
+from archiver.memory import tame_malloc
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
@@ -109,6 +110,7 @@ def main(
     manifest. Without a subcommand it runs as a daemon; with --sync-now (or
     `sync`) it runs one pass and exits.
     """
+    tame_malloc()
     ctx.obj = _Setup(config, log_format, verbose)
     if ctx.invoked_subcommand is None:
         if sync_now:

@@ -251,6 +251,9 @@ class TransferSettings(_Section):
     connect_timeout: Duration = timedelta(seconds=15)
     read_timeout: Duration = timedelta(seconds=60)
     max_retries: NonNegativeInt = 5
+    # Check each download's MD5 against S3's ETag (when the ETag is a plain MD5): the
+    # only end-to-end check against the source, and the costliest hash per byte.
+    verify_etag: Bool = True
     # On SIGTERM, transfers in flight get this long to finish before they are abandoned.
     grace_period: Duration = timedelta(seconds=30)
 

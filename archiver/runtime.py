@@ -78,7 +78,7 @@ class Runtime:
             self.state.acquire_lock()
             self._stack.callback(self.state.release_lock)
         executor = ThreadPoolExecutor(
-            max_workers=4 + 3 * settings.transfer.max_concurrent_downloads,
+            max_workers=2 + 2 * settings.transfer.max_concurrent_downloads,
             thread_name_prefix="c66-io",
         )
         self._stack.callback(executor.shutdown, wait=True, cancel_futures=True)
@@ -100,6 +100,8 @@ class Runtime:
             executor=executor,
             download_slots=slots,
             max_retries=settings.transfer.max_retries,
+            chunk_size=settings.transfer.chunk_size,
+            verify_etag=settings.transfer.verify_etag,
             backoff=Backoff(),
         )
         self.joiner = BackupJoiner(downloader, self.storage, executor)

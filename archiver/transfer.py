@@ -132,9 +132,13 @@ class Downloader:
         executor: ThreadPoolExecutor,
         download_slots: asyncio.Semaphore,
         max_retries: int,
+        chunk_size: int = 1024 * 1024,
+        verify_etag: bool = True,
         backoff: Backoff | None = None,
     ) -> None:
         self._session = session
+        self._chunk_size = chunk_size
+        self._verify_etag = verify_etag
         self._executor = executor
         self._slots = download_slots
         self._max_retries = max_retries
@@ -253,7 +257,7 @@ class Downloader:
         if progress.written:
             await segment.rewind()
         progress.etag = response.headers.get("ETag")
-        progress.md5_expected = plain_md5_etag(progress.etag)
+        progress.md5_expected = plain_md5_etag(progress.etag) if self._verify_etag else None
         progress.restart()
         if total is not None and progress.total is None:
             progress.total = total
@@ -286,17 +290,42 @@ class Downloader:
         segment: SegmentWriter,
         on_bytes: ByteCallback,
     ) -> None:
-        """Write and hash chunk k while chunk k+1 is read from the network."""
+        """Gather network pieces into large chunks; write and hash chunk k while k+1 arrives.
+
+        Large chunks mean few thread hand-offs per byte. When the body breaks off,
+        what already arrived is still written, so the resume starts right after it.
+        """
         pending: asyncio.Future[None] | None = None
+        pieces: list[bytes] = []
+        gathered = 0
+
+        async def hand_off() -> None:
+            nonlocal pending, gathered
+            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            gathered = 0
+            if pending is not None:
+                await pending
+            self._check_not_too_long(progress, len(chunk))
+            pending = asyncio.ensure_future(self._consume(chunk, progress, segment, on_bytes))
+
         try:
-            async for chunk in response.content.iter_any():
-                if pending is not None:
-                    await pending
-                self._check_not_too_long(progress, len(chunk))
-                pending = asyncio.ensure_future(self._consume(chunk, progress, segment, on_bytes))
+            async for piece in response.content.iter_any():
+                pieces.append(piece)
+                gathered += len(piece)
+                if gathered >= self._chunk_size:
+                    await hand_off()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+            if pieces:
+                await hand_off()  # keep what arrived before the break
+            raise
         finally:
             if pending is not None:
                 await pending
+        if pieces:
+            await hand_off()
+            assert pending is not None
+            await pending
 
     @staticmethod
     def _check_not_too_long(progress: _PartProgress, incoming: int) -> None:

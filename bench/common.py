@@ -43,6 +43,10 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Extra `[transfer]` lines for every archiver run (e.g. from --no-verify-etag).
+TRANSFER_EXTRA: list[str] = []
+
+
 def write_config(folder: Path, base_url: str, stack_uids: Iterable[str]) -> Path:
     """A config archiving ``stack_uids`` into ``folder/archive``, state in ``folder/state``."""
     token_file = folder / "token"
@@ -60,6 +64,7 @@ def write_config(folder: Path, base_url: str, stack_uids: Iterable[str]) -> Path
         f"path = {_quoted(str(folder / 'state'))}",
         "[transfer]",
         f"max_concurrent_downloads = {CONCURRENCY}",
+        *TRANSFER_EXTRA,
         "[log]",
         'format = "json"',
     ]

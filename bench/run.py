@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import common
 import render_md
 import report
 from common import REPO_ROOT, load_average, progress
@@ -50,9 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="scratch space on the disk to measure (default: a new folder "
                         "under /var/tmp); a folder made inside it is removed at the end")
     parser.add_argument("--keep-workdir", action="store_true", help="do not remove the scratch")
+    parser.add_argument("--no-verify-etag", action="store_true",
+                        help="archive with transfer.verify_etag = false (no MD5 per byte)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help=f"where the JSON record goes (default {RESULTS_DIR})")
     args = parser.parse_args(argv)
+    if args.no_verify_etag:
+        common.TRANSFER_EXTRA.append("verify_etag = false")
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.stacks = args.stacks or (50 if args.quick else 500)
     if args.rounds < 1 or args.stacks < 1:
