@@ -190,7 +190,8 @@ class S3StorageSettings(_Section):
     access_key_id: str | None = None
     secret_access_key_file: Path | None = None
     # Size of each multipart-upload part kept in memory while it uploads (5 MiB minimum).
-    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=512 * 1024 * 1024)] = 16 * 1024 * 1024
+    # 10,000 parts at most: 8 MiB parts carry objects up to 78 GiB; raise it for bigger.
+    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=512 * 1024 * 1024)] = 8 * 1024 * 1024
     max_concurrent_part_uploads: PositiveInt = 4
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
 

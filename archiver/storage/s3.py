@@ -2,9 +2,10 @@
 
 Big files go up as one multipart upload, streamed: a segment fills a buffer of
 `part_size` bytes, hands it to a background UploadPart and starts the next
-buffer, with at most `max_concurrent_part_uploads` parts in flight per upload.
-Memory is therefore about `part_size * (in flight + 1)`, plus at most 5 MiB
-kept at a segment boundary (see below). Nothing touches the local disk, and
+buffer, with at most `max_concurrent_part_uploads` parts in flight across all
+uploads of the storage. Memory is therefore about `part_size * (in flight +
+uploads open)`, plus at most 5 MiB per upload kept at a segment boundary (see
+below). Nothing touches the local disk, and
 the object appears under its key only when CompleteMultipartUpload succeeds.
 
 Segments are laid out in *order*, with part numbers counted sequentially across
@@ -220,7 +221,8 @@ class S3Upload:
         self._object_key = object_key
         self._upload_id = upload_id
         self._part_size = storage.settings.part_size
-        self._slots = asyncio.Semaphore(storage.settings.max_concurrent_part_uploads)
+        # Shared by every upload: memory is bounded per storage, not per backup.
+        self._slots = storage.part_slots
         self._buffer = PartBuffer(self._part_size)
         self._position = 0  # bytes written by started segments, buffered or uploaded
         self._next_part = 1
@@ -332,6 +334,8 @@ class S3Upload:
         task = asyncio.create_task(self._upload_part(number, data))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        # Released when the task ends in any way, even cancelled before it ran.
+        task.add_done_callback(lambda _: self._slots.release())
         self._check_usable()
 
     async def _upload_part(self, number: int, data: memoryview) -> None:
@@ -347,7 +351,6 @@ class S3Upload:
             self._failure = self._failure or error
         finally:
             body.close()
-            self._slots.release()
 
     async def _drain(self) -> None:
         """Wait for every part upload in flight."""
@@ -447,6 +450,8 @@ class S3Storage:
         self._client: Any = None
         self._client_lock = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
+        # Part uploads in flight across all uploads of this storage.
+        self.part_slots = asyncio.Semaphore(settings.max_concurrent_part_uploads)
 
     @staticmethod
     def _read_secret(path: Path | None) -> str | None:
