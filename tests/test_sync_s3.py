@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from archiver.config import Settings, load_settings
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
-from tests.conftest import PART_SIZE, Workspace, render_toml, run_cli, run_pass
+from tests.conftest import PART_SIZE, Workspace, render_toml, run_cli, run_pass, start_cli
 from tests.s3_server import S3Server, multipart_uploads
 
 MiB = 1024 * 1024
@@ -201,3 +202,59 @@ async def test_check_config_probes_the_bucket_and_names_bad_credentials(
     assert "credentials" in bad.stderr
     assert s3_bucket in bad.stderr
     assert "not-the-secret" not in bad.stdout + bad.stderr
+
+
+async def _wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_kill_9_mid_upload_leaves_no_object_and_the_next_pass_finishes_clean(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """kill -9 during a multipart upload: nothing visible; the next pass completes, no orphan."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", database_name="slow", size=12 * MiB)
+    sim.faults.slow_downloads = 48  # every upstream part: the upload stays open for seconds
+    sim.faults.slow_bytes_per_second = 2 * MiB
+    config = write_s3_config(workspace, server, s3_server, s3_bucket, "stack-a")
+    process = await start_cli("--config", str(config), "sync")
+
+    async def upload_started() -> bool:
+        return bool(await multipart_uploads(s3_server, s3_bucket))
+
+    await _wait_until(upload_started)
+    await asyncio.sleep(1.0)  # some parts uploaded
+    process.kill()
+    await process.wait()
+    assert not [key for key in await bucket_objects(s3_server, s3_bucket) if "slow" in key]
+
+    sim.faults.slow_downloads = 0
+    result = await run_cli("--config", str(config), "sync")
+
+    assert result.code == 0, result.stderr
+    objects = await bucket_objects(s3_server, s3_bucket)
+    (tar_key,) = [key for key in objects if key.endswith("/slow.tar")]
+    assert hashlib.sha256(objects[tar_key]).hexdigest() == sim.expected_sha256(backup_id)
+    assert await multipart_uploads(s3_server, s3_bucket) == []
+
+
+async def test_a_download_that_keeps_failing_leaves_no_object_and_no_orphan(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """A backup whose download fails for good is aborted: no half object, no multipart upload."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", database_name="broken", size=11 * MiB)
+    sim.faults.blob_errors = 30  # every download attempt answers 500, after the upload began
+    document = write_s3_config(workspace, server, s3_server, s3_bucket, "stack-a").read_text()
+    workspace.config.write_text(document.replace("read_timeout", "max_retries = 1\nread_timeout"))
+
+    summary = await run_pass(load_settings(workspace.config))
+
+    assert summary.exit_code == 1
+    assert not [key for key in await bucket_objects(s3_server, s3_bucket) if "broken" in key]
+    assert await multipart_uploads(s3_server, s3_bucket) == []
