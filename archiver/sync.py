@@ -293,13 +293,16 @@ class SyncPass:
         storage = self._rt.storage
         manifest = _manifest_for(job, joined)
         await storage.write_small(job.keys.manifest, manifest.to_json())
-        record = manifest.archived_record(
-            tar_key=job.keys.tar,
-            manifest_key=job.keys.manifest,
-            location=storage.location(job.keys.tar),
-        )
+        record = self._archived_record(job, manifest)
         self._rt.state.record_archived(record)
         return record
+
+    def _archived_record(self, job: _Job, manifest: Manifest) -> ArchivedBackup:
+        return manifest.archived_record(
+            tar_key=job.keys.tar,
+            manifest_key=job.keys.manifest,
+            location=self._rt.storage.location(job.keys.tar),
+        )
 
     async def _adopt_existing(self, job: _Job) -> bool:
         """A manifest already in storage (state lost, or a crash after the manifest) counts."""
@@ -313,13 +316,7 @@ class SyncPass:
             return False
         if await storage.stat(job.keys.tar) is None:
             return False
-        self._rt.state.record_archived(
-            manifest.archived_record(
-                tar_key=job.keys.tar,
-                manifest_key=job.keys.manifest,
-                location=storage.location(job.keys.tar),
-            )
-        )
+        self._rt.state.record_archived(self._archived_record(job, manifest))
         self._summary.already += 1
         log.info("backup already in storage; recorded")
         return True
