@@ -273,6 +273,9 @@ class Cloud66Client:
         if 200 <= status < 300:
             if isinstance(payload, dict) and "response" in payload:
                 return payload
+            if isinstance(payload, dict) and "public_url" in payload:
+                # The reference lists the file answer bare; every server seen wraps it.
+                return {"response": payload}
             why = "not JSON" if payload is _NOT_JSON else "no 'response' in the envelope"
             raise _Retryable("malformed", f"malformed JSON from {request}: {why}", status=status)
         raise self._error_for(status, payload, retry_after, request)
