@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from archiver.cloud66.models import Backup, BackupFile
+from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.config import StackSettings
 from archiver.errors import (
     EXIT_AUTH,
@@ -162,11 +162,26 @@ class SyncPass:
         if settings.discover.enabled:
             known = {stack.uid for stack in stacks}
             excluded = set(settings.discover.exclude)
-            for stack in await self._rt.client.list_stacks():
+            for stack in await self._discoverable_stacks():
                 if stack.uid not in known and stack.uid not in excluded:
-                    stacks.append(StackSettings(uid=stack.uid, db_types=settings.discover.db_types))
+                    # Upstream data, not config: not held to the config's uid rule (the
+                    # client quotes it in paths, the layout sanitises it on disk).
+                    discovered = StackSettings.model_construct(
+                        uid=stack.uid, db_types=settings.discover.db_types
+                    )
+                    stacks.append(discovered)
             log.info("stacks discovered", count=len(stacks))
         return stacks
+
+    async def _discoverable_stacks(self) -> list[Stack]:
+        """Every stack the token sees; on failure the configured stacks still run."""
+        try:
+            return await self._rt.client.list_stacks()
+        except AuthError:
+            raise
+        except ApiError as error:
+            self._fail("*", None, f"could not list stacks for [discover]: {redact(str(error))}")
+            return []
 
     async def _plan_stack(self, stack: StackSettings) -> list[_Job]:
         with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
@@ -241,6 +256,9 @@ class SyncPass:
                     self._record_failure(job, error)
                 except OSError as error:  # a backend's raw error: name it, keep going
                     self._record_failure(job, PermanentStorageError(str(error)))
+                except Exception as error:  # a bug must cost one backup, not the pass
+                    log.exception("unexpected error archiving a backup")
+                    self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
 
     def _record_failure(self, job: _Job, error: ArchiverError) -> None:
         reason = redact(str(error))

@@ -314,3 +314,35 @@ async def test_status_document_lists_archived_backups_and_last_run(
     assert document["last_run"]["ok"] is True
     assert document["last_run"]["archived"] == 1
     assert document["last_run"]["failed"] == []
+
+
+async def test_discovered_stacks_with_hostile_uids_stay_inside_the_archive(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A discovered stack uid is upstream data: odd ones are archived under a sanitised folder."""
+    sim.add_stack("../escape")
+    backup_id = sim.add_backup("../escape", size=10)
+    config = workspace.write_config(server.base_url, [])
+    config.write_text(config.read_text() + "[discover]\nenabled = true\n")
+    summary = await run_pass(load_settings(config))
+    assert summary.exit_code == 0, summary.failed
+    (manifest_path,) = workspace.archive.rglob("manifest.json")
+    assert manifest_path.resolve().is_relative_to(workspace.archive.resolve())
+    assert json.loads(manifest_path.read_text())["backup_id"] == backup_id
+
+
+async def test_discovery_failure_still_archives_the_configured_stacks(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """When GET /stacks fails, the configured stacks are archived and the failure is named."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=10)
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], api={"max_retries": 0}
+    )
+    config.write_text(config.read_text() + "[discover]\nenabled = true\n")
+    sim.faults.api_errors = 1  # the first request is GET /stacks
+    summary = await run_pass(load_settings(config))
+    assert summary.archived == 1
+    assert summary.exit_code == 1
+    assert "could not list stacks" in summary.failed[0].reason
