@@ -317,3 +317,26 @@ async def test_help_on_every_command_teaches_with_an_example() -> None:
         result = await run_cli(*command, "--help")
         assert result.code == 0
         assert "Example" in result.stdout, command
+
+
+async def test_ticks_missed_during_a_long_pass_run_once_not_many_times(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A 1 s schedule and a 4 s pass: the missed ticks collapse into one pass, not four."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=200_000)  # one part, 4 s at this pace
+    sim.faults.slow_downloads = 1
+    sim.faults.slow_bytes_per_second = 50_000
+    config = workspace.write_config(
+        server.base_url,
+        [{"uid": "stack-a"}],
+        schedule={"interval": "1s"},
+        transfer={"grace_period": "1s"},
+    )
+    process = await start_cli("--config", str(config))
+    await _wait_for(lambda: sim.stats.downloads_completed == 1)
+    await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 20) == 0
+    passes = sim.stats.api_requests_by_path["list_backups"]
+    assert 2 <= passes <= 3  # the long pass, the one catch-up pass, maybe one regular tick
