@@ -39,7 +39,8 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
+    """A TOML basic string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -47,21 +48,25 @@ def _quoted(text: str) -> str:
 TRANSFER_EXTRA: list[str] = []
 
 
-def write_config(folder: Path, base_url: str, stack_uids: Iterable[str]) -> Path:
-    """A config archiving ``stack_uids`` into ``folder/archive``, state in ``folder/state``."""
+def write_config(
+    folder: Path, base_url: str, stack_uids: Iterable[str], storage: Iterable[str] = ()
+) -> Path:
+    """A config archiving ``stack_uids`` into ``folder/archive``, state in ``folder/state``.
+
+    ``storage``: the lines of another ``[storage]`` table (without its header) instead.
+    """
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     lines = [
         "[api]",
-        f"base_url = {_quoted(base_url)}",
-        f"token_file = {_quoted(str(token_file))}",
+        f"base_url = {quoted(base_url)}",
+        f"token_file = {quoted(str(token_file))}",
         f"requests_per_hour = {REQUESTS_PER_HOUR}",
         "[storage]",
-        'type = "local"',
-        f"path = {_quoted(str(folder / 'archive'))}",
+        *(list(storage) or ['type = "local"', f"path = {quoted(str(folder / 'archive'))}"]),
         "[state]",
-        f"path = {_quoted(str(folder / 'state'))}",
+        f"path = {quoted(str(folder / 'state'))}",
         "[transfer]",
         f"max_concurrent_downloads = {CONCURRENCY}",
         *TRANSFER_EXTRA,
@@ -69,7 +74,7 @@ def write_config(folder: Path, base_url: str, stack_uids: Iterable[str]) -> Path
         'format = "json"',
     ]
     for uid in stack_uids:
-        lines += ["[[stacks]]", f"uid = {_quoted(uid)}"]
+        lines += ["[[stacks]]", f"uid = {quoted(uid)}"]
     config = folder / "config.toml"
     config.write_text("\n".join(lines) + "\n")
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import offsite
 from common import MB, MIB
 from report import NOTES
 from steady import SteadyResult
@@ -118,15 +119,21 @@ def render(
     figures: dict[str, Any],
     throughput: ThroughputResult | None,
     steady: SteadyResult | None,
+    offsite_result: offsite.OffsiteResult | None = None,
 ) -> str:
     """The whole Markdown report."""
     lines = header(title, env, command)
-    lines += [_row("Measure", "c66-archiver", "curl + sync", "Target", "Met"), _row(*["---"] * 5)]
+    if throughput is not None or steady is not None:
+        lines += [_row("Measure", "c66-archiver", "curl + sync", "Target", "Met"),
+                  _row(*["---"] * 5)]
     if throughput is not None:
         lines += throughput_rows(throughput, figures)
     if steady is not None:
         lines += steady_rows(steady)
     if throughput is not None:
         lines += rounds_table(throughput)
-    lines += ["", "Notes:", ""] + [f"- {note}" for note in NOTES]
+    if throughput is not None or steady is not None:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in NOTES]
+    if offsite_result is not None:
+        lines += ["", *offsite.render(offsite_result, figures["offsite"])]
     return "\n".join(lines) + "\n"

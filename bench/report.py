@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import offsite
 from common import GIB, MIB, REPO_ROOT, REQUESTS_PER_HOUR, load_average
 from steady import SteadyResult
 from throughput import Round, ThroughputResult
@@ -83,11 +84,17 @@ def environment(workdir: Path) -> dict[str, Any]:
     }
 
 
-def summary(throughput: ThroughputResult | None, steady: SteadyResult | None) -> dict[str, Any]:
+def summary(
+    throughput: ThroughputResult | None,
+    steady: SteadyResult | None,
+    offsite_result: offsite.OffsiteResult | None = None,
+) -> dict[str, Any]:
     """The headline figures, as numbers."""
     figures: dict[str, Any] = {}
     if throughput is not None:
         figures.update(_throughput_summary(throughput))
+    if offsite_result is not None:
+        figures["offsite"] = offsite.summary(offsite_result)
     if steady is not None:
         figures["steady_requests"] = steady.steady.api_requests
         figures["steady_stack_pages"] = steady.stack_pages

@@ -1,5 +1,6 @@
 """Benchmark c66-archiver: throughput against curl, peak RSS, CPU per GiB, bytes written,
-and the API requests of a steady-state pass over many stacks.
+the 1 GiB backup into local storage, S3 (SeaweedFS) and SFTP (sshd) side by side, and the
+API requests of a steady-state pass over many stacks.
 
 Prints a Markdown report on stdout (progress goes to stderr) and writes the whole
 record as JSON under bench/results/. Full run: 2 GiB per round, several minutes;
@@ -7,6 +8,7 @@ record as JSON under bench/results/. Full run: 2 GiB per round, several minutes;
 
 Examples:
     .venv/bin/python bench/run.py --quick
+    .venv/bin/python bench/run.py --only offsite
     .venv/bin/python bench/run.py --rounds 5 > bench/results/latest.md
 """
 
@@ -26,6 +28,7 @@ import common
 import render_md
 import report
 from common import REPO_ROOT, load_average, progress
+from offsite import OffsiteResult, run_offsite
 from steady import SteadyResult, run_steady
 from throughput import FULL, QUICK, ThroughputResult, run_throughput
 
@@ -45,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rounds of each tool, median reported (default 3; --quick: 1)")
     parser.add_argument("--stacks", type=int, default=None,
                         help="stacks of the steady-state pass (default 500; --quick: 50)")
-    parser.add_argument("--only", choices=("throughput", "steady"), default=None,
+    parser.add_argument("--only", choices=("throughput", "offsite", "steady"), default=None,
                         help="run one part only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="scratch space on the disk to measure (default: a new folder "
@@ -74,15 +77,17 @@ def make_workdir(parent: Path | None) -> Path:
 
 def run_parts(
     args: argparse.Namespace, workdir: Path
-) -> tuple[ThroughputResult | None, SteadyResult | None]:
-    """Run the parts asked for, throughput first (it needs the machine quiet)."""
-    throughput = steady = None
+) -> tuple[ThroughputResult | None, OffsiteResult | None, SteadyResult | None]:
+    """Run the parts asked for, the big transfers first (they need the machine quiet)."""
+    throughput = offsite = steady = None
+    sizes = QUICK if args.quick else FULL
     if args.only in (None, "throughput"):
-        sizes = QUICK if args.quick else FULL
         throughput = run_throughput(workdir, sizes, args.rounds)
+    if args.only in (None, "offsite"):
+        offsite = run_offsite(workdir, sizes, args.rounds)
     if args.only in (None, "steady"):
         steady = asyncio.run(run_steady(workdir, args.stacks))
-    return throughput, steady
+    return throughput, offsite, steady
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"workdir {workdir}")
     try:
         env = report.environment(workdir)
-        throughput, steady = run_parts(args, workdir)
+        throughput, offsite, steady = run_parts(args, workdir)
     finally:
         if not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     env["load_average_end"] = load_average()
-    figures = report.summary(throughput, steady)
+    figures = report.summary(throughput, steady, offsite)
     title = "c66-archiver benchmark" + (" (quick)" if args.quick else "")
-    print(render_md.render(title, env, command, figures, throughput, steady))
+    print(render_md.render(title, env, command, figures, throughput, steady, offsite))
     record: dict[str, Any] = {
         "command": command, "options": vars(args), "environment": env, "summary": figures,
-        "throughput": throughput, "steady": steady,
+        "throughput": throughput, "offsite": offsite, "steady": steady,
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.results_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
