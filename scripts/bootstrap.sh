@@ -1,11 +1,12 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
 
 bootstrap_venv() {
+    # $1: what to install, '.' (the program) or '.[test]' (with the test tools).
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    .venv/bin/python -m pip install --quiet -e "${1:-.}"
 }
 
 apt_install() {
