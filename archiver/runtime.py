@@ -145,7 +145,10 @@ class Runtime:
             connector=aiohttp.TCPConnector(limit=limit * 2, limit_per_host=limit),
             # Sizes, hashes and Range offsets are about the stored bytes, never decoded ones.
             auto_decompress=False,
-            read_bufsize=transfer.chunk_size,
+            # aiohttp buffers up to twice this per connection before pausing the socket;
+            # the transfer gathers pieces into chunk_size hand-offs anyway. 256 KiB kept
+            # the same throughput as 1 MiB with 15 MiB less peak RSS in the benchmark.
+            read_bufsize=256 * 1024,
             headers={"User-Agent": _user_agent()},
         )
 
