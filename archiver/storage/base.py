@@ -11,11 +11,12 @@ sequentially from its own offset; segments may be written concurrently.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from archiver.errors import PermanentStorageError
+from archiver.errors import PermanentStorageError, StorageError
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,53 @@ class Storage(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads."""
+
+
+PROBE_PREFIX = "c66-archiver-probe-"
+
+
+class _SmallObjects(Protocol):
+    async def write_small(self, key: str, data: bytes) -> None: ...
+    async def read_small(self, key: str) -> bytes: ...
+    async def remove(self, key: str) -> None: ...
+
+
+async def probe_round_trip(storage: _SmallObjects, where: str) -> None:
+    """Write, read back and delete a probe object; any failure names `where` and the cause.
+
+    The shared body of every backend's `probe`.
+    """
+    key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    payload = secrets.token_bytes(32)
+    try:
+        await storage.write_small(key, payload)
+        if await storage.read_small(key) != payload:
+            raise PermanentStorageError("the probe object read back different bytes")
+        await storage.remove(key)
+    except (OSError, StorageError) as error:
+        raise PermanentStorageError(f"{where} is not usable: {error}") from error
+
+
+class _OffsetWriter(Protocol):
+    async def write_at(self, chunk: bytes, offset: int) -> None: ...
+
+
+class OffsetSegment:
+    """A segment for backends that write at offsets (local files, SFTP): no buffering."""
+
+    def __init__(self, upload: _OffsetWriter, offset: int) -> None:
+        self._upload = upload
+        self._offset = offset
+        self._position = offset
+
+    async def write(self, chunk: bytes) -> None:
+        """Write `chunk` at the segment's position."""
+        await self._upload.write_at(chunk, self._position)
+        self._position += len(chunk)
+
+    async def rewind(self) -> None:
+        """Start again at the segment's offset; later writes overwrite what was there."""
+        self._position = self._offset
+
+    async def close(self) -> None:
+        """Nothing to flush: each write reached the file (or server); commit makes it durable."""

@@ -26,12 +26,11 @@ from archiver.errors import (
     StorageError,
     TransientStorageError,
 )
-from archiver.storage.base import ObjectInfo, check_key
+from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
 
 PART_SUFFIX = ".part"
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
-_PROBE_PREFIX = "c66-archiver-probe-"
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -127,27 +126,6 @@ def _prune_empty_folders(root: Path, folder: Path) -> None:
         folder = folder.parent
 
 
-class LocalSegment:
-    """Writes one segment of a `LocalUpload` at its own offsets with pwrite."""
-
-    def __init__(self, upload: LocalUpload, offset: int) -> None:
-        self._upload = upload
-        self._offset = offset
-        self._position = offset
-
-    async def write(self, chunk: bytes) -> None:
-        """Write `chunk` at the segment's position; no buffering beyond the chunk."""
-        await self._upload.write_at(chunk, self._position)
-        self._position += len(chunk)
-
-    async def rewind(self) -> None:
-        """Start again at the segment's offset; later writes overwrite what was there."""
-        self._position = self._offset
-
-    async def close(self) -> None:
-        """Nothing to flush: every write already reached the file (commit fsyncs it)."""
-
-
 class LocalUpload:
     """A file assembled at `<final>.part`, renamed into place on commit."""
 
@@ -165,13 +143,13 @@ class LocalUpload:
             raise PermanentStorageError(f"upload of {self._final} is already finished")
         return self._descriptor
 
-    async def open_segment(self, index: int, offset: int) -> LocalSegment:
+    async def open_segment(self, index: int, offset: int) -> OffsetSegment:
         """A writer at `offset`; the index does not matter to a file."""
         del index
         self._open_descriptor()
         if offset < 0:
             raise ValueError(f"segment offset must be >= 0, not {offset}")
-        return LocalSegment(self, offset)
+        return OffsetSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write `chunk` at `offset` of the part file, in the storage's thread pool."""
@@ -375,15 +353,7 @@ class LocalStorage:
 
     async def probe(self) -> None:
         """Write, read back and delete a probe file at the root."""
-        key = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
-        payload = secrets.token_bytes(32)
-        try:
-            await self.write_small(key, payload)
-            if await self.read_small(key) != payload:
-                raise PermanentStorageError("the probe file read back different bytes")
-            await self.remove(key)
-        except (OSError, StorageError) as error:
-            raise PermanentStorageError(f"storage {self._root} is not usable: {error}") from error
+        await probe_round_trip(self, f"storage {self._root}")
 
     async def aclose(self) -> None:
         """Stop our thread pool (not one the caller lent us)."""

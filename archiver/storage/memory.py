@@ -7,11 +7,10 @@ when the object goes away.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 from archiver.errors import IntegrityError, PermanentStorageError
-from archiver.storage.base import ObjectInfo, check_key
+from archiver.storage.base import ObjectInfo, check_key, probe_round_trip
 
 
 class MemorySegment:
@@ -171,12 +170,7 @@ class MemoryStorage:
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object."""
-        key = f"c66-archiver-probe-{secrets.token_hex(8)}"
-        payload = secrets.token_bytes(32)
-        await self.write_small(key, payload)
-        if await self.read_small(key) != payload:
-            raise PermanentStorageError("memory storage read back different bytes")
-        await self.remove(key)
+        await probe_round_trip(self, "memory storage")
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -46,7 +45,7 @@ from archiver.errors import (
     StorageError,
     TransientStorageError,
 )
-from archiver.storage.base import ObjectInfo, check_key
+from archiver.storage.base import ObjectInfo, check_key, probe_round_trip
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +54,6 @@ MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
 MAX_PARTS = 10_000
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # CopyObject's ceiling; above it, multipart copy
 COPY_PART_SIZE = 1024 * MiB
-_PROBE_PREFIX = "c66-archiver-probe-"
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _NO_UPLOAD = {"404", "NoSuchUpload"}
 _TRANSIENT_CODES = {
@@ -684,18 +682,8 @@ class S3Storage:
 
     async def probe(self) -> None:
         """Put, get and delete a probe object; the error names what failed."""
-        key = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
-        payload = secrets.token_bytes(32)
-        try:
-            await self.write_small(key, payload)
-            if await self.read_small(key) != payload:
-                raise PermanentStorageError("the probe object read back different bytes")
-            await self.remove(key)
-        except (OSError, StorageError) as error:
-            raise PermanentStorageError(
-                f"bucket {self._bucket} at {self.settings.endpoint_url or 'AWS'} "
-                f"is not usable: {error}"
-            ) from error
+        where = f"bucket {self._bucket} at {self.settings.endpoint_url or 'AWS'}"
+        await probe_round_trip(self, where)
 
     async def aclose(self) -> None:
         """Let aborts in flight finish, then close the client's connections."""

@@ -34,17 +34,15 @@ from archiver.config import SftpStorageSettings
 from archiver.errors import (
     IntegrityError,
     PermanentStorageError,
-    StorageError,
     TransientStorageError,
 )
-from archiver.storage.base import ObjectInfo, check_key
+from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
 
 log = structlog.get_logger(__name__)
 
 PART_SUFFIX = ".part"
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
-_PROBE_PREFIX = "c66-archiver-probe-"
 _MiB = 1024 * 1024
 # OpenSSH's sftp-server reports ENOSPC as a bare SSH_FX_FAILURE ("Failure"), so a
 # failure is called "no space" when the filesystem has less free than this left.
@@ -95,27 +93,6 @@ def _is_part(name: str) -> bool:
     return name.endswith(PART_SUFFIX)
 
 
-class SftpSegment:
-    """Writes one segment of an `SftpUpload` at its own offsets."""
-
-    def __init__(self, upload: SftpUpload, offset: int) -> None:
-        self._upload = upload
-        self._offset = offset
-        self._position = offset
-
-    async def write(self, chunk: bytes) -> None:
-        """Write `chunk` at the segment's position (an SFTP write carries its offset)."""
-        await self._upload.write_at(chunk, self._position)
-        self._position += len(chunk)
-
-    async def rewind(self) -> None:
-        """Start again at the segment's offset; later writes overwrite what was there."""
-        self._position = self._offset
-
-    async def close(self) -> None:
-        """Nothing to flush: every write was acknowledged by the server (commit fsyncs)."""
-
-
 class SftpUpload:
     """A remote file assembled at `<final>.<random>.part`, renamed into place on commit.
 
@@ -141,13 +118,13 @@ class SftpUpload:
             raise PermanentStorageError(f"upload of {self._location} is already finished")
         return self._handle
 
-    async def open_segment(self, index: int, offset: int) -> SftpSegment:
+    async def open_segment(self, index: int, offset: int) -> OffsetSegment:
         """A writer at `offset`; the index does not matter to a file."""
         del index
         self._live_handle()
         if offset < 0:
             raise ValueError(f"segment offset must be >= 0, not {offset}")
-        return SftpSegment(self, offset)
+        return OffsetSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write `chunk` at `offset`; at most `max_concurrent_writes` writes are in flight."""
@@ -612,17 +589,7 @@ class SftpStorage:
 
     async def probe(self) -> None:
         """Write, read back and delete a probe file at the root; name what failed."""
-        key = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
-        payload = secrets.token_bytes(32)
-        try:
-            await self.write_small(key, payload)
-            if await self.read_small(key) != payload:
-                raise PermanentStorageError("the probe file read back different bytes")
-            await self.remove(key)
-        except (OSError, StorageError) as error:
-            raise PermanentStorageError(
-                f"storage {self.url(self._root)} is not usable: {error}"
-            ) from error
+        await probe_round_trip(self, f"storage {self.url(self._root)}")
 
     async def aclose(self) -> None:
         """Close the SSH connection."""
