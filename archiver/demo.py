@@ -6,7 +6,6 @@ import secrets
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from archiver.config import Settings, settings_from_dict
 from archiver.log import add_secret
@@ -46,7 +45,7 @@ async def run_demo(directory: Path) -> int:
         settings = demo_settings(directory, server.base_url, simulator.stack_uids())
         summary = await archive_once(settings, token)
     click.echo(summary.one_line(), err=True)
-    await print_status(settings, as_json=False, show_all=True, console=Console())
+    await print_status(settings, as_json=False, show_all=True)
     click.echo(
         f"\nThe archive is in {directory / 'archive'}; run the demo again: nothing is "
         "downloaded twice.",
