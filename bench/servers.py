@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
 import pytest
 from common import REPO_ROOT
 
@@ -37,12 +36,7 @@ from tests.s3_server import (  # after the sys.path line above
 from tests.sftp_server import (  # after the sys.path line above
     SSHD,
     SftpServer,
-    _ensure_sshd,
-    _free_port,
-    _sshd_config,
-    _test_user,
-    _wait_for_port,
-    _write_key,
+    running_sshd,
 )
 
 __all__ = [
@@ -116,41 +110,8 @@ def s3_server(root: Path) -> Iterator[RunningS3]:
 def sftp_server(folder: Path) -> Iterator[SftpServer]:
     """Debian's sshd on a free loopback port, everything in ``folder``; stopped at exit.
 
-    As the test fixture does it: throwaway ed25519 host and user keys, a known_hosts
-    line for ``[127.0.0.1]:PORT``, login as the throwaway system user, who owns
-    ``folder/remote``. Every folder above ``folder`` must be traversable by that user.
+    The test suite's own start-up (``running_sshd``); a missing sshd is an error here,
+    not a skip. Every folder above ``folder`` must be traversable by the SFTP user.
     """
-    with _no_skips("sshd"):
-        _ensure_sshd()
-    user = _test_user()
-    folder.mkdir(parents=True)
-    folder.chmod(0o755)  # sshd reads authorized_keys as the user
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    user_key = asyncssh.generate_private_key("ssh-ed25519")
-    _write_key(folder / "host_ed25519", host_key)
-    _write_key(folder / "user_ed25519", user_key)
-    (folder / "authorized_keys").write_bytes(user_key.export_public_key())
-    (folder / "authorized_keys").chmod(0o644)
-    port = _free_port()
-    known_hosts = folder / "known_hosts"
-    known_hosts.write_bytes(f"[127.0.0.1]:{port} ".encode() + host_key.export_public_key())
-    base = folder / "remote"
-    base.mkdir(mode=0o700)
-    os.chown(base, user.pw_uid, user.pw_gid)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    log_file = folder / "sshd.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(_sshd_config(folder, port))],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        with _no_skips("sshd"):
-            _wait_for_port(process, port, log_file)
-        yield SftpServer(
-            host="127.0.0.1", port=port, username=user.pw_name, uid=user.pw_uid,
-            gid=user.pw_gid, private_key_file=folder / "user_ed25519",
-            known_hosts_file=known_hosts, base=base, log_file=log_file, process=process,
-        )
-    finally:
-        _stop(process, timeout=10)
+    with _no_skips("sshd"), running_sshd(folder) as server:
+        yield server

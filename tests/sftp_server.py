@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,10 @@ def _ensure_sshd() -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("sshd is missing and cannot be installed here (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq",
-                                                    "openssh-server"]):
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "openssh-server"],
+    ):
         result = subprocess.run(command, capture_output=True, env=env, check=False)
         if result.returncode != 0:
             pytest.skip(f"cannot install openssh-server: {result.stderr.decode()[-300:]}")
@@ -107,9 +110,18 @@ def _test_user() -> pwd.struct_passwd:
     except KeyError:
         pass
     created = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", TEST_USER],
-        capture_output=True, check=False,
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ],
+        capture_output=True,
+        check=False,
     )
     if created.returncode != 0:
         return pwd.getpwuid(0)
@@ -159,12 +171,16 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, log_file: Path) 
     pytest.skip(f"sshd did not answer on port {port}: {log_file.read_text()[-500:]}")
 
 
-@pytest.fixture(scope="session")
-def sftp_server() -> Iterator[SftpServer]:
-    """A real sshd on loopback for the whole session, stopped at the end."""
+@contextmanager
+def running_sshd(folder: Path) -> Iterator[SftpServer]:
+    """sshd on a free loopback port with throwaway keys, everything in `folder` (made here).
+
+    Logs in as the throwaway system user, who owns `folder/remote`; stopped at exit.
+    Shared by the test fixture and the benchmark.
+    """
     _ensure_sshd()
     user = _test_user()
-    folder = Path(tempfile.mkdtemp(prefix="c66-sshd-"))
+    folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # sshd reads authorized_keys as the user
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     user_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -183,18 +199,41 @@ def sftp_server() -> Iterator[SftpServer]:
     with log_file.open("wb") as log:
         process = subprocess.Popen(
             [str(SSHD), "-D", "-e", "-f", str(_sshd_config(folder, port))],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    _wait_for_port(process, port, log_file)
     try:
+        _wait_for_port(process, port, log_file)
         yield SftpServer(
-            host="127.0.0.1", port=port, username=user.pw_name, uid=user.pw_uid,
-            gid=user.pw_gid, private_key_file=folder / "user_ed25519",
-            known_hosts_file=known_hosts, base=base, log_file=log_file, process=process,
+            host="127.0.0.1",
+            port=port,
+            username=user.pw_name,
+            uid=user.pw_uid,
+            gid=user.pw_gid,
+            private_key_file=folder / "user_ed25519",
+            known_hosts_file=known_hosts,
+            base=base,
+            log_file=log_file,
+            process=process,
         )
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def sftp_server() -> Iterator[SftpServer]:
+    """A real sshd on loopback for the whole session, stopped at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="c66-sshd-"))
+    try:
+        with running_sshd(folder) as server:
+            yield server
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
