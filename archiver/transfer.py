@@ -112,12 +112,6 @@ def url_expires_soon(url: str, *, margin: float = _URL_REFRESH_MARGIN_SECONDS) -
     return False
 
 
-def safe_url_for_log(url: str) -> str:
-    """A URL without its query string: the signature must never reach a log."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
 class _Retryable(Exception):
     """Internal: the download broke off in a way a resume can fix."""
 
