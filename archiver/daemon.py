@@ -8,70 +8,20 @@ one pass right after it (a missed pass runs once, not many times).
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from archiver import systemd
-from archiver.config import ScheduleSettings, Settings
+from archiver.config import Settings
 from archiver.http import serve_http
 from archiver.runtime import Runtime
+from archiver.schedule import build_trigger, describe_schedule
 from archiver.sync import SyncPass
 
 log = structlog.get_logger(__name__)
-
-
-def build_trigger(schedule: ScheduleSettings) -> BaseTrigger:
-    """An interval or cron trigger, with jitter, in the configured time zone."""
-    jitter = int(schedule.jitter.total_seconds()) or None
-    if schedule.cron is not None:
-        minute, hour, day, month, day_of_week = schedule.cron.split()
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=crontab_weekdays(day_of_week),
-            jitter=jitter,
-            timezone=schedule.timezone,
-        )
-    interval = schedule.effective_interval
-    assert interval is not None  # effective_interval is never None without cron
-    return IntervalTrigger(
-        seconds=interval.total_seconds(), jitter=jitter, timezone=schedule.timezone
-    )
-
-
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def crontab_weekdays(field: str) -> str:
-    """Crontab's day-of-week field in APScheduler 3's terms.
-
-    Crontab counts 0 (and 7) as Sunday; APScheduler 3 counts 0 as Monday. Names
-    mean the same to both, so numeric items become explicit lists of names.
-    """
-    items = []
-    for item in field.split(","):
-        base, _, step = item.partition("/")
-        numeric = re.fullmatch(r"(\d+)(?:-(\d+))?", base)
-        if base == "*" and step:
-            days = list(range(7))
-        elif numeric:
-            first = int(numeric.group(1))
-            days = list(range(first, int(numeric.group(2) or first) + 1))
-        else:
-            items.append(item)  # names and "*" already mean the same to both
-            continue
-        chosen = days[:: int(step)] if step else days
-        items.append(",".join(dict.fromkeys(_WEEKDAYS[day % 8] for day in chosen)))
-    return ",".join(items)
 
 
 class Daemon:
@@ -133,7 +83,7 @@ class Daemon:
             misfire_grace_time=int(self._settings.schedule.misfire_grace_time.total_seconds()),
         )
         scheduler.start()
-        log.info("daemon started", schedule=_describe(self._settings.schedule))
+        log.info("daemon started", schedule=describe_schedule(self._settings.schedule))
         return scheduler
 
     def _announce_pass(self) -> None:
@@ -166,11 +116,3 @@ class Daemon:
             log.warning("grace period over; abandoning transfers in flight (resumed next pass)")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-def _describe(schedule: ScheduleSettings) -> str:
-    if schedule.cron is not None:
-        return f"cron {schedule.cron!r} ({schedule.timezone})"
-    interval = schedule.effective_interval
-    jitter = f" plus up to {schedule.jitter} jitter" if schedule.jitter else ""
-    return f"every {interval}{jitter}"

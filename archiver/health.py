@@ -15,18 +15,14 @@ ago), which /readyz gives and the one-shot `health` command cannot know
 
 from __future__ import annotations
 
-import functools
-import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver.config import ScheduleSettings, Settings
+from archiver.config import Settings
+from archiver.schedule import max_age_for
 from archiver.state import StateStore, state_db_path
-
-# How far ahead cron fire times are looked at, and at most how many.
-_CRON_HORIZON = timedelta(days=8)
-_CRON_MAX_FIRES = 2000
+from archiver.units import human_duration
 
 
 @dataclass(frozen=True)
@@ -54,39 +50,6 @@ class HealthReport:
             "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
             "max_age_seconds": self.max_age.total_seconds(),
         }
-
-
-def max_age_for(settings: Settings) -> timedelta:
-    """`[http] max_age`, else twice the schedule's period plus its jitter."""
-    if settings.http is not None and settings.http.max_age is not None:
-        return settings.http.max_age
-    return 2 * schedule_period(settings.schedule) + settings.schedule.jitter
-
-
-def schedule_period(schedule: ScheduleSettings) -> timedelta:
-    """The interval, or a cron schedule's longest gap between fire times in the coming week."""
-    if schedule.cron is None:
-        interval = schedule.effective_interval
-        assert interval is not None  # never None without cron
-        return interval
-    return _longest_cron_gap(schedule.cron, schedule.timezone)
-
-
-@functools.lru_cache(maxsize=8)
-def _longest_cron_gap(cron: str, timezone: str) -> timedelta:
-    # Imported here: the daemon module pulls in the scheduler, which `health` rarely needs.
-    from archiver.daemon import build_trigger
-
-    trigger = build_trigger(ScheduleSettings(cron=cron, timezone=timezone))
-    fires: list[datetime] = []
-    previous = trigger.get_next_fire_time(None, datetime.now(UTC))
-    # A week and a day from the first fire: every gap of a weekly pattern shows up.
-    horizon = (previous or datetime.now(UTC)) + _CRON_HORIZON
-    while previous is not None and previous <= horizon and len(fires) < _CRON_MAX_FIRES:
-        fires.append(previous)
-        previous = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
-    gaps = [later - earlier for earlier, later in itertools.pairwise(fires)]
-    return max(gaps, default=_CRON_HORIZON)
 
 
 def evaluate(
@@ -117,21 +80,6 @@ def evaluate(
     if storage_problem:
         reasons.append(f"storage is not writable: {storage_problem}")
     return HealthReport(not reasons, reasons, last, max_age, notes)
-
-
-def human_duration(delta: timedelta) -> str:
-    """`1h02m`, `5m03s`, `12s`: short and exact enough for an operator."""
-    seconds = max(0, int(delta.total_seconds()))
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{seconds}s"
 
 
 async def check_health(settings: Settings) -> int:

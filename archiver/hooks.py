@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import structlog
 
-if TYPE_CHECKING:
-    from archiver.sync import PassSummary
+from archiver.summary import PassSummary
 
 log = structlog.get_logger(__name__)
 

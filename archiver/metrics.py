@@ -16,16 +16,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from archiver.cloud66.budget import RequestBudget
-    from archiver.state import StateStore
-    from archiver.sync import PassSummary
+from archiver.cloud66.budget import RequestBudget
+from archiver.state import StateStore
+from archiver.summary import PassSummary
 
 PREFIX = "c66_archiver"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,9 +24,7 @@ import structlog
 from archiver.config import NotifySettings
 from archiver.log import add_secret, clear_log_tail, log_tail, redact
 from archiver.retry import Backoff
-
-if TYPE_CHECKING:
-    from archiver.sync import PassSummary
+from archiver.summary import PassSummary
 
 log = structlog.get_logger(__name__)
 

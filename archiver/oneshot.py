@@ -9,7 +9,8 @@ import click
 from archiver.config import Settings
 from archiver.progress import PassProgress
 from archiver.runtime import Runtime
-from archiver.sync import PassSummary, SyncPass
+from archiver.summary import PassSummary
+from archiver.sync import SyncPass
 
 
 async def run_one_pass(settings: Settings, token: str, *, show_progress: bool | None = None) -> int:

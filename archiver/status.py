@@ -16,9 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from archiver.config import Settings
-from archiver.health import human_duration, max_age_for
 from archiver.manifest import ArchivedBackup
+from archiver.schedule import max_age_for
 from archiver.state import RunRecord, StateStore
+from archiver.units import human_bytes, human_duration
 
 
 def status_document(
@@ -183,7 +184,7 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
             _last_backup_cell(last),
             human_duration(timedelta(seconds=age)) if age is not None else "-",
             str(stack["archived_count"]),
-            _human(stack["archived_bytes"]),
+            human_bytes(stack["archived_bytes"]),
             _freshness(stack["last_success_at"], now, max_age),
             _failure_count(len(stack["failures"])),
         )
@@ -222,7 +223,7 @@ def _backups_table(archived: list[dict[str, Any]]) -> Table:
             entry["database_name"],
             str(entry["backup_id"]),
             entry["backup_date"] or "-",
-            _human(entry["size"]),
+            human_bytes(entry["size"]),
             entry["archived_at"],
         )
     return table
@@ -235,7 +236,7 @@ def _print_last_run(run: dict[str, Any] | None, console: Console) -> None:
     outcome = "[green]ok[/green]" if run["ok"] else "[red]failures[/red]"
     console.print(
         f"Last pass: {outcome}, started {run['started_at']}, finished {run['finished_at']}, "
-        f"archived {run['archived']}, skipped {run['skipped']}, {_human(run['bytes'])}"
+        f"archived {run['archived']}, skipped {run['skipped']}, {human_bytes(run['bytes'])}"
     )
     for failure in run["failed"]:
         console.print(
@@ -244,12 +245,3 @@ def _print_last_run(run: dict[str, Any] | None, console: Console) -> None:
             markup=True,
             highlight=False,
         )
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -16,9 +16,6 @@ import structlog
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.config import StackSettings
 from archiver.errors import (
-    EXIT_AUTH,
-    EXIT_OK,
-    EXIT_PARTIAL,
     ApiError,
     ArchiverError,
     AuthError,
@@ -31,69 +28,10 @@ from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
 from archiver.progress import PassProgress
 from archiver.runtime import Runtime
-from archiver.state import RunRecord
+from archiver.summary import Failure, PassSummary
 from archiver.transfer import JoinedResult, PartSource
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Something that could not be archived in this pass, and why."""
-
-    stack_uid: str
-    backup_id: int | None
-    reason: str
-
-    def as_dict(self) -> dict[str, object]:
-        """The `status --json` form."""
-        return {"stack_uid": self.stack_uid, "backup_id": self.backup_id, "reason": self.reason}
-
-
-@dataclass
-class PassSummary:
-    """The outcome of one pass."""
-
-    started_at: str
-    finished_at: str = ""
-    archived: int = 0
-    skipped: int = 0
-    already: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    failed: list[Failure] = field(default_factory=list)
-    auth_error: AuthError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when everything due was archived."""
-        return not self.failed and self.auth_error is None
-
-    @property
-    def exit_code(self) -> int:
-        """The contract's exit code for a one-shot pass."""
-        if self.auth_error is not None:
-            return EXIT_AUTH
-        return EXIT_OK if self.ok else EXIT_PARTIAL
-
-    def as_run_record(self) -> RunRecord:
-        """What the state keeps of this pass."""
-        return RunRecord(
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            ok=self.ok,
-            archived=self.archived,
-            skipped=self.skipped,
-            failed=[failure.as_dict() for failure in self.failed],
-            bytes=self.bytes,
-        )
-
-    def one_line(self) -> str:
-        """The end-of-pass summary line."""
-        return (
-            f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
-            f"failed {len(self.failed)}, {_human_bytes(self.bytes)} in {self.seconds:.1f}s"
-        )
 
 
 @dataclass(frozen=True)
@@ -386,12 +324,3 @@ def _manifest_for(job: _Job, joined: JoinedResult) -> Manifest:
         file=job.keys.tar.rsplit("/", 1)[-1],
         source=backup.raw,
     )
-
-
-def _human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{count} B"
-        size /= 1024
-    return f"{count} B"

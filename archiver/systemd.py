@@ -13,12 +13,10 @@ import asyncio
 import os
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import structlog
 
-if TYPE_CHECKING:
-    from archiver.sync import PassSummary
+from archiver.summary import PassSummary
 
 log = structlog.get_logger(__name__)
 

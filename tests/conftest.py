@@ -15,7 +15,7 @@ import pytest
 from archiver.config import Settings, load_settings
 from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.sync import PassSummary
+from archiver.summary import PassSummary
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).

@@ -13,7 +13,7 @@ from archiver.config import Settings, load_settings
 from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
-from archiver.sync import PassSummary
+from archiver.summary import PassSummary
 from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
 from tests.sftp_server import SftpServer
 
