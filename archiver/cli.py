@@ -18,7 +18,7 @@ from archiver import __version__
 from archiver.config import Settings, load_settings, load_token, resolve_config_path
 from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
 from archiver.log import add_secret, configure_logging, redact
-from archiver.memory import tame_malloc
+from archiver.malloc_tuning import tame_malloc
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])

@@ -16,12 +16,13 @@ from types import TracebackType
 import aiohttp
 import structlog
 
+from archiver import USER_AGENT
+from archiver.alerts import AlertSender, alerts_configured
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
-from archiver.hooks import PassObserver
 from archiver.metrics import Metrics
-from archiver.notify import Notifier, notify_configured
+from archiver.observers import PassObserver
 from archiver.retry import Backoff
 from archiver.state import StateStore, rebuild_from_storage
 from archiver.storage import open_storage
@@ -50,7 +51,7 @@ class Runtime:
         self._token = token
         self._lock = lock
         self._stack = AsyncExitStack()
-        # Notifications and metrics register here (see archiver.hooks).
+        # Notifications and metrics register here (see archiver.observers).
         self.observers = []
         self.metrics = Metrics()
 
@@ -110,10 +111,10 @@ class Runtime:
         """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
         self.metrics.bind(self.state, self.budget)
         self.observers.append(self.metrics)
-        if notify_configured(self.settings.notify):
-            notifier = Notifier(self.settings.notify)
-            self._stack.push_async_callback(notifier.aclose)
-            self.observers.append(notifier)
+        if alerts_configured(self.settings.notify):
+            alerts = AlertSender(self.settings.notify)
+            self._stack.push_async_callback(alerts.aclose)
+            self.observers.append(alerts)
 
     async def _rebuild_state(self) -> None:
         """A new state next to an existing archive: learn what is there, download nothing twice."""
@@ -149,11 +150,5 @@ class Runtime:
             # the transfer gathers pieces into chunk_size hand-offs anyway. 256 KiB kept
             # the same throughput as 1 MiB with 15 MiB less peak RSS in the benchmark.
             read_bufsize=256 * 1024,
-            headers={"User-Agent": _user_agent()},
+            headers={"User-Agent": USER_AGENT},
         )
-
-
-def _user_agent() -> str:
-    from archiver import __version__
-
-    return f"c66-archiver/{__version__}"

@@ -26,11 +26,10 @@ import structlog
 from archiver.errors import ArchiverError, LockHeld
 from archiver.layout import MANIFEST_NAME
 from archiver.manifest import ArchivedBackup, Manifest
+from archiver.private_files import FILE_MODE, create_private_file, make_private_folders
 from archiver.storage.base import Storage
 
 DB_NAME = "state.sqlite3"
-FILE_MODE = 0o600
-FOLDER_MODE = 0o700
 _KEPT_RUNS = 100
 
 log = structlog.get_logger(__name__)
@@ -102,23 +101,12 @@ def state_db_path(path: Path) -> Path:
     return path
 
 
-def _make_private_folder(folder: Path) -> None:
-    """Create `folder` and missing parents 0700, whatever the umask."""
-    missing = [folder, *folder.parents]
-    for path in reversed([p for p in missing if not p.exists()]):
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=FOLDER_MODE)
-            os.chmod(path, FOLDER_MODE)
-
-
 def _touch_private(path: Path) -> bool:
     """Create `path` 0600 if missing (before SQLite would create it 0644); True if created."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        os.close(create_private_file(path, os.O_WRONLY))
     except FileExistsError:
         return False
-    os.fchmod(descriptor, FILE_MODE)
-    os.close(descriptor)
     return True
 
 
@@ -138,7 +126,7 @@ class StateStore:
         """Open (creating if needed) the state at `path`; see `state_db_path`."""
         db_path = state_db_path(path)
         try:
-            _make_private_folder(db_path.parent)
+            make_private_folders(db_path.parent)
             new_file = _touch_private(db_path)
         except OSError as error:
             raise ArchiverError(

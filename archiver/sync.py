@@ -22,10 +22,10 @@ from archiver.errors import (
     PermanentStorageError,
     StorageError,
 )
-from archiver.hooks import notify_observers
 from archiver.layout import BackupKeys, backup_keys, safe_component
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
+from archiver.observers import tell_observers
 from archiver.progress import PassProgress
 from archiver.runtime import Runtime
 from archiver.summary import Failure, PassSummary
@@ -60,13 +60,13 @@ class SyncPass:
         self._planned_stacks: list[str] = []
         settings = runtime.settings.transfer
         # Backups in flight: each holds an open upload, so bound them like downloads.
-        self._backup_slots = asyncio.Semaphore(settings.max_concurrent_downloads)
+        self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
         started = time.monotonic()
         log.info("pass started")
-        await notify_observers(self._rt.observers, lambda observer: observer.pass_started())
+        await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             await self._rt.storage.remove_incomplete()
             jobs = await self._plan()
@@ -83,7 +83,7 @@ class SyncPass:
             self._rt.state.record_run(self._summary.as_run_record())
         log.info("pass finished", summary=self._summary.one_line(), ok=self._summary.ok)
         summary = self._summary
-        await notify_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
+        await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
         return summary
 
     # -- plan ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class SyncPass:
         backup = job.backup
         context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
         with structlog.contextvars.bound_contextvars(**context):
-            async with self._backup_slots:
+            async with self._backups_in_flight:
                 if self._stopping.is_set():
                     return
                 try:

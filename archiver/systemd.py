@@ -34,7 +34,7 @@ def socket_address(value: str) -> str:
     return "\0" + value[1:] if value.startswith("@") else value
 
 
-def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
+def send_to_systemd(message: str, environ: Mapping[str, str] | None = None) -> bool:
     """Send one notify message; True when it was sent, False when unset or it failed."""
     env = os.environ if environ is None else environ
     target = env.get(NOTIFY_SOCKET_ENV)
@@ -52,23 +52,23 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
 
 def ready() -> bool:
     """Tell systemd start-up is complete (`Type=notify` units become active)."""
-    return notify("READY=1")
+    return send_to_systemd("READY=1")
 
 
 def status(text: str) -> bool:
     """Set the one-line status `systemctl status` shows."""
     # One message is newline-separated assignments: a newline would start a new one.
-    return notify("STATUS=" + " ".join(text.splitlines()))
+    return send_to_systemd("STATUS=" + " ".join(text.splitlines()))
 
 
 def stopping() -> bool:
     """Tell systemd the service is shutting down (draining)."""
-    return notify("STOPPING=1")
+    return send_to_systemd("STOPPING=1")
 
 
 def watchdog() -> bool:
     """Ping the watchdog: the service is alive."""
-    return notify("WATCHDOG=1")
+    return send_to_systemd("WATCHDOG=1")
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:

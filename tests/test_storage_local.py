@@ -15,7 +15,7 @@ import pytest
 
 from archiver.errors import PermanentStorageError, TransientStorageError
 from archiver.storage.base import SegmentWriter
-from archiver.storage.local import LocalStorage, storage_error
+from archiver.storage.local import LocalStorage, classify_os_error
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
 
 MiB = 1024 * 1024
@@ -155,7 +155,7 @@ async def test_a_read_only_filesystem_is_a_permanent_error(tmpfs: Path) -> None:
 )
 def test_os_errors_are_classed(code: int, permanent: bool, words: str) -> None:
     """Full disks and refusals are permanent; other OS errors are transient; the path is named."""
-    error = storage_error(OSError(code, os.strerror(code)), "/archive/x")
+    error = classify_os_error(OSError(code, os.strerror(code)), "/archive/x")
     expected = PermanentStorageError if permanent else TransientStorageError
     assert type(error) is expected
     assert words in str(error)

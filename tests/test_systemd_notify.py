@@ -86,7 +86,7 @@ def test_notify_is_a_no_op_without_notify_socket(monkeypatch: pytest.MonkeyPatch
 
 def test_notify_to_a_missing_socket_is_logged_not_raised(tmp_path: Path) -> None:
     """A socket that went away never takes the service down."""
-    assert not systemd.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    assert not systemd.send_to_systemd("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
-from archiver import __version__
+from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.config import ApiSettings
@@ -319,7 +319,7 @@ class Cloud66Client:
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
-            "User-Agent": f"c66-archiver/{__version__}",
+            "User-Agent": USER_AGENT,
             "Request-Id": str(uuid.uuid4()),
         }
         if self._settings.account_id is not None:

@@ -18,6 +18,9 @@ from typing import Protocol
 
 from archiver.errors import PermanentStorageError, StorageError
 
+# Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
+PART_SUFFIX = ".part"
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -38,6 +41,14 @@ def check_key(key: str) -> str:
         or any(part in ("", ".", "..") for part in parts)
     ):
         raise PermanentStorageError(f"refusing unsafe storage key {key!r}")
+    return key
+
+
+def check_final_key(key: str) -> str:
+    """`check_key`, and refuse the suffix reserved for unfinished data."""
+    check_key(key)
+    if key.rsplit("/", 1)[-1].endswith(PART_SUFFIX):
+        raise PermanentStorageError(f"refusing storage key {key!r}: '{PART_SUFFIX}' is reserved")
     return key
 
 

@@ -3,8 +3,7 @@
 Every blocking call runs in one dedicated thread pool (never the loop's default
 pool, which DNS lookups share). Unfinished uploads live at `<key>.part`, so a
 final name only ever holds a complete, fsynced file. Files are created 0600 and
-folders 0700 whatever the umask: modes are set explicitly after creation,
-because the umask can only remove bits from what `open`/`mkdir` ask for.
+folders 0700 whatever the umask (`archiver.private_files`).
 """
 
 from __future__ import annotations
@@ -26,62 +25,29 @@ from archiver.errors import (
     StorageError,
     TransientStorageError,
 )
-from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
+from archiver.private_files import create_private_file, fsync_folder, make_private_folders
+from archiver.storage.base import (
+    PART_SUFFIX,
+    ObjectInfo,
+    OffsetSegment,
+    check_final_key,
+    check_key,
+    probe_round_trip,
+)
 
-PART_SUFFIX = ".part"
-FILE_MODE = 0o600
-FOLDER_MODE = 0o700
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 _T = TypeVar("_T")
 
 
-def storage_error(error: OSError, path: Path | str) -> StorageError:
+def classify_os_error(error: OSError, path: Path | str) -> StorageError:
     """Class an OSError: a full disk or a refusal is permanent, anything else transient."""
     if error.errno in _NO_SPACE:
         return PermanentStorageError(f"no space left on {path}")
     if error.errno in _NOT_ALLOWED:
         return PermanentStorageError(f"permission denied on {path} ({error.strerror})")
     return TransientStorageError(f"storage error on {path}: {error.strerror or error}")
-
-
-def _ensure_folder(folder: Path) -> None:
-    """Create `folder` and its missing parents, each 0700."""
-    missing: list[Path] = []
-    current = folder
-    while not current.is_dir():
-        missing.append(current)
-        if current == current.parent:
-            break
-        current = current.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir(mode=FOLDER_MODE)
-        except FileExistsError:
-            continue  # a concurrent writer made it; its mode is already ours
-        # Only folders we create are ours to chmod (not e.g. /var/lib above the root).
-        os.chmod(path, FOLDER_MODE)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or unlink in `folder` durable."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _create_private(path: Path) -> int:
-    """Create a new file 0600 (fails if it exists) and return a read-write descriptor."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(descriptor, FILE_MODE)
-    except OSError:
-        os.close(descriptor)
-        raise
-    return descriptor
 
 
 def _pwrite_all(descriptor: int, data: bytes, offset: int) -> None:
@@ -188,7 +154,7 @@ class LocalUpload:
     def _publish(self, descriptor: int) -> None:
         os.close(descriptor)
         os.replace(self._part, self._final)
-        _fsync_folder(self._final.parent)
+        fsync_folder(self._final.parent)
 
     async def abort(self) -> None:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
@@ -230,14 +196,11 @@ class LocalStorage:
         except FileNotFoundError:
             raise
         except OSError as error:
-            raise storage_error(error, path) from error
+            raise classify_os_error(error, path) from error
 
     def _path(self, key: str) -> Path:
         """The final path of `key`, refusing unsafe keys and anything that leaves the root."""
-        check_key(key)
-        if key.rsplit("/", 1)[-1].endswith(PART_SUFFIX):
-            raise PermanentStorageError(f"refusing storage key {key!r}: '.part' is reserved")
-        return self._inside_root(self._root / key, key)
+        return self._inside_root(self._root / check_final_key(key), key)
 
     def _inside_root(self, path: Path, key: str) -> Path:
         # realpath follows symlinks already on disk: a link pointing out of the root
@@ -259,11 +222,11 @@ class LocalStorage:
         return LocalUpload(self, final, descriptor)
 
     def _start_upload_sync(self, part: Path) -> int:
-        _ensure_folder(part.parent)
+        make_private_folders(part.parent)
         # Unlink rather than truncate: an older upload still holding the old file
         # then writes into an orphan and can never rename it over ours.
         part.unlink(missing_ok=True)
-        return _create_private(part)
+        return create_private_file(part)
 
     async def write_small(self, key: str, data: bytes) -> None:
         """Temp file in the same folder, fsync, rename over the old one, fsync the folder."""
@@ -271,9 +234,9 @@ class LocalStorage:
         await self.run(final, self._write_small_sync, final, data)
 
     def _write_small_sync(self, final: Path, data: bytes) -> None:
-        _ensure_folder(final.parent)
+        make_private_folders(final.parent)
         temporary = final.with_name(f"{final.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
-        descriptor = _create_private(temporary)
+        descriptor = create_private_file(temporary)
         try:
             try:
                 _pwrite_all(descriptor, data, 0)
@@ -284,7 +247,7 @@ class LocalStorage:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_folder(final.parent)
+        fsync_folder(final.parent)
 
     async def read_small(self, key: str) -> bytes:
         """The whole file; FileNotFoundError when there is none."""

@@ -10,28 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from archiver.errors import IntegrityError, PermanentStorageError
-from archiver.storage.base import ObjectInfo, check_key, probe_round_trip
-
-
-class MemorySegment:
-    """Writes one segment of a `MemoryUpload` from its offset."""
-
-    def __init__(self, upload: MemoryUpload, offset: int) -> None:
-        self._upload = upload
-        self._offset = offset
-        self._position = offset
-
-    async def write(self, chunk: bytes) -> None:
-        """Write `chunk` at the segment's position."""
-        self._upload.write_at(chunk, self._position)
-        self._position += len(chunk)
-
-    async def rewind(self) -> None:
-        """Start again at the offset; later writes overwrite."""
-        self._position = self._offset
-
-    async def close(self) -> None:
-        """Nothing to flush."""
+from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
 
 
 class MemoryUpload:
@@ -52,15 +31,15 @@ class MemoryUpload:
         if not self.active:
             raise PermanentStorageError(f"upload of {self._key!r} is finished or was discarded")
 
-    async def open_segment(self, index: int, offset: int) -> MemorySegment:
+    async def open_segment(self, index: int, offset: int) -> OffsetSegment:
         """A writer at `offset`."""
         del index
         self._check_active()
         if offset < 0:
             raise ValueError(f"segment offset must be >= 0, not {offset}")
-        return MemorySegment(self, offset)
+        return OffsetSegment(self, offset)
 
-    def write_at(self, chunk: bytes, offset: int) -> None:
+    async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write at `offset`, filling any gap with zeros as a sparse file would."""
         self._check_active()
         end = offset + len(chunk)

@@ -83,7 +83,7 @@ def caused_by(error: StorageError, codes: set[str]) -> bool:
     return isinstance(cause, ClientError) and _error_code(cause) in codes
 
 
-def storage_error(error: Exception, what: str) -> StorageError:
+def classify_s3_error(error: Exception, what: str) -> StorageError:
     """Class a botocore error: network, 5xx and throttling are transient, refusals permanent.
 
     The message names the operation and the bucket/key (`what`), never credentials.
@@ -220,7 +220,7 @@ class S3Upload:
         self._upload_id = upload_id
         self._part_size = storage.settings.part_size
         # Shared by every upload: memory is bounded per storage, not per backup.
-        self._slots = storage.part_slots
+        self._part_upload_limit = storage.part_upload_limit
         self._buffer = PartBuffer(self._part_size)
         self._position = 0  # bytes written by started segments, buffered or uploaded
         self._next_part = 1
@@ -328,12 +328,12 @@ class S3Upload:
                 f"{self._where()} needs more than {MAX_PARTS} parts: raise part_size"
             )
         self._next_part += 1
-        await self._slots.acquire()
+        await self._part_upload_limit.acquire()
         task = asyncio.create_task(self._upload_part(number, data))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         # Released when the task ends in any way, even cancelled before it ran.
-        task.add_done_callback(lambda _: self._slots.release())
+        task.add_done_callback(lambda _: self._part_upload_limit.release())
         self._check_usable()
 
     async def _upload_part(self, number: int, data: memoryview) -> None:
@@ -449,7 +449,7 @@ class S3Storage:
         self._client_lock = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
         # Part uploads in flight across all uploads of this storage.
-        self.part_slots = asyncio.Semaphore(settings.max_concurrent_part_uploads)
+        self.part_upload_limit = asyncio.Semaphore(settings.max_concurrent_part_uploads)
 
     @staticmethod
     def _read_secret(path: Path | None) -> str | None:
@@ -505,7 +505,7 @@ class S3Storage:
                 Bucket=self._bucket, **params
             )
         except (ClientError, BotoCoreError) as error:
-            raise storage_error(error, what) from error
+            raise classify_s3_error(error, what) from error
         return response
 
     def spawn(self, work: Any) -> asyncio.Future[None]:
@@ -570,7 +570,7 @@ class S3Storage:
                 found.extend((item["Key"], item["UploadId"]) for item in page.get("Uploads", []))
         except (ClientError, BotoCoreError) as error:
             what = f"s3://{self._bucket}/{object_prefix} (list uploads)"
-            raise storage_error(error, what) from error
+            raise classify_s3_error(error, what) from error
         return found
 
     async def put(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
@@ -663,7 +663,7 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     yield str(item["Key"])[len(self._prefix) :]
         except (ClientError, BotoCoreError) as error:
-            raise storage_error(error, f"s3://{self._bucket}/{start} (list)") from error
+            raise classify_s3_error(error, f"s3://{self._bucket}/{start} (list)") from error
 
     async def remove(self, key: str) -> None:
         """DeleteObject; S3 answers a missing key with success too."""

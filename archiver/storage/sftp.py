@@ -36,13 +36,18 @@ from archiver.errors import (
     PermanentStorageError,
     TransientStorageError,
 )
-from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
+from archiver.private_files import FILE_MODE, FOLDER_MODE
+from archiver.storage.base import (
+    PART_SUFFIX,
+    ObjectInfo,
+    OffsetSegment,
+    check_final_key,
+    check_key,
+    probe_round_trip,
+)
 
 log = structlog.get_logger(__name__)
 
-PART_SUFFIX = ".part"
-FILE_MODE = 0o600
-FOLDER_MODE = 0o700
 _MiB = 1024 * 1024
 # OpenSSH's sftp-server reports ENOSPC as a bare SSH_FX_FAILURE ("Failure"), so a
 # failure is called "no space" when the filesystem has less free than this left.
@@ -72,7 +77,7 @@ def _mentions_no_space(error: asyncssh.SFTPError) -> bool:
     return any(words in reason for words in _NO_SPACE_WORDS)
 
 
-def classify(error: BaseException, location: str) -> BaseException:
+def classify_sftp_error(error: BaseException, location: str) -> BaseException:
     """The StorageError (or FileNotFoundError) an SFTP or connection error stands for."""
     if isinstance(error, _MISSING):
         return FileNotFoundError(f"no such file: {location}")
@@ -128,7 +133,7 @@ class SftpUpload:
 
     async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write `chunk` at `offset`; at most `max_concurrent_writes` writes are in flight."""
-        async with self._storage.write_slots:
+        async with self._storage.write_limit:
             used = self._live_handle()
 
             async def write() -> None:
@@ -234,7 +239,7 @@ class SftpStorage:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         self._server = f"{host}:{settings.port}"
         self._url_base = f"sftp://{settings.username}@{self._server}"
-        self.write_slots = asyncio.Semaphore(settings.max_concurrent_writes)
+        self.write_limit = asyncio.Semaphore(settings.max_concurrent_writes)
         self._connect_lock = asyncio.Lock()
         self._connection: asyncssh.SSHClientConnection | None = None
         self._client: Client | None = None
@@ -248,10 +253,7 @@ class SftpStorage:
 
     def _remote(self, key: str) -> str:
         """The remote path of `key`, refusing unsafe keys and the reserved `.part` suffix."""
-        check_key(key)
-        if _is_part(key.rsplit("/", 1)[-1]):
-            raise PermanentStorageError(f"refusing storage key {key!r}: '.part' is reserved")
-        return posixpath.join(self._root, key)
+        return posixpath.join(self._root, check_final_key(key))
 
     def location(self, key: str) -> str:
         """`sftp://<user>@<host>:<port>/<absolute path>` of the archived file."""
@@ -379,10 +381,10 @@ class SftpStorage:
         return await self.twice(location, lambda: action(current[0]), reconnect)
 
     async def classified(self, error: BaseException, location: str) -> BaseException:
-        """Like `classify`, but a bare SSH_FX_FAILURE on a nearly full filesystem is ENOSPC."""
+        """`classify_sftp_error`, but a bare SSH_FX_FAILURE on a nearly full disk is ENOSPC."""
         if type(error) is asyncssh.SFTPFailure and await self._nearly_full():
             return PermanentStorageError(f"no space left on {location}")
-        return classify(error, location)
+        return classify_sftp_error(error, location)
 
     async def _nearly_full(self) -> bool:
         client = self._client

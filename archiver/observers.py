@@ -1,6 +1,6 @@
 """Observers of passes: notifications and metrics hear about each pass here.
 
-An observer must never fail or stall a pass: `notify_observers` bounds each
+An observer must never fail or stall a pass: `tell_observers` bounds each
 call and logs (never raises) what goes wrong.
 """
 
@@ -30,7 +30,7 @@ class PassObserver(Protocol):
         """A pass ended (also when it failed)."""
 
 
-async def notify_observers(
+async def tell_observers(
     observers: Sequence[PassObserver],
     call: Callable[[PassObserver], Awaitable[None]],
     *,

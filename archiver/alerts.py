@@ -1,6 +1,6 @@
 """Alerts about passes: healthchecks.io-style pings and a JSON webhook.
 
-A pass observer (see `archiver.hooks`). Pings go to `<url>/start` when a pass
+A pass observer (see `archiver.observers`). Pings go to `<url>/start` when a pass
 starts, `<url>` when it succeeds and `<url>/fail` (with the tail of the pass's
 log as the body) when it fails, so a dead-man's switch fires when pings stop
 or a failure is reported. The webhook gets the pass summary as JSON on failure
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from archiver import USER_AGENT
 from archiver.config import NotifySettings
 from archiver.log import add_secret, clear_log_tail, log_tail, redact
 from archiver.retry import Backoff
@@ -34,12 +35,12 @@ _BODY_LIMIT = 10_000
 _BACKOFF = Backoff(base=0.5, cap=4.0)
 
 
-def notify_configured(settings: NotifySettings) -> bool:
+def alerts_configured(settings: NotifySettings) -> bool:
     """True when there is anywhere to send alerts."""
     return bool(settings.healthchecks_url or settings.webhook_url)
 
 
-class Notifier:
+class AlertSender:
     """Sends pings and webhooks about passes; never raises, never waits past its bounds."""
 
     def __init__(self, settings: NotifySettings) -> None:
@@ -123,7 +124,7 @@ class Notifier:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": _user_agent()})
+            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         return self._session
 
 
@@ -166,9 +167,3 @@ def _register_secret_part(url: str) -> None:
     if len(secret) >= 8:  # shorter paths ("/ping") carry no secret; redacting them garbles logs
         add_secret(secret)
         add_secret(parts.path.strip("/"))
-
-
-def _user_agent() -> str:
-    from archiver import __version__
-
-    return f"c66-archiver/{__version__}"
