@@ -21,13 +21,15 @@ from archiver.alerts import AlertSender, alerts_configured
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
+from archiver.download import Downloader
+from archiver.join import BackupJoiner
 from archiver.metrics import Metrics
 from archiver.observers import PassObserver
+from archiver.rebuild import rebuild_from_storage
 from archiver.retry import Backoff
-from archiver.state import StateStore, rebuild_from_storage
+from archiver.state import StateStore
 from archiver.storage import open_storage
 from archiver.storage.base import Storage
-from archiver.transfer import BackupJoiner, Downloader
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +48,9 @@ class Runtime:
     observers: list[PassObserver]
     metrics: Metrics
 
-    def __init__(self, settings: Settings, token: str, *, lock: bool = True) -> None:
+    def __init__(self, settings: Settings, token: str) -> None:
         self.settings = settings
         self._token = token
-        self._lock = lock
         self._stack = AsyncExitStack()
         # Notifications and metrics register here (see archiver.observers).
         self.observers = []
@@ -75,9 +76,8 @@ class Runtime:
         settings = self.settings
         self.state = StateStore.open(settings.state.path)
         self._stack.callback(self.state.close)
-        if self._lock:
-            self.state.acquire_lock()
-            self._stack.callback(self.state.release_lock)
+        self.state.acquire_lock()
+        self._stack.callback(self.state.release_lock)
         executor = ThreadPoolExecutor(
             max_workers=2 + 2 * settings.transfer.max_concurrent_downloads,
             thread_name_prefix="c66-io",
@@ -95,11 +95,11 @@ class Runtime:
         self._add_observers()
         session = self._download_session()
         self._stack.push_async_callback(session.close)
-        slots = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
+        download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
         downloader = Downloader(
             session,
             executor=executor,
-            download_slots=slots,
+            download_limit=download_limit,
             max_retries=settings.transfer.max_retries,
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,

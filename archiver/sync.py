@@ -15,6 +15,7 @@ import structlog
 
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.config import StackSettings
+from archiver.download import PartSource
 from archiver.errors import (
     ApiError,
     ArchiverError,
@@ -22,14 +23,15 @@ from archiver.errors import (
     PermanentStorageError,
     StorageError,
 )
+from archiver.join import JoinedResult
 from archiver.layout import BackupKeys, backup_keys, safe_component
 from archiver.log import redact
-from archiver.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
+from archiver.manifest import ArchivedBackup, Manifest, utc_now_iso
 from archiver.observers import tell_observers
 from archiver.progress import PassProgress
+from archiver.rebuild import record_from_manifest
 from archiver.runtime import Runtime
 from archiver.summary import Failure, PassSummary
-from archiver.transfer import JoinedResult, PartSource
 
 log = structlog.get_logger(__name__)
 
@@ -262,17 +264,10 @@ class SyncPass:
 
     async def _adopt_existing(self, job: _Job) -> bool:
         """A manifest already in storage (state lost, or a crash after the manifest) counts."""
-        storage = self._rt.storage
-        try:
-            manifest = Manifest.from_json(await storage.read_small(job.keys.manifest))
-        except FileNotFoundError:
+        record = await record_from_manifest(self._rt.storage, job.keys.manifest)
+        if record is None:
             return False
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable manifest; archiving the backup again", key=job.keys.manifest)
-            return False
-        if await storage.stat(job.keys.tar) is None:
-            return False
-        self._rt.state.record_archived(self._archived_record(job, manifest))
+        self._rt.state.record_archived(record)
         self._summary.already += 1
         log.info("backup already in storage; recorded")
         return True
@@ -316,10 +311,7 @@ def _manifest_for(job: _Job, joined: JoinedResult) -> Manifest:
         backup_date=date.isoformat().replace("+00:00", "Z") if date else None,
         size=joined.size,
         sha256=joined.sha256,
-        parts=[
-            PartRecord(id=p.id, name=p.name, size=p.size, sha256=p.sha256, etag=p.etag)
-            for p in joined.parts
-        ],
+        parts=joined.parts,
         archived_at=utc_now_iso(),
         file=job.keys.tar.rsplit("/", 1)[-1],
         source=backup.raw,

@@ -1,9 +1,10 @@
-"""One backup's files: fresh URLs, streaming, hashing, resume, and the in-order join.
+"""One upstream file, downloaded: a fresh URL, streaming, hashing, resume.
 
-Each upstream file (part) is streamed from its pre-signed URL straight into a
-segment of one storage upload, so multi-part backups are joined without writing
-the bytes twice. Hashing (sha256 always, MD5 only when the ETag is a plain MD5)
-runs in worker threads while the next chunk is read from the network.
+A part is streamed from its pre-signed URL straight into a storage segment
+(`archiver.join` lays the segments of a backup out in order). Hashing (sha256
+always, MD5 only when the ETag is a plain MD5) runs in worker threads while
+the next chunk is read from the network. A body that breaks off resumes with
+`Range`; an expired URL is replaced by a fresh one.
 
 Knows nothing of Cloud 66 or of the state: the caller hands it a way to get a
 fresh URL for each part.
@@ -15,7 +16,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +26,10 @@ import aiohttp
 import structlog
 import yarl
 
-from archiver.errors import IntegrityError, StorageError, TransferError, UrlExpired
+from archiver.errors import IntegrityError, TransferError, UrlExpired
+from archiver.manifest import PartRecord
 from archiver.retry import Backoff
-from archiver.storage.base import SegmentWriter, Storage, Upload
+from archiver.storage.base import SegmentWriter
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +38,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # Refresh a pre-signed URL before a resume when it expires within this margin:
 # S3 checks expiry when a request starts, so a resume needs a URL that is still valid.
 _URL_REFRESH_MARGIN_SECONDS = 30.0
-_READ_BACK_CHUNK = 4 * 1024 * 1024
 
 UrlSource = Callable[[], Awaitable[str]]
 ByteCallback = Callable[[int], None]
@@ -49,26 +50,6 @@ class PartSource:
     id: str
     name: str
     fresh_url: UrlSource
-
-
-@dataclass(frozen=True)
-class PartResult:
-    """What was downloaded for one part."""
-
-    id: str
-    name: str
-    size: int
-    sha256: str
-    etag: str | None
-
-
-@dataclass(frozen=True)
-class JoinedResult:
-    """The joined backup as committed to storage."""
-
-    size: int
-    sha256: str
-    parts: list[PartResult]
 
 
 @dataclass
@@ -124,7 +105,7 @@ class Downloader:
         session: aiohttp.ClientSession,
         *,
         executor: ThreadPoolExecutor,
-        download_slots: asyncio.Semaphore,
+        download_limit: asyncio.Semaphore,
         max_retries: int,
         chunk_size: int = 1024 * 1024,
         verify_etag: bool = True,
@@ -134,7 +115,7 @@ class Downloader:
         self._chunk_size = chunk_size
         self._verify_etag = verify_etag
         self._executor = executor
-        self._slots = download_slots
+        self._download_limit = download_limit
         self._max_retries = max_retries
         self._backoff = backoff or Backoff()
 
@@ -145,7 +126,7 @@ class Downloader:
         *,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
-    ) -> PartResult:
+    ) -> PartRecord:
         """Download one part into `segment`, resuming after cuts, expiry and resets."""
         progress = _PartProgress()
         url = await part.fresh_url()
@@ -189,7 +170,7 @@ class Downloader:
         headers = self._resume_headers(progress)
         try:
             async with (
-                self._slots,
+                self._download_limit,
                 self._session.get(
                     yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
                 ) as response,
@@ -341,223 +322,17 @@ class Downloader:
         on_bytes(len(chunk))
 
     @staticmethod
-    def _verified(part: PartSource, progress: _PartProgress) -> PartResult:
+    def _verified(part: PartSource, progress: _PartProgress) -> PartRecord:
         if progress.total is not None and progress.written != progress.total:
             raise IntegrityError(
                 f"file {part.id}: got {progress.written} bytes, expected {progress.total}"
             )
         if progress.md5 is not None and progress.md5.hexdigest() != progress.md5_expected:
             raise IntegrityError(f"file {part.id}: MD5 does not match the ETag")
-        return PartResult(
+        return PartRecord(
             id=part.id,
             name=part.name,
             size=progress.written,
             sha256=progress.sha256.hexdigest(),
             etag=progress.etag.strip('"') if progress.etag else None,
         )
-
-
-class _Part:
-    """One part of a multi-part join: where it starts, and when it is done."""
-
-    def __init__(self) -> None:
-        self.offset: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.result: asyncio.Future[PartResult] = asyncio.get_running_loop().create_future()
-
-
-class BackupJoiner:
-    """Streams all parts of one backup into one upload, joined in order."""
-
-    def __init__(
-        self, downloader: Downloader, storage: Storage, executor: ThreadPoolExecutor
-    ) -> None:
-        self._downloader = downloader
-        self._storage = storage
-        self._executor = executor
-
-    async def archive(
-        self,
-        key: str,
-        parts: Sequence[PartSource],
-        *,
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        """Download every part into `key`; commit only when all of it checked out."""
-        if not parts:
-            raise TransferError("the backup lists no files")
-        upload = await self._storage.start_upload(key)
-        try:
-            joined = await self._join(upload, parts, on_size, on_bytes)
-            await upload.commit(size=joined.size, sha256=joined.sha256)
-        except BaseException:
-            await asyncio.shield(self._abort_quietly(upload))
-            raise
-        return joined
-
-    async def _join(
-        self,
-        upload: Upload,
-        parts: Sequence[PartSource],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        if len(parts) == 1:
-            segment = await upload.open_segment(0, 0)
-            result = await self._downloader.fetch_part(
-                parts[0], segment, on_size=on_size, on_bytes=on_bytes
-            )
-            return JoinedResult(size=result.size, sha256=result.sha256, parts=[result])
-        if self._storage.supports_read_back:
-            return await self._join_concurrently(upload, parts, on_size, on_bytes)
-        return await self._join_in_order(upload, parts, on_size, on_bytes)
-
-    async def _join_concurrently(
-        self,
-        upload: Upload,
-        parts: Sequence[PartSource],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        """All parts download at once; each starts where the previous one's length ends.
-
-        Part k+1's offset is known as soon as part k's response headers arrive, so
-        the parts overlap almost completely. The joined sha256 is computed by reading
-        each finished part back (from the page cache) in order, while later parts
-        are still downloading.
-        """
-        slots = [_Part() for _ in parts]
-        slots[0].offset.set_result(0)
-        tasks = [
-            asyncio.create_task(
-                self._fetch_at_offset(upload, index, parts, slots, on_size, on_bytes)
-            )
-            for index in range(len(parts))
-        ]
-        try:
-            whole_sha256 = await self._hash_in_order(upload, slots)
-            results = [await task for task in tasks]
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for slot in slots:  # the failure was raised through a task already
-                if slot.result.done() and not slot.result.cancelled():
-                    slot.result.exception()
-        return JoinedResult(size=sum(r.size for r in results), sha256=whole_sha256, parts=results)
-
-    async def _fetch_at_offset(
-        self,
-        upload: Upload,
-        index: int,
-        parts: Sequence[PartSource],
-        slots: list[_Part],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> PartResult:
-        slot = slots[index]
-        try:
-            offset = await slot.offset
-            segment = await upload.open_segment(index, offset)
-
-            reported = False
-
-            def size_known(size: int) -> None:
-                nonlocal reported
-                if reported:
-                    return
-                reported = True
-                on_size(size)
-                if index + 1 < len(slots):
-                    slots[index + 1].offset.set_result(offset + size)
-
-            result = await self._downloader.fetch_part(
-                parts[index], segment, on_size=size_known, on_bytes=on_bytes
-            )
-            size_known(result.size)  # a server without Content-Length: known only now
-        except BaseException as error:
-            if not slot.result.done():
-                slot.result.set_exception(error)
-            raise
-        slot.result.set_result(result)
-        return result
-
-    async def _hash_in_order(self, upload: Upload, slots: list[_Part]) -> str:
-        whole = hashlib.sha256()
-        loop = asyncio.get_running_loop()
-        for slot in slots:
-            result = await slot.result
-            offset = slot.offset.result()
-            for start in range(0, result.size, _READ_BACK_CHUNK):
-                length = min(_READ_BACK_CHUNK, result.size - start)
-                data = await upload.read_back(offset + start, length)
-                await loop.run_in_executor(self._executor, whole.update, data)
-        return whole.hexdigest()
-
-    async def _join_in_order(
-        self,
-        upload: Upload,
-        parts: Sequence[PartSource],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        """For backends that cannot read back: one part after the other, hashed as it streams."""
-        whole = _JoinedHash()
-        results: list[PartResult] = []
-        offset = 0
-        for index, part in enumerate(parts):
-            inner = await upload.open_segment(index, offset)
-            segment = _HashingSegment(inner, whole, self._executor)
-            result = await self._downloader.fetch_part(
-                part, segment, on_size=on_size, on_bytes=on_bytes
-            )
-            results.append(result)
-            offset += result.size
-        return JoinedResult(size=offset, sha256=whole.hexdigest(), parts=results)
-
-    @staticmethod
-    async def _abort_quietly(upload: Upload) -> None:
-        try:
-            await upload.abort()
-        except StorageError as error:
-            log.warning("could not remove an unfinished upload", error=str(error))
-
-
-class _JoinedHash:
-    """The sha256 of the joined file, fed part after part."""
-
-    def __init__(self) -> None:
-        self.hasher: Any = hashlib.sha256()
-
-    def hexdigest(self) -> str:
-        """The digest so far."""
-        return str(self.hasher.hexdigest())
-
-
-class _HashingSegment:
-    """A segment that also feeds the joined hash; a rewind rolls the hash back too."""
-
-    def __init__(
-        self, inner: SegmentWriter, whole: _JoinedHash, executor: ThreadPoolExecutor
-    ) -> None:
-        self._inner = inner
-        self._whole = whole
-        self._executor = executor
-        self._at_segment_start = whole.hasher.copy()
-
-    async def write(self, chunk: bytes) -> None:
-        """Write the chunk and hash it for the joined digest, in parallel."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            self._inner.write(chunk),
-            loop.run_in_executor(self._executor, self._whole.hasher.update, chunk),
-        )
-
-    async def rewind(self) -> None:
-        """Start the segment over, and the joined hash with it."""
-        await self._inner.rewind()
-        self._whole.hasher = self._at_segment_start.copy()
-
-    async def close(self) -> None:
-        """Close the underlying segment."""
-        await self._inner.close()
