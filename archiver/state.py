@@ -4,7 +4,7 @@ WAL with `synchronous=FULL`: each archived backup is one small transaction,
 durable once `record_archived` returns, so a crash or kill -9 never loses a
 backup whose manifest was written, nor leaves half a record. The manifests in
 storage remain the source of truth: a missing or new database is rebuilt from
-them (`rebuild_from_storage`).
+them (`archiver.rebuild`). Persistence only: this module reads no storage.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from typing import Any
 import structlog
 
 from archiver.errors import ArchiverError, LockHeld
-from archiver.layout import MANIFEST_NAME
-from archiver.manifest import ArchivedBackup, Manifest
+from archiver.manifest import ArchivedBackup
 from archiver.private_files import FILE_MODE, create_private_file, make_private_folders
-from archiver.storage.base import Storage
 
 DB_NAME = "state.sqlite3"
 _KEPT_RUNS = 100
@@ -379,42 +377,3 @@ def _migrate(connection: sqlite3.Connection, db_path: Path) -> bool:
 def _archived_from_row(row: tuple[Any, ...]) -> ArchivedBackup:
     """Columns in `_ARCHIVED_COLUMNS` order -> the record (the names match the fields)."""
     return ArchivedBackup(**dict(zip(_ARCHIVED_FIELDS, row, strict=True)))
-
-
-async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
-    """Record every backup whose manifest and tar are in storage; return how many.
-
-    Unreadable manifests and manifests whose tar is missing are skipped with a
-    warning: they are not archived, and the next pass archives them again.
-    """
-    recorded = skipped = 0
-    async for key in storage.list():
-        if key != MANIFEST_NAME and not key.endswith("/" + MANIFEST_NAME):
-            continue
-        record = await _record_from_manifest(storage, key)
-        if record is None:
-            skipped += 1
-            continue
-        state.record_archived(record)
-        recorded += 1
-    log.info("state rebuilt from manifests", recorded=recorded, skipped=skipped)
-    return recorded
-
-
-async def _record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | None:
-    """The state record a manifest describes, or None (logged) when it cannot count."""
-    try:
-        manifest = Manifest.from_json(await storage.read_small(key))
-        if not manifest.file or "/" in manifest.file:
-            raise ValueError(f"bad file name {manifest.file!r}")
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
-        log.warning("skipping unreadable manifest", key=key, error=str(error))
-        return None
-    folder = key.rpartition("/")[0]
-    tar_key = f"{folder}/{manifest.file}" if folder else manifest.file
-    if await storage.stat(tar_key) is None:
-        log.warning("skipping manifest without its archive", key=key, tar_key=tar_key)
-        return None
-    return manifest.archived_record(
-        tar_key=tar_key, manifest_key=key, location=storage.location(tar_key)
-    )

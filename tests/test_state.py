@@ -19,7 +19,8 @@ import structlog
 from archiver.errors import EXIT_LOCKED, ArchiverError, LockHeld, exit_code_for
 from archiver.layout import backup_keys
 from archiver.manifest import ArchivedBackup, Manifest, PartRecord
-from archiver.state import RunRecord, StateStore, rebuild_from_storage
+from archiver.rebuild import rebuild_from_storage
+from archiver.state import RunRecord, StateStore
 from archiver.storage.local import LocalStorage
 from tests.storage_conformance import sha256_hex, write_upload
 
@@ -371,7 +372,10 @@ async def test_rebuild_records_only_manifests_with_their_tar(tmp_path: Path) -> 
         assert record.tar_key == good.replace("manifest.json", "shop.tar")
         assert record.location == str(tmp_path / "archive" / record.tar_key)
         warnings = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
-        assert warnings == ["skipping manifest without its archive", "skipping unreadable manifest"]
+        assert warnings == [
+            "manifest without its archive; the backup counts as not archived",
+            "unreadable manifest; its backup counts as not archived",
+        ]
     finally:
         state.close()
         await storage.aclose()
