@@ -45,7 +45,6 @@ def backup_folder_name(backup_date: datetime | None, backup_id: int) -> str:
 class BackupKeys:
     """The storage keys of one archived backup."""
 
-    folder: str
     tar: str
     manifest: str
 
@@ -69,5 +68,5 @@ def backup_keys(
         )
     )
     return BackupKeys(
-        folder=folder, tar=f"{folder}/{database}.tar", manifest=f"{folder}/{MANIFEST_NAME}"
+        tar=f"{folder}/{database}.tar", manifest=f"{folder}/{MANIFEST_NAME}"
     )

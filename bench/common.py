@@ -11,6 +11,8 @@ from pathlib import Path
 from measure_io import Measured, run_measured
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `loopback` (the servers) is not installed: the checkout's
+    sys.path.insert(0, str(REPO_ROOT))
 TOKEN = "bench-token-5c0ffee5c0ffee"  # noqa: S105 - the simulator's throwaway token
 # High enough that the client-side budget never paces a benchmark pass.
 REQUESTS_PER_HOUR = 100_000

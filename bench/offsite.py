@@ -2,7 +2,7 @@
 
 One simulator process serves the one big backup (parts of 350 MB, as in the
 throughput part). A SeaweedFS ``weed mini`` S3 server and an OpenSSH sshd run on
-loopback (``bench/servers.py``, started as the test suite starts them), their data on
+loopback (``loopback/``, started as the test suite starts them), their data on
 the same disk as the local target. Each round runs ``c66-archiver sync`` once per
 target, measured as in the throughput part (wall time, peak RSS and CPU from
 ``wait4``), the order of the targets rotated every round. After each timed run the
@@ -45,8 +45,8 @@ from servers import (
     RunningS3,
     S3Server,
     SftpServer,
-    s3_server,
-    sftp_server,
+    running_seaweedfs,
+    running_sshd,
     tool_version,
     weed_binary,
 )
@@ -487,8 +487,8 @@ def run_offsite(workdir: Path, sizes: Sizes, rounds: int) -> OffsiteResult:
         progress(f"offsite: starting weed mini and sshd (expected sha256 {sha256[:16]}...)")
         targets: dict[str, Target] = {
             "local": LocalTarget(),
-            "s3": S3Target(stack.enter_context(s3_server(root / "seaweedfs"))),
-            "sftp": SftpTarget(stack.enter_context(sftp_server(root / "sshd"))),
+            "s3": S3Target(stack.enter_context(running_seaweedfs(root / "seaweedfs"))),
+            "sftp": SftpTarget(stack.enter_context(running_sshd(root / "sshd"))),
         }
         result = OffsiteResult(sizes, sha256, generated, _server_versions())
         for index, order in _rotations(rounds):

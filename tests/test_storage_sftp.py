@@ -22,8 +22,8 @@ from archiver.errors import PermanentStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
+from loopback.sshd import SftpServer
 from tests.conftest import REPO_ROOT
-from tests.sftp_server import SftpServer
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
 
 MiB = 1024 * 1024

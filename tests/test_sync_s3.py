@@ -11,8 +11,8 @@ from typing import Any
 from archiver.config import Settings, load_settings
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
+from loopback.seaweedfs import S3Server, multipart_uploads, object_metadata
 from tests.conftest import PART_SIZE, Workspace, render_toml, run_cli, run_pass, start_cli
-from tests.s3_server import S3Server, multipart_uploads
 
 MiB = 1024 * 1024
 PREFIX = "backups/"
@@ -57,13 +57,6 @@ async def bucket_objects(s3_server: S3Server, bucket: str) -> dict[str, bytes]:
             async with response["Body"] as body:
                 objects[item["Key"]] = await body.read()
     return objects
-
-
-async def object_metadata(s3_server: S3Server, bucket: str, key: str) -> dict[str, str]:
-    """The x-amz-meta-* of one object."""
-    async with s3_server.client() as client:
-        response = await client.head_object(Bucket=bucket, Key=key)
-    return dict(response["Metadata"])
 
 
 async def test_a_pass_archives_single_and_multi_part_backups_into_the_bucket(

@@ -14,8 +14,8 @@ from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
 from archiver.summary import PassSummary
+from loopback.sshd import SftpServer
 from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
-from tests.sftp_server import SftpServer
 
 
 def _settings(

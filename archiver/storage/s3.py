@@ -234,11 +234,6 @@ class S3Upload:
         self._committed = False
         self._abort_task: asyncio.Future[None] | None = None
 
-    @property
-    def upload_id(self) -> str:
-        """The S3 UploadId (for tests and logs)."""
-        return self._upload_id
-
     def _check_usable(self) -> None:
         if self._finished:
             raise PermanentStorageError(f"upload of {self._where()} is finished or was aborted")
@@ -646,11 +641,6 @@ class S3Storage:
                 return None
             raise
         return ObjectInfo(key=key, size=int(response["ContentLength"]))
-
-    async def metadata(self, key: str) -> dict[str, str]:
-        """The user metadata (`x-amz-meta-*`) of a completed object."""
-        response = await self.call("head_object", self.location(key), Key=self._object_key(key))
-        return dict(response.get("Metadata", {}))
 
     async def list(self, prefix: str = "") -> AsyncIterator[str]:
         """ListObjectsV2, paginated: keys under the folder `prefix`, relative to ours."""
