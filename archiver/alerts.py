@@ -24,7 +24,8 @@ import structlog
 from archiver import USER_AGENT
 from archiver.config import NotifySettings
 from archiver.log import add_secret, clear_log_tail, log_tail, redact
-from archiver.retry import Backoff
+from archiver.retry import Backoff, RetryPolicy, retrying
+from archiver.stopping import Stopped, StopSignal
 from archiver.summary import PassSummary
 
 log = structlog.get_logger(__name__)
@@ -40,11 +41,16 @@ def alerts_configured(settings: NotifySettings) -> bool:
     return bool(settings.healthchecks_url or settings.webhook_url)
 
 
+class _AlertFailed(Exception):
+    """One alert request failed; the message says why, without the URL."""
+
+
 class AlertSender:
     """Sends pings and webhooks about passes; never raises, never waits past its bounds."""
 
-    def __init__(self, settings: NotifySettings) -> None:
+    def __init__(self, settings: NotifySettings, *, stop: StopSignal | None = None) -> None:
         self._settings = settings
+        self._stop = stop or StopSignal()
         self._session: aiohttp.ClientSession | None = None
         self._start_ping: asyncio.Task[None] | None = None
         for url in (settings.healthchecks_url, settings.webhook_url):
@@ -91,36 +97,46 @@ class AlertSender:
         data: str | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> None:
-        """POST with retries; a failure in the end is a warning, never an exception."""
-        attempts = self._settings.retries + 1
-        problem = ""
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(_BACKOFF.delay(attempt - 1))
-            problem = await self._post_once(url, data, json_body)
-            if not problem:
-                return
-        log.warning(
-            f"{kind} failed; the pass is not affected",
-            target=_scheme_and_host(url),
-            reason=problem,
-            attempts=attempts,
-        )
+        """POST with retries; a failure in the end is a warning, never an exception.
 
-    async def _post_once(self, url: str, data: str | None, json_body: dict[str, Any] | None) -> str:
-        """One POST; an empty string when it worked, else why not (without the URL)."""
+        When the process is stopping there is one attempt and no wait for retries.
+        """
+        retries = self._settings.retries
+
+        async def post() -> None:
+            await self._post_once(url, data, json_body)
+
+        try:
+            await retrying(
+                post, policy=RetryPolicy(retries, _BACKOFF), retry_on=(_AlertFailed,),
+                stop=self._stop,
+            )
+        except (_AlertFailed, Stopped) as problem:
+            log.warning(
+                f"{kind} failed; the pass is not affected",
+                target=_scheme_and_host(url),
+                reason=str(problem),
+                attempts_allowed=retries + 1,
+            )
+
+    async def _post_once(
+        self, url: str, data: str | None, json_body: dict[str, Any] | None
+    ) -> None:
+        """One POST; raises _AlertFailed saying why (never with the URL, which holds a secret)."""
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout.total_seconds())
         try:
             async with self._get_session().post(
                 url, data=data, json=json_body, timeout=timeout, allow_redirects=True
             ) as response:
                 await response.read()
-                return "" if response.status < 300 else f"HTTP {response.status}"
+                status = response.status
         except TimeoutError:
-            return "timed out"
+            raise _AlertFailed("timed out") from None
         except aiohttp.ClientError as error:
             # The error's text would carry the URL, and with it the secret: name the kind only.
-            return type(error).__name__
+            raise _AlertFailed(type(error).__name__) from None
+        if status >= 300:
+            raise _AlertFailed(f"HTTP {status}")
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -251,7 +251,11 @@ class TransferSettings(_Section):
     chunk_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024, strict=True)] = 1024 * 1024
     connect_timeout: Duration = timedelta(seconds=15)
     read_timeout: Duration = timedelta(seconds=60)
+    # Failures in a row *without progress* before a file's download gives up: an attempt
+    # that brought new bytes resets the count, so a download that keeps advancing goes on.
     max_retries: NonNegativeInt = 5
+    # ...but once a file's download has broken off, it must finish within this long.
+    max_retry_time: Duration = timedelta(hours=6)
     # Check each download's MD5 against S3's ETag (when the ETag is a plain MD5): the
     # only end-to-end check against the source, and the costliest hash per byte.
     verify_etag: Bool = True

@@ -19,6 +19,7 @@ from archiver.config import Settings
 from archiver.http import serve_http
 from archiver.runtime import Runtime
 from archiver.schedule import build_trigger, describe_schedule
+from archiver.stopping import StopSignal
 from archiver.sync import SyncPass
 
 log = structlog.get_logger(__name__)
@@ -30,7 +31,7 @@ class Daemon:
     def __init__(self, settings: Settings, token: str) -> None:
         self._settings = settings
         self._token = token
-        self._stopping = asyncio.Event()
+        self._stop = StopSignal()
         self._pass_due = asyncio.Event()
 
     async def run(self) -> int:
@@ -38,7 +39,7 @@ class Daemon:
         self._install_signal_handlers()
         # The HTTP endpoints start before the first pass and stop before the runtime closes.
         async with (
-            Runtime(self._settings, self._token) as runtime,
+            Runtime(self._settings, self._token, stop=self._stop) as runtime,
             serve_http(self._settings, runtime),
         ):
             runtime.observers.append(systemd.StatusObserver())
@@ -57,13 +58,13 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop taking new work; the pass in flight gets the grace period."""
-        if not self._stopping.is_set():
+        if not self._stop.is_set():
             systemd.stopping()
             log.info(
                 "stopping: no new work; transfers in flight may finish",
                 grace_seconds=self._settings.transfer.grace_period.total_seconds(),
             )
-        self._stopping.set()
+        self._stop.set()
         self._pass_due.set()
 
     def _install_signal_handlers(self) -> None:
@@ -92,15 +93,15 @@ class Daemon:
     async def _run_passes(self, runtime: Runtime) -> None:
         while True:
             await self._pass_due.wait()
-            if self._stopping.is_set():
+            if self._stop.is_set():
                 return
             self._pass_due.clear()
             await self._run_one_pass(runtime)
 
     async def _run_one_pass(self, runtime: Runtime) -> None:
-        sync_pass = SyncPass(runtime, stopping=self._stopping)
+        sync_pass = SyncPass(runtime)
         task = asyncio.create_task(sync_pass.run())
-        stop_waiter = asyncio.create_task(self._stopping.wait())
+        stop_waiter = asyncio.create_task(self._stop.wait())
         await asyncio.wait({task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
         stop_waiter.cancel()
         if not task.done():

@@ -28,7 +28,8 @@ import yarl
 
 from archiver.errors import IntegrityError, TransferError, UrlExpired
 from archiver.manifest import PartRecord
-from archiver.retry import Backoff
+from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
+from archiver.stopping import StopSignal
 from archiver.storage.base import SegmentWriter
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,7 @@ def url_expires_soon(url: str, *, margin: float = _URL_REFRESH_MARGIN_SECONDS) -
     return False
 
 
-class _Retryable(Exception):
+class _BrokenOff(Exception):
     """Internal: the download broke off in a way a resume can fix."""
 
 
@@ -106,18 +107,18 @@ class Downloader:
         *,
         executor: ThreadPoolExecutor,
         download_limit: asyncio.Semaphore,
-        max_retries: int,
+        retry_policy: RetryPolicy,
+        stop: StopSignal | None = None,
         chunk_size: int = 1024 * 1024,
         verify_etag: bool = True,
-        backoff: Backoff | None = None,
     ) -> None:
         self._session = session
         self._chunk_size = chunk_size
         self._verify_etag = verify_etag
         self._executor = executor
         self._download_limit = download_limit
-        self._max_retries = max_retries
-        self._backoff = backoff or Backoff()
+        self._retry_policy = retry_policy
+        self._stop = stop or StopSignal()
 
     async def fetch_part(
         self,
@@ -127,37 +128,55 @@ class Downloader:
         on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> PartRecord:
-        """Download one part into `segment`, resuming after cuts, expiry and resets."""
+        """Download one part into `segment`, resuming after cuts, expiry and resets.
+
+        An attempt that brought new bytes resets the count of failures in a row,
+        so only attempts without progress use up `retries`; the policy's time
+        limit still ends a download that only trickles forward.
+        """
         progress = _PartProgress()
+        retrier = Retrier(self._retry_policy, stop=self._stop)
         url = await part.fresh_url()
-        failures = 0
         while True:
+            furthest = progress.written
             try:
                 await self._attempt(url, progress, segment, on_size, on_bytes)
                 break
-            except UrlExpired:
-                failures += 1
-                self._check_budget(part, failures, "the download URL kept expiring")
-                url = await part.fresh_url()
-            except _Retryable as problem:
-                failures += 1
-                self._check_budget(part, failures, str(problem))
-                log.info(
-                    "download interrupted; resuming",
-                    part=part.id,
-                    at_byte=progress.written,
-                    reason=str(problem),
-                    attempt=failures,
-                )
-                await asyncio.sleep(self._backoff.delay(failures - 1))
+            except (UrlExpired, _BrokenOff) as problem:
+                progressed = progress.written > furthest
+                self._count_failure(retrier, part, str(problem), progressed)
+                if isinstance(problem, UrlExpired):
+                    url = await part.fresh_url()
+                    continue
+                self._log_resume(retrier, part, progress, str(problem))
+                await retrier.sleep(retrier.backoff_delay())
                 if url_expires_soon(url):
                     url = await part.fresh_url()
         await segment.close()
         return self._verified(part, progress)
 
-    def _check_budget(self, part: PartSource, failures: int, reason: str) -> None:
-        if failures > self._max_retries:
-            raise TransferError(f"file {part.id}: gave up after {failures} attempts: {reason}")
+    @staticmethod
+    def _count_failure(
+        retrier: Retrier, part: PartSource, reason: str, progressed: bool
+    ) -> None:
+        try:
+            retrier.failed(reason, progressed=progressed)
+        except RetriesExhausted as exhausted:
+            raise TransferError(f"file {part.id}: {exhausted}") from None
+
+    @staticmethod
+    def _log_resume(
+        retrier: Retrier, part: PartSource, progress: _PartProgress, reason: str
+    ) -> None:
+        log.info(
+            "download interrupted; resuming",
+            part=part.id,
+            at_byte=progress.written,
+            of_bytes=progress.total,
+            reason=reason,
+            failures_without_progress=retrier.failures_in_a_row,
+            retries_left=retrier.retries_left,
+        )
 
     async def _attempt(
         self,
@@ -170,7 +189,7 @@ class Downloader:
         headers = self._resume_headers(progress)
         try:
             async with (
-                self._download_limit,
+                self._stop.holding(self._download_limit),
                 self._session.get(
                     yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
                 ) as response,
@@ -178,9 +197,9 @@ class Downloader:
                 if await self._accept_response(response, progress, segment, on_size):
                     await self._stream_body(response, progress, segment, on_bytes)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
-            raise _Retryable(type(error).__name__) from None
+            raise _BrokenOff(type(error).__name__) from None
         if progress.total is not None and progress.written < progress.total:
-            raise _Retryable(f"body ended at byte {progress.written} of {progress.total}")
+            raise _BrokenOff(f"body ended at byte {progress.written} of {progress.total}")
 
     @staticmethod
     def _resume_headers(progress: _PartProgress) -> dict[str, str]:
@@ -203,7 +222,7 @@ class Downloader:
         if status == 403:
             await self._raise_for_forbidden(response)
         if status >= 500 or status in (408, 429):
-            raise _Retryable(f"storage host answered {status}")
+            raise _BrokenOff(f"storage host answered {status}")
         if status == 416 and progress.written and progress.written == progress.total:
             return False  # the cut came after the last byte: nothing is missing
         if status == 206 and self._continues_at(response, progress):
@@ -212,7 +231,7 @@ class Downloader:
             raise TransferError(f"download answered HTTP {status}")
         if status == 206:
             # A 206 that does not continue where we stopped cannot be spliced in.
-            raise _Retryable("ranged answer did not start at the resume offset")
+            raise _BrokenOff("ranged answer did not start at the resume offset")
         await self._start_over(response, progress, segment, on_size)
         return True
 

@@ -26,8 +26,9 @@ from archiver.join import BackupJoiner
 from archiver.metrics import Metrics
 from archiver.observers import PassObserver
 from archiver.rebuild import rebuild_from_storage
-from archiver.retry import Backoff
+from archiver.retry import RetryPolicy
 from archiver.state import StateStore
+from archiver.stopping import StopSignal
 from archiver.storage import open_storage
 from archiver.storage.base import Storage
 
@@ -48,8 +49,10 @@ class Runtime:
     observers: list[PassObserver]
     metrics: Metrics
 
-    def __init__(self, settings: Settings, token: str) -> None:
+    def __init__(self, settings: Settings, token: str, *, stop: StopSignal | None = None) -> None:
         self.settings = settings
+        # Set on SIGTERM: every wait (budget, backoff, queue) ends at once.
+        self.stop = stop or StopSignal()
         self._token = token
         self._stack = AsyncExitStack()
         # Notifications and metrics register here (see archiver.observers).
@@ -89,7 +92,11 @@ class Runtime:
             await self._rebuild_state()
         self.budget = self._request_budget()
         self.client = Cloud66Client(
-            settings.api, self._token, budget=self.budget, on_request=self.metrics.api_request
+            settings.api,
+            self._token,
+            budget=self.budget,
+            stop=self.stop,
+            on_request=self.metrics.api_request,
         )
         self._stack.push_async_callback(self.client.aclose)
         self._add_observers()
@@ -100,10 +107,13 @@ class Runtime:
             session,
             executor=executor,
             download_limit=download_limit,
-            max_retries=settings.transfer.max_retries,
+            retry_policy=RetryPolicy(
+                retries=settings.transfer.max_retries,
+                time_limit=settings.transfer.max_retry_time.total_seconds(),
+            ),
+            stop=self.stop,
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
-            backoff=Backoff(),
         )
         self.joiner = BackupJoiner(downloader, self.storage, executor)
 
@@ -112,7 +122,7 @@ class Runtime:
         self.metrics.bind(self.state, self.budget)
         self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
-            alerts = AlertSender(self.settings.notify)
+            alerts = AlertSender(self.settings.notify, stop=self.stop)
             self._stack.push_async_callback(alerts.aclose)
             self.observers.append(alerts)
 

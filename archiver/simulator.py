@@ -81,6 +81,7 @@ class Faults:
     slow_bytes_per_second: int = 1_000_000
     expired_urls: int = 0
     blob_errors: int = 0
+    ranged_errors: int = 0  # next N blob GETs with a Range header answer 500 (a stalled resume)
     ignore_range: int = 0  # next N ranged blob GETs answer 200 with the whole object
 
 
@@ -698,8 +699,13 @@ class Simulator:
         except _Refused as refused:
             self.stats.blob_refusals += 1
             return refused.response
-        if self.faults.blob_errors > 0:
-            self.faults.blob_errors -= 1
+        if self.faults.blob_errors > 0 or (
+            self.faults.ranged_errors > 0 and "Range" in request.headers
+        ):
+            if self.faults.blob_errors > 0:
+                self.faults.blob_errors -= 1
+            else:
+                self.faults.ranged_errors -= 1
             return _s3_error(500, "InternalError", "We encountered an internal error.")
         etag = f'"{part.md5}"'
         span = self._requested_span(request, part, etag)

@@ -31,6 +31,7 @@ from archiver.observers import tell_observers
 from archiver.progress import PassProgress
 from archiver.rebuild import record_from_manifest
 from archiver.runtime import Runtime
+from archiver.stopping import Stopped
 from archiver.summary import Failure, PassSummary
 
 log = structlog.get_logger(__name__)
@@ -53,11 +54,10 @@ class SyncPass:
         runtime: Runtime,
         *,
         progress: PassProgress | None = None,
-        stopping: asyncio.Event | None = None,
     ) -> None:
         self._rt = runtime
         self._progress = progress or PassProgress(enabled=False)
-        self._stopping = stopping or asyncio.Event()
+        self._stop = runtime.stop
         self._summary = PassSummary(started_at=utc_now_iso())
         self._planned_stacks: list[str] = []
         settings = runtime.settings.transfer
@@ -77,6 +77,8 @@ class SyncPass:
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
+        except Stopped:
+            log.info("stopping: the rest of the pass is left for the next one")
         except StorageError as error:
             self._fail("*", None, f"storage unusable: {error}")
         finally:
@@ -185,20 +187,21 @@ class SyncPass:
         backup = job.backup
         context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
         with structlog.contextvars.bound_contextvars(**context):
-            async with self._backups_in_flight:
-                if self._stopping.is_set():
-                    return
-                try:
+            try:
+                async with self._stop.holding(self._backups_in_flight):
                     await self._archive_due(job)
-                except AuthError:
-                    raise
-                except ArchiverError as error:
-                    self._record_failure(job, error)
-                except OSError as error:  # a backend's raw error: name it, keep going
-                    self._record_failure(job, PermanentStorageError(str(error)))
-                except Exception as error:  # a bug must cost one backup, not the pass
-                    log.exception("unexpected error archiving a backup")
-                    self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
+            except Stopped:
+                self._progress.finish(job.keys.tar, ok=False)
+                log.info("stopping: backup left for the next pass")
+            except AuthError:
+                raise
+            except ArchiverError as error:
+                self._record_failure(job, error)
+            except OSError as error:  # a backend's raw error: name it, keep going
+                self._record_failure(job, PermanentStorageError(str(error)))
+            except Exception as error:  # a bug must cost one backup, not the pass
+                log.exception("unexpected error archiving a backup")
+                self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
 
     def _record_failure(self, job: _Job, error: ArchiverError) -> None:
         reason = redact(str(error))
@@ -277,7 +280,7 @@ class SyncPass:
 
         Not when stopping: backups not started were left for the next pass.
         """
-        if self._stopping.is_set():
+        if self._stop.is_set():
             return
         failed = {failure.stack_uid for failure in self._summary.failed}
         now = datetime.now(UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
@@ -228,6 +229,72 @@ async def test_daemon_on_a_one_second_schedule_never_exceeds_the_request_budget(
     assert code == 0
     assert sim.stats.api_requests == 6
     assert b"throttled" not in await process.stderr.read() if process.stderr else True
+
+
+async def test_a_daemon_waiting_on_its_request_budget_stops_within_2_s(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """SIGTERM while the pass waits (an hour) for the request budget: exit 0 within 2 s."""
+    for uid in ("stack-a", "stack-b", "stack-c"):
+        sim.add_stack(uid)
+    config = workspace.write_config(
+        server.base_url,
+        [{"uid": uid} for uid in ("stack-a", "stack-b", "stack-c")],
+        api={"requests_per_hour": 2, "max_concurrent_requests": 1},
+        transfer={"grace_period": "30s"},
+    )
+    process = await start_cli("--config", str(config))
+    await _wait_for(lambda: sim.stats.api_requests == 2)
+    await asyncio.sleep(0.5)  # the third listing is now waiting for the budget
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+    assert time.monotonic() - started < 2.0
+    assert sim.stats.api_requests == 2
+
+
+async def test_a_daemon_in_a_long_retry_wait_stops_within_2_s(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """SIGTERM while the client sleeps out a 300 s Retry-After: exit 0 within 2 s."""
+    sim.add_stack("stack-a")
+    sim.faults.throttle = 1
+    sim.faults.throttle_retry_after = 300
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], transfer={"grace_period": "30s"}
+    )
+    process = await start_cli("--config", str(config))
+    await _wait_for(lambda: sim.stats.api_requests == 1)
+    await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+    assert time.monotonic() - started < 2.0
+
+
+async def test_sigterm_starts_no_queued_backup_while_one_finishes(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Downloads in flight finish in the grace period; queued backups never start."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=150_000)  # one part each
+    sim.add_backup("stack-a", size=150_000)
+    sim.faults.slow_downloads = 2
+    sim.faults.slow_bytes_per_second = 100_000
+    config = workspace.write_config(
+        server.base_url,
+        [{"uid": "stack-a"}],
+        transfer={"grace_period": "20s", "max_concurrent_downloads": 1},
+    )
+    process = await start_cli("--config", str(config))
+    await _wait_for(lambda: sim.stats.downloads_started == 1)
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+    assert sim.stats.downloads_started == 1
+    assert len(list(workspace.archive.rglob("manifest.json"))) == 1
 
 
 async def test_status_json_and_table_after_a_pass(

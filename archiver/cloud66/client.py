@@ -37,7 +37,8 @@ from archiver.errors import (
     AuthError,
     ThrottledError,
 )
-from archiver.retry import Backoff
+from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
+from archiver.stopping import StopSignal
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ RequestListener = Callable[[str, str], None]
 
 
 @dataclass
-class _Retryable(Exception):
+class _TransientFailure(Exception):
     """One try failed in a way that may succeed on another try."""
 
     kind: _FailureKind
@@ -80,7 +81,7 @@ class Cloud66Client:
         *,
         budget: RequestBudget,
         session: aiohttp.ClientSession | None = None,
-        backoff: Backoff | None = None,
+        stop: StopSignal | None = None,
         on_request: RequestListener | None = None,
     ) -> None:
         self._settings = settings
@@ -89,7 +90,8 @@ class Cloud66Client:
         self._budget = budget
         self._session = session
         self._owns_session = session is None
-        self._backoff = backoff or Backoff()
+        self._stop = stop or StopSignal()
+        self._retry_policy = RetryPolicy(retries=settings.max_retries)
         self._semaphore = asyncio.Semaphore(settings.max_concurrent_requests)
         self._base_url = settings.base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
@@ -189,28 +191,27 @@ class Cloud66Client:
     async def _get_envelope(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """GET a path and return the `{"response": ...}` envelope, retrying transient failures."""
         request = _describe(path, params)
+        retrier = Retrier(self._retry_policy, stop=self._stop)
         throttle_waited = 0.0
-        attempt = 0
         while True:
             try:
                 envelope = await self._try_once(path, params, request)
             except ApiError:
                 self._report(path, "error")
                 raise
-            except _Retryable as failure:
+            except _TransientFailure as failure:
                 self._report(path, failure.kind)
-                wait = self._wait_before_retry(failure, attempt, throttle_waited)
+                wait = self._wait_before_retry(retrier, failure, throttle_waited)
                 if failure.kind == "throttled":
                     throttle_waited += wait
                 log.warning(
                     "Cloud 66 API request failed; retrying",
                     request=request,
                     reason=failure.message,
-                    attempt=attempt + 1,
+                    attempt=retrier.failures,
                     wait_seconds=round(wait, 3),
                 )
-                await asyncio.sleep(wait)
-                attempt += 1
+                await retrier.sleep(wait)
             else:
                 self._report(path, "ok")
                 return envelope
@@ -220,32 +221,33 @@ class Cloud66Client:
             self._on_request(_route(path), result)
 
     def _wait_before_retry(
-        self, failure: _Retryable, attempt: int, throttle_waited: float
+        self, retrier: Retrier, failure: _TransientFailure, throttle_waited: float
     ) -> float:
         """Seconds to wait before the next try, or raise the error that ends the request."""
-        tries = attempt + 1
-        limit = MALFORMED_RETRIES if failure.kind == "malformed" else self._settings.max_retries
-        if attempt >= limit:
-            raise _give_up(failure, f"after {tries} tries") from None
+        retries = MALFORMED_RETRIES if failure.kind == "malformed" else None
+        try:
+            retrier.failed(failure.message, retries=retries)
+        except RetriesExhausted as exhausted:
+            raise _give_up(failure, str(exhausted)) from None
         if failure.kind != "throttled":
-            return self._backoff.delay(attempt)
+            return retrier.backoff_delay()
         # Retry-After is the server's word and is slept as asked (not shortened in
-        # fast-retry test mode); without it we back off like for any transient failure.
-        wait = (
-            failure.retry_after if failure.retry_after is not None else self._backoff.delay(attempt)
-        )
+        # fast-retry test mode); throttled waits never add up past max_throttle_wait.
+        wait = failure.retry_after if failure.retry_after is not None else retrier.backoff_delay()
         max_wait = self._settings.max_throttle_wait.total_seconds()
         if throttle_waited + wait > max_wait:
             raise _give_up(
-                failure, f"waiting {wait:.1f}s more would exceed max_throttle_wait ({max_wait:g}s)"
+                failure,
+                f"{failure.message} (waiting {wait:.1f}s more would exceed max_throttle_wait "
+                f"({max_wait:g}s))",
             ) from None
         return wait
 
     async def _try_once(self, path: str, params: Mapping[str, str], request: str) -> dict[str, Any]:
-        """Send one GET and interpret the answer; raise _Retryable or a final ApiError."""
+        """Send one GET and interpret the answer; raise _TransientFailure or a final ApiError."""
         url = URL(self._base_url + path, encoded=True).with_query(params or None)
-        async with self._semaphore:
-            await self._budget.acquire()
+        async with self._stop.holding(self._semaphore):
+            await self._stop.unless_stopped(self._budget.acquire())
             self.requests_made += 1
             try:
                 async with self._get_session().get(
@@ -260,9 +262,10 @@ class Cloud66Client:
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                     self._note_warning(response.headers.get("X-Cloud66-Warning"), request)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-                raise _Retryable("unavailable", f"{request}: {type(error).__name__}") from None
+                failure = f"{request}: {type(error).__name__}"
+                raise _TransientFailure("unavailable", failure) from None
             except TimeoutError:
-                raise _Retryable("unavailable", f"{request}: timed out") from None
+                raise _TransientFailure("unavailable", f"{request}: timed out") from None
         return self._interpret(status, body, retry_after, request)
 
     def _interpret(
@@ -277,7 +280,8 @@ class Cloud66Client:
                 # The reference lists the file answer bare; every server seen wraps it.
                 return {"response": payload}
             why = "not JSON" if payload is _NOT_JSON else "no 'response' in the envelope"
-            raise _Retryable("malformed", f"malformed JSON from {request}: {why}", status=status)
+            message = f"malformed JSON from {request}: {why}"
+            raise _TransientFailure("malformed", message, status=status)
         raise self._error_for(status, payload, retry_after, request)
 
     def _error_for(
@@ -293,10 +297,10 @@ class Cloud66Client:
             )
         if status == 429 or (status == 503 and code == "throttled"):
             message = f"Cloud 66 API throttled {request} ({detail})"
-            return _Retryable("throttled", message, status=status, retry_after=retry_after)
+            return _TransientFailure("throttled", message, status=status, retry_after=retry_after)
         if status == 408 or (status >= 500 and code != "not_implemented"):
             message = f"Cloud 66 API unavailable: {request} answered {detail}"
-            return _Retryable("unavailable", message, status=status)
+            return _TransientFailure("unavailable", message, status=status)
         if status == 404:
             return ApiResponseError(
                 f"Cloud 66 API: not found: {request} answered {detail} "
@@ -365,9 +369,8 @@ def _parse_json(body: bytes) -> object:
         return _NOT_JSON
 
 
-def _give_up(failure: _Retryable, why: str) -> ApiError:
-    """The final error for a failure we stop retrying."""
-    message = f"{failure.message} ({why})"
+def _give_up(failure: _TransientFailure, message: str) -> ApiError:
+    """The final error for a failure we stop retrying; `message` says what and why."""
     if failure.kind == "throttled":
         return ThrottledError(message, status=failure.status, retry_after=failure.retry_after)
     if failure.kind == "malformed":

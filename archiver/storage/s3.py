@@ -45,6 +45,7 @@ from archiver.errors import (
     StorageError,
     TransientStorageError,
 )
+from archiver.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import ObjectInfo, check_key, probe_round_trip
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,14 @@ _HINTS = {
     "NoSuchBucket": "the bucket does not exist",
     "EntityTooLarge": "the object is larger than the service accepts",
 }
+
+
+# An abort is confirmed with ListParts, and repeated while the upload is still listed.
+_ABORT_POLICY = RetryPolicy(retries=2, backoff=Backoff(base=0.2, cap=1.0))
+
+
+class _StillListed(Exception):
+    """The multipart upload is still listed after an abort."""
 
 
 def _error_code(error: ClientError) -> str:
@@ -545,15 +554,21 @@ class S3Storage:
         """Abort an upload; one already gone is fine. Checks it is gone (AWS may keep
         parts that were still uploading during the abort: then it aborts again)."""
         what = f"s3://{self._bucket}/{object_key} (upload abort)"
-        for _attempt in range(3):
+
+        async def abort_and_confirm() -> None:
             try:
                 await self.call("abort_multipart_upload", what, Key=object_key, UploadId=upload_id)
                 await self.call("list_parts", what, Key=object_key, UploadId=upload_id)
             except PermanentStorageError as error:
                 if caused_by(error, _NO_UPLOAD):
-                    return
+                    return  # gone, as it should be
                 raise
-        log.warning("multipart upload still listed after abort", location=what)
+            raise _StillListed(what)
+
+        try:
+            await retrying(abort_and_confirm, policy=_ABORT_POLICY, retry_on=(_StillListed,))
+        except _StillListed:
+            log.warning("multipart upload still listed after abort", location=what)
 
     async def _multipart_uploads(self, object_prefix: str) -> list[tuple[str, str]]:
         """(key, upload id) of every unfinished multipart upload under `object_prefix`."""

@@ -37,6 +37,7 @@ from archiver.errors import (
     TransientStorageError,
 )
 from archiver.private_files import FILE_MODE, FOLDER_MODE
+from archiver.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
     PART_SUFFIX,
     ObjectInfo,
@@ -66,6 +67,9 @@ _DROPPED: tuple[type[BaseException], ...] = (
 _MISSING: tuple[type[asyncssh.SFTPError], ...] = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
 # Anything the server or the connection can throw at an operation.
 _SFTP_FAILURES: tuple[type[BaseException], ...] = (asyncssh.SFTPError, *_DROPPED)
+
+# A dropped connection is reopened once, at once; a second drop is the operation's failure.
+_RECONNECT_ONCE = RetryPolicy(retries=1, backoff=Backoff(base=0.0, cap=0.0))
 
 _T = TypeVar("_T")
 Client = asyncssh.SFTPClient
@@ -357,16 +361,17 @@ class SftpStorage:
         recover: Callable[[], Awaitable[None]],
     ) -> _T:
         """Run `action`; when the connection dropped, `recover` and run it once more."""
-        try:
-            return await action()
-        except _DROPPED as error:
+
+        def dropped(error: BaseException) -> str:
             log.warning("SFTP connection dropped; reconnecting once", server=self._server,
                         error=repr(error))
-        except asyncssh.SFTPError as error:
-            raise await self.classified(error, location) from error
-        await recover()
+            return repr(error)
+
         try:
-            return await action()
+            return await retrying(
+                action, policy=_RECONNECT_ONCE, retry_on=_DROPPED, describe=dropped,
+                recover=recover,
+            )
         except _SFTP_FAILURES as error:
             raise await self.classified(error, location) from error
 
