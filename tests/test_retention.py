@@ -1,12 +1,25 @@
-"""Retention: the engine's rules, reasons and edge cases."""
+"""Retention: the engine against restic `forget` itself, and its edge cases."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from archiver.retention import RetentionPolicy, decide
+from archiver.retention import RetentionPolicy, decide, format_duration
 
 
 def at(text: str) -> datetime:
@@ -21,6 +34,238 @@ def identity(moment: datetime | None) -> datetime | None:
 def kept(items: list[datetime], policy: RetentionPolicy) -> dict[datetime, tuple[str, ...]]:
     """The kept moments of a series of moments, with their reasons."""
     return {d.item: d.reasons for d in decide(items, identity, policy) if d.keep}
+
+
+# -- the engine against restic ---------------------------------------------------
+
+# A messy calendar (UTC), oldest first; no two alike, as restic orders ties its own way.
+CALENDAR = [
+    at(text)
+    for text in (
+        "2019-12-29 23:00",  # Sunday of ISO week 2019-W52
+        "2019-12-30 10:00",  # Monday: already ISO week 2020-W01, still year 2019
+        "2019-12-31 23:59:59",
+        "2020-01-01 00:00",
+        "2020-01-31 23:30",  # month end, then a month start half an hour later
+        "2020-02-01 00:30",
+        "2020-02-29 12:00",  # leap day
+        "2020-03-01 00:00",
+        "2020-05-15 06:00",  # after a ten-week gap: two a day
+        "2020-05-15 18:00",
+        "2020-05-16 06:00",
+        "2020-05-16 18:00",
+        "2020-06-30 23:00",
+        "2020-12-27 22:00",  # Sunday of 2020-W52
+        "2020-12-28 01:00",  # Monday of 2020-W53, the rare 53rd ISO week
+        "2020-12-31 23:59:59",
+        "2021-01-01 00:00",  # a new year, still ISO week 2020-W53
+        "2021-01-03 23:00",  # Sunday: the last moment of 2020-W53
+        "2021-01-04 00:00",  # Monday of 2021-W01
+        "2021-01-10 08:00",  # hourly runs, two in one hour
+        "2021-01-10 08:15",
+        "2021-01-10 08:45",
+        "2021-01-10 09:00",
+        "2021-01-10 10:00",
+        "2021-01-10 11:00",
+        "2021-01-10 12:00",
+        "2021-01-10 13:00",
+        "2021-02-28 23:00",  # after another gap: the end of a short month
+        "2021-03-01 00:00",
+        "2021-03-09 23:00",
+        "2021-03-10 00:00",  # exactly 2d before the newest: outside "within 2d"
+        "2021-03-10 00:00:01",
+        "2021-03-10 12:00",  # exactly 36h before the newest
+        "2021-03-11 12:00",
+        "2021-03-12 00:00",  # the newest
+    )
+]
+
+RESTIC_POLICIES = [
+    RetentionPolicy(keep_last=5),
+    RetentionPolicy(keep_hourly=9),
+    RetentionPolicy(keep_daily=12),
+    RetentionPolicy(keep_weekly=7),
+    RetentionPolicy(keep_monthly=6),
+    RetentionPolicy(keep_yearly=2),
+    RetentionPolicy(keep_yearly=5),  # more years than the calendar has
+    RetentionPolicy(keep_weekly=60),  # more weeks than the calendar has
+    RetentionPolicy(keep_within=timedelta(days=2)),
+    RetentionPolicy(keep_within=timedelta(hours=36), keep_daily=3),
+    RetentionPolicy(keep_last=3, keep_daily=7, keep_weekly=4, keep_monthly=6, keep_yearly=2),
+    RetentionPolicy(keep_hourly=3, keep_weekly=2, keep_monthly=30, keep_within=timedelta(days=1)),
+]
+
+restic_binary = shutil.which("restic")
+needs_restic = pytest.mark.skipif(restic_binary is None, reason="restic is not installed")
+
+
+@dataclass(frozen=True)
+class Restic:
+    """restic run on a throwaway repository."""
+
+    env: dict[str, str]
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(
+            [restic_binary or "restic", "--no-cache", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"restic {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def version(self) -> tuple[int, int]:
+        found = re.search(r"restic (\d+)\.(\d+)", self.run("version"))
+        assert found, "restic version: no version number"
+        return int(found.group(1)), int(found.group(2))
+
+
+def _cheapen_key(repository: Path, password: str) -> None:
+    """Re-wrap the repository's master key under scrypt N=1024, r=1, p=1.
+
+    restic derives its key at every run with parameters calibrated to ~0.5s of CPU;
+    the fixture runs restic about 50 times. The key file is JSON: scrypt parameters,
+    a salt, and the master key as nonce || AES-256-CTR ciphertext || Poly1305-AES MAC,
+    under the 64 derived bytes (encryption key, MAC k, MAC r). The MAC check below
+    fails loudly if restic ever stores keys differently.
+    """
+    (path,) = (repository / "keys").iterdir()
+    key = json.loads(path.read_bytes())
+    sealed = base64.b64decode(key["data"])
+    nonce, ciphertext, mac = sealed[:16], sealed[16:-16], sealed[-16:]
+    derived = _scrypt(key, password)
+    assert _poly1305_aes(derived, nonce, ciphertext) == mac, "restic's key format changed"
+    master = _aes_ctr(derived[:32], nonce, ciphertext)
+    key.update(N=1024, r=1, p=1, salt=base64.b64encode(os.urandom(64)).decode())
+    derived, nonce = _scrypt(key, password), os.urandom(16)
+    ciphertext = _aes_ctr(derived[:32], nonce, master)
+    sealed = nonce + ciphertext + _poly1305_aes(derived, nonce, ciphertext)
+    content = json.dumps({**key, "data": base64.b64encode(sealed).decode()}).encode()
+    (repository / "keys" / hashlib.sha256(content).hexdigest()).write_bytes(content)
+    path.unlink()
+
+
+def _scrypt(key: dict[str, Any], password: str) -> bytes:
+    salt = base64.b64decode(key["salt"])
+    n, r, p = key["N"], key["r"], key["p"]
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=2**30, dklen=64)
+
+
+def _aes_ctr(key: bytes, nonce: bytes, data: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def _poly1305_aes(derived: bytes, nonce: bytes, message: bytes) -> bytes:
+    mac_k, mac_r = derived[32:48], derived[48:64]
+    # Poly1305-AES: the one-time key is r || AES_k(nonce), one block (hence ECB).
+    block = Cipher(algorithms.AES(mac_k), modes.ECB()).encryptor()  # noqa: S305
+    return Poly1305.generate_tag(mac_r + block.update(nonce) + block.finalize(), message)
+
+
+@pytest.fixture(scope="module")
+def restic_keeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, set[str]]]:
+    """restic's answer for each of RESTIC_POLICIES (by describe()), from one repository
+    holding a snapshot per CALENDAR moment, tagged with its index.
+
+    The runs go four at a time (backups share the repository lock; the dry runs take
+    none) and happen once for all policies.
+    """
+    root = tmp_path_factory.mktemp("restic")
+    data = root / "data"
+    data.write_text("tiny\n")
+    restic = Restic(
+        {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(root),
+            "TZ": "UTC",  # --time is read in local time; buckets are UTC on both sides
+            "RESTIC_REPOSITORY": str(root / "repo"),
+            "RESTIC_PASSWORD": "throwaway",
+        }
+    )
+    restic.run("init")
+    _cheapen_key(root / "repo", restic.env["RESTIC_PASSWORD"])
+    version = restic.version()
+
+    def snapshot(index: int) -> None:
+        moment = CALENDAR[index].strftime("%Y-%m-%d %H:%M:%S")
+        restic.run("backup", "--time", moment, "--host", "h", "--tag", f"i{index:02d}", str(data))
+
+    def forget(policy: RetentionPolicy) -> dict[int, set[str]]:
+        return _forget_dry_run(restic, policy, version)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(snapshot, range(len(CALENDAR))))
+        answers = list(pool.map(forget, RESTIC_POLICIES))
+    return {
+        policy.describe(): answer for policy, answer in zip(RESTIC_POLICIES, answers, strict=True)
+    }
+
+
+def restic_flags(policy: RetentionPolicy) -> list[str]:
+    flags = []
+    for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        if policy.count(rule):
+            flags += [f"--keep-{rule}", str(policy.count(rule))]
+    if policy.keep_within is not None:
+        flags += ["--keep-within", format_duration(policy.keep_within)]
+    return flags
+
+
+def rules_of(reasons: list[str] | tuple[str, ...]) -> set[str]:
+    """The rule names in reasons: "daily snapshot", "oldest daily 2021-01-10" -> "daily"."""
+    return {reason.removeprefix("oldest ").split(" ")[0] for reason in reasons}
+
+
+def _forget_dry_run(
+    restic: Restic, policy: RetentionPolicy, version: tuple[int, int]
+) -> dict[int, set[str]]:
+    """restic's kept CALENDAR indices with the rules that kept each (restic >= 0.16 meaning)."""
+    # --no-lock: a dry run changes nothing, and the policies run side by side.
+    args = ["forget", "--dry-run", "--no-lock", "--json", "--group-by", ""]
+    output = restic.run(*args, *restic_flags(policy))
+    (group,) = json.loads(output)
+    kept = {int(r["snapshot"]["tags"][0][1:]): rules_of(r["matches"]) for r in group["reasons"]}
+    if version < (0, 16):
+        _add_oldest_rule(kept, group["reasons"][-1]["counters"])
+    return kept
+
+
+def _add_oldest_rule(kept: dict[int, set[str]], counters: dict[str, int]) -> None:
+    """What restic 0.16 adds to an older restic's answer: the oldest backup (index 0) is
+    kept by every count rule that still has count left when the walk reaches it.
+
+    `counters` are those after the oldest kept backup, so they are the counts left at
+    the oldest backup, except for rules that kept the oldest backup itself (those are
+    already in its reasons).
+    """
+    extra = {rule for rule, left in counters.items() if left > 0}
+    if extra:
+        kept[0] = kept.get(0, set()) | extra
+
+
+@needs_restic
+@pytest.mark.parametrize("policy", RESTIC_POLICIES, ids=lambda p: p.describe())
+def test_keeps_what_restic_forget_keeps(
+    restic_keeps: dict[str, dict[int, set[str]]], policy: RetentionPolicy
+) -> None:
+    """On a messy calendar, decide() keeps the same backups as restic, for the same rules."""
+    decisions = decide(range(len(CALENDAR)), CALENDAR.__getitem__, policy)
+    ours = {d.item: rules_of(d.reasons) for d in decisions if d.keep}
+    assert ours == restic_keeps[policy.describe()]
+
+
+def test_calendar_hits_the_edges() -> None:
+    """The restic calendar really holds ISO week 53, a week spanning years and a leap day."""
+    weeks = {moment.isocalendar()[:2] for moment in CALENDAR}
+    assert (2020, 53) in weeks
+    assert CALENDAR[1].year == 2019
+    assert CALENDAR[1].isocalendar()[:2] == (2020, 1)
+    assert at("2020-02-29 12:00") in CALENDAR
+    assert len(set(CALENDAR)) == len(CALENDAR) == len(sorted(CALENDAR))
 
 
 # -- the engine by hand: what restic cannot check ----------------------------------
