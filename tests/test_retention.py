@@ -1,4 +1,4 @@
-"""Retention: the engine against restic `forget` itself, and its edge cases."""
+"""Retention: the engine against restic `forget` itself, its edge cases, and its config."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from archiver.config import load_settings, policy_for
+from archiver.errors import ConfigError
 from archiver.retention import RetentionPolicy, decide, format_duration
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+UID = "5999b763474b0eafa5fafb64bff0ba80"
+OTHER = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
+STACKS = f'[[stacks]]\nuid = "{UID}"\n\n[[stacks]]\nuid = "{OTHER}"\n'
 
 
 def at(text: str) -> datetime:
@@ -378,3 +385,123 @@ def test_policy_describe_and_checks() -> None:
         RetentionPolicy(keep_daily=-1)
     with pytest.raises(ValueError, match="keep_within"):
         RetentionPolicy(keep_within=timedelta(0))
+
+
+# -- config ---------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def policies(tmp_path: Path, text: str) -> tuple[RetentionPolicy | None, RetentionPolicy | None]:
+    """The policies of UID and OTHER under a config of STACKS plus `text`."""
+    settings = load_settings(write_config(tmp_path, text))
+    return policy_for(settings, UID), policy_for(settings, OTHER)
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    """Load `text`, expect a ConfigError naming the file, return its message."""
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(path) in str(caught.value)
+    return str(caught.value)
+
+
+def test_no_retention_keeps_everything(tmp_path: Path) -> None:
+    """Without [retention] or overrides no stack has a policy: everything is kept."""
+    settings = load_settings(write_config(tmp_path, STACKS))
+    assert settings.retention is None
+    assert policy_for(settings, UID) is None
+
+
+def test_global_retention_applies_to_every_stack(tmp_path: Path) -> None:
+    """[retention] is every stack's policy, discovered ones too; after_pass is read."""
+    text = STACKS + '[retention]\nkeep_last = 7\nkeep_within = "2d"\nafter_pass = true\n'
+    settings = load_settings(write_config(tmp_path, text))
+    expected = RetentionPolicy(keep_last=7, keep_within=timedelta(days=2))
+    assert policy_for(settings, UID) == policy_for(settings, "discovered") == expected
+    assert settings.retention is not None
+    assert settings.retention.after_pass
+
+
+def test_stack_override_merges_key_by_key(tmp_path: Path) -> None:
+    """A stack's retention replaces only the keys it sets; other stacks keep [retention]."""
+    text = (
+        f'[[stacks]]\nuid = "{UID}"\nretention = {{ keep_daily = 30, keep_within = "0s" }}\n'
+        f'[[stacks]]\nuid = "{OTHER}"\n'
+        '[retention]\nkeep_last = 7\nkeep_daily = 14\nkeep_within = "2d"\n'
+    )
+    ours, other = policies(tmp_path, text)
+    assert ours == RetentionPolicy(keep_last=7, keep_daily=30)
+    assert other == RetentionPolicy(keep_last=7, keep_daily=14, keep_within=timedelta(days=2))
+
+
+def test_stack_override_without_global(tmp_path: Path) -> None:
+    """An override alone is its stack's whole policy (none if empty); other stacks keep all."""
+    text = f'[[stacks]]\nuid = "{UID}"\nretention = {{ keep_daily = 30 }}\n'
+    text += f'[[stacks]]\nuid = "{OTHER}"\n'
+    assert policies(tmp_path, text) == (RetentionPolicy(keep_daily=30), None)
+    empty = f'[[stacks]]\nuid = "{UID}"\nretention = {{ keep_daily = 0 }}\n'
+    assert "stacks[0].retention: no keep_* rule is left: that" in config_error(tmp_path, empty)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("[retention]\nkeep_daily = -1\n", "retention.keep_daily: Input should be greater"),
+        ('[retention]\nkeep_last = "7"\n', "retention.keep_last: Input should be a valid int"),
+        ("[retention]\nkeep_last = 7.0\n", "retention.keep_last: Input should be a valid int"),
+        ('[retention]\nkeep_last = 1\nafter_pass = "yes"\n', "retention.after_pass: Input"),
+        ('[retention]\nkeep_within = "2 days"\n', "retention.keep_within: '2 days' is not a dur"),
+        ('[retention]\nkeep_within = "6m"\n', "retention.keep_within: must be at least 1h"),
+        ("[retention]\nkeep_dayly = 7\n", "retention.keep_dayly: unknown key"),
+        ("[retention]\n", "retention: no keep_* rule is set: that would remove every backup"),
+        ("[retention]\nafter_pass = true\nkeep_last = 0\n", "retention: no keep_* rule is set"),
+    ],
+)
+def test_bad_retention_names_key_and_file(tmp_path: Path, snippet: str, expected: str) -> None:
+    """Negative, mistyped, unreadable, unknown or missing rules are errors naming the key."""
+    assert expected in config_error(tmp_path, STACKS + snippet)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("{ keep_daily = -3 }", "stacks[0].retention.keep_daily: Input should be greater"),
+        ("{ after_pass = true }", "stacks[0].retention.after_pass: unknown key"),
+        ("{ keep_last = 0 }", "stacks[0].retention: no keep_* rule is left once merged"),
+    ],
+)
+def test_bad_stack_override_names_key_and_file(
+    tmp_path: Path, override: str, expected: str
+) -> None:
+    """A stack override that is wrong, or that leaves no rule at all, is named by its key."""
+    text = f'[[stacks]]\nuid = "{UID}"\nretention = {override}\n[retention]\nkeep_last = 3\n'
+    assert expected in config_error(tmp_path, text)
+
+
+def test_example_retention_block_is_valid(tmp_path: Path) -> None:
+    """The example's commented-out [retention] loads, uncommented, as it describes itself."""
+    lines = EXAMPLE.read_text(encoding="utf-8").split("\n# [retention]\n", 1)[1].splitlines()
+    keys = [line.removeprefix("# ") for line in lines if not line.startswith("# #")]
+    settings = load_settings(write_config(tmp_path, STACKS + "[retention]\n" + "\n".join(keys)))
+    policy = policy_for(settings, UID)
+    assert policy is not None
+    assert policy.describe() == "last 7, daily 14, weekly 8, monthly 12, yearly 3, within 2d"
+
+
+def test_example_worked_example_holds() -> None:
+    """The example's worked example (6-hourly backups, 4/7/4/3) keeps exactly what it lists."""
+    newest = at("2026-11-29 18:00")
+    series = [newest - timedelta(hours=6 * n) for n in range(4 * 120)]
+    policy = RetentionPolicy(keep_last=4, keep_daily=7, keep_weekly=4, keep_monthly=3)
+    expected = [newest - timedelta(hours=6 * n) for n in range(4)]
+    expected += [at(f"2026-11-{day} 18:00") for day in range(23, 29)]
+    expected += [at(f"2026-11-{day} 18:00") for day in ("22", "15", "08")]
+    expected += [at("2026-10-31 18:00"), at("2026-09-30 18:00")]
+    assert sorted(kept(series, policy)) == sorted(expected)
+    assert "keep_monthly = 3 keep 15:" in EXAMPLE.read_text(encoding="utf-8")
