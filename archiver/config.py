@@ -6,6 +6,7 @@ The token is kept out of `Settings` so that no repr or dump can print it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from archiver.errors import ConfigError
+from archiver.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
 CONFIG_ENV = "C66_ARCHIVER_CONFIG"
@@ -126,12 +128,69 @@ class ApiSettings(_Section):
         return self
 
 
+def _check_keep_within(within: timedelta) -> timedelta:
+    # restic counts keep-within in hours at the finest; a shorter one is almost surely
+    # "6m" meant as six months (here: minutes), which would remove nearly everything.
+    if timedelta(0) < within < timedelta(hours=1):
+        raise ValueError(
+            "must be at least 1h, or 0 to turn it off "
+            "('m' means minutes: write months as days, e.g. \"180d\")"
+        )
+    return within
+
+
+KeepWithin = Annotated[Duration, AfterValidator(_check_keep_within)]
+_KEEP_RULES = {field.name for field in dataclasses.fields(RetentionPolicy)}
+
+
+class RetentionOverride(_Section):
+    """`[[stacks]] retention = {...}`: keep_* rules replacing the global ones key by key."""
+
+    keep_last: NonNegativeInt = 0
+    keep_hourly: NonNegativeInt = 0
+    keep_daily: NonNegativeInt = 0
+    keep_weekly: NonNegativeInt = 0
+    keep_monthly: NonNegativeInt = 0
+    keep_yearly: NonNegativeInt = 0
+    keep_within: KeepWithin = timedelta(0)
+
+    def policy(self) -> RetentionPolicy:
+        """These rules as a policy for the engine (keep_within 0 means off)."""
+        rules = self.model_dump(include=_KEEP_RULES)
+        rules["keep_within"] = self.keep_within or None
+        return RetentionPolicy(**rules)
+
+    def merged_over(self, base: RetentionOverride | None) -> RetentionOverride:
+        """`base` with the keys this override sets replaced, key by key."""
+        if base is None:
+            return self
+        return base.model_copy(update={key: getattr(self, key) for key in self.model_fields_set})
+
+
+class RetentionSettings(RetentionOverride):
+    """`[retention]`: what prune keeps of each series; absent means keep everything."""
+
+    # Prune after a pass without failures (daemon and --sync-now).
+    after_pass: Bool = False
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> RetentionSettings:
+        if self.policy().is_empty():
+            raise ValueError(
+                "no keep_* rule is set: that would remove every backup, so it is refused "
+                "(remove [retention] to keep everything)"
+            )
+        return self
+
+
 class StackSettings(_Section):
     """`[[stacks]]`: one stack to archive."""
 
     uid: StackUid
     db_types: tuple[DbType, ...] | None = None
     group: Int | str | None = None
+    # keep_* rules for this stack's series, key by key over [retention].
+    retention: RetentionOverride | None = None
 
 
 class DiscoverSettings(_Section):
@@ -325,6 +384,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     http: HttpSettings | None = None
     notify: NotifySettings = NotifySettings()
+    retention: RetentionSettings | None = None
     # Where this configuration came from, for error messages.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -337,6 +397,27 @@ class Settings(_Section):
         if duplicates:
             raise ValueError(f"stack listed twice in [[stacks]]: {', '.join(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _no_empty_stack_policy(self) -> Settings:
+        for index, stack in enumerate(self.stacks):
+            if stack.retention is None:
+                continue
+            if stack.retention.merged_over(self.retention).policy().is_empty():
+                merged = " once merged over [retention]" if self.retention else ""
+                raise ValueError(
+                    f"stacks[{index}].retention: no keep_* rule is left{merged}: that would "
+                    "remove every backup of the stack, so it is refused"
+                )
+        return self
+
+
+def policy_for(settings: Settings, stack_uid: str) -> RetentionPolicy | None:
+    """The retention policy of a stack's series; None means keep everything."""
+    override = next((s.retention for s in settings.stacks if s.uid == stack_uid), None)
+    if override is not None:
+        return override.merged_over(settings.retention).policy()
+    return settings.retention.policy() if settings.retention else None
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:

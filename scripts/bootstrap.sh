@@ -27,7 +27,8 @@ apt_install() {
 bootstrap_test_services() {
     # curl: the benchmark's baseline and a test or two. openssh-server: the SFTP tests' sshd.
     # systemd: systemd-analyze verifies the units. buildah, podman, debootstrap: the image test.
-    apt_install curl openssh-server systemd buildah podman debootstrap
+    # restic: the retention tests check our `forget` rules against restic's own.
+    apt_install curl openssh-server systemd buildah podman debootstrap restic
     bootstrap_image_base
 }
 
