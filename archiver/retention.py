@@ -4,9 +4,8 @@ Pure: no clock, no storage, no I/O. The caller groups backups into series
 (stack, db_type, database), calls `decide` once per series, and removes what
 it is told to remove.
 
-The rules follow restic's `ApplyPolicy` (internal/data/snapshot_policy.go,
-restic 0.16 and later), checked against the restic binary by
-tests/test_retention.py:
+The rules follow restic's `ApplyPolicy` (internal/restic/snapshot_policy.go),
+checked against the restic binary (Debian's, 0.14) by tests/test_retention.py:
 
 - Backups are walked newest first. Equal moments keep their input order (the
   earlier item counts as newer), so a caller that wants a tie-break, e.g. the
@@ -16,9 +15,10 @@ tests/test_retention.py:
   keep a backup whose bucket differs, until their count is used up: the newest
   backup of each of their last n buckets that hold a backup. `keep_last`
   puts every backup in a bucket of its own. Buckets are taken in UTC.
-- When a rule still has count left at the oldest backup, that backup is kept
-  too, even if its bucket was already kept ("oldest daily ..."): a young series
-  keeps as much history as the policy allows. (restic 0.16 added this.)
+- Nothing else is kept. restic 0.16 added one more rule (a count not used up
+  also keeps the series' oldest backup); it is left out on purpose: the
+  contract defines the rules as above, and a count that is not used up keeps
+  exactly the buckets there are.
 - `keep_within` keeps every backup strictly newer than the series' newest
   backup minus the duration. Unlike restic, the newest is not checked against
   the clock (restic ignores snapshots dated in the future for this anchor).
@@ -30,7 +30,7 @@ tests/test_retention.py:
 
 Reasons are short strings, calendar rules from hourly to yearly first, then
 `last`, then `within`: "daily 2026-11-29", "weekly 2026-W48", "last 1" (1 is
-the newest), "oldest yearly 2025", "within 2d", "undated".
+the newest), "within 2d", "undated".
 """
 
 from __future__ import annotations
@@ -217,9 +217,6 @@ def _apply_count_rule(
             reasons[index].append(f"{rule} {bucket}")
             previous = bucket
             count -= 1
-        elif index == len(moments) - 1:
-            # Count left over at the oldest backup: keep it as well (restic >= 0.16).
-            reasons[index].append(f"oldest {rule} {bucket}")
 
 
 def _apply_within(within: timedelta, moments: list[datetime], reasons: list[list[str]]) -> None:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -124,10 +123,6 @@ class Restic:
         assert done.returncode == 0, f"restic {' '.join(args)}: {done.stderr}"
         return done.stdout
 
-    def version(self) -> tuple[int, int]:
-        found = re.search(r"restic (\d+)\.(\d+)", self.run("version"))
-        assert found, "restic version: no version number"
-        return int(found.group(1)), int(found.group(2))
 
 
 def _cheapen_key(repository: Path, password: str) -> None:
@@ -195,14 +190,13 @@ def restic_keeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int
     )
     restic.run("init")
     _cheapen_key(root / "repo", restic.env["RESTIC_PASSWORD"])
-    version = restic.version()
 
     def snapshot(index: int) -> None:
         moment = CALENDAR[index].strftime("%Y-%m-%d %H:%M:%S")
         restic.run("backup", "--time", moment, "--host", "h", "--tag", f"i{index:02d}", str(data))
 
     def forget(policy: RetentionPolicy) -> dict[int, set[str]]:
-        return _forget_dry_run(restic, policy, version)
+        return _forget_dry_run(restic, policy)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(snapshot, range(len(CALENDAR))))
@@ -223,35 +217,24 @@ def restic_flags(policy: RetentionPolicy) -> list[str]:
 
 
 def rules_of(reasons: list[str] | tuple[str, ...]) -> set[str]:
-    """The rule names in reasons: "daily snapshot", "oldest daily 2021-01-10" -> "daily"."""
-    return {reason.removeprefix("oldest ").split(" ")[0] for reason in reasons}
+    """The rule names in reasons: "daily snapshot", "daily 2021-01-10" -> "daily"."""
+    return {reason.split(" ")[0] for reason in reasons}
 
 
-def _forget_dry_run(
-    restic: Restic, policy: RetentionPolicy, version: tuple[int, int]
-) -> dict[int, set[str]]:
-    """restic's kept CALENDAR indices with the rules that kept each (restic >= 0.16 meaning)."""
+def _forget_dry_run(restic: Restic, policy: RetentionPolicy) -> dict[int, set[str]]:
+    """restic's kept CALENDAR indices with the rules that kept each (restic 0.14's meaning)."""
     # --no-lock: a dry run changes nothing, and the policies run side by side.
     args = ["forget", "--dry-run", "--no-lock", "--json", "--group-by", ""]
     output = restic.run(*args, *restic_flags(policy))
     (group,) = json.loads(output)
-    kept = {int(r["snapshot"]["tags"][0][1:]): rules_of(r["matches"]) for r in group["reasons"]}
-    if version < (0, 16):
-        _add_oldest_rule(kept, group["reasons"][-1]["counters"])
+    kept: dict[int, set[str]] = {}
+    for reason in group["reasons"]:
+        # restic >= 0.16 also keeps the oldest snapshot while a count is left ("oldest
+        # daily snapshot"); the contract's rules do not: drop those matches there.
+        matches = [m for m in reason["matches"] if not m.startswith("oldest ")]
+        if matches:
+            kept[int(reason["snapshot"]["tags"][0][1:])] = rules_of(matches)
     return kept
-
-
-def _add_oldest_rule(kept: dict[int, set[str]], counters: dict[str, int]) -> None:
-    """What restic 0.16 adds to an older restic's answer: the oldest backup (index 0) is
-    kept by every count rule that still has count left when the walk reaches it.
-
-    `counters` are those after the oldest kept backup, so they are the counts left at
-    the oldest backup, except for rules that kept the oldest backup itself (those are
-    already in its reasons).
-    """
-    extra = {rule for rule, left in counters.items() if left > 0}
-    if extra:
-        kept[0] = kept.get(0, set()) | extra
 
 
 @needs_restic
@@ -313,15 +296,13 @@ def test_last_counts_from_the_newest_and_removes_the_rest() -> None:
     assert [d.reasons for d in decisions] == [("last 1",), ("last 2",), ("last 3",), (), ()]
 
 
-def test_oldest_backup_kept_while_a_count_is_left() -> None:
-    """A young series keeps its oldest backup while a rule has count left (restic >= 0.16)."""
+def test_a_count_not_used_up_keeps_only_the_buckets_there_are() -> None:
+    """keep_yearly 3 with two years keeps the newest of each year, not the series' oldest too."""
     series = [at("2025-03-01 10:00"), at("2025-07-01 10:00"), at("2026-01-05 10:00")]
     assert kept(series, RetentionPolicy(keep_yearly=3)) == {
         at("2026-01-05 10:00"): ("yearly 2026",),
         at("2025-07-01 10:00"): ("yearly 2025",),
-        at("2025-03-01 10:00"): ("oldest yearly 2025",),
     }
-    assert at("2025-03-01 10:00") not in kept(series, RetentionPolicy(keep_yearly=2))
 
 
 def test_equal_moments_keep_input_order() -> None:
