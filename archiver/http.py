@@ -22,7 +22,7 @@ from aiohttp import web
 
 from archiver.config import HttpSettings, Settings
 from archiver.errors import ConfigError, StorageError
-from archiver.health import evaluate
+from archiver.health import evaluate, max_age_for
 from archiver.log import redact
 from archiver.metrics import CONTENT_TYPE
 from archiver.runtime import Runtime
@@ -72,6 +72,7 @@ class HttpServer:
         self._runtime = runtime
         self._probe = StorageProbe(runtime)
         self._started_at = datetime.now(UTC)
+        runtime.metrics.set_max_age(max_age_for(settings).total_seconds())
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         self.port = 0
 
