@@ -27,7 +27,9 @@ apt_install() {
 bootstrap_test_services() {
     # curl: the benchmark's baseline and a test or two. openssh-server: the SFTP tests' sshd.
     # systemd: systemd-analyze verifies the units. buildah, podman, debootstrap: the image test.
-    apt_install curl openssh-server systemd buildah podman debootstrap
+    # prometheus: promtool and a real Prometheus for the monitoring tests. chromium: the
+    # status page loaded in a headless browser.
+    apt_install curl openssh-server systemd buildah podman debootstrap prometheus chromium
     bootstrap_image_base
 }
 
