@@ -168,6 +168,7 @@ class Scenario:
 
     days: dict[str, Counter[date]]
     archived: int
+    today: date  # the day the backups were dated from (not the page's: midnight may pass)
 
 
 def _add_daily(sim: Simulator, uid: str, now: datetime, ages: list[int], **options: Any) -> None:
@@ -196,7 +197,7 @@ async def _four_stacks(sim: Simulator, server: SimulatorServer, workspace: Works
     for record in records:
         taken = datetime.fromisoformat(record.backup_date or record.archived_at)
         days.setdefault(record.stack_uid, Counter())[taken.astimezone(UTC).date()] += 1
-    return Scenario(days, len(records))
+    return Scenario(days, len(records), now.date())
 
 
 def _daemon_config(
@@ -240,8 +241,9 @@ async def test_chromium_renders_every_stack_with_freshness_history_and_failures(
     }
     for uid, card in cards.items():
         _assert_history(card, scenario.days.get(uid, Counter()))
-    assert _day(cards[GREEN], 6).attrs["class"] == "day-none"  # the missing day stands out
-    assert _day(cards[STALE], 1).attrs["class"] == "day-none"  # and so do days after it failed
+    # The missing day stands out, and so does the day after STALE's last backup.
+    assert _day(cards[GREEN], scenario.today - timedelta(days=6)).attrs["class"] == "day-none"
+    assert _day(cards[STALE], scenario.today - timedelta(days=2)).attrs["class"] == "day-none"
     assert (
         cards[GREEN]
         .one("dd", **{"class": "archived"})
@@ -273,10 +275,9 @@ async def test_chromium_renders_every_stack_with_freshness_history_and_failures(
         shutil.copyfile(phone, SCREENSHOT)
 
 
-def _day(card: Node, age: int) -> Node:
-    """The element for the day `age` days before the page's last day."""
-    days = [node for node in card.all() if "data-day" in node.attrs]
-    return days[-1 - age]
+def _day(card: Node, day: date) -> Node:
+    """The element for `day` in the card's 30-day history."""
+    return card.one(data_day=day.isoformat())
 
 
 def _assert_history(card: Node, expected: Counter[date]) -> None:
