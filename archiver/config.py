@@ -353,12 +353,14 @@ HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 
 
 class HttpSettings(_Section):
-    """`[http]`: opt-in /metrics, /livez and /readyz on the daemon's own loop."""
+    """`[http]`: opt-in /metrics, /livez, /readyz and a status page on the daemon's own loop."""
 
     listen: Annotated[str, AfterValidator(_check_listen)] = "127.0.0.1:9466"
     # /readyz and `health` fail when the last good pass is older. Default: 2x the
     # schedule's interval plus its jitter.
     max_age: Duration | None = None
+    # The HTML status page at `/`; /metrics, /livez and /readyz are always served.
+    page: Bool = True
 
 
 class NotifySettings(_Section):

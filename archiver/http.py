@@ -1,8 +1,9 @@
-"""`[http]`: /metrics, /livez and /readyz, served by aiohttp on the daemon's own loop.
+"""`[http]`: /metrics, /livez, /readyz and the status page at /, served on the daemon's loop.
 
 Served on the same loop as the passes, so /livez answering proves the loop is
 not stuck. /readyz applies `archiver.health`'s rule and probes the storage
 with a write (cached, so a scrape every few seconds costs one probe a minute).
+The page (`archiver.page`, off with `page = false`) shows the same health.
 
     async with HttpServer(settings, runtime) as server:
         print(server.port)   # the real port, also for `listen = "127.0.0.1:0"`
@@ -22,10 +23,13 @@ from aiohttp import web
 
 from archiver.config import HttpSettings, Settings
 from archiver.errors import ConfigError, StorageError
-from archiver.health import evaluate
+from archiver.health import HealthReport, evaluate, max_age_for
 from archiver.log import redact
 from archiver.metrics import CONTENT_TYPE
+from archiver.page import HEADERS as PAGE_HEADERS
+from archiver.page import render_page
 from archiver.runtime import Runtime
+from archiver.status import status_document
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +76,7 @@ class HttpServer:
         self._runtime = runtime
         self._probe = StorageProbe(runtime)
         self._started_at = datetime.now(UTC)
+        runtime.metrics.set_max_age(max_age_for(settings).total_seconds())
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         self.port = 0
 
@@ -80,6 +85,8 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
+        if self._http.page:
+            app.router.add_get("/", self._page)
         return app
 
     async def __aenter__(self) -> HttpServer:
@@ -118,15 +125,25 @@ class HttpServer:
     async def _livez(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        report = evaluate(
+    async def _health(self, now: datetime) -> HealthReport:
+        return evaluate(
             self._settings,
             self._runtime.state,
-            datetime.now(UTC),
+            now,
             running_since=self._started_at,
             storage_problem=await self._probe.problem(),
         )
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        report = await self._health(datetime.now(UTC))
         return web.json_response(report.as_dict(), status=200 if report.ok else 503)
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        now = datetime.now(UTC)
+        configured = [stack.uid for stack in self._settings.stacks]
+        document = status_document(self._runtime.state, configured=configured, now=now)
+        body = render_page(document, await self._health(now), now=now)
+        return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,14 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,6 +43,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_start_time_seconds lets an alert give a new daemon the same start-up
+        # grace as /readyz; the rest (CPU, RSS, fds) is what any exporter offers.
+        ProcessCollector(registry=self.registry)
         self._passes = self._counter("passes", "Passes run, by result (ok or failed).", ["result"])
         self._archived = self._counter("backups_archived", "Backups archived.")
         self._failed = self._counter("backups_failed", "Backups (or stacks) that failed a pass.")
@@ -62,6 +72,11 @@ class Metrics:
         self._throttles = self._counter(
             "api_throttles", "Cloud 66 API answers that throttled us, by route.", ["route"]
         )
+        self._max_age = Gauge(
+            f"{PREFIX}_max_age_seconds",
+            "The [http] max_age in force: older last successes are stale.",
+            registry=self.registry,
+        )
 
     def _counter(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
         return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
@@ -69,6 +84,10 @@ class Metrics:
     def bind(self, state: StateStore, budget: RequestBudget) -> None:
         """Read the state and the request budget at every scrape."""
         self.registry.register(_LiveCollector(state, budget))
+
+    def set_max_age(self, seconds: float) -> None:
+        """Publish max_age, so alert rules and dashboards judge freshness as /readyz does."""
+        self._max_age.set(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -123,6 +142,11 @@ class _LiveCollector(Collector):
             "API requests that may still be sent in the trailing hour.",
             self._budget.remaining,
         )
+        yield _gauge(
+            "request_budget_per_hour",
+            "The configured API request budget per trailing hour.",
+            self._budget.requests_per_hour,
+        )
         try:
             yield from self._from_state()
         except sqlite3.ProgrammingError:  # the state closed during shutdown: nothing to say
@@ -130,6 +154,13 @@ class _LiveCollector(Collector):
 
     def _from_state(self) -> Iterator[Metric]:
         state = self._state
+        run = state.last_run()
+        if run is not None:  # from the state, so a restart does not forget a failed pass
+            yield _gauge(
+                "last_pass_failures",
+                "Backups (or stacks) that failed in the last pass; 0 when it succeeded.",
+                len(run.failed),
+            )
         last = state.last_success_at()
         if last is not None:
             yield _gauge(
