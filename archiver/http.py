@@ -23,12 +23,13 @@ from aiohttp import web
 
 from archiver.config import HttpSettings, Settings
 from archiver.errors import ConfigError, StorageError
-from archiver.health import HealthReport, evaluate, max_age_for
+from archiver.health import HealthReport, evaluate
 from archiver.log import redact
 from archiver.metrics import CONTENT_TYPE
 from archiver.page import HEADERS as PAGE_HEADERS
 from archiver.page import render_page
 from archiver.runtime import Runtime
+from archiver.schedule import max_age_for
 from archiver.status import status_document
 
 log = structlog.get_logger(__name__)

@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from archiver.health import HealthReport, human_duration
+from archiver.health import HealthReport
 from archiver.log import redact
-from archiver.status import _human as human_size  # the CLI's sizes, so both read alike
+from archiver.units import human_bytes as human_size
+from archiver.units import human_duration
 
 HISTORY_DAYS = 30
 REFRESH_SECONDS = 60

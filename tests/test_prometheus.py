@@ -14,6 +14,12 @@ import yaml
 
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import Workspace
+from tests.daemon_process import (
+    free_port,
+    http_get,
+    running_daemon,
+    wait_for_metric,
+)
 from tests.prometheus_tools import (
     JOB,
     PROMETHEUS,
@@ -25,7 +31,6 @@ from tests.prometheus_tools import (
     plain_promql,
     promtool,
 )
-from tests.test_service import _daemon, _free_port, _get, _wait_for_metric
 
 STACKS = ("stack-a", "stack-b")
 MAX_AGE = 12.0  # seconds: short, so the staleness alerts fire while the test watches
@@ -56,7 +61,7 @@ async def _prometheus(tmp_path: Path, target_port: int) -> AsyncIterator[str]:
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         PROMETHEUS,
         f"--config.file={config}",
@@ -81,7 +86,7 @@ async def _prometheus(tmp_path: Path, target_port: int) -> AsyncIterator[str]:
 
 async def _ready(base: str) -> bool:
     try:
-        return (await _get(f"{base}/-/ready"))[0] == 200
+        return (await http_get(f"{base}/-/ready"))[0] == 200
     except aiohttp.ClientConnectionError:
         return False
 
@@ -123,7 +128,7 @@ async def test_prometheus_scrapes_the_daemon_evaluates_the_rules_and_runs_the_da
         sim.add_backup(uid, size=2000)
     sim.faults.throttle = 1  # one throttled answer, retried after 0.2 s: the pass succeeds
     sim.faults.throttle_retry_after = 0.2
-    port = _free_port()
+    port = free_port()
     config = workspace.write_config(
         server.base_url,
         [{"uid": uid} for uid in STACKS],
@@ -131,8 +136,8 @@ async def test_prometheus_scrapes_the_daemon_evaluates_the_rules_and_runs_the_da
         schedule={"interval": "1h"},
         transfer={"grace_period": "1s"},
     )
-    async with _daemon(config, port) as daemon, _prometheus(tmp_path, port) as prometheus:
-        metrics = await _wait_for_metric(daemon, "c66_archiver_passes_total", {"result": "ok"}, 1)
+    async with running_daemon(config, port) as daemon, _prometheus(tmp_path, port) as prometheus:
+        metrics = await wait_for_metric(daemon, "c66_archiver_passes_total", {"result": "ok"}, 1)
         checked = promtool("check", "metrics", stdin=metrics)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         last_success = await _series_arrive(prometheus)

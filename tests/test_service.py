@@ -5,67 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
-import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from archiver.simulator import Simulator, SimulatorServer
-from tests.conftest import TOKEN, Workspace, run_cli, start_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """(sample name, sorted labels) -> value, from the Prometheus text format."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-async def _get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return response.status, await response.text()
-
-
-async def _wait_for_metric(base: str, name: str, labels: dict[str, str], at_least: float) -> str:
-    """Poll /metrics until the sample reaches `at_least`; return the page."""
-    key = (name, tuple(sorted(labels.items())))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            status, text = await _get(f"{base}/metrics")
-        except aiohttp.ClientConnectionError:
-            status, text = 0, ""
-        if status == 200 and _samples(text).get(key, 0) >= at_least:
-            return text
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name}{labels} never reached {at_least}")
-
-
-@asynccontextmanager
-async def _daemon(config: Path, port: int) -> AsyncIterator[str]:
-    """A daemon process serving [http] on `port`; yields its base URL; SIGTERM -> exit 0."""
-    process = await start_cli("--config", str(config))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
-    assert code == 0
+from tests.conftest import TOKEN, Workspace, run_cli
+from tests.daemon_process import (
+    free_port,
+    http_get,
+    metric_samples,
+    running_daemon,
+    wait_for_metric,
+)
 
 
 def _config(
@@ -89,11 +41,11 @@ async def test_metrics_after_a_pass_count_backups_bytes_passes_and_requests(
     sizes = [3000, 600_000]  # the second is a multi-part backup
     for size in sizes:
         sim.add_backup("stack-a", size=size)
-    port = _free_port()
+    port = free_port()
     config, _ = _config(workspace, server, port)
-    async with _daemon(config, port) as base:
-        text = await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
-        samples = _samples(text)
+    async with running_daemon(config, port) as base:
+        text = await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        samples = metric_samples(text)
     assert samples[("c66_archiver_backups_archived_total", ())] == 2
     assert samples[("c66_archiver_bytes_archived_total", ())] == sum(sizes)
     assert samples[("c66_archiver_transfer_duration_seconds_count", ())] == 2
@@ -124,12 +76,12 @@ async def test_livez_and_readyz_answer_after_a_good_pass(
     """/livez says ok and /readyz is 200 with ready=true once a pass succeeded."""
     sim.add_stack("stack-a")
     sim.add_backup("stack-a", size=100)
-    port = _free_port()
+    port = free_port()
     config, _ = _config(workspace, server, port)
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
-        assert await _get(f"{base}/livez") == (200, "ok\n")
-        status, body = await _get(f"{base}/readyz")
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        assert await http_get(f"{base}/livez") == (200, "ok\n")
+        status, body = await http_get(f"{base}/readyz")
     document = json.loads(body)
     assert status == 200, body
     assert document["ready"] is True
@@ -143,12 +95,12 @@ async def test_readyz_503_with_reasons_when_the_last_good_pass_is_too_old(
     """With max_age 1s, /readyz turns 503 naming the age; `health` exits 1 on the same rule."""
     sim.add_stack("stack-a")
     sim.add_backup("stack-a", size=100)
-    port = _free_port()
+    port = free_port()
     config, _ = _config(workspace, server, port, max_age="1s")
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
         await asyncio.sleep(2.1)
-        status, body = await _get(f"{base}/readyz")
+        status, body = await http_get(f"{base}/readyz")
         health = await run_cli("--config", str(config), "health")
     assert status == 503, body
     (reason,) = json.loads(body)["reasons"]
@@ -163,14 +115,14 @@ async def test_readyz_503_when_the_archive_is_not_writable(
     """A storage that refuses the probe write makes /readyz 503 with a storage reason."""
     sim.add_stack("stack-a")
     sim.add_backup("stack-a", size=100)
-    port = _free_port()
+    port = free_port()
     config, _ = _config(workspace, server, port)
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
         # Root ignores permission bits, so make the archive path a file instead.
         shutil.move(workspace.archive, workspace.root / "moved-away")
         workspace.archive.write_text("not a folder")
-        status, body = await _get(f"{base}/readyz")
+        status, body = await http_get(f"{base}/readyz")
     assert status == 503, body
     reasons = json.loads(body)["reasons"]
     assert [reason for reason in reasons if reason.startswith("storage is not writable")]
@@ -184,11 +136,11 @@ async def test_readyz_is_ready_during_the_first_pass_within_the_start_up_grace(
     sim.add_backup("stack-a", size=200_000)
     sim.faults.slow_downloads = 1
     sim.faults.slow_bytes_per_second = 20_000  # about 10 s
-    port = _free_port()
+    port = free_port()
     config, _ = _config(workspace, server, port)
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_transfers_in_flight", {}, 1)
-        status, body = await _get(f"{base}/readyz")
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_transfers_in_flight", {}, 1)
+        status, body = await http_get(f"{base}/readyz")
     document = json.loads(body)
     assert status == 200, body
     assert "start-up grace" in document["notes"][0]

@@ -26,7 +26,12 @@ from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import RunRecord, StateStore
 from archiver.status import status_document
 from tests.conftest import REPO_ROOT, TOKEN, Workspace, run_pass
-from tests.test_service import _daemon, _free_port, _get, _wait_for_metric
+from tests.daemon_process import (
+    free_port,
+    http_get,
+    running_daemon,
+    wait_for_metric,
+)
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(
@@ -221,10 +226,10 @@ async def test_chromium_renders_every_stack_with_freshness_history_and_failures(
 ) -> None:
     """A daemon's page, loaded in Chromium, shows each stack's facts, freshness and 30 days."""
     scenario = await _four_stacks(sim, server, workspace)
-    port = _free_port()
-    async with _daemon(_daemon_config(workspace, server, port), port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "failed"}, 1)
-        status, _ = await _get(f"{base}/")
+    port = free_port()
+    async with running_daemon(_daemon_config(workspace, server, port), port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "failed"}, 1)
+        status, _ = await http_get(f"{base}/")
         assert status == 200
         phone = tmp_path / "status-page-phone.png"
         dom_text = await _chromium(f"{base}/", tmp_path / "profile", phone, PHONE)
@@ -296,24 +301,24 @@ async def test_page_headers_forbid_scripts_and_page_false_turns_it_off(
 ) -> None:
     """`/` is HTML under a no-script CSP; with `page = false` it is 404 and /metrics stays."""
     sim.add_backup(GREEN, size=100)
-    port = _free_port()
+    port = free_port()
     config = workspace.write_config(
         server.base_url, [{"uid": GREEN}], http={"listen": f"127.0.0.1:{port}"}
     )
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
         headers, body = await _get_with_headers(f"{base}/")
     assert headers["Content-Type"].startswith("text/html")
     assert headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'sha256-")
     assert f'data-stack-uid="{GREEN}"' in body
 
-    port = _free_port()
+    port = free_port()
     config = workspace.write_config(
         server.base_url, [{"uid": GREEN}], http={"listen": f"127.0.0.1:{port}", "page": False}
     )
-    async with _daemon(config, port) as base:
-        await _wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
-        assert (await _get(f"{base}/"))[0] == 404
+    async with running_daemon(config, port) as base:
+        await wait_for_metric(base, "c66_archiver_passes_total", {"result": "ok"}, 1)
+        assert (await http_get(f"{base}/"))[0] == 404
 
 
 async def _get_with_headers(url: str) -> tuple[dict[str, str], str]:
