@@ -263,6 +263,57 @@ class StorageConformance:
         assert info.size == 64 * MiB
         assert sha256_hex(await storage.read_small("big/big.tar")) == digest.hexdigest()
 
+    async def test_read_chunks_streams_the_whole_object_in_order(self, storage: Storage) -> None:
+        """read_chunks yields the object's bytes in order, no chunk longer than asked."""
+        data = os.urandom(300_001)
+        upload = await storage.start_upload("r/db.tar")
+        await write_upload(upload, data, chunk=65_536)
+        await upload.commit(size=len(data), sha256=sha256_hex(data))
+        chunks = [chunk async for chunk in storage.read_chunks("r/db.tar", chunk_size=100_000)]
+        assert b"".join(chunks) == data
+        assert all(0 < len(chunk) <= 100_000 for chunk in chunks)
+        assert [chunk async for chunk in storage.read_chunks("r/db.tar")] == [data]
+
+    async def test_read_chunks_of_an_empty_object_yields_nothing(self, storage: Storage) -> None:
+        """An empty object streams as no chunk at all."""
+        await storage.write_small("r/empty.tar", b"")
+        assert [chunk async for chunk in storage.read_chunks("r/empty.tar")] == []
+
+    async def test_read_chunks_of_a_missing_key_raises_file_not_found(
+        self, storage: Storage
+    ) -> None:
+        """A missing object (or an unfinished upload) is FileNotFoundError, not an empty read."""
+        upload = await storage.start_upload("r/unfinished.tar")
+        await write_upload(upload, b"not yet")
+        for key in ("r/missing.tar", "r/unfinished.tar"):
+            with pytest.raises(FileNotFoundError):
+                _ = [chunk async for chunk in storage.read_chunks(key)]
+        await upload.abort()
+
+    async def test_read_chunks_holds_one_or_two_chunks_in_memory(self, storage: Storage) -> None:
+        """Reading 32 MiB in 1 MiB chunks never holds more than a few chunks at once."""
+        if self.keeps_data_in_memory:
+            pytest.skip("backend keeps objects in memory")
+        upload = await storage.start_upload("r/big.tar")
+        segment = await upload.open_segment(0, 0)
+        digest = hashlib.sha256()
+        for _ in range(32):
+            chunk = os.urandom(MiB)
+            digest.update(chunk)
+            await segment.write(chunk)
+        await segment.close()
+        await upload.commit(size=32 * MiB, sha256=digest.hexdigest())
+        read_back = hashlib.sha256()
+        tracemalloc.start()
+        try:
+            async for chunk in storage.read_chunks("r/big.tar", chunk_size=MiB):
+                read_back.update(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert read_back.hexdigest() == digest.hexdigest()
+        assert peak < 12 * MiB
+
     async def test_location_names_the_key(self, storage: Storage) -> None:
         """location() ends with the key, whatever the backend's scheme."""
         assert storage.location("s/mysql/db/2024_1/db.tar").endswith("s/mysql/db/2024_1/db.tar")

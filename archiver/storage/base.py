@@ -18,6 +18,10 @@ from typing import Protocol
 
 from archiver.errors import PermanentStorageError, StorageError
 
+# How much a streamed read hands over at a time: big enough that per-chunk overhead
+# vanishes next to hashing, small enough that memory stays flat.
+READ_CHUNK_SIZE = 4 * 1024 * 1024
+
 # Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
 PART_SUFFIX = ".part"
 
@@ -106,6 +110,14 @@ class Storage(Protocol):
 
     async def read_small(self, key: str) -> bytes:
         """Read a small object whole. Raises FileNotFoundError when it does not exist."""
+
+    def read_chunks(self, key: str, *, chunk_size: int = READ_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream a completed object from its first byte, at most `chunk_size` bytes a chunk.
+
+        Raises FileNotFoundError (when iteration starts) if there is no such object.
+        Memory stays about one chunk (two where the backend reads one ahead),
+        whatever the object's size.
+        """
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size of a completed object, or None. Unfinished uploads are not seen."""

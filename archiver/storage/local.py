@@ -28,6 +28,7 @@ from archiver.errors import (
 from archiver.private_files import create_private_file, fsync_folder, make_private_folders
 from archiver.storage.base import (
     PART_SUFFIX,
+    READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
     check_final_key,
@@ -253,6 +254,28 @@ class LocalStorage:
         """The whole file; FileNotFoundError when there is none."""
         path = self._path(key)
         return await self.run(path, path.read_bytes)
+
+    async def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """The file in chunks, the next one read while the caller works on this one."""
+        path = self._path(key)
+        descriptor = await self.run(path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+
+        def read_at(offset: int) -> asyncio.Future[bytes]:
+            return asyncio.ensure_future(self.run(path, _pread_all, descriptor, chunk_size, offset))
+
+        pending = read_at(0)
+        try:
+            offset = 0
+            while chunk := await pending:
+                offset += len(chunk)
+                pending = read_at(offset)
+                yield chunk
+        finally:
+            # The read ahead must end before its descriptor is closed.
+            await asyncio.gather(pending, return_exceptions=True)
+            os.close(descriptor)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size of a completed file, or None (parts are never final names)."""

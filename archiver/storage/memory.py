@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from archiver.errors import IntegrityError, PermanentStorageError
-from archiver.storage.base import ObjectInfo, OffsetSegment, check_key, probe_round_trip
+from archiver.storage.base import (
+    READ_CHUNK_SIZE,
+    ObjectInfo,
+    OffsetSegment,
+    check_key,
+    probe_round_trip,
+)
 
 
 class MemoryUpload:
@@ -122,6 +128,14 @@ class MemoryStorage:
             return self._objects[check_key(key)]
         except KeyError:
             raise FileNotFoundError(key) from None
+
+    async def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """The object in chunks; FileNotFoundError when missing."""
+        data = await self.read_small(key)
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size of a completed object, or None."""

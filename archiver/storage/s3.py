@@ -46,7 +46,7 @@ from archiver.errors import (
     TransientStorageError,
 )
 from archiver.retry import Backoff, RetryPolicy, retrying
-from archiver.storage.base import ObjectInfo, check_key, probe_round_trip
+from archiver.storage.base import READ_CHUNK_SIZE, ObjectInfo, check_key, probe_round_trip
 
 log = structlog.get_logger(__name__)
 
@@ -636,15 +636,36 @@ class S3Storage:
 
     async def read_small(self, key: str) -> bytes:
         """GetObject whole; FileNotFoundError when there is no such key."""
+        response = await self._get_object(key)
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """GetObject, streamed; FileNotFoundError when there is no such key."""
+        response = await self._get_object(key)
+        pending = bytearray()
+        async with response["Body"] as body:
+            try:
+                async for piece in body.iter_chunks(chunk_size):
+                    pending += piece
+                    while len(pending) >= chunk_size:  # whole chunks, as the protocol says
+                        yield bytes(pending[:chunk_size])
+                        del pending[:chunk_size]
+            except (TimeoutError, ClientError, BotoCoreError, OSError) as error:
+                raise classify_s3_error(error, f"{self.location(key)} (read)") from error
+        if pending:
+            yield bytes(pending)
+
+    async def _get_object(self, key: str) -> dict[str, Any]:
         try:
-            response = await self.call("get_object", self.location(key), Key=self._object_key(key))
+            return await self.call("get_object", self.location(key), Key=self._object_key(key))
         except PermanentStorageError as error:
             if caused_by(error, _NOT_FOUND):
                 raise FileNotFoundError(self.location(key)) from None
             raise
-        async with response["Body"] as body:
-            data: bytes = await body.read()
-        return data
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """HeadObject: the size of a completed object, or None."""

@@ -40,6 +40,7 @@ from archiver.private_files import FILE_MODE, FOLDER_MODE
 from archiver.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
     PART_SUFFIX,
+    READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
     check_final_key,
@@ -528,6 +529,33 @@ class SftpStorage:
             return data
 
         return await self.run(self.url(path), read)
+
+    async def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """The remote file in chunks (asyncssh pipelines each chunk's read requests).
+
+        A dropped connection ends the read with a StorageError: a read is cheap to
+        start again, and resuming it mid-stream would hide what went wrong.
+        """
+        path = self._remote(key)
+        location = self.url(path)
+        handle = await self.run(location, lambda client: client.open(path, "rb", encoding=None))
+        try:
+            offset = 0
+            while True:
+                try:
+                    chunk = await handle.read(chunk_size, offset)
+                except _SFTP_FAILURES as error:
+                    raise await self.classified(error, location) from error
+                if not chunk:
+                    return
+                assert isinstance(chunk, bytes)  # encoding=None: always bytes
+                offset += len(chunk)
+                yield chunk
+        finally:
+            with contextlib.suppress(*_SFTP_FAILURES):
+                await handle.close()
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size of a completed regular file, or None (parts are never final names)."""
