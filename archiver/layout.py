@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
+# Beside where a pruned backup's manifest was: what remembers it (see manifest.Tombstone).
+TOMBSTONE_NAME = "pruned.json"
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 _MAX_COMPONENT_BYTES = 120
 
@@ -39,6 +41,12 @@ def backup_folder_name(backup_date: datetime | None, backup_id: int) -> str:
             backup_date = backup_date.replace(tzinfo=UTC)
         stamp = backup_date.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     return f"{stamp}_{int(backup_id)}"
+
+
+def sibling_key(key: str, name: str) -> str:
+    """The key of `name` in the same folder as `key` (e.g. a manifest's tombstone)."""
+    folder = key.rpartition("/")[0]
+    return f"{folder}/{name}" if folder else name
 
 
 @dataclass(frozen=True)

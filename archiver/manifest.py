@@ -102,6 +102,46 @@ class Manifest:
         )
 
 
+@dataclass(frozen=True)
+class Tombstone:
+    """The content of `pruned.json`: a backup retention removed, remembered in storage.
+
+    Written before the backup's manifest and data are removed, and read when the
+    state is rebuilt, so a pruned backup is never downloaded again even though
+    Cloud 66 may still list it.
+    """
+
+    stack_uid: str
+    backup_id: int
+    db_type: str
+    database_name: str
+    backup_date: str | None
+    pruned_at: str
+    policy: str
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> bytes:
+        """Stable, readable JSON."""
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Tombstone:
+        """Parse a tombstone; raises ValueError (or KeyError/TypeError) when it is not one."""
+        document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("a tombstone is a JSON object")
+        return cls(
+            stack_uid=str(document["stack_uid"]),
+            backup_id=int(document["backup_id"]),
+            db_type=str(document.get("db_type", "")),
+            database_name=str(document.get("database_name", "")),
+            backup_date=document.get("backup_date"),
+            pruned_at=str(document["pruned_at"]),
+            policy=str(document.get("policy", "")),
+            version=int(document.get("version", MANIFEST_VERSION)),
+        )
+
+
 def utc_now_iso() -> str:
     """Now, as ISO 8601 UTC with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -18,6 +17,7 @@ import structlog
 
 from archiver import USER_AGENT
 from archiver.alerts import AlertSender, alerts_configured
+from archiver.archive import Archive, open_archive
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
@@ -25,11 +25,9 @@ from archiver.download import Downloader
 from archiver.join import BackupJoiner
 from archiver.metrics import Metrics
 from archiver.observers import PassObserver
-from archiver.rebuild import rebuild_from_storage
 from archiver.retry import RetryPolicy
 from archiver.state import StateStore
 from archiver.stopping import StopSignal
-from archiver.storage import open_storage
 from archiver.storage.base import Storage
 
 log = structlog.get_logger(__name__)
@@ -41,6 +39,7 @@ class Runtime:
     """Everything a pass needs, opened in dependency order and closed in reverse."""
 
     settings: Settings
+    archive: Archive
     state: StateStore
     storage: Storage
     client: Cloud66Client
@@ -77,19 +76,12 @@ class Runtime:
 
     async def _open(self) -> None:
         settings = self.settings
-        self.state = StateStore.open(settings.state.path)
-        self._stack.callback(self.state.close)
-        self.state.acquire_lock()
-        self._stack.callback(self.state.release_lock)
-        executor = ThreadPoolExecutor(
-            max_workers=2 + 2 * settings.transfer.max_concurrent_downloads,
-            thread_name_prefix="c66-io",
+        workers = 2 + 2 * settings.transfer.max_concurrent_downloads
+        self.archive = await self._stack.enter_async_context(
+            open_archive(settings, lock=True, workers=workers)
         )
-        self._stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-        self.storage = open_storage(settings.storage, executor=executor)
-        self._stack.push_async_callback(self.storage.aclose)
-        if self.state.created:
-            await self._rebuild_state()
+        self.state, self.storage = self.archive.state, self.archive.storage
+        executor = self.archive.executor
         self.budget = self._request_budget()
         self.client = Cloud66Client(
             settings.api,
@@ -125,12 +117,6 @@ class Runtime:
             alerts = AlertSender(self.settings.notify, stop=self.stop)
             self._stack.push_async_callback(alerts.aclose)
             self.observers.append(alerts)
-
-    async def _rebuild_state(self) -> None:
-        """A new state next to an existing archive: learn what is there, download nothing twice."""
-        recorded = await rebuild_from_storage(self.state, self.storage)
-        if recorded:
-            log.info("state rebuilt from the manifests in storage", backups=recorded)
 
     def _request_budget(self) -> RequestBudget:
         """A budget that remembers requests across restarts, so cron one-shots respect it too."""

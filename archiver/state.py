@@ -69,6 +69,33 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE api_requests (at REAL NOT NULL);
     CREATE INDEX api_requests_at ON api_requests (at);
     """,
+    # Retention and verify: what was pruned (never downloaded again), what was checked.
+    """
+    CREATE TABLE pruned (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        pruned_at TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE verified (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        verified_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        problem TEXT,
+        deep INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE verify_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished_at TEXT NOT NULL,
+        checked INTEGER NOT NULL,
+        failed INTEGER NOT NULL
+    );
+    """,
 )
 
 _ARCHIVED_FIELDS = tuple(field.name for field in fields(ArchivedBackup))
@@ -77,6 +104,39 @@ _INSERT_ARCHIVED = (
     f"INSERT OR REPLACE INTO archived ({_ARCHIVED_COLUMNS})"  # noqa: S608 columns are constants
     f" VALUES ({', '.join('?' for _ in _ARCHIVED_FIELDS)})"
 )
+
+
+@dataclass(frozen=True)
+class PrunedBackup:
+    """A backup removed by retention: never downloaded again. `complete` once its data is gone."""
+
+    stack_uid: str
+    backup_id: int
+    tar_key: str
+    manifest_key: str
+    pruned_at: str
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The last check of one archived backup."""
+
+    stack_uid: str
+    backup_id: int
+    verified_at: str
+    ok: bool
+    problem: str | None
+    deep: bool
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """One `verify` run: when it finished, how many backups it checked, how many failed."""
+
+    finished_at: str
+    checked: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -226,6 +286,86 @@ class StateStore:
                 "DELETE FROM archived WHERE stack_uid = ? AND backup_id = ?",
                 (stack_uid, backup_id),
             )
+
+    # --- pruned backups (retention) -----------------------------------------
+
+    def record_pruned(self, pruned: PrunedBackup) -> None:
+        """Note a pruned backup (or its completion) and drop it from the archived ones, at once."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO pruned (stack_uid, backup_id, tar_key, manifest_key,"
+                " pruned_at, complete) VALUES (?, ?, ?, ?, ?, ?)",
+                (*astuple(pruned)[:5], int(pruned.complete)),
+            )
+            cursor.execute(
+                "DELETE FROM archived WHERE stack_uid = ? AND backup_id = ?",
+                (pruned.stack_uid, pruned.backup_id),
+            )
+            cursor.execute(
+                "DELETE FROM verified WHERE stack_uid = ? AND backup_id = ?",
+                (pruned.stack_uid, pruned.backup_id),
+            )
+
+    def pruned_ids(self, stack_uid: str) -> set[int]:
+        """Ids of a stack's pruned backups: never to be downloaded again."""
+        rows = self._query("SELECT backup_id FROM pruned WHERE stack_uid = ?", (stack_uid,))
+        return {int(row[0]) for row in rows}
+
+    def unfinished_prunes(self) -> list[PrunedBackup]:
+        """Pruned backups whose manifest or data may still be in storage (a crash mid-prune)."""
+        rows = self._query(
+            "SELECT stack_uid, backup_id, tar_key, manifest_key, pruned_at, complete"
+            " FROM pruned WHERE complete = 0 ORDER BY stack_uid, backup_id"
+        )
+        return [
+            PrunedBackup(row[0], int(row[1]), row[2], row[3], row[4], complete=bool(row[5]))
+            for row in rows
+        ]
+
+    def pruned_count(self) -> int:
+        """How many backups retention has removed, ever."""
+        return int(self._query("SELECT COUNT(*) FROM pruned")[0][0])
+
+    # --- verification --------------------------------------------------------
+
+    def record_verification(self, results: list[Verification], run: VerifyRun) -> None:
+        """Each backup's latest check, and the run as a whole, in one transaction."""
+        with self._transaction() as cursor:
+            cursor.executemany(
+                "INSERT OR REPLACE INTO verified (stack_uid, backup_id, verified_at, ok, problem,"
+                " deep) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.stack_uid, r.backup_id, r.verified_at, int(r.ok), r.problem, int(r.deep))
+                    for r in results
+                ],
+            )
+            cursor.execute(
+                "INSERT INTO verify_runs (finished_at, checked, failed) VALUES (?, ?, ?)",
+                astuple(run),
+            )
+            cursor.execute(
+                "DELETE FROM verify_runs WHERE id <= (SELECT MAX(id) FROM verify_runs) - ?",
+                (_KEPT_RUNS,),
+            )
+
+    def verifications(self) -> dict[tuple[str, int], Verification]:
+        """The latest check of every archived backup that has been checked."""
+        rows = self._query(
+            "SELECT stack_uid, backup_id, verified_at, ok, problem, deep FROM verified"
+        )
+        return {
+            (row[0], int(row[1])): Verification(
+                row[0], int(row[1]), row[2], bool(row[3]), row[4], bool(row[5])
+            )
+            for row in rows
+        }
+
+    def last_verify_run(self) -> VerifyRun | None:
+        """The most recent `verify` run, or None before the first."""
+        rows = self._query(
+            "SELECT finished_at, checked, failed FROM verify_runs ORDER BY id DESC LIMIT 1"
+        )
+        return VerifyRun(*rows[0]) if rows else None
 
     def note_skipped(self, stack_uid: str, backup_id: int, reason: str) -> bool:
         """Remember a skipped backup; True only the first time (so it is logged once)."""
