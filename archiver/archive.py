@@ -12,15 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import structlog
-
 from archiver.config import Settings
 from archiver.rebuild import rebuild_from_storage
 from archiver.state import StateStore
 from archiver.storage import open_storage
 from archiver.storage.base import Storage
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,5 @@ async def open_archive(
         storage = open_storage(settings.storage, executor=executor)
         stack.push_async_callback(storage.aclose)
         if state.created:
-            recorded = await rebuild_from_storage(state, storage)
-            if recorded:
-                log.info("state rebuilt from the manifests in storage", backups=recorded)
+            await rebuild_from_storage(state, storage)
         yield Archive(settings, state, storage, executor)

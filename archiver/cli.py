@@ -208,6 +208,32 @@ def check_config(setup: _Setup) -> None:
 
 
 @main.command(context_settings=_CONTEXT)
+@click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@click.pass_obj
+def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
+    """Remove the backups [retention] does not keep (restic `forget` rules, per series).
+
+    Each series (stack, db type, database) keeps the newest backup of each of its
+    last keep_daily days, keep_weekly ISO weeks, ... (UTC), the keep_last newest,
+    and everything newer than keep_within before its newest backup. A pruned
+    backup is never downloaded again, though Cloud 66 may still list it.
+    Try --dry-run first: it shows each backup with the rules that keep it.
+    Exit 0, or 1 when a removal failed; 3 while the daemon runs (it prunes by
+    itself after each good pass with [retention] after_pass = true).
+
+    \b
+    Examples:
+      c66-archiver prune --dry-run
+      c66-archiver prune --json | jq '.remove | length'
+    """
+    from archiver.prune_command import run_prune
+
+    settings = setup.settings()
+    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json))
+
+
+@main.command(context_settings=_CONTEXT)
 @click.option(
     "--dir",
     "directory",

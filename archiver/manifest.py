@@ -118,6 +118,7 @@ class Tombstone:
     backup_date: str | None
     pruned_at: str
     policy: str
+    file: str  # the data file's name beside it, so a rebuild can finish an interrupted prune
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
@@ -138,6 +139,7 @@ class Tombstone:
             backup_date=document.get("backup_date"),
             pruned_at=str(document["pruned_at"]),
             policy=str(document.get("policy", "")),
+            file=str(document.get("file", "")),
             version=int(document.get("version", MANIFEST_VERSION)),
         )
 

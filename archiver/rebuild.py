@@ -1,7 +1,8 @@
 """What storage already holds, read back into the state: after a lost state, or a crash.
 
 The manifests in storage are the source of truth: a backup is archived when
-its manifest exists and the file it names is there. A new (or deleted) state
+its manifest exists and the file it names is there; it was pruned when a
+tombstone (`pruned.json`) stands beside where its manifest was. A new (or deleted) state
 is rebuilt from them before the first pass, and a pass adopts a manifest it
 finds for a backup the state does not know, so nothing is downloaded twice.
 """
@@ -10,23 +11,28 @@ from __future__ import annotations
 
 import structlog
 
-from archiver.layout import MANIFEST_NAME
-from archiver.manifest import ArchivedBackup, Manifest
-from archiver.state import StateStore
+from archiver.layout import MANIFEST_NAME, TOMBSTONE_NAME, sibling_key
+from archiver.manifest import ArchivedBackup, Manifest, Tombstone
+from archiver.state import PrunedBackup, StateStore
 from archiver.storage.base import Storage
 
 log = structlog.get_logger(__name__)
 
 
 async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
-    """Record every backup whose manifest and tar are in storage; return how many.
+    """Record every archived and every pruned backup that storage knows of; return how many
+    are archived.
 
-    Unreadable manifests and manifests whose tar is missing are skipped with a
-    warning: they are not archived, and the next pass archives them again.
+    Tombstones win: a backup with one is pruned, whatever else is left of it (a
+    prune interrupted before its manifest or data went; the next prune finishes
+    it). Unreadable manifests and manifests whose data is missing are skipped
+    with a warning: they are not archived, and the next pass archives them again.
     """
+    keys = {key async for key in storage.list()}
+    pruned = await _record_tombstones(state, storage, keys)
     recorded = skipped = 0
-    async for key in storage.list():
-        if key != MANIFEST_NAME and not key.endswith("/" + MANIFEST_NAME):
+    for key in sorted(keys):
+        if key.rpartition("/")[2] != MANIFEST_NAME or sibling_key(key, TOMBSTONE_NAME) in pruned:
             continue
         record = await record_from_manifest(storage, key)
         if record is None:
@@ -34,8 +40,33 @@ async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
             continue
         state.record_archived(record)
         recorded += 1
-    log.info("state rebuilt from manifests", recorded=recorded, skipped=skipped)
+    log.info("state rebuilt from storage", recorded=recorded, skipped=skipped, pruned=len(pruned))
     return recorded
+
+
+async def _record_tombstones(state: StateStore, storage: Storage, keys: set[str]) -> set[str]:
+    """Record the pruned backup of every readable tombstone; return their keys."""
+    found: set[str] = set()
+    for key in sorted(keys):
+        if key.rpartition("/")[2] != TOMBSTONE_NAME:
+            continue
+        try:
+            tombstone = Tombstone.from_json(await storage.read_small(key))
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+            log.warning("unreadable tombstone; ignored", key=key, error=str(error))
+            continue
+        manifest_key = sibling_key(key, MANIFEST_NAME)
+        tar_key = sibling_key(key, tombstone.file) if tombstone.file else manifest_key
+        leftovers = manifest_key in keys or tar_key in keys
+        state.record_pruned(
+            PrunedBackup(
+                tombstone.stack_uid, tombstone.backup_id, tombstone.db_type,
+                tombstone.database_name, tombstone.backup_date, tar_key, manifest_key,
+                tombstone.pruned_at, complete=not leftovers,
+            )
+        )
+        found.add(key)
+    return found
 
 
 async def record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | None:
@@ -55,8 +86,7 @@ async def record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | N
         log.warning("unreadable manifest; its backup counts as not archived", key=key,
                     error=str(error))
         return None
-    folder = key.rpartition("/")[0]
-    tar_key = f"{folder}/{manifest.file}" if folder else manifest.file
+    tar_key = sibling_key(key, manifest.file)
     if await storage.stat(tar_key) is None:
         log.warning("manifest without its archive; the backup counts as not archived", key=key,
                     tar_key=tar_key)

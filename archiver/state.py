@@ -74,6 +74,9 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE pruned (
         stack_uid TEXT NOT NULL,
         backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        backup_date TEXT,
         tar_key TEXT NOT NULL,
         manifest_key TEXT NOT NULL,
         pruned_at TEXT NOT NULL,
@@ -112,6 +115,9 @@ class PrunedBackup:
 
     stack_uid: str
     backup_id: int
+    db_type: str
+    database_name: str
+    backup_date: str | None
     tar_key: str
     manifest_key: str
     pruned_at: str
@@ -137,6 +143,16 @@ class VerifyRun:
     finished_at: str
     checked: int
     failed: int
+
+
+_PRUNED_COLUMNS = (
+    "stack_uid, backup_id, db_type, database_name, backup_date, tar_key, manifest_key,"
+    " pruned_at, complete"
+)
+_INSERT_PRUNED = (
+    f"INSERT OR REPLACE INTO pruned ({_PRUNED_COLUMNS})"  # noqa: S608 columns are constants
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -292,11 +308,7 @@ class StateStore:
     def record_pruned(self, pruned: PrunedBackup) -> None:
         """Note a pruned backup (or its completion) and drop it from the archived ones, at once."""
         with self._transaction() as cursor:
-            cursor.execute(
-                "INSERT OR REPLACE INTO pruned (stack_uid, backup_id, tar_key, manifest_key,"
-                " pruned_at, complete) VALUES (?, ?, ?, ?, ?, ?)",
-                (*astuple(pruned)[:5], int(pruned.complete)),
-            )
+            cursor.execute(_INSERT_PRUNED, (*astuple(pruned)[:-1], int(pruned.complete)))
             cursor.execute(
                 "DELETE FROM archived WHERE stack_uid = ? AND backup_id = ?",
                 (pruned.stack_uid, pruned.backup_id),
@@ -314,13 +326,10 @@ class StateStore:
     def unfinished_prunes(self) -> list[PrunedBackup]:
         """Pruned backups whose manifest or data may still be in storage (a crash mid-prune)."""
         rows = self._query(
-            "SELECT stack_uid, backup_id, tar_key, manifest_key, pruned_at, complete"
-            " FROM pruned WHERE complete = 0 ORDER BY stack_uid, backup_id"
+            f"SELECT {_PRUNED_COLUMNS} FROM pruned"  # noqa: S608 constant
+            " WHERE complete = 0 ORDER BY stack_uid, backup_id"
         )
-        return [
-            PrunedBackup(row[0], int(row[1]), row[2], row[3], row[4], complete=bool(row[5]))
-            for row in rows
-        ]
+        return [_pruned_from_row(row) for row in rows]
 
     def pruned_count(self) -> int:
         """How many backups retention has removed, ever."""
@@ -512,6 +521,16 @@ def _migrate(connection: sqlite3.Connection, db_path: Path) -> bool:
             f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
         )
     return version == 0
+
+
+def _pruned_from_row(row: tuple[Any, ...]) -> PrunedBackup:
+    """Columns in `_PRUNED_COLUMNS` order -> the record."""
+    stack_uid, backup_id, db_type, database_name, backup_date, tar_key, manifest_key = row[:7]
+    pruned_at, complete = row[7:]
+    return PrunedBackup(
+        stack_uid, int(backup_id), db_type, database_name, backup_date, tar_key, manifest_key,
+        pruned_at, bool(complete),
+    )
 
 
 def _archived_from_row(row: tuple[Any, ...]) -> ArchivedBackup:

@@ -35,6 +35,7 @@ class PassSummary:
     archived: int = 0
     skipped: int = 0
     already: int = 0
+    pruned: int = 0
     bytes: int = 0
     seconds: float = 0.0
     failed: list[Failure] = field(default_factory=list)
@@ -66,7 +67,8 @@ class PassSummary:
 
     def one_line(self) -> str:
         """The end-of-pass summary line."""
+        pruned = f", pruned {self.pruned}" if self.pruned else ""
         return (
             f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
-            f"failed {len(self.failed)}, {human_bytes(self.bytes)} in {self.seconds:.1f}s"
+            f"failed {len(self.failed)}{pruned}, {human_bytes(self.bytes)} in {self.seconds:.1f}s"
         )

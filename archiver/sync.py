@@ -29,6 +29,7 @@ from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, utc_now_iso
 from archiver.observers import tell_observers
 from archiver.progress import PassProgress
+from archiver.prune import Pruner, plan_prune
 from archiver.rebuild import record_from_manifest
 from archiver.runtime import Runtime
 from archiver.stopping import Stopped
@@ -74,6 +75,7 @@ class SyncPass:
             jobs = await self._plan()
             await self._archive_all(jobs)
             self._record_stack_successes()
+            await self._prune_after_pass()
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
@@ -147,10 +149,14 @@ class SyncPass:
 
     def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
         archived = self._rt.state.archived_ids(stack_uid)
+        # Pruned by retention: Cloud 66 may list them for a long while yet.
+        pruned = self._rt.state.pruned_ids(stack_uid)
         jobs = []
         for backup in backups:
             if backup.id in archived:
                 self._summary.already += 1
+            elif backup.id in pruned:
+                continue
             elif not backup.is_ok:
                 self._skip(stack_uid, backup)
             else:
@@ -274,6 +280,19 @@ class SyncPass:
         self._summary.already += 1
         log.info("backup already in storage; recorded")
         return True
+
+    async def _prune_after_pass(self) -> None:
+        """`[retention] after_pass`: prune after a pass that archived everything due."""
+        retention = self._rt.settings.retention
+        if retention is None or not retention.after_pass:
+            return
+        if not self._summary.ok or self._stop.is_set():
+            log.info("no prune after this pass: it did not archive everything due")
+            return
+        plan = plan_prune(self._rt.settings, self._rt.state.archived())
+        failures = await Pruner(self._rt.archive).carry_out(plan)
+        self._summary.pruned = len(plan.remove) - len(failures)
+        self._summary.failed.extend(failures)
 
     def _record_stack_successes(self) -> None:
         """Every stack whose due backups are all archived now succeeded (freshness metrics).
