@@ -89,6 +89,31 @@ class AlertSender:
             sends.append(self._send("webhook", webhook, json_body=pass_document(summary)))
         await asyncio.gather(*sends)
 
+    async def verify_failed(self, failures: list[tuple[str, int, str]], *, checked: int) -> None:
+        """`verify` found corrupt, short or missing backups: the fail ping and the webhook."""
+        lines = [
+            f"c66-archiver verify on {socket.gethostname()}: {len(failures)} of {checked} "
+            "checked backups are not intact",
+            *(f"corrupt: {stack} {backup}: {problem}" for stack, backup, problem in failures),
+        ]
+        sends = []
+        url = self._settings.healthchecks_url
+        if url:
+            body = redact("\n".join(lines))[-_BODY_LIMIT:]
+            sends.append(self._send("ping", url.rstrip("/") + "/fail", data=body))
+        if self._settings.webhook_url:
+            document = {
+                "event": "verify_failed",
+                "hostname": socket.gethostname(),
+                "checked": checked,
+                "failed": [
+                    {"stack_uid": stack, "backup_id": backup, "reason": redact(problem)}
+                    for stack, backup, problem in failures
+                ],
+            }
+            sends.append(self._send("webhook", self._settings.webhook_url, json_body=document))
+        await asyncio.gather(*sends)
+
     async def _send(
         self,
         kind: str,

@@ -233,6 +233,97 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
     _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json))
 
 
+def _parse_subset(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    number, slash, groups = value.partition("/")
+    if not slash or not number.isdigit() or not groups.isdigit():
+        raise click.BadParameter(f"{value!r} is not N/M, e.g. 1/7")
+    if not 1 <= int(number) <= int(groups):
+        raise click.BadParameter(f"{value!r}: N must be between 1 and M")
+    return int(number), int(groups)
+
+
+@main.command(context_settings=_CONTEXT)
+@click.option(
+    "--subset",
+    metavar="N/M",
+    callback=_parse_subset,
+    help="Check only the Nth of M fixed groups (the same backups in a group on every run).",
+)
+@click.option(
+    "--percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    metavar="P",
+    help="Check a random P percent of the backups (at least one).",
+)
+@click.option("--deep", is_flag=True, help="Also read every tar to its end (slower).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@click.pass_obj
+def verify(
+    setup: _Setup, subset: tuple[int, int] | None, percent: float | None, deep: bool,
+    as_json: bool,
+) -> None:
+    """Re-read archived backups and check size and sha256 against their manifests.
+
+    A missing object, a short one or a single flipped bit is reported by name
+    (stack, backup id, location, what is wrong); exit 1 when any backup is not
+    intact, else 0. --deep also reads every tar to its end and fails on a
+    truncated or garbled one. Results go to `status`, to /metrics of a running
+    daemon, and (on failure) to the [notify] fail ping and webhook. Takes no
+    lock: run it beside the daemon, e.g. from a weekly timer.
+
+    \b
+    Examples:
+      c66-archiver verify                      # everything
+      c66-archiver verify --subset 3/7         # one seventh: all of it over a week of days
+      c66-archiver verify --percent 5 --deep
+      c66-archiver verify --json | jq '.checked[] | select(.ok | not)'
+    """
+    from archiver.verify_command import run_verify
+
+    if subset is not None and percent is not None:
+        raise click.UsageError("--subset and --percent cannot be combined")
+    settings = setup.settings()
+    _run(
+        lambda: run_verify(settings, subset=subset, percent=percent, deep=deep, as_json=as_json)
+    )
+
+
+@main.command(context_settings=_CONTEXT)
+@click.argument("backup_id", type=int)
+@click.option("--stack", "stack_uid", metavar="UID", help="The stack, when the id is ambiguous.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="PATH|-",
+    help="The file to write (renamed into place only when intact), or - for stdout.",
+)
+@click.pass_obj
+def restore(setup: _Setup, backup_id: int, stack_uid: str | None, output: str) -> None:
+    """Stream an archived backup back out of storage, checking its sha256 as it goes.
+
+    A file is written under a temporary name and renamed to PATH only when its
+    size and sha256 match the manifest; on a mismatch nothing is left at PATH
+    and the exit code is 1. With `-o -` the tar goes to stdout (logs to stderr)
+    and a mismatch found at the end exits 1. An unknown id, or one archived for
+    several stacks without --stack, exits 2. Takes no lock; works on a fresh
+    machine with only the config (the state is rebuilt from storage).
+
+    \b
+    Examples:
+      c66-archiver restore 4711 -o shop.tar
+      c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
+    """
+    from archiver.restore import run_restore
+
+    settings = setup.settings()
+    _run(lambda: run_restore(settings, backup_id, stack_uid=stack_uid, output=output))
+
+
 @main.command(context_settings=_CONTEXT)
 @click.option(
     "--dir",
