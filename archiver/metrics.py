@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -177,6 +178,18 @@ class _LiveCollector(Collector):
             per_stack.add_metric([stack_uid], at.timestamp())
         yield per_stack
         yield _gauge("state_archived_backups", "Backups in the state.", state.archived_count())
+        verify_run = state.last_verify_run()
+        if verify_run is not None:  # absent until the first `verify`, like the last success
+            yield _gauge(
+                "verify_failures",
+                "Backups found corrupt, short or missing by the last `verify` run.",
+                verify_run.failed,
+            )
+            yield _gauge(
+                "last_verify_timestamp_seconds",
+                "When the last `verify` run finished (Unix time).",
+                datetime.fromisoformat(verify_run.finished_at).timestamp(),
+            )
         yield _gauge("state_file_bytes", "Size of the state database.", state.size_bytes())
 
 

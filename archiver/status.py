@@ -18,7 +18,7 @@ from rich.table import Table
 from archiver.config import Settings
 from archiver.manifest import ArchivedBackup
 from archiver.schedule import max_age_for
-from archiver.state import RunRecord, StateStore
+from archiver.state import RunRecord, StateStore, Verification, VerifyRun
 from archiver.units import human_bytes, human_duration
 
 
@@ -27,21 +27,30 @@ def status_document(
 ) -> dict[str, Any]:
     """The contract's `status --json` object, plus a per-stack summary."""
     archived = state.archived()
+    checks = state.verifications()
     last_run = _run_entry(state.last_run())
+    stacks = _stack_entries(
+        archived,
+        state.stack_successes(),
+        last_run["failed"] if last_run else [],
+        configured,
+        now or datetime.now(UTC),
+    )
+    for stack in stacks:
+        stack.update(_verify_summary(stack["stack_uid"], archived, checks))
     return {
-        "archived": [_archived_entry(record) for record in archived],
+        "archived": [_archived_entry(record, checks) for record in archived],
         "last_run": last_run,
-        "stacks": _stack_entries(
-            archived,
-            state.stack_successes(),
-            last_run["failed"] if last_run else [],
-            configured,
-            now or datetime.now(UTC),
-        ),
+        "stacks": stacks,
+        "last_verify": _verify_run_entry(state.last_verify_run()),
+        "pruned": state.pruned_count(),
     }
 
 
-def _archived_entry(record: ArchivedBackup) -> dict[str, Any]:
+def _archived_entry(
+    record: ArchivedBackup, checks: dict[tuple[str, int], Verification]
+) -> dict[str, Any]:
+    check = checks.get((record.stack_uid, record.backup_id))
     return {
         "stack_uid": record.stack_uid,
         "backup_id": record.backup_id,
@@ -52,7 +61,32 @@ def _archived_entry(record: ArchivedBackup) -> dict[str, Any]:
         "sha256": record.sha256,
         "location": record.location,
         "archived_at": record.archived_at,
+        "verified_at": check.verified_at if check else None,
+        "verify_ok": check.ok if check else None,
+        "verify_problem": check.problem if check else None,
     }
+
+
+def _verify_summary(
+    stack_uid: str, archived: list[ArchivedBackup], checks: dict[tuple[str, int], Verification]
+) -> dict[str, Any]:
+    """When the stack's backups were last checked, and how many failed their last check."""
+    mine = [
+        check
+        for record in archived
+        if record.stack_uid == stack_uid
+        and (check := checks.get((record.stack_uid, record.backup_id))) is not None
+    ]
+    return {
+        "last_verified_at": max((check.verified_at for check in mine), default=None),
+        "corrupt": sum(1 for check in mine if not check.ok),
+    }
+
+
+def _verify_run_entry(run: VerifyRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"finished_at": run.finished_at, "checked": run.checked, "failed": run.failed}
 
 
 def _run_entry(run: RunRecord | None) -> dict[str, Any] | None:
@@ -162,6 +196,7 @@ def render_status(
     if all:
         console.print(_backups_table(document["archived"]))
     _print_last_run(document["last_run"], console)
+    _print_last_verify(document["last_verify"], document["archived"], console)
 
 
 def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
@@ -175,6 +210,7 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
         table.add_column(column, justify="right")
     table.add_column("last success")
     table.add_column("failed", justify="right")
+    table.add_column("verified")
     now = datetime.now(UTC)
     for stack in stacks:
         last = stack["last_backup"]
@@ -187,6 +223,7 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
             human_bytes(stack["archived_bytes"]),
             _freshness(stack["last_success_at"], now, max_age),
             _failure_count(len(stack["failures"])),
+            _verified_cell(stack, now),
         )
     return table
 
@@ -208,13 +245,24 @@ def _freshness(last_success_at: str | None, now: datetime, max_age: timedelta) -
     return f"[{colour}]{human_duration(age)} ago[/{colour}]"
 
 
+def _verified_cell(stack: dict[str, Any], now: datetime) -> str:
+    """How long ago the stack's backups were last checked; corrupt ones in red."""
+    if stack["corrupt"]:
+        return f"[red]{stack['corrupt']} corrupt[/red]"
+    checked = stack["last_verified_at"]
+    if checked is None:
+        return "[yellow]never[/yellow]"
+    age = now - datetime.fromisoformat(checked)
+    return f"[green]{human_duration(age)} ago[/green]"
+
+
 def _failure_count(count: int) -> str:
     return f"[red]{count}[/red]" if count else "[green]0[/green]"
 
 
 def _backups_table(archived: list[dict[str, Any]]) -> Table:
     table = Table(title="Archived backups", show_lines=False)
-    for column in ("stack", "db", "database", "backup", "date", "size", "archived at"):
+    for column in ("stack", "db", "database", "backup", "date", "size", "archived at", "verified"):
         table.add_column(column, justify="right" if column in ("backup", "size") else "left")
     for entry in archived:
         table.add_row(
@@ -225,8 +273,38 @@ def _backups_table(archived: list[dict[str, Any]]) -> Table:
             entry["backup_date"] or "-",
             human_bytes(entry["size"]),
             entry["archived_at"],
+            _backup_check_cell(entry),
         )
     return table
+
+
+def _print_last_verify(
+    run: dict[str, Any] | None, archived: list[dict[str, Any]], console: Console
+) -> None:
+    if run is None:
+        console.print("No verify has run yet (`c66-archiver verify`).")
+        return
+    failed = run["failed"]
+    outcome = f"[red]{failed} corrupt[/red]" if failed else "[green]all intact[/green]"
+    console.print(
+        f"Last verify: {outcome}, {run['checked']} checked, finished {run['finished_at']}"
+    )
+    for entry in archived:
+        if entry["verify_ok"] is False:
+            console.print(
+                f"  [red]corrupt[/red] stack {escape(entry['stack_uid'])} backup "
+                f"{entry['backup_id']} ({escape(entry['location'])}): "
+                f"{escape(str(entry['verify_problem']))}",
+                highlight=False,
+            )
+
+
+def _backup_check_cell(entry: dict[str, Any]) -> str:
+    if entry["verify_ok"] is None:
+        return "-"
+    if entry["verify_ok"]:
+        return f"[green]ok[/green] {entry['verified_at']}"
+    return f"[red]{escape(str(entry['verify_problem']))}[/red]"
 
 
 def _print_last_run(run: dict[str, Any] | None, console: Console) -> None:
