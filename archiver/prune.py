@@ -30,14 +30,14 @@ from typing import Any
 
 import structlog
 
-from archiver.archive import Archive
 from archiver.config import Settings, policy_for
 from archiver.errors import StorageError
 from archiver.layout import TOMBSTONE_NAME, sibling_key
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Tombstone, utc_now_iso
 from archiver.retention import decide
-from archiver.state import PrunedBackup
+from archiver.state import PrunedBackup, StateStore
+from archiver.storage.base import Storage
 from archiver.summary import Failure
 
 log = structlog.get_logger(__name__)
@@ -122,9 +122,9 @@ def _moment(record: ArchivedBackup) -> datetime | None:
 class Pruner:
     """Removes what a plan says, in the crash-safe order of this module's docstring."""
 
-    def __init__(self, archive: Archive) -> None:
-        self._state = archive.state
-        self._storage = archive.storage
+    def __init__(self, state: StateStore, storage: Storage) -> None:
+        self._state = state
+        self._storage = storage
 
     async def carry_out(self, plan: PrunePlan) -> list[Failure]:
         """Finish interrupted prunes, then remove the plan's backups; return what failed."""

@@ -23,7 +23,7 @@ async def run_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     """Plan from the state; remove unless `dry_run`; print; exit 0, or 1 when a removal failed."""
     async with open_archive(settings, lock=True) as archive:
         plan = plan_prune(settings, archive.state.archived())
-        failures = [] if dry_run else await Pruner(archive).carry_out(plan)
+        failures = [] if dry_run else await Pruner(archive.state, archive.storage).carry_out(plan)
     if as_json:
         document = plan.as_json(dry_run=dry_run)
         document["failed"] = [failure.as_dict() for failure in failures]

@@ -290,7 +290,7 @@ class SyncPass:
             log.info("no prune after this pass: it did not archive everything due")
             return
         plan = plan_prune(self._rt.settings, self._rt.state.archived())
-        failures = await Pruner(self._rt.archive).carry_out(plan)
+        failures = await Pruner(self._rt.state, self._rt.storage).carry_out(plan)
         self._summary.pruned = len(plan.remove) - len(failures)
         self._summary.failed.extend(failures)
 

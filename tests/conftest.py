@@ -19,7 +19,7 @@ from archiver.summary import PassSummary
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
-pytest_plugins = ["tests.sftp_server", "tests.s3_server"]
+pytest_plugins = ["tests.sftp_server", "tests.s3_server", "tests.archive_backends"]
 
 TOKEN = "test-token-7f3a9c1e5b"
 PART_SIZE = 256 * 1024
@@ -83,7 +83,10 @@ class Workspace:
     token_file: Path
 
     def write_config(self, base_url: str, stacks: list[dict[str, Any]], **sections: Any) -> Path:
-        """Write the config; `sections` override or add tables (e.g. transfer={...})."""
+        """Write the config; `sections` override or add tables (e.g. transfer={...}).
+
+        `storage` replaces the local default whole (its keys differ per backend).
+        """
         document: dict[str, Any] = {
             "api": {"base_url": base_url, "token_file": str(self.token_file)},
             "stacks": stacks,
@@ -92,7 +95,8 @@ class Workspace:
             "transfer": {"max_concurrent_downloads": 4, "read_timeout": "5s"},
         }
         for name, table in sections.items():
-            document[name] = {**document.get(name, {}), **table}
+            merged = name != "storage" and isinstance(table, dict)
+            document[name] = {**document.get(name, {}), **table} if merged else table
         self.config.write_text(render_toml(document))
         return self.config
 
@@ -118,6 +122,7 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes = b""
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -147,7 +152,8 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
     process = await start_cli(*args, env=env)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
-    return CliResult(process.returncode, stdout.decode(), stderr.decode())
+    text = stdout.decode(errors="replace")
+    return CliResult(process.returncode, text, stderr.decode(errors="replace"), stdout)
 
 
 def settings_for(
