@@ -1033,6 +1033,3 @@ def main(argv: list[str] | None = None) -> None:
         except KeyboardInterrupt:  # a second Ctrl-C during shutdown
             sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()
