@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 import yarl
 
-from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, _block, populate_demo
+from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, populate_demo
+from archiver.simulator.content import block
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -378,7 +379,7 @@ def test_every_generated_block_is_exactly_one_mib() -> None:
     base = bytes(range(256)) * (CHUNK_SIZE // 256)
     near_edge = [i for i in range(200_000) if (i * 7919 + 1) % CHUNK_SIZE > CHUNK_SIZE - 9][:5]
     for index in [0, 1, 2, 1023, *near_edge]:
-        assert len(_block(base, index)) == CHUNK_SIZE
+        assert len(block(base, index)) == CHUNK_SIZE
 
 
 async def test_add_backup_async_serves_while_generating(

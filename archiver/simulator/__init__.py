@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import math
-import random
 import re
 import secrets
 import shutil
@@ -33,8 +32,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +44,10 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from archiver.simulator.content import CHUNK_SIZE, part_ids, write_part
+
 __all__ = [
+    "CHUNK_SIZE",
     "Faults",
     "SimStats",
     "Simulator",
@@ -58,7 +60,6 @@ API_PREFIX = "/api/3"
 BLOB_PREFIX = "/blobs"
 ACCESS_KEY_ID = "SIMKEY"
 WARNING_HEADER = "X-Cloud66-Warning"
-CHUNK_SIZE = 1 << 20  # 1 MiB: generation block and streaming chunk
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -142,61 +143,6 @@ class _Stack:
 
 
 # ----------------------------------------------------------------- content generation
-
-
-def _block(base: bytes, index: int) -> bytes:
-    """The 1 MiB block number ``index``: a rotation of ``base`` stamped with the index.
-
-    Rotating and stamping are plain memory copies (several GB/s) yet make every block
-    differ, so a client that repeats, skips or shifts data changes the hash.
-    """
-    view = memoryview(base)
-    shift = (index * 7919 + 1) % (len(base) - 8)  # <= len - 8 keeps the length exact
-    return b"".join((index.to_bytes(8, "little"), view[shift + 8 :], view[:shift]))
-
-
-def _content(seed: int, start: int, end: int) -> Iterator[bytes]:
-    """Yield the bytes ``[start, end)`` of the deterministic content for ``seed``."""
-    base = random.Random(seed).randbytes(CHUNK_SIZE)
-    pos = start
-    while pos < end:
-        index, offset = divmod(pos, CHUNK_SIZE)
-        piece = _block(base, index)[offset : offset + (end - pos)]
-        yield piece
-        pos += len(piece)
-
-
-def _write_part(path: Path, seed: int, start: int, end: int) -> str:
-    """Write one part file and return the hex MD5 of its bytes (the S3 ETag).
-
-    MD5 (about 570 MB/s) is the bottleneck, so it runs in its own thread, in order,
-    while this one builds and writes the next blocks (both release the GIL).
-    """
-    digest = hashlib.md5(usedforsecurity=False)
-    pending: collections.deque[Future[None]] = collections.deque()
-    with ThreadPoolExecutor(max_workers=1) as hasher, path.open("wb") as out:
-        for piece in _content(seed, start, end):
-            pending.append(hasher.submit(digest.update, piece))
-            out.write(piece)
-            while len(pending) > 8:  # bound memory: at most ~8 MiB in flight
-                pending.popleft().result()
-        for future in pending:
-            future.result()
-    return digest.hexdigest()
-
-
-def _part_ids(count: int, database_name: str, legacy: bool) -> list[tuple[str, str]]:
-    """File ids and names: ``tar`` for one part, else ``tar-aa``, ``tar-ab``, ... like split(1)."""
-    if count == 1:
-        return [("tar", f"{database_name}.tar")]
-    if count > 26 * 26:
-        raise ValueError(f"{count} parts exceed split's two-letter suffixes")
-    result = []
-    for n in range(count):
-        suffix = chr(ord("a") + n // 26) + chr(ord("a") + n % 26)
-        separator = "." if legacy else "-"
-        result.append((f"tar-{suffix}", f"{database_name}.tar{separator}{suffix}"))
-    return result
 
 
 def _iso(moment: datetime) -> str:
@@ -361,11 +307,11 @@ class Simulator:
         folder = self.blob_dir / f"backup-{backup_id}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        ids = _part_ids(count, database_name, legacy)
+        ids = part_ids(count, database_name, legacy)
         bounds = [(n * self.part_size, min(size, (n + 1) * self.part_size)) for n in range(count)]
         paths = [folder / f"part-{n:04d}" for n in range(count)]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            md5s = list(pool.map(lambda n: _write_part(paths[n], seed, *bounds[n]), range(count)))
+            md5s = list(pool.map(lambda n: write_part(paths[n], seed, *bounds[n]), range(count)))
         return [
             _Part(file_id, name, paths[n], bounds[n][1] - bounds[n][0], md5s[n])
             for n, (file_id, name) in enumerate(ids)
