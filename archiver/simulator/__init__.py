@@ -18,23 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import collections
 import contextlib
-import functools
 import hashlib
 import hmac
 import json
 import math
 import re
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +39,9 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from archiver.simulator.content import CHUNK_SIZE, part_ids, write_part
+from archiver.simulator.account import Account
+from archiver.simulator.content import CHUNK_SIZE
+from archiver.simulator.records import Backup, Faults, Part, SimStats, Stack
 
 __all__ = [
     "CHUNK_SIZE",
@@ -63,83 +60,6 @@ WARNING_HEADER = "X-Cloud66-Warning"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# --------------------------------------------------------------------------- state
-
-
-@dataclass
-class Faults:
-    """Failures to inject; tests flip these at runtime and counters decrement as they fire."""
-
-    api_errors: int = 0
-    throttle: int = 0
-    throttle_retry_after: float | None = None
-    malformed_json_stacks: set[str] = field(default_factory=set)
-    cut_downloads: int = 0
-    cut_after_bytes: int | None = None
-    slow_downloads: int = 0
-    slow_bytes_per_second: int = 1_000_000
-    expired_urls: int = 0
-    blob_errors: int = 0
-    ranged_errors: int = 0  # next N blob GETs with a Range header answer 500 (a stalled resume)
-    ignore_range: int = 0  # next N ranged blob GETs answer 200 with the whole object
-
-
-@dataclass
-class SimStats:
-    """Counters of everything the simulator served, for exact assertions in tests."""
-
-    api_requests: int = 0
-    api_requests_by_path: collections.Counter[str] = field(default_factory=collections.Counter)
-    api_request_times: list[float] = field(default_factory=list)  # time.monotonic() values
-    public_urls_issued: int = 0
-    blob_requests: int = 0  # every GET/HEAD on /blobs/, refused ones included
-    blob_refusals: int = 0  # 403/404/416 answers from the blob host
-    downloads_started: int = 0  # blob GETs that started sending a body (200/206)
-    downloads_completed: int = 0  # ... and sent all of it
-    bytes_served: int = 0
-    active_downloads: int = 0
-    max_concurrent_downloads: int = 0
-
-    def reset(self) -> None:
-        """Zero every counter (the live ``active_downloads`` gauge is kept)."""
-        active = self.active_downloads
-        fresh = SimStats()
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(fresh, name))
-        self.active_downloads = active
-
-
-@dataclass
-class _Part:
-    file_id: str
-    name: str
-    path: Path
-    size: int
-    md5: str
-
-
-@dataclass
-class _Backup:
-    id: int
-    stack_uid: str
-    db_type: str
-    database_name: str
-    status: int
-    backup_date: datetime
-    size: int
-    seed: int
-    parts: list[_Part]
-    sha256: str | None = None  # computed lazily from the part files
-
-
-@dataclass
-class _Stack:
-    uid: str
-    name: str
-    environment: str
-    created_at: datetime
 
 
 # ----------------------------------------------------------------- content generation
@@ -212,143 +132,8 @@ def _parse_range(header: str, total: int) -> tuple[int, int] | None:
 # ------------------------------------------------------------------------ simulator
 
 
-class Simulator:
-    """In-memory Cloud 66 account (stacks, backups) plus the files on disk that back it."""
-
-    def __init__(
-        self,
-        *,
-        token: str = "sim-token",  # noqa: S107 - a throwaway default for local runs
-        blob_dir: Path,
-        part_size: int = 350_000_000,
-        url_lifetime: float = 300.0,
-        per_page: int = 30,
-        account_id: int | None = None,
-    ) -> None:
-        if part_size <= 0 or per_page <= 0:
-            raise ValueError("part_size and per_page must be positive")
-        self.token = token
-        self.blob_dir = Path(blob_dir)
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.part_size = part_size
-        self.url_lifetime = url_lifetime
-        self.per_page = per_page
-        self.account_id = account_id
-        self.faults = Faults()
-        self.stats = SimStats()
-        self.warning: str | None = None  # sent as X-Cloud66-Warning on every API answer
-        self.requests_per_hour: int | None = None  # None: no rate limit
-        self._stacks: dict[str, _Stack] = {}
-        self._backups: dict[int, _Backup] = {}
-        self._next_id = 1
-        self._secret = secrets.token_bytes(20)  # per instance: URLs never outlive the sim
-        self._window: collections.deque[float] = collections.deque()
-
-    # ----------------------------------------------------------------- data set-up
-
-    def add_stack(self, uid: str, name: str = "", environment: str = "production") -> None:
-        """Create (or rename) a stack."""
-        created = self._stacks[uid].created_at if uid in self._stacks else datetime.now(UTC)
-        self._stacks[uid] = _Stack(uid, name or uid, environment, created)
-
-    def add_backup(
-        self,
-        stack_uid: str,
-        *,
-        db_type: str = "mysql",
-        database_name: str = "app_db",
-        size: int = 1024,
-        status: int = 0,
-        backup_date: datetime | None = None,
-        backup_id: int | None = None,
-        seed: int | None = None,
-        legacy_part_names: bool = False,
-    ) -> int:
-        """Create a backup with ``size`` deterministic bytes split in parts; return its id.
-
-        The stack is created if it does not exist. Without ``backup_date`` the backup is
-        dated now (so it is the newest); without ``seed`` the id seeds the content.
-        """
-        if size < 0:
-            raise ValueError("size must be >= 0")
-        if stack_uid not in self._stacks:
-            self.add_stack(stack_uid)
-        if backup_id is None:
-            backup_id = self._next_id
-        elif backup_id in self._backups:
-            raise ValueError(f"backup id {backup_id} already exists")
-        self._next_id = max(self._next_id, backup_id + 1)
-        moment = backup_date or datetime.now(UTC).replace(microsecond=0)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        content_seed = backup_id if seed is None else seed
-        parts = self._generate_parts(
-            backup_id, database_name, size, content_seed, legacy_part_names
-        )
-        self._backups[backup_id] = _Backup(
-            backup_id, stack_uid, db_type, database_name, status, moment, size, content_seed, parts
-        )
-        return backup_id
-
-    async def add_backup_async(self, stack_uid: str, **options: Any) -> int:
-        """:meth:`add_backup` in a worker thread, so a running server keeps answering
-        while a big backup is generated. The id is reserved here, in the loop's thread."""
-        if options.get("backup_id") is None:
-            options["backup_id"] = self._next_id
-            self._next_id += 1
-        return await asyncio.to_thread(functools.partial(self.add_backup, stack_uid, **options))
-
-    def _generate_parts(
-        self, backup_id: int, database_name: str, size: int, seed: int, legacy: bool
-    ) -> list[_Part]:
-        """Write the part files, several at once: hashing releases the GIL, so big backups
-        generate at well over 500 MB/s on two cores."""
-        count = max(1, math.ceil(size / self.part_size))
-        folder = self.blob_dir / f"backup-{backup_id}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        ids = part_ids(count, database_name, legacy)
-        bounds = [(n * self.part_size, min(size, (n + 1) * self.part_size)) for n in range(count)]
-        paths = [folder / f"part-{n:04d}" for n in range(count)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            md5s = list(pool.map(lambda n: write_part(paths[n], seed, *bounds[n]), range(count)))
-        return [
-            _Part(file_id, name, paths[n], bounds[n][1] - bounds[n][0], md5s[n])
-            for n, (file_id, name) in enumerate(ids)
-        ]
-
-    def backup_content_path(self, backup_id: int) -> list[Path]:
-        """The part files of a backup, in order (their concatenation is the backup)."""
-        return [part.path for part in self._backups[backup_id].parts]
-
-    def part_md5s(self, backup_id: int) -> dict[str, str]:
-        """Hex MD5 (= ETag without quotes) of each part, by file id."""
-        return {part.file_id: part.md5 for part in self._backups[backup_id].parts}
-
-    def expected_sha256(self, backup_id: int) -> str:
-        """SHA-256 of the joined backup (computed from the files once, then cached)."""
-        backup = self._backups[backup_id]
-        if backup.sha256 is None:
-            digest = hashlib.sha256()
-            for part in backup.parts:
-                with part.path.open("rb") as source:
-                    while block := source.read(CHUNK_SIZE):
-                        digest.update(block)
-            backup.sha256 = digest.hexdigest()
-        return backup.sha256
-
-    def remove_backup(self, backup_id: int) -> None:
-        """Forget a backup and delete its files (as Cloud 66 rotates old backups out)."""
-        self._backups.pop(backup_id)
-        shutil.rmtree(self.blob_dir / f"backup-{backup_id}", ignore_errors=True)
-
-    def stack_uids(self) -> list[str]:
-        """Every stack's uid, in the order they were added."""
-        return list(self._stacks)
-
-    def backup_ids(self, stack_uid: str) -> list[int]:
-        """Ids of a stack's backups, newest first (the API's order)."""
-        return [b.id for b in self._sorted_backups(stack_uid)]
+class Simulator(Account):
+    """A simulated account served as one aiohttp application: the API and the blob host."""
 
     # ------------------------------------------------------------------- the app
 
@@ -425,9 +210,9 @@ class Simulator:
         self.stats.api_requests += 1
         self.stats.api_requests_by_path[route_name] += 1
         self.stats.api_request_times.append(now)
-        self._window.append(now)
-        while self._window and self._window[0] < now - 3600:
-            self._window.popleft()
+        self.api_window.append(now)
+        while self.api_window and self.api_window[0] < now - 3600:
+            self.api_window.popleft()
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
         expected = f"Bearer {self.token}"
@@ -442,7 +227,7 @@ class Simulator:
     def _check_limits(self) -> web.Response | None:
         """Rate limit first (as upstream), then the one-shot faults, which count down."""
         limit = self.requests_per_hour
-        if limit is not None and len(self._window) > limit:
+        if limit is not None and len(self.api_window) > limit:
             return self._throttled()
         if self.faults.api_errors > 0:
             self.faults.api_errors -= 1
@@ -477,15 +262,15 @@ class Simulator:
         }
         return web.json_response({"response": chunk, "count": total, "pagination": pagination})
 
-    def _find_stack(self, request: web.Request) -> _Stack:
-        stack = self._stacks.get(request.match_info["uid"])
+    def _find_stack(self, request: web.Request) -> Stack:
+        stack = self.find_stack(request.match_info["uid"])
         if stack is None:
             raise _Refused(_api_error(404, "not_found", "Stack not found"))
         return stack
 
-    def _find_backup(self, request: web.Request) -> _Backup:
+    def _find_backup(self, request: web.Request) -> Backup:
         stack = self._find_stack(request)
-        backup = self._backups.get(int(request.match_info["bid"]))
+        backup = self.find_backup(int(request.match_info["bid"]))
         if backup is None or backup.stack_uid != stack.uid:
             raise _Refused(_api_error(404, "not_found", "Backup not found"))
         return backup
@@ -493,7 +278,7 @@ class Simulator:
     # ------------------------------------------------------------ API handlers
 
     async def _list_stacks(self, request: web.Request) -> web.Response:
-        return self._page(request, [self._stack_json(s) for s in self._stacks.values()])
+        return self._page(request, [self._stack_json(s) for s in self.stacks()])
 
     async def _list_backups(self, request: web.Request) -> web.Response:
         stack = self._find_stack(request)
@@ -502,7 +287,7 @@ class Simulator:
             return web.Response(
                 text='{"response": [{"id": 1, "db_type": "mys', content_type="application/json"
             )
-        backups = self._sorted_backups(stack.uid)
+        backups = self.sorted_backups(stack.uid)
         wanted = request.query.get("db_type", "")
         if wanted and wanted != "all":
             types = {t.strip() for t in wanted.split(",")}
@@ -527,7 +312,7 @@ class Simulator:
         url = self._public_url(request, backup, part)
         return web.json_response({"response": {"ok": True, "public_url": url}})
 
-    def _public_url(self, request: web.Request, backup: _Backup, part: _Part) -> str:
+    def _public_url(self, request: web.Request, backup: Backup, part: Part) -> str:
         """A pre-signed URL whose query is %-encoded twice, as Cloud 66 returns it."""
         expires = int(time.time() + self.url_lifetime)
         if self.faults.expired_urls > 0:
@@ -540,19 +325,15 @@ class Simulator:
                 f"{BLOB_PREFIX}/{_safe(backup.stack_uid)}/backups/{_safe(backup.db_type)}/"
                 f"{backup.id}/{_safe(part.file_id)}/n{nonce:x}/{_safe(part.name)}"
             )
-            signature = _sign(self._secret, path, expires)
+            signature = _sign(self.signing_secret, path, expires)
             if "/" in signature or "+" in signature:
                 break
         twice = quote(quote(signature, safe=""), safe="")
         query = f"AWSAccessKeyId={ACCESS_KEY_ID}&Expires={expires}&Signature={twice}"
         return f"{request.scheme}://{request.host}{path}?{query}"
 
-    def _sorted_backups(self, stack_uid: str) -> list[_Backup]:
-        backups = [b for b in self._backups.values() if b.stack_uid == stack_uid]
-        return sorted(backups, key=lambda b: (b.backup_date, b.id), reverse=True)
-
     @staticmethod
-    def _stack_json(stack: _Stack) -> dict[str, Any]:
+    def _stack_json(stack: Stack) -> dict[str, Any]:
         created = _iso(stack.created_at)
         return {
             "uid": stack.uid,
@@ -575,7 +356,7 @@ class Simulator:
         }
 
     @staticmethod
-    def _backup_json(backup: _Backup) -> dict[str, Any]:
+    def _backup_json(backup: Backup) -> dict[str, Any]:
         server_uid = hashlib.sha1(backup.stack_uid.encode(), usedforsecurity=False).hexdigest()
         when = _iso(backup.backup_date)
         stamp = backup.backup_date.astimezone(UTC).strftime("%Y.%m.%d.%H.%M.%S")
@@ -609,7 +390,7 @@ class Simulator:
         self.stats.blob_refusals += 1
         return web.Response(status=403)
 
-    def _authorize_blob(self, request: web.Request) -> _Part:
+    def _authorize_blob(self, request: web.Request) -> Part:
         """Check the signature and expiry like S3 (decoding the query once), find the part."""
         raw_path, _, raw_query = request.raw_path.partition("?")
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
@@ -617,7 +398,7 @@ class Simulator:
         if params.get("AWSAccessKeyId") is None or signature is None or not expires.isdigit():
             message = "Query-string authentication requires the Signature, Expires and "
             raise _Refused(_s3_error(403, "AccessDenied", message + "AWSAccessKeyId parameters"))
-        good = _sign(self._secret, raw_path, int(expires))
+        good = _sign(self.signing_secret, raw_path, int(expires))
         if params["AWSAccessKeyId"] != ACCESS_KEY_ID or not hmac.compare_digest(
             good.encode(), signature.encode()
         ):
@@ -631,7 +412,7 @@ class Simulator:
             )
         if int(expires) < time.time():
             raise _Refused(_s3_error(403, "AccessDenied", "Request has expired"))
-        backup = self._backups.get(int(request.match_info["bid"]))
+        backup = self.find_backup(int(request.match_info["bid"]))
         fid = request.match_info["fid"]
         part = next((p for p in backup.parts if _safe(p.file_id) == fid), None) if backup else None
         if part is None or not part.path.exists():
@@ -668,7 +449,7 @@ class Simulator:
         return await self._send_body(request, response, part, start, count)
 
     def _requested_span(
-        self, request: web.Request, part: _Part, etag: str
+        self, request: web.Request, part: Part, etag: str
     ) -> tuple[int, int, bool] | web.Response:
         """(start, byte count, is_partial) for the request, or the 416 answer."""
         header = request.headers.get("Range")
@@ -692,7 +473,7 @@ class Simulator:
         self,
         request: web.Request,
         response: web.StreamResponse,
-        part: _Part,
+        part: Part,
         start: int,
         count: int,
     ) -> web.StreamResponse:
