@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import math
-import re
-import secrets
 import signal
 import sys
 import tempfile
@@ -33,15 +30,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-from urllib.parse import parse_qsl, quote
+from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from archiver.simulator.account import Account
+from archiver.simulator.blobs import ACCESS_KEY_ID, BlobHost, blob_path, safe_segment, sign
 from archiver.simulator.content import CHUNK_SIZE
 from archiver.simulator.records import Backup, Faults, Part, SimStats, Stack
+from archiver.simulator.refusals import Refused, api_error
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,79 +53,13 @@ __all__ = [
 ]
 
 API_PREFIX = "/api/3"
-BLOB_PREFIX = "/blobs"
-ACCESS_KEY_ID = "SIMKEY"
 WARNING_HEADER = "X-Cloud66-Warning"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
-_SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# ----------------------------------------------------------------- content generation
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _safe(segment: str) -> str:
-    """Make upstream-ish strings harmless as one URL path segment."""
-    cleaned = _SAFE_SEGMENT.sub("_", segment).lstrip(".")
-    return cleaned or "_"
-
-
-# ------------------------------------------------------------------- S3 helpers
-
-
-def _sign(secret: bytes, path: str, expires: int) -> str:
-    """S3 SigV2 query signature: base64(HMAC-SHA1(secret, "GET\\n<path>\\n<expires>"))."""
-    message = f"GET\n{path}\n{expires}".encode()
-    return base64.b64encode(hmac.new(secret, message, hashlib.sha1).digest()).decode()
-
-
-def _s3_error(status: int, code: str, message: str) -> web.Response:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message>"
-        f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>"
-    )
-    return web.Response(status=status, text=body, content_type="application/xml")
-
-
-class _Refused(Exception):
-    """Carries the error answer out of a lookup or check, up to the handler."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class _Unsatisfiable(Exception):
-    """The Range header asks for bytes beyond the object."""
-
-
-def _parse_range(header: str, total: int) -> tuple[int, int] | None:
-    """Parse a single ``bytes=`` range into inclusive (start, end).
-
-    Returns None when the header is not a single byte range: S3 then answers 200 with
-    the whole object. Raises _Unsatisfiable for ranges beyond the end (416).
-    """
-    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
-    if match is None or match.group(1) == match.group(2) == "":
-        return None
-    first, last = match.group(1), match.group(2)
-    if first == "":  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0 or total == 0:
-            raise _Unsatisfiable
-        return max(0, total - length), total - 1
-    start = int(first)
-    end = total - 1 if last == "" else min(int(last), total - 1)
-    if last != "" and int(last) < start:
-        return None  # syntactically invalid: ignored, as RFC 9110 says
-    if start >= total:
-        raise _Unsatisfiable
-    return start, end
 
 
 # ------------------------------------------------------------------------ simulator
@@ -168,9 +101,7 @@ class Simulator(Account):
         ]
         for path, handler, name in routes:
             app.router.add_get(path, handler, name=name)
-        blob = BLOB_PREFIX + r"/{stack}/backups/{db}/{bid:\d+}/{fid}/{nonce}/{name}"
-        app.router.add_get(blob, self._blob_get, name="blob", allow_head=False)
-        app.router.add_route("HEAD", blob, self._blob_head, name="blob_head")
+        BlobHost(self).add_routes(app.router)
         return app
 
     # ------------------------------------------------------------ API plumbing
@@ -198,11 +129,11 @@ class Simulator(Account):
             return refusal
         try:
             return await handler(request)
-        except _Refused as refused:
+        except Refused as refused:
             return refused.response
         except web.HTTPException as exc:  # unmatched paths and wrong methods
             code = "not_found" if exc.status == 404 else "bad_request"
-            return _api_error(exc.status, code, exc.reason)
+            return api_error(exc.status, code, exc.reason)
 
     def _record_api_request(self, request: web.Request) -> None:
         now = time.monotonic()
@@ -218,10 +149,10 @@ class Simulator(Account):
         expected = f"Bearer {self.token}"
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            return _api_error(401, "unauthenticated", "The access token is missing or invalid")
+            return api_error(401, "unauthenticated", "The access token is missing or invalid")
         account = request.headers.get("X-Account")
         if self.account_id is not None and account is not None and account != str(self.account_id):
-            return _api_error(403, "forbidden", "This token cannot access that account")
+            return api_error(403, "forbidden", "This token cannot access that account")
         return None
 
     def _check_limits(self) -> web.Response | None:
@@ -239,7 +170,7 @@ class Simulator(Account):
         return None
 
     def _throttled(self) -> web.Response:
-        response = _api_error(503, "throttled", "Too many requests: rate limit exceeded")
+        response = api_error(503, "throttled", "Too many requests: rate limit exceeded")
         if self.faults.throttle_retry_after is not None:
             response.headers["Retry-After"] = f"{self.faults.throttle_retry_after:g}"
         return response
@@ -248,7 +179,7 @@ class Simulator(Account):
         """Wrap a list in Cloud 66's envelope, cutting the requested page out of it."""
         raw = request.query.get("page", "1")
         if not raw.isdigit() or int(raw) < 1:
-            return _api_error(400, "bad_request", "page must be a positive integer")
+            return api_error(400, "bad_request", "page must be a positive integer")
         page, per_page, total = int(raw), self.per_page, len(items)
         pages = max(1, math.ceil(total / per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
@@ -265,14 +196,14 @@ class Simulator(Account):
     def _find_stack(self, request: web.Request) -> Stack:
         stack = self.find_stack(request.match_info["uid"])
         if stack is None:
-            raise _Refused(_api_error(404, "not_found", "Stack not found"))
+            raise Refused(api_error(404, "not_found", "Stack not found"))
         return stack
 
     def _find_backup(self, request: web.Request) -> Backup:
         stack = self._find_stack(request)
         backup = self.find_backup(int(request.match_info["bid"]))
         if backup is None or backup.stack_uid != stack.uid:
-            raise _Refused(_api_error(404, "not_found", "Backup not found"))
+            raise Refused(api_error(404, "not_found", "Backup not found"))
         return backup
 
     # ------------------------------------------------------------ API handlers
@@ -307,7 +238,7 @@ class Simulator(Account):
         backup = self._find_backup(request)
         part = next((p for p in backup.parts if p.file_id == request.match_info["fid"]), None)
         if part is None:
-            return _api_error(404, "not_found", "File not found")
+            return api_error(404, "not_found", "File not found")
         self.stats.public_urls_issued += 1
         url = self._public_url(request, backup, part)
         return web.json_response({"response": {"ok": True, "public_url": url}})
@@ -321,11 +252,8 @@ class Simulator(Account):
         # A nonce in the path varies the signature until it holds '/' or '+', so every
         # URL exercises the double-encoding quirk ('=' padding is always there).
         for nonce in range(256):
-            path = (
-                f"{BLOB_PREFIX}/{_safe(backup.stack_uid)}/backups/{_safe(backup.db_type)}/"
-                f"{backup.id}/{_safe(part.file_id)}/n{nonce:x}/{_safe(part.name)}"
-            )
-            signature = _sign(self.signing_secret, path, expires)
+            path = blob_path(backup, part, nonce)
+            signature = sign(self.signing_secret, path, expires)
             if "/" in signature or "+" in signature:
                 break
         twice = quote(quote(signature, safe=""), safe="")
@@ -342,7 +270,7 @@ class Simulator(Account):
             "git": "",
             "git_branch": "main",
             "cloud": "aws",
-            "fqdn": f"{_safe(stack.uid).lower()}.c66.me",
+            "fqdn": f"{safe_segment(stack.uid).lower()}.c66.me",
             "language": "ruby",
             "framework": "rails",
             "status": 1,
@@ -375,234 +303,12 @@ class Simulator(Account):
             "updated_at_iso": when,
             "verify_status": 0,
             "verify_result": None,
-            "storage_path": f"{server_uid[:32]}/backups/{_safe(backup.stack_uid)}/"
+            "storage_path": f"{server_uid[:32]}/backups/{safe_segment(backup.stack_uid)}/"
             f"{backup.db_type}/{backup.database_name}/{stamp}",
             "skip_tables": "",
             "backup_size": 0,
             "logical_backup": False,  # unknown to old clients: they must ignore it
         }
-
-    # ----------------------------------------------------------- blob host
-
-    async def _blob_head(self, request: web.Request) -> web.StreamResponse:
-        # A pre-signed GET URL does not allow HEAD: S3 answers 403 without a body.
-        self.stats.blob_requests += 1
-        self.stats.blob_refusals += 1
-        return web.Response(status=403)
-
-    def _authorize_blob(self, request: web.Request) -> Part:
-        """Check the signature and expiry like S3 (decoding the query once), find the part."""
-        raw_path, _, raw_query = request.raw_path.partition("?")
-        params = dict(parse_qsl(raw_query, keep_blank_values=True))
-        signature, expires = params.get("Signature"), params.get("Expires", "")
-        if params.get("AWSAccessKeyId") is None or signature is None or not expires.isdigit():
-            message = "Query-string authentication requires the Signature, Expires and "
-            raise _Refused(_s3_error(403, "AccessDenied", message + "AWSAccessKeyId parameters"))
-        good = _sign(self.signing_secret, raw_path, int(expires))
-        if params["AWSAccessKeyId"] != ACCESS_KEY_ID or not hmac.compare_digest(
-            good.encode(), signature.encode()
-        ):
-            raise _Refused(
-                _s3_error(
-                    403,
-                    "SignatureDoesNotMatch",
-                    "The request signature we calculated does not match the signature you "
-                    "provided. Check your key and signing method.",
-                )
-            )
-        if int(expires) < time.time():
-            raise _Refused(_s3_error(403, "AccessDenied", "Request has expired"))
-        backup = self.find_backup(int(request.match_info["bid"]))
-        fid = request.match_info["fid"]
-        part = next((p for p in backup.parts if _safe(p.file_id) == fid), None) if backup else None
-        if part is None or not part.path.exists():
-            raise _Refused(_s3_error(404, "NoSuchKey", "The specified key does not exist."))
-        return part
-
-    async def _blob_get(self, request: web.Request) -> web.StreamResponse:
-        self.stats.blob_requests += 1
-        try:
-            part = self._authorize_blob(request)
-        except _Refused as refused:
-            self.stats.blob_refusals += 1
-            return refused.response
-        if self.faults.blob_errors > 0 or (
-            self.faults.ranged_errors > 0 and "Range" in request.headers
-        ):
-            if self.faults.blob_errors > 0:
-                self.faults.blob_errors -= 1
-            else:
-                self.faults.ranged_errors -= 1
-            return _s3_error(500, "InternalError", "We encountered an internal error.")
-        etag = f'"{part.md5}"'
-        span = self._requested_span(request, part, etag)
-        if isinstance(span, web.Response):
-            self.stats.blob_refusals += 1
-            return span
-        start, count, partial = span
-        response = web.StreamResponse(status=206 if partial else 200)
-        response.headers.update({"ETag": etag, "Accept-Ranges": "bytes"})
-        response.content_type = "application/x-tar"
-        if partial:
-            response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{part.size}"
-        response.content_length = count
-        return await self._send_body(request, response, part, start, count)
-
-    def _requested_span(
-        self, request: web.Request, part: Part, etag: str
-    ) -> tuple[int, int, bool] | web.Response:
-        """(start, byte count, is_partial) for the request, or the 416 answer."""
-        header = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if header is not None and self.faults.ignore_range > 0:
-            self.faults.ignore_range -= 1
-            header = None  # like a proxy that drops Range: the whole object, 200
-        if header is None or (if_range is not None and if_range.strip() != etag):
-            return 0, part.size, False  # If-Range mismatch: the whole object, 200
-        try:
-            parsed = _parse_range(header, part.size)
-        except _Unsatisfiable:
-            response = _s3_error(416, "InvalidRange", "The requested range is not satisfiable")
-            response.headers["Content-Range"] = f"bytes */{part.size}"
-            return response
-        if parsed is None:
-            return 0, part.size, False
-        return parsed[0], parsed[1] - parsed[0] + 1, True
-
-    async def _send_body(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        part: Part,
-        start: int,
-        count: int,
-    ) -> web.StreamResponse:
-        """Stream the bytes, applying the cut/slow faults; sendfile when none is active."""
-        cut_at: int | None = None
-        if self.faults.cut_downloads > 0:
-            self.faults.cut_downloads -= 1
-            after = self.faults.cut_after_bytes
-            cut_at = min(count, count // 2 if after is None else after)
-        rate: int | None = None
-        if self.faults.slow_downloads > 0:
-            self.faults.slow_downloads -= 1
-            rate = max(1, self.faults.slow_bytes_per_second)
-        tally = _Tally(self.stats)
-        try:
-            await response.prepare(request)
-            source = await asyncio.to_thread(part.path.open, "rb")
-            try:
-                if cut_at is not None:
-                    await self._stream(response, source, start, cut_at, rate, tally, last=False)
-                    tally.close()
-                    self._drop_connection(request)
-                    return response
-                if rate is None and count > 1:
-                    await self._sendfile(request, response, source, start, count, tally)
-                else:
-                    await self._stream(response, source, start, count, rate, tally, last=True)
-            finally:
-                source.close()
-            tally.complete()  # no-op unless the body was empty
-            await response.write_eof()
-            return response
-        finally:
-            tally.close()
-
-    async def _sendfile(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        source: IO[bytes],
-        start: int,
-        count: int,
-        tally: _Tally,
-    ) -> None:
-        """Zero-copy fast path, as aiohttp's FileResponse does (headers are already sent).
-
-        The last byte goes through the normal writer after the counters are updated, so
-        a client that has the whole body always sees final stats (no race in tests).
-        """
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("Connection lost")
-        await asyncio.get_running_loop().sendfile(transport, source, start, count - 1)
-        tally.sent(count - 1)
-        last = await asyncio.to_thread(_read_at, source, start + count - 1, 1)
-        tally.sent(len(last))
-        tally.complete()
-        await response.write(last)
-
-    async def _stream(
-        self,
-        response: web.StreamResponse,
-        source: IO[bytes],
-        start: int,
-        count: int,
-        rate: int | None,
-        tally: _Tally,
-        *,
-        last: bool,
-    ) -> None:
-        """Copy ``count`` bytes from ``start`` in chunks, paced to ``rate`` bytes/s if set.
-
-        With ``last``, the download is tallied complete just before its final chunk goes out.
-        """
-        chunk = CHUNK_SIZE if rate is None else max(1, min(CHUNK_SIZE, rate // 20))
-        began, sent = time.monotonic(), 0
-        while sent < count:
-            data = await asyncio.to_thread(_read_at, source, start + sent, min(chunk, count - sent))
-            if not data:
-                break
-            sent += len(data)
-            tally.sent(len(data))
-            if last and sent >= count:
-                tally.complete()
-            await response.write(data)
-            if rate is not None:
-                # Pace on the total so far, not per chunk, so sleeps do not drift.
-                await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
-
-    @staticmethod
-    def _drop_connection(request: web.Request) -> None:
-        """End the connection mid-body; close() still flushes what was written."""
-        transport = request.transport
-        if transport is not None:
-            transport.close()
-
-
-def _read_at(source: IO[bytes], offset: int, size: int) -> bytes:
-    """Seek and read in one thread hop."""
-    source.seek(offset)
-    return source.read(size)
-
-
-class _Tally:
-    """Download accounting for one blob GET; completion is counted exactly once."""
-
-    def __init__(self, stats: SimStats) -> None:
-        self.stats = stats
-        self.open = True
-        stats.downloads_started += 1
-        stats.active_downloads += 1
-        stats.max_concurrent_downloads = max(stats.max_concurrent_downloads, stats.active_downloads)
-
-    def sent(self, size: int) -> None:
-        self.stats.bytes_served += size
-
-    def complete(self) -> None:
-        if self.open:
-            self.stats.downloads_completed += 1
-            self.close()
-
-    def close(self) -> None:
-        if self.open:
-            self.open = False
-            self.stats.active_downloads -= 1
-
-
-def _api_error(status: int, code: str, description: str) -> web.Response:
-    return web.json_response({"error": code, "error_description": description}, status=status)
 
 
 # --------------------------------------------------------------------- server
@@ -759,4 +465,3 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_serve(args, blob_dir))
         except KeyboardInterrupt:  # a second Ctrl-C during shutdown
             sys.exit(130)
-
