@@ -23,6 +23,7 @@ import yarl
 
 from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, populate_demo
 from archiver.simulator.content import block
+from archiver.simulator.documents import backup_json
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -546,7 +547,7 @@ def test_populate_demo_shape(tmp_path: Path) -> None:
     populate_demo(sim)
     stacks = {"demo-shop-prod", "demo-api-staging", "demo-analytics"}
     ids = [bid for uid in stacks for bid in sim.backup_ids(uid)]
-    records = [sim._backup_json(sim._backups[bid]) for bid in ids]
+    records = [backup_json(b) for uid in stacks for b in sim.sorted_backups(uid)]
     assert {r["db_type"] for r in records} == {"mysql", "postgresql", "redis", "mongodb"}
     assert [r["backup_status"] for r in records].count(1) == 1
     assert max(len(sim.backup_content_path(bid)) for bid in ids) == 3
