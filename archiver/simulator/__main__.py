@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.simulator import main
+from archiver.simulator.cli import main
 
 if __name__ == "__main__":
     main()
