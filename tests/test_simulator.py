@@ -1,4 +1,6 @@
-"""The simulator behaves like the Cloud 66 API and S3 as docs/cloud66-api.md describes.
+"""The simulator behaves like the Cloud 66 API v3 and S3 where the archiver relies on them:
+the envelope and pagination, bearer auth, the twice-encoded pre-signed URL, S3's signature
+and expiry errors, Range and ETags, and the faults that can be switched on.
 
 Every test talks real HTTP over loopback with aiohttp; nothing is mocked.
 """
