@@ -274,6 +274,21 @@ async def test_url_lifetime_is_enforced(tmp_path: Path) -> None:
         assert b"Request has expired" in body
 
 
+async def test_non_ascii_digits_are_refused_not_an_error(
+    sim: Simulator, server: SimulatorServer, http: aiohttp.ClientSession
+) -> None:
+    """`page=²` is a 400 and `Expires=²` a 403: "²".isdigit() is True but int() refuses it."""
+    bid = sim.add_backup("stk", size=10)
+    status, body = await api(http, server, "/stacks", page="²")
+    assert status == 400
+    assert body["error"] == "bad_request"
+    url = once_decoded(await public_url(http, server, "stk", bid, "tar"))
+    tampered = str(url).replace(f"Expires={url.query['Expires']}", "Expires=%C2%B2")
+    status, body, _ = await fetch(http, yarl.URL(tampered, encoded=True))
+    assert status == 403
+    assert b"<Code>AccessDenied</Code>" in body
+
+
 async def test_head_is_refused(
     sim: Simulator, server: SimulatorServer, http: aiohttp.ClientSession
 ) -> None:

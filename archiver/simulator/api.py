@@ -184,7 +184,7 @@ class CloudApi:
     def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         """Wrap a list in Cloud 66's envelope, cutting the requested page out of it."""
         raw = request.query.get("page", "1")
-        if not raw.isdigit() or int(raw) < 1:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # "²".isdigit() is True
             return api_error(400, "bad_request", "page must be a positive integer")
         return web.json_response(envelope(items, int(raw), self.account.per_page))
 

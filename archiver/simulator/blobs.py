@@ -111,6 +111,7 @@ class BlobHost:
     def _check_signature(self, raw_path: str, params: dict[str, str]) -> None:
         """Raise Refused with S3's 403 for a missing, wrong or expired signature."""
         signature, expires = params.get("Signature"), params.get("Expires", "")
+        expires = expires if expires.isascii() else ""  # "²".isdigit() is True, int() fails
         if params.get("AWSAccessKeyId") is None or signature is None or not expires.isdigit():
             message = "Query-string authentication requires the Signature, Expires and "
             raise Refused(s3_error(403, "AccessDenied", message + "AWSAccessKeyId parameters"))
