@@ -102,7 +102,8 @@ class Account:
             backup_id = self._next_id
         elif backup_id in self._backups:
             raise ValueError(f"backup id {backup_id} already exists")
-        self._next_id = max(self._next_id, backup_id + 1)
+        if backup_id >= self._next_id:  # a reserved id leaves it alone: no race with the loop
+            self._next_id = backup_id + 1
         return backup_id
 
     async def add_backup_async(self, stack_uid: str, **options: Any) -> int:
@@ -181,5 +182,6 @@ class Account:
 
     def sorted_backups(self, stack_uid: str) -> list[Backup]:
         """A stack's backups, newest first (the API's order)."""
-        backups = [b for b in self._backups.values() if b.stack_uid == stack_uid]
+        # list() copies in one step: add_backup_async may add a backup from its thread.
+        backups = [b for b in list(self._backups.values()) if b.stack_uid == stack_uid]
         return sorted(backups, key=lambda b: (b.backup_date, b.id), reverse=True)
