@@ -1,4 +1,6 @@
-"""The simulator behaves like the Cloud 66 API and S3 as docs/cloud66-api.md describes.
+"""The simulator behaves like the Cloud 66 API v3 and S3 where the archiver relies on them:
+the envelope and pagination, bearer auth, the twice-encoded pre-signed URL, S3's signature
+and expiry errors, Range and ETags, and the faults that can be switched on.
 
 Every test talks real HTTP over loopback with aiohttp; nothing is mocked.
 """
@@ -21,7 +23,9 @@ import aiohttp
 import pytest
 import yarl
 
-from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, _block, populate_demo
+from archiver.simulator import CHUNK_SIZE, Simulator, SimulatorServer, populate_demo
+from archiver.simulator.content import block
+from archiver.simulator.documents import backup_json
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -270,6 +274,21 @@ async def test_url_lifetime_is_enforced(tmp_path: Path) -> None:
         assert b"Request has expired" in body
 
 
+async def test_non_ascii_digits_are_refused_not_an_error(
+    sim: Simulator, server: SimulatorServer, http: aiohttp.ClientSession
+) -> None:
+    """`page=²` is a 400 and `Expires=²` a 403: "²".isdigit() is True but int() refuses it."""
+    bid = sim.add_backup("stk", size=10)
+    status, body = await api(http, server, "/stacks", page="²")
+    assert status == 400
+    assert body["error"] == "bad_request"
+    url = once_decoded(await public_url(http, server, "stk", bid, "tar"))
+    tampered = str(url).replace(f"Expires={url.query['Expires']}", "Expires=%C2%B2")
+    status, body, _ = await fetch(http, yarl.URL(tampered, encoded=True))
+    assert status == 403
+    assert b"<Code>AccessDenied</Code>" in body
+
+
 async def test_head_is_refused(
     sim: Simulator, server: SimulatorServer, http: aiohttp.ClientSession
 ) -> None:
@@ -378,7 +397,7 @@ def test_every_generated_block_is_exactly_one_mib() -> None:
     base = bytes(range(256)) * (CHUNK_SIZE // 256)
     near_edge = [i for i in range(200_000) if (i * 7919 + 1) % CHUNK_SIZE > CHUNK_SIZE - 9][:5]
     for index in [0, 1, 2, 1023, *near_edge]:
-        assert len(_block(base, index)) == CHUNK_SIZE
+        assert len(block(base, index)) == CHUNK_SIZE
 
 
 async def test_add_backup_async_serves_while_generating(
@@ -545,7 +564,7 @@ def test_populate_demo_shape(tmp_path: Path) -> None:
     populate_demo(sim)
     stacks = {"demo-shop-prod", "demo-api-staging", "demo-analytics"}
     ids = [bid for uid in stacks for bid in sim.backup_ids(uid)]
-    records = [sim._backup_json(sim._backups[bid]) for bid in ids]
+    records = [backup_json(b) for uid in stacks for b in sim.sorted_backups(uid)]
     assert {r["db_type"] for r in records} == {"mysql", "postgresql", "redis", "mongodb"}
     assert [r["backup_status"] for r in records].count(1) == 1
     assert max(len(sim.backup_content_path(bid)) for bid in ids) == 3

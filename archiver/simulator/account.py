@@ -1,0 +1,187 @@
+"""The simulated Cloud 66 account: its settings, stacks and backups (with the part files
+on disk that back them), the faults to inject and the counters of what was served.
+
+The API and the blob host read everything they answer from one :class:`Account`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import hashlib
+import math
+import secrets
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from archiver.simulator.content import CHUNK_SIZE, part_ids, write_part
+from archiver.simulator.records import Backup, Faults, Part, SimStats, Stack
+
+
+class Account:
+    """In-memory Cloud 66 account (stacks, backups) plus the files on disk that back it."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "sim-token",  # noqa: S107 - a throwaway default for local runs
+        blob_dir: Path,
+        part_size: int = 350_000_000,
+        url_lifetime: float = 300.0,
+        per_page: int = 30,
+        account_id: int | None = None,
+    ) -> None:
+        if part_size <= 0 or per_page <= 0:
+            raise ValueError("part_size and per_page must be positive")
+        self.token = token
+        self.blob_dir = Path(blob_dir)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.part_size = part_size
+        self.url_lifetime = url_lifetime
+        self.per_page = per_page
+        self.account_id = account_id
+        self.faults = Faults()
+        self.stats = SimStats()
+        self.warning: str | None = None  # sent as X-Cloud66-Warning on every API answer
+        self.requests_per_hour: int | None = None  # None: no rate limit
+        self.signing_secret = secrets.token_bytes(20)  # per instance: URLs never outlive it
+        self.api_window: collections.deque[float] = collections.deque()  # the last hour's
+        self._stacks: dict[str, Stack] = {}
+        self._backups: dict[int, Backup] = {}
+        self._next_id = 1
+
+    # ----------------------------------------------------------------- data set-up
+
+    def add_stack(self, uid: str, name: str = "", environment: str = "production") -> None:
+        """Create (or rename) a stack."""
+        created = self._stacks[uid].created_at if uid in self._stacks else datetime.now(UTC)
+        self._stacks[uid] = Stack(uid, name or uid, environment, created)
+
+    def add_backup(
+        self,
+        stack_uid: str,
+        *,
+        db_type: str = "mysql",
+        database_name: str = "app_db",
+        size: int = 1024,
+        status: int = 0,
+        backup_date: datetime | None = None,
+        backup_id: int | None = None,
+        seed: int | None = None,
+        legacy_part_names: bool = False,
+    ) -> int:
+        """Create a backup with ``size`` deterministic bytes split in parts; return its id.
+
+        The stack is created if it does not exist. Without ``backup_date`` the backup is
+        dated now (so it is the newest); without ``seed`` the id seeds the content.
+        """
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        if stack_uid not in self._stacks:
+            self.add_stack(stack_uid)
+        backup_id = self._claim_id(backup_id)
+        moment = backup_date or datetime.now(UTC).replace(microsecond=0)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        content_seed = backup_id if seed is None else seed
+        parts = self._generate_parts(
+            backup_id, database_name, size, content_seed, legacy_part_names
+        )
+        self._backups[backup_id] = Backup(
+            backup_id, stack_uid, db_type, database_name, status, moment, size, content_seed, parts
+        )
+        return backup_id
+
+    def _claim_id(self, backup_id: int | None) -> int:
+        """The id of a new backup: the next free one, or ``backup_id`` unless it is taken."""
+        if backup_id is None:
+            backup_id = self._next_id
+        elif backup_id in self._backups:
+            raise ValueError(f"backup id {backup_id} already exists")
+        if backup_id >= self._next_id:  # a reserved id leaves it alone: no race with the loop
+            self._next_id = backup_id + 1
+        return backup_id
+
+    async def add_backup_async(self, stack_uid: str, **options: Any) -> int:
+        """:meth:`add_backup` in a worker thread, so a running server keeps answering
+        while a big backup is generated. The id is reserved here, in the loop's thread."""
+        if options.get("backup_id") is None:
+            options["backup_id"] = self._next_id
+            self._next_id += 1
+        return await asyncio.to_thread(functools.partial(self.add_backup, stack_uid, **options))
+
+    def _generate_parts(
+        self, backup_id: int, database_name: str, size: int, seed: int, legacy: bool
+    ) -> list[Part]:
+        """Write the part files, several at once: hashing releases the GIL, so big backups
+        generate at well over 500 MB/s on two cores."""
+        count = max(1, math.ceil(size / self.part_size))
+        folder = self.blob_dir / f"backup-{backup_id}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        ids = part_ids(count, database_name, legacy)
+        bounds = [(n * self.part_size, min(size, (n + 1) * self.part_size)) for n in range(count)]
+        paths = [folder / f"part-{n:04d}" for n in range(count)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            md5s = list(pool.map(lambda n: write_part(paths[n], seed, *bounds[n]), range(count)))
+        return [
+            Part(file_id, name, paths[n], bounds[n][1] - bounds[n][0], md5s[n])
+            for n, (file_id, name) in enumerate(ids)
+        ]
+
+    def remove_backup(self, backup_id: int) -> None:
+        """Forget a backup and delete its files (as Cloud 66 rotates old backups out)."""
+        self._backups.pop(backup_id)
+        shutil.rmtree(self.blob_dir / f"backup-{backup_id}", ignore_errors=True)
+
+    # ------------------------------------------------------------------- look-ups
+
+    def backup_content_path(self, backup_id: int) -> list[Path]:
+        """The part files of a backup, in order (their concatenation is the backup)."""
+        return [part.path for part in self._backups[backup_id].parts]
+
+    def part_md5s(self, backup_id: int) -> dict[str, str]:
+        """Hex MD5 (= ETag without quotes) of each part, by file id."""
+        return {part.file_id: part.md5 for part in self._backups[backup_id].parts}
+
+    def expected_sha256(self, backup_id: int) -> str:
+        """SHA-256 of the joined backup (computed from the files once, then cached)."""
+        backup = self._backups[backup_id]
+        if backup.sha256 is None:
+            digest = hashlib.sha256()
+            for part in backup.parts:
+                with part.path.open("rb") as source:
+                    while block := source.read(CHUNK_SIZE):
+                        digest.update(block)
+            backup.sha256 = digest.hexdigest()
+        return backup.sha256
+
+    def stack_uids(self) -> list[str]:
+        """Every stack's uid, in the order they were added."""
+        return list(self._stacks)
+
+    def backup_ids(self, stack_uid: str) -> list[int]:
+        """Ids of a stack's backups, newest first (the API's order)."""
+        return [b.id for b in self.sorted_backups(stack_uid)]
+
+    def stacks(self) -> list[Stack]:
+        """Every stack, in the order they were added."""
+        return list(self._stacks.values())
+
+    def find_stack(self, uid: str) -> Stack | None:
+        """The stack with this uid, if there is one."""
+        return self._stacks.get(uid)
+
+    def find_backup(self, backup_id: int) -> Backup | None:
+        """The backup with this id (of any stack), if there is one."""
+        return self._backups.get(backup_id)
+
+    def sorted_backups(self, stack_uid: str) -> list[Backup]:
+        """A stack's backups, newest first (the API's order)."""
+        # list() copies in one step: add_backup_async may add a backup from its thread.
+        backups = [b for b in list(self._backups.values()) if b.stack_uid == stack_uid]
+        return sorted(backups, key=lambda b: (b.backup_date, b.id), reverse=True)

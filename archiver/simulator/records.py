@@ -1,0 +1,89 @@
+"""What the simulated account holds: its stacks, backups and part files, the faults to
+inject and the counters of everything served."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass
+class Faults:
+    """Failures to inject; tests flip these at runtime and counters decrement as they fire."""
+
+    api_errors: int = 0
+    throttle: int = 0
+    throttle_retry_after: float | None = None
+    malformed_json_stacks: set[str] = field(default_factory=set)
+    cut_downloads: int = 0
+    cut_after_bytes: int | None = None
+    slow_downloads: int = 0
+    slow_bytes_per_second: int = 1_000_000
+    expired_urls: int = 0
+    blob_errors: int = 0
+    ranged_errors: int = 0  # next N blob GETs with a Range header answer 500 (a stalled resume)
+    ignore_range: int = 0  # next N ranged blob GETs answer 200 with the whole object
+
+
+@dataclass
+class SimStats:
+    """Counters of everything the simulator served, for exact assertions in tests."""
+
+    api_requests: int = 0
+    api_requests_by_path: collections.Counter[str] = field(default_factory=collections.Counter)
+    api_request_times: list[float] = field(default_factory=list)  # time.monotonic() values
+    public_urls_issued: int = 0
+    blob_requests: int = 0  # every GET/HEAD on /blobs/, refused ones included
+    blob_refusals: int = 0  # 403/404/416 answers from the blob host
+    downloads_started: int = 0  # blob GETs that started sending a body (200/206)
+    downloads_completed: int = 0  # ... and sent all of it
+    bytes_served: int = 0
+    active_downloads: int = 0
+    max_concurrent_downloads: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter (the live ``active_downloads`` gauge is kept)."""
+        active = self.active_downloads
+        fresh = SimStats()
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+        self.active_downloads = active
+
+
+@dataclass
+class Part:
+    """One file of a backup: its API id and name, and the file on disk with its MD5."""
+
+    file_id: str
+    name: str
+    path: Path
+    size: int
+    md5: str
+
+
+@dataclass
+class Backup:
+    """One backup of a stack's database; its content is the concatenation of its parts."""
+
+    id: int
+    stack_uid: str
+    db_type: str
+    database_name: str
+    status: int
+    backup_date: datetime
+    size: int
+    seed: int
+    parts: list[Part]
+    sha256: str | None = None  # computed lazily from the part files
+
+
+@dataclass
+class Stack:
+    """One stack of the account."""
+
+    uid: str
+    name: str
+    environment: str
+    created_at: datetime
