@@ -142,3 +142,33 @@ async def test_restore_streams_back_exactly_what_cloud66_made(
     assert result.code == 1
     assert "sha256 differs from the manifest" in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir() if "spoilt" in path.name) == []
+
+
+async def test_verify_deep_reads_every_tar_and_catches_a_cut_one(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, archive_backend: ArchiveBackend
+) -> None:
+    """--deep passes whole tars (multi-part ones too) and fails one cut at a member boundary."""
+    whole = sim.add_backup("stack-a", size=700_000, backup_date=START)  # three parts
+    cut = sim.add_backup("stack-a", size=50_000, backup_date=START + DAY)
+    config = _config(workspace, server, archive_backend)
+    await _sync(config)
+    assert (await run_cli("--config", config, "verify", "--deep")).code == 0
+
+    [cut_tar] = [k for k in await archive_backend.keys() if f"_{cut}/" in k and k.endswith(".tar")]
+    # Cut right after the member's padded data: the end-of-archive zeros are gone.
+    await archive_backend.cut(cut_tar, keep=512 + -(-(50_000 - 2048) // 512) * 512)
+    # ...and pretend the manifest always said so: only the tar check can tell.
+    manifest_key = cut_tar.rpartition("/")[0] + "/manifest.json"
+    manifest = json.loads(await archive_backend.read(manifest_key))
+    shortened = await archive_backend.read(cut_tar)
+    manifest["size"] = len(shortened)
+    manifest["sha256"] = hashlib.sha256(shortened).hexdigest()
+    await archive_backend.write(manifest_key, json.dumps(manifest).encode())
+
+    shallow = await run_cli("--config", config, "verify", "--json")
+    assert shallow.code == 0  # size and sha256 match the (edited) manifest
+    deep = await run_cli("--config", config, "verify", "--deep", "--json")
+    assert deep.code == 1
+    problems = {e["backup_id"]: e["problem"] for e in json.loads(deep.stdout)["checked"]}
+    assert problems[whole] is None
+    assert "without the end-of-archive marker" in problems[cut]

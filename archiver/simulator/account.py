@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archiver.simulator.content import CHUNK_SIZE, part_ids, write_part
+from archiver.simulator.content import CHUNK_SIZE, TarFrame, part_ids, write_part
 from archiver.simulator.records import Backup, Faults, Part, SimStats, Stack
 
 
@@ -126,8 +126,11 @@ class Account:
         ids = part_ids(count, database_name, legacy)
         bounds = [(n * self.part_size, min(size, (n + 1) * self.part_size)) for n in range(count)]
         paths = [folder / f"part-{n:04d}" for n in range(count)]
+        frame = TarFrame.around(size, f"{database_name}.sql.gz")
         with ThreadPoolExecutor(max_workers=4) as pool:
-            md5s = list(pool.map(lambda n: write_part(paths[n], seed, *bounds[n]), range(count)))
+            md5s = list(
+                pool.map(lambda n: write_part(paths[n], seed, *bounds[n], frame), range(count))
+            )
         return [
             Part(file_id, name, paths[n], bounds[n][1] - bounds[n][0], md5s[n])
             for n, (file_id, name) in enumerate(ids)
