@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import structlog
 
 from archiver.cloud66.models import Backup, BackupFile, Stack
+from archiver.cloud66.parts import join_order
 from archiver.config import StackSettings
 from archiver.download import PartSource
 from archiver.errors import (
@@ -217,7 +218,7 @@ class SyncPass:
     async def _archive_due(self, job: _Job) -> None:
         if await self._adopt_existing(job):
             return
-        files = await self._rt.client.list_files(job.stack_uid, job.backup.id)
+        files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
         description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
         self._progress.add_backup(job.keys.tar, description, total=None)
         log.info("archiving backup", files=len(files), database_name=job.backup.database_name)

@@ -167,6 +167,11 @@ class CloudApi:
     async def _list_files(self, request: web.Request) -> web.Response:
         """GET /stacks/<uid>/backups/<id>/files: the backup's parts, paginated."""
         backup = self._find_backup(request)
+        override = self.account.faults.file_lists.get(backup.id)
+        if override is not None:
+            by_id = {part.file_id: file_json(part) for part in backup.parts}
+            listed = [by_id.get(fid, {"id": fid, "name": f"x.{fid}"}) for fid in override]
+            return self._page(request, listed)
         return self._page(request, [file_json(p) for p in backup.parts])
 
     async def _get_file(self, request: web.Request) -> web.Response:

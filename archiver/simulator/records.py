@@ -25,6 +25,9 @@ class Faults:
     blob_errors: int = 0
     ranged_errors: int = 0  # next N blob GETs with a Range header answer 500 (a stalled resume)
     ignore_range: int = 0  # next N ranged blob GETs answer 200 with the whole object
+    # backup id -> the file list to answer instead of the real one, e.g. in the wrong order
+    # or with an id twice (each entry: a real part's file id, or a made-up one).
+    file_lists: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass
