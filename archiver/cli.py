@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from archiver import __version__
-from archiver.config import Settings, load_settings, load_token, resolve_config_path
+from archiver.config import (
+    DB_TYPES,
+    Settings,
+    load_settings,
+    load_token,
+    parse_duration,
+    resolve_config_path,
+)
 from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
 from archiver.log import add_secret, configure_logging, redact
 from archiver.malloc_tuning import tame_malloc
@@ -322,6 +330,112 @@ def restore(setup: _Setup, backup_id: int, stack_uid: str | None, output: str) -
 
     settings = setup.settings()
     _run(lambda: run_restore(settings, backup_id, stack_uid=stack_uid, output=output))
+
+
+def _parse_expires(
+    _ctx: click.Context, _param: click.Parameter, value: str
+) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@main.command("import", context_settings=_CONTEXT)
+@click.option("--stack", "stack_uid", required=True, metavar="UID", help="The stack.")
+@click.option(
+    "--db-type", required=True, type=click.Choice(DB_TYPES), help="The database type of the backup."
+)
+@click.option("--group", required=True, type=int, metavar="N", help="The backup group.")
+@click.option("--url", metavar="URL", help="Where Cloud 66 downloads the backup (https).")
+@click.option(
+    "--backup", "backup_id", type=int, metavar="ID",
+    help="An archived backup: Cloud 66 gets a pre-signed URL of its copy (S3 storage only).",
+)
+@click.option(
+    "--expires", default="24h", show_default=True, callback=_parse_expires, metavar="DURATION",
+    help="How long the pre-signed URL of --backup stays valid (at most 7d).",
+)
+@click.pass_obj
+def import_(
+    setup: _Setup, stack_uid: str, db_type: str, group: int, url: str | None,
+    backup_id: int | None, expires: timedelta,
+) -> None:
+    """Have Cloud 66 import a backup from a URL: yours, or the archive's own copy.
+
+    Cloud 66 downloads the tar from --url, or, with --backup ID, from a
+    pre-signed URL of the archived copy in your S3 bucket (valid for --expires;
+    local and SFTP storage cannot give one: restore the file and serve it
+    yourself). Needs a token with the admin scope (exit 4 without). Exit 0 when
+    Cloud 66 accepted, 1 when it answered not ok, 2 for bad arguments (nothing
+    sent). No URL query or signature is ever printed.
+
+    \b
+    Examples:
+      c66-archiver import --stack UID --db-type mysql --group 5 --backup 4711
+      c66-archiver import --stack UID --db-type redis --group 2 --url https://host/redis.tar
+    """
+    from archiver.upstream import run_import
+
+    if (url is None) == (backup_id is None):
+        raise click.UsageError("give exactly one of --url and --backup")
+    settings = setup.settings()
+    token = setup.token(settings)
+    _run(
+        lambda: run_import(
+            settings, token, stack_uid=stack_uid, db_type=db_type, group=group, url=url,
+            backup_id=backup_id, expires=expires,
+        )
+    )
+
+
+@main.group("backup-task", context_settings=_CONTEXT)
+def backup_task() -> None:
+    """Manage Cloud 66 backup tasks (what makes the backups this tool archives)."""
+
+
+@backup_task.command("create", context_settings=_CONTEXT)
+@click.option("--stack", "stack_uid", required=True, metavar="UID", help="The stack.")
+@click.option(
+    "--db-type", "db_types", required=True, metavar="LIST|all",
+    help="Comma list of mysql, postgresql, redis, mongodb; or all.",
+)
+@click.option("--frequency", metavar="CRON", help='A cron line, e.g. "0 */4 * * *".')
+@click.option("--keep-count", type=int, metavar="N", help="Backups Cloud 66 keeps.")
+@click.option("--gzip/--no-gzip", default=None, help="Compress the dumps.")
+@click.option("--excluded-tables", metavar="LIST", help="Comma list of tables to leave out.")
+@click.option(
+    "--run-on-replica/--no-run-on-replica", default=None,
+    help="Run the backup on a replica server when there is one.",
+)
+@click.pass_obj
+def backup_task_create(
+    setup: _Setup, stack_uid: str, db_types: str, frequency: str | None, keep_count: int | None,
+    gzip: bool | None, excluded_tables: str | None, run_on_replica: bool | None,
+) -> None:
+    """Create a backup task on a stack (POST /stacks/:id/backups).
+
+    Everything is checked before anything is sent: an unknown db type or an
+    unreadable cron line exits 2. Options left out take Cloud 66's defaults.
+    Needs a token with the admin scope (exit 4 without). Exit 0 when Cloud 66
+    accepted, 1 when it answered not ok.
+
+    \b
+    Example:
+      c66-archiver backup-task create --stack UID --db-type mysql,redis \\
+          --frequency "0 */6 * * *" --keep-count 20 --gzip
+    """
+    from archiver.upstream import checked_task, run_backup_task_create
+
+    settings = setup.settings()
+    try:
+        task = checked_task(
+            stack_uid, db_types, frequency, keep_count, gzip, excluded_tables, run_on_replica
+        )
+    except ArchiverError as error:
+        _fail(str(error), exit_code_for(error))
+    token = setup.token(settings)
+    _run(lambda: run_backup_task_create(settings, token, task))
 
 
 @main.command(context_settings=_CONTEXT)

@@ -63,7 +63,8 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _check_cron(expression: str) -> str:
+def check_cron(expression: str) -> str:
+    """The cron line, or ValueError saying why it is not one (5 fields, crontab rules)."""
     try:
         CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as error:
@@ -79,7 +80,8 @@ def _check_timezone(name: str) -> str:
     return name
 
 
-def _check_uid(uid: str) -> str:
+def check_stack_uid(uid: str) -> str:
+    """The stack uid, or ValueError: letters, digits, - and _ only."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", uid):
         raise ValueError(f"{uid!r} is not a stack uid (letters, digits, '-' and '_')")
     return uid
@@ -92,8 +94,8 @@ def _check_remote_path(path: str) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-CronExpression = Annotated[str, AfterValidator(_check_cron)]
-StackUid = Annotated[str, AfterValidator(_check_uid)]
+CronExpression = Annotated[str, AfterValidator(check_cron)]
+StackUid = Annotated[str, AfterValidator(check_stack_uid)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
 # Strict: TOML has real integers and booleans, so `true` or "3000" where a

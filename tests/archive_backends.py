@@ -61,7 +61,7 @@ def _on_disk(name: str, root: Path, storage: dict[str, Any]) -> ArchiveBackend:
     return ArchiveBackend(name, storage, keys, read, write, delete)
 
 
-def _on_s3(server: S3Server, bucket: str, secret_file: Path) -> ArchiveBackend:
+def s3_backend(server: S3Server, bucket: str, secret_file: Path) -> ArchiveBackend:
     storage = {
         "type": "s3", "bucket": bucket, "prefix": S3_PREFIX, "endpoint_url": server.endpoint_url,
         "access_key_id": server.access_key, "secret_access_key_file": str(secret_file),
@@ -102,7 +102,7 @@ def archive_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ArchiveBa
         bucket: str = request.getfixturevalue("s3_bucket")
         secret_file = tmp_path / "s3-secret"
         secret_file.write_text(server.secret_key + "\n")
-        return _on_s3(server, bucket, secret_file)
+        return s3_backend(server, bucket, secret_file)
     sshd: SftpServer = request.getfixturevalue("sftp_server")
     folder: Path = request.getfixturevalue("sftp_folder")
     root = folder / "archive"

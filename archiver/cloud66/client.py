@@ -61,6 +61,29 @@ _FailureKind = Literal["unavailable", "throttled", "malformed"]
 RequestListener = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One API request: method, path (segments already quoted), query and JSON body."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    params: Mapping[str, str]
+    body: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        """`GET /stacks/abc/backups?page=2`: how requests are named in errors and logs."""
+        query = f"?{urlencode(self.params)}" if self.params else ""
+        return f"{self.method} {self.path}{query}"
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    """Cloud 66's answer to a POST: did it accept, and what it said."""
+
+    ok: bool
+    message: str
+
+
 @dataclass
 class _TransientFailure(Exception):
     """One try failed in a way that may succeed on another try."""
@@ -164,6 +187,27 @@ class Cloud66Client:
         # unquote, would break signatures that contain a real "%25".
         return raw_url.replace("%25", "%")
 
+    async def create_backup_task(self, stack_uid: str, params: dict[str, Any]) -> PostAnswer:
+        """POST /stacks/:id/backups: a backup task (db_type, frequency, keep_count, ...)."""
+        return await self._post_backups(stack_uid, params)
+
+    async def import_backup(
+        self, stack_uid: str, *, group: int, db_type: str, remote_url: str
+    ) -> PostAnswer:
+        """POST /stacks/:id/backups with remote_url: Cloud 66 fetches the backup from it."""
+        params = {"group": group, "db_type": db_type, "remote_url": remote_url}
+        return await self._post_backups(stack_uid, params)
+
+    async def _post_backups(self, stack_uid: str, params: dict[str, Any]) -> PostAnswer:
+        path = f"/stacks/{_segment(stack_uid)}/backups"
+        envelope = await self._envelope(_Call("POST", path, {}, body=params))
+        response = envelope["response"]
+        if not isinstance(response, dict) or not isinstance(response.get("ok"), bool):
+            raise ApiResponseError(f"malformed JSON from POST {path}: no 'ok' in the response")
+        message = response.get("message")
+        text = self._upstream_text(message) if isinstance(message, str) else ""
+        return PostAnswer(ok=response["ok"], message=text)
+
     # -- pages -----------------------------------------------------------------
 
     async def _list_all(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -190,17 +234,26 @@ class Cloud66Client:
 
     async def _get_envelope(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """GET a path and return the `{"response": ...}` envelope, retrying transient failures."""
-        request = _describe(path, params)
+        return await self._envelope(_Call("GET", path, params))
+
+    async def _envelope(self, call: _Call) -> dict[str, Any]:
+        """Send `call` and return its envelope, retrying what may be retried."""
+        path = call.path
+        request = call.describe()
         retrier = Retrier(self._retry_policy, stop=self._stop)
         throttle_waited = 0.0
         while True:
             try:
-                envelope = await self._try_once(path, params, request)
+                envelope = await self._try_once(call, request)
             except ApiError:
                 self._report(path, "error")
                 raise
             except _TransientFailure as failure:
                 self._report(path, failure.kind)
+                if call.method != "GET" and failure.kind != "throttled":
+                    # A POST that may have been carried out must not be sent twice.
+                    raise _give_up(failure, f"{failure.message} (not retried: "
+                                   "it may or may not have been carried out)") from None
                 wait = self._wait_before_retry(retrier, failure, throttle_waited)
                 if failure.kind == "throttled":
                     throttle_waited += wait
@@ -243,15 +296,17 @@ class Cloud66Client:
             ) from None
         return wait
 
-    async def _try_once(self, path: str, params: Mapping[str, str], request: str) -> dict[str, Any]:
-        """Send one GET and interpret the answer; raise _TransientFailure or a final ApiError."""
-        url = URL(self._base_url + path, encoded=True).with_query(params or None)
+    async def _try_once(self, call: _Call, request: str) -> dict[str, Any]:
+        """Send one request and interpret the answer; raise _TransientFailure or an ApiError."""
+        url = URL(self._base_url + call.path, encoded=True).with_query(call.params or None)
         async with self._stop.holding(self._semaphore):
             await self._stop.unless_stopped(self._budget.acquire())
             self.requests_made += 1
             try:
-                async with self._get_session().get(
+                async with self._get_session().request(
+                    call.method,
                     url,
+                    json=call.body,
                     headers=self._headers(),
                     timeout=self._timeout,
                     allow_redirects=False,  # a redirect could carry the token elsewhere

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.simulator.content import CHUNK_SIZE, TarFrame, part_ids, write_part
-from archiver.simulator.records import Backup, Faults, Part, SimStats, Stack
+from archiver.simulator.records import Backup, Faults, ImportRecord, Part, SimStats, Stack
 
 
 class Account:
@@ -50,9 +50,20 @@ class Account:
         self.requests_per_hour: int | None = None  # None: no rate limit
         self.signing_secret = secrets.token_bytes(20)  # per instance: URLs never outlive it
         self.api_window: collections.deque[float] = collections.deque()  # the last hour's
+        # What the token may do: Cloud 66's POSTs need "admin" (tests take it away).
+        self.token_scopes: set[str] = {"public", "admin"}
+        self.backup_tasks: list[dict[str, Any]] = []  # created by POST /stacks/<uid>/backups
+        self.imports: list[ImportRecord] = []  # each fetched in the background
+        self._tasks: set[asyncio.Future[None]] = set()
         self._stacks: dict[str, Stack] = {}
         self._backups: dict[int, Backup] = {}
         self._next_id = 1
+
+    def background(self, work: Any) -> None:
+        """Run `work` (an import's fetch) beside the answer, keeping a reference to it."""
+        task: asyncio.Future[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ----------------------------------------------------------------- data set-up
 

@@ -23,6 +23,13 @@ from aiohttp.typedefs import Middleware
 from archiver.simulator.account import Account
 from archiver.simulator.blobs import ACCESS_KEY_ID, blob_path, sign
 from archiver.simulator.documents import backup_json, envelope, file_json, stack_json
+from archiver.simulator.posts import (
+    backup_task,
+    fetch_import,
+    import_request,
+    read_params,
+    require_admin,
+)
 from archiver.simulator.records import Backup, Part, Stack
 from archiver.simulator.refusals import Refused, api_error
 
@@ -46,6 +53,7 @@ class CloudApi:
         return [
             ("GET", f"/stacks{_JSON}", self._list_stacks, "list_stacks"),
             ("GET", f"{_STACK}/backups{_JSON}", self._list_backups, "list_backups"),
+            ("POST", f"{_STACK}/backups{_JSON}", self._post_backups, "post_backups"),
             ("GET", f"{_BACKUP}{_JSON}", self._get_backup, "get_backup"),
             ("GET", f"{_BACKUP}/files{_JSON}", self._list_files, "list_files"),
             ("GET", f"{_BACKUP}/files/{{fid:{_SEG}}}{_JSON}", self._get_file, "get_file"),
@@ -158,6 +166,26 @@ class CloudApi:
             backups = [b for b in backups if b.db_type in types]
         # `group` is accepted and ignored: the simulator has a single backup group.
         return self._page(request, [backup_json(b) for b in backups])
+
+    async def _post_backups(self, request: web.Request) -> web.Response:
+        """POST /stacks/<uid>/backups: an import (with remote_url) or a new backup task."""
+        stack = self._find_stack(request)
+        require_admin(self.account)
+        params = await read_params(request)
+        refusal = self.account.faults.post_not_ok
+        if "remote_url" in params:
+            record = import_request(stack.uid, params)
+            if refusal is None:
+                self.account.imports.append(record)
+                self.account.background(fetch_import(record))
+            message = "Your external backup queued for upload"
+        else:
+            task = backup_task(params)
+            if refusal is None:
+                self.account.backup_tasks.append({"stack_uid": stack.uid, **task})
+            message = "queued for creation"
+        answer = {"ok": False, "message": refusal} if refusal else {"ok": True, "message": message}
+        return web.json_response({"response": answer})
 
     async def _get_backup(self, request: web.Request) -> web.Response:
         """GET /stacks/<uid>/backups/<id>: one backup."""

@@ -3,6 +3,7 @@ inject and the counters of everything served."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ class Faults:
     # backup id -> the file list to answer instead of the real one, e.g. in the wrong order
     # or with an id twice (each entry: a real part's file id, or a made-up one).
     file_lists: dict[int, list[str]] = field(default_factory=dict)
+    post_not_ok: str | None = None  # POSTs answer {"ok": false, "message": this}
 
 
 @dataclass
@@ -90,3 +92,18 @@ class Stack:
     name: str
     environment: str
     created_at: datetime
+
+
+@dataclass
+class ImportRecord:
+    """An import Cloud 66 was asked for, and what fetching its URL gave."""
+
+    stack_uid: str
+    group: int
+    db_type: str
+    remote_url: str
+    status: int | None = None  # the HTTP status of the fetch; None while it runs
+    size: int = 0
+    sha256: str = ""
+    error: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from archiver.errors import PermanentStorageError, StorageError
@@ -124,6 +125,10 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> AsyncIterator[str]:
         """Yield the keys of completed objects under `prefix` (a folder-like prefix, '' = all)."""
+
+    async def shareable_url(self, key: str, expires: timedelta) -> str | None:
+        """A URL anyone may GET `key` from until `expires` from now (S3: pre-signed), or
+        None when the backend cannot give one (a local folder, an SFTP server)."""
 
     async def remove(self, key: str) -> None:
         """Delete a completed object. Idempotent: a missing key is not an error."""

@@ -15,6 +15,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
@@ -311,6 +312,11 @@ class LocalStorage:
                     continue
                 keys.append(path.relative_to(self._root).as_posix())
         return sorted(keys)
+
+    async def shareable_url(self, key: str, expires: timedelta) -> str | None:
+        """None: this backend has no URL that Cloud 66 could fetch an object from."""
+        del key, expires
+        return None
 
     async def remove(self, key: str) -> None:
         """Delete a completed file and its now-empty folders. Missing is fine."""

@@ -8,6 +8,7 @@ when the object goes away.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from archiver.errors import IntegrityError, PermanentStorageError
 from archiver.storage.base import (
@@ -149,6 +150,11 @@ class MemoryStorage:
         for key in sorted(self._objects):
             if key.startswith(start):
                 yield key
+
+    async def shareable_url(self, key: str, expires: timedelta) -> str | None:
+        """None: this backend has no URL that Cloud 66 could fetch an object from."""
+        del key, expires
+        return None
 
     async def remove(self, key: str) -> None:
         """Delete; a missing key is fine."""

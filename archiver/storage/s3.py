@@ -29,6 +29,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +470,9 @@ class S3Storage:
     def _config(self) -> AioConfig:
         concurrency = self.settings.max_concurrent_part_uploads
         return AioConfig(
+            # SigV4 everywhere, pre-signed URLs included (botocore would sign those with
+            # the deprecated SigV2 in us-east-1).
+            signature_version="s3v4",
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=15,
             read_timeout=120,
@@ -690,6 +694,16 @@ class S3Storage:
                     yield str(item["Key"])[len(self._prefix) :]
         except (ClientError, BotoCoreError) as error:
             raise classify_s3_error(error, f"s3://{self._bucket}/{start} (list)") from error
+
+    async def shareable_url(self, key: str, expires: timedelta) -> str | None:
+        """A pre-signed GET URL of the object, valid for `expires` (SigV4 allows 7 days)."""
+        client = await self._connected()
+        url: str = await client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._object_key(key)},
+            ExpiresIn=int(expires.total_seconds()),
+        )
+        return url
 
     async def remove(self, key: str) -> None:
         """DeleteObject; S3 answers a missing key with success too."""

@@ -25,6 +25,7 @@ import functools
 import posixpath
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import asyncssh
@@ -589,6 +590,11 @@ class SftpStorage:
             for name in files:
                 yield posixpath.join(folder, name)
             pending.extend(posixpath.join(folder, name) for name in reversed(folders))
+
+    async def shareable_url(self, key: str, expires: timedelta) -> str | None:
+        """None: this backend has no URL that Cloud 66 could fetch an object from."""
+        del key, expires
+        return None
 
     async def remove(self, key: str) -> None:
         """Delete a completed file and its now-empty folders. Missing is fine."""
