@@ -27,6 +27,7 @@ import structlog
 import yarl
 
 from archiver.errors import IntegrityError, TransferError, UrlExpired
+from archiver.etags import bare_etag, md5_from_etag
 from archiver.manifest import PartRecord
 from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
 from archiver.stopping import StopSignal
@@ -34,7 +35,6 @@ from archiver.storage.base import SegmentWriter
 
 log = structlog.get_logger(__name__)
 
-_PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # Refresh a pre-signed URL before a resume when it expires within this margin:
 # S3 checks expiry when a request starts, so a resume needs a URL that is still valid.
@@ -69,14 +69,6 @@ class _PartProgress:
         self.written = 0
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False) if self.md5_expected else None
-
-
-def plain_md5_etag(etag: str | None) -> str | None:
-    """The MD5 an S3 ETag stands for, or None for multipart (`-N`) or odd ETags."""
-    if not etag:
-        return None
-    value = etag.strip().removeprefix("W/").strip('"').lower()
-    return value if _PLAIN_MD5.fullmatch(value) else None
 
 
 def url_expires_soon(url: str, *, margin: float = _URL_REFRESH_MARGIN_SECONDS) -> bool:
@@ -251,7 +243,9 @@ class Downloader:
         if progress.written:
             await segment.rewind()
         progress.etag = response.headers.get("ETag")
-        progress.md5_expected = plain_md5_etag(progress.etag) if self._verify_etag else None
+        progress.md5_expected = (
+            md5_from_etag(progress.etag, response.headers) if self._verify_etag else None
+        )
         progress.restart()
         if total is not None and progress.total is None:
             progress.total = total
@@ -353,5 +347,5 @@ class Downloader:
             name=part.name,
             size=progress.written,
             sha256=progress.sha256.hexdigest(),
-            etag=progress.etag.strip('"') if progress.etag else None,
+            etag=bare_etag(progress.etag),
         )

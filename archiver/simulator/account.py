@@ -50,6 +50,11 @@ class Account:
         self.requests_per_hour: int | None = None  # None: no rate limit
         self.signing_secret = secrets.token_bytes(20)  # per instance: URLs never outlive it
         self.api_window: collections.deque[float] = collections.deque()  # the last hour's
+        # How Cloud 66's bucket keeps the backups: None, "AES256", "aws:kms",
+        # "aws:kms:dsse" or "sse-c"; and whether they were multipart uploads. Both
+        # change what the ETag is (see blobs.BlobHost._etag).
+        self.s3_encryption: str | None = None
+        self.multipart_etags = False
         # What the token may do: Cloud 66's POSTs need "admin" (tests take it away).
         self.token_scopes: set[str] = {"public", "admin"}
         self.backup_tasks: list[dict[str, Any]] = []  # created by POST /stacks/<uid>/backups

@@ -145,14 +145,43 @@ class BlobHost:
         failure = self._injected_error(request)
         if failure is not None:
             return failure
-        etag = f'"{part.md5}"'
+        etag = self._etag(part)
         span = self._requested_span(request, part, etag)
         if isinstance(span, web.Response):
             stats.blob_refusals += 1
             return span
         start, count, partial = span
         response = _body_response(part, etag, start, count, partial)
+        response.headers.update(self._encryption_headers())
         return await self._send_body(request, response, part, start, count)
+
+    def _etag(self, part: Part) -> str:
+        """The part's quoted ETag, as S3 gives it for the bucket's kind of objects.
+
+        The MD5 for plain and SSE-S3 objects; an opaque 32-hex value for SSE-KMS and
+        SSE-C ones; `<hex>-N` when the objects were multipart uploads. The faults can
+        make it the MD5 of other bytes (a real mismatch).
+        """
+        account = self.account
+        if account.faults.wrong_etags > 0:
+            account.faults.wrong_etags -= 1
+            return f'"{hashlib.md5(part.md5.encode(), usedforsecurity=False).hexdigest()}"'
+        if account.multipart_etags:
+            of_parts = hashlib.md5(part.md5.encode() + b"-mp", usedforsecurity=False)
+            return f'"{of_parts.hexdigest()}-3"'
+        if account.s3_encryption not in (None, "AES256"):
+            opaque = hashlib.sha256(part.md5.encode() + account.signing_secret).hexdigest()
+            return f'"{opaque[:32]}"'
+        return f'"{part.md5}"'
+
+    def _encryption_headers(self) -> dict[str, str]:
+        """What S3 says of the object's server-side encryption."""
+        mode = self.account.s3_encryption
+        if mode is None:
+            return {}
+        if mode == "sse-c":
+            return {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
+        return {"x-amz-server-side-encryption": mode}
 
     def _injected_error(self, request: web.Request) -> web.Response | None:
         """S3's 500 when a blob_errors fault is due, or a ranged_errors one and a Range is asked."""

@@ -30,6 +30,7 @@ class Faults:
     # or with an id twice (each entry: a real part's file id, or a made-up one).
     file_lists: dict[int, list[str]] = field(default_factory=dict)
     post_not_ok: str | None = None  # POSTs answer {"ok": false, "message": this}
+    wrong_etags: int = 0  # next N blob answers carry an ETag that is the MD5 of other bytes
 
 
 @dataclass
