@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from archiver.encryption import parse_recipient, recipients_in_file
 from archiver.errors import ConfigError
 from archiver.retention import RetentionPolicy
 
@@ -365,6 +366,48 @@ class HttpSettings(_Section):
     page: Bool = True
 
 
+class EncryptionSettings(_Section):
+    """`[encryption]`: store backups as age v1 files for these recipients."""
+
+    # age X25519 public keys (age1...) and OpenSSH ssh-ed25519 / ssh-rsa public keys.
+    recipients: tuple[str, ...] = ()
+    # A file of recipients, one a line, as `age -R` reads it.
+    recipients_file: Path | None = None
+    # The private key for `restore` and `verify --deep` (never needed to archive).
+    identity_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _readable_recipients(self) -> EncryptionSettings:
+        for index, text in enumerate(self.recipients):
+            try:
+                parse_recipient(text)
+            except ValueError as error:
+                raise ValueError(f"recipients[{index}]: {error}") from None
+        for index, text in enumerate(self.file_recipients()):
+            try:
+                parse_recipient(text)
+            except ValueError as error:
+                raise ValueError(f"recipients_file line {index + 1}: {error}") from None
+        if not self.all_recipients():
+            raise ValueError("no recipients: set recipients or recipients_file")
+        return self
+
+    def file_recipients(self) -> list[str]:
+        """The recipients in `recipients_file` (none without one)."""
+        if self.recipients_file is None:
+            return []
+        try:
+            return recipients_in_file(self.recipients_file)
+        except OSError as error:
+            raise ValueError(
+                f"recipients_file {self.recipients_file}: cannot read ({error.strerror})"
+            ) from None
+
+    def all_recipients(self) -> list[str]:
+        """Every public recipient, from the list and the file, without repeats."""
+        return list(dict.fromkeys([*self.recipients, *self.file_recipients()]))
+
+
 class NotifySettings(_Section):
     """`[notify]`: dead-man's-switch pings and a webhook about passes."""
 
@@ -388,6 +431,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     http: HttpSettings | None = None
     notify: NotifySettings = NotifySettings()
+    encryption: EncryptionSettings | None = None
     retention: RetentionSettings | None = None
     # Where this configuration came from, for error messages.
     source: Path | None = Field(default=None, exclude=True)

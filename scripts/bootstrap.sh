@@ -27,10 +27,12 @@ apt_install() {
 bootstrap_test_services() {
     # curl: the benchmark's baseline and a test or two. openssh-server: the SFTP tests' sshd.
     # systemd: systemd-analyze verifies the units. buildah, podman, debootstrap: the image test.
-    # restic: the retention tests check our `forget` rules against restic's own.
+    # restic: the retention tests check our `forget` rules against restic's own. age: the
+    # encryption tests decrypt what we store with the age CLI itself.
     # prometheus: promtool and a real Prometheus for the monitoring tests. chromium: the
     # status page loaded in a headless browser.
-    apt_install curl openssh-server systemd buildah podman debootstrap restic prometheus chromium
+    apt_install curl openssh-server systemd buildah podman debootstrap restic age prometheus \
+        chromium
     bootstrap_image_base
 }
 
