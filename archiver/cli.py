@@ -268,11 +268,15 @@ def _parse_subset(
     help="Check a random P percent of the backups (at least one).",
 )
 @click.option("--deep", is_flag=True, help="Also read every tar to its end (slower).")
+@click.option(
+    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="With --deep on an encrypted archive: the private key that decrypts it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
 @click.pass_obj
 def verify(
     setup: _Setup, subset: tuple[int, int] | None, percent: float | None, deep: bool,
-    as_json: bool,
+    identity: Path | None, as_json: bool,
 ) -> None:
     """Re-read archived backups and check size and sha256 against their manifests.
 
@@ -296,7 +300,10 @@ def verify(
         raise click.UsageError("--subset and --percent cannot be combined")
     settings = setup.settings()
     _run(
-        lambda: run_verify(settings, subset=subset, percent=percent, deep=deep, as_json=as_json)
+        lambda: run_verify(
+            settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
+            identity=identity,
+        )
     )
 
 
@@ -310,8 +317,14 @@ def verify(
     metavar="PATH|-",
     help="The file to write (renamed into place only when intact), or - for stdout.",
 )
+@click.option(
+    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
+)
 @click.pass_obj
-def restore(setup: _Setup, backup_id: int, stack_uid: str | None, output: str) -> None:
+def restore(
+    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, identity: Path | None
+) -> None:
     """Stream an archived backup back out of storage, checking its sha256 as it goes.
 
     A file is written under a temporary name and renamed to PATH only when its
@@ -329,7 +342,11 @@ def restore(setup: _Setup, backup_id: int, stack_uid: str | None, output: str) -
     from archiver.restore import run_restore
 
     settings = setup.settings()
-    _run(lambda: run_restore(settings, backup_id, stack_uid=stack_uid, output=output))
+    _run(
+        lambda: run_restore(
+            settings, backup_id, stack_uid=stack_uid, output=output, identity=identity
+        )
+    )
 
 
 def _parse_expires(

@@ -58,10 +58,34 @@ class Manifest:
     file: str
     source: dict[str, Any] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
+    # Encrypted backups only: what is stored (the age file), and how it was encrypted.
+    # `size` and `sha256` above are always the plaintext's: what a restore gives back.
+    stored_size: int | None = None
+    stored_sha256: str | None = None
+    encryption: dict[str, Any] | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the stored file is an age file, not the tar itself."""
+        return self.encryption is not None
+
+    @property
+    def expected_stored_size(self) -> int:
+        """The size of the stored object."""
+        return self.size if self.stored_size is None else self.stored_size
+
+    @property
+    def expected_stored_sha256(self) -> str:
+        """The sha256 of the stored object."""
+        return self.sha256 if self.stored_sha256 is None else self.stored_sha256
 
     def to_json(self) -> bytes:
-        """Stable, readable JSON."""
-        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode("utf-8")
+        """Stable, readable JSON; the encryption fields only for encrypted backups."""
+        document = asdict(self)
+        for name in ("stored_size", "stored_sha256", "encryption"):
+            if document[name] is None:
+                del document[name]
+        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
@@ -83,6 +107,9 @@ class Manifest:
             file=str(document.get("file", "")),
             source=dict(document.get("source") or {}),
             version=int(document.get("version", MANIFEST_VERSION)),
+            stored_size=_optional_int(document.get("stored_size")),
+            stored_sha256=_optional_str(document.get("stored_sha256")),
+            encryption=dict(document["encryption"]) if document.get("encryption") else None,
         )
 
     def archived_record(self, *, tar_key: str, manifest_key: str, location: str) -> ArchivedBackup:
@@ -100,6 +127,14 @@ class Manifest:
             manifest_key=manifest_key,
             backup_date=self.backup_date,
         )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ import structlog
 
 from archiver.archive import Archive, open_archive
 from archiver.config import Settings
+from archiver.encryption import AgeStream, CorruptCiphertext, Identity, WrongIdentity
 from archiver.errors import EXIT_OK, EXIT_PARTIAL, ArchiverError, ConfigError
+from archiver.keys import identities_for
 from archiver.manifest import ArchivedBackup, Manifest
 from archiver.private_files import create_private_file, fsync_folder
 
@@ -63,13 +65,20 @@ def find_backup(
 
 
 async def run_restore(
-    settings: Settings, backup_id: int, *, stack_uid: str | None, output: str
+    settings: Settings,
+    backup_id: int,
+    *,
+    stack_uid: str | None,
+    output: str,
+    identity: Path | None = None,
 ) -> int:
     """Restore one backup to `output` (a path or '-'); exit 0, 1 on a mismatch, 2 if unknown."""
     async with open_archive(settings, lock=False) as archive:
         record = find_backup(archive.state.archived(), backup_id, stack_uid)
         manifest = await _manifest(archive, record)
         chunks = archive.storage.read_chunks(record.tar_key)
+        if manifest.encrypted:
+            chunks = _decrypted(chunks, identities_for(settings, identity), backup_id)
         try:
             if output == STDOUT:
                 await _to_stdout(chunks, manifest)
@@ -143,6 +152,30 @@ async def _to_file(chunks: AsyncIterator[bytes], manifest: Manifest, path: Path)
         await asyncio.to_thread(_publish, temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+async def _decrypted(
+    chunks: AsyncIterator[bytes], identities: list[Identity], backup_id: int
+) -> AsyncIterator[bytes]:
+    """The plaintext of an age file, decrypted as it streams."""
+    stream = AgeStream.decrypting(identities)
+    try:
+        async for chunk in chunks:
+            if plaintext := await stream.feed(chunk):
+                yield plaintext
+        if rest := await stream.finish():
+            yield rest
+    except WrongIdentity:
+        stream.abort()
+        raise ConfigError(
+            f"the identity cannot decrypt backup {backup_id} (it was encrypted to other keys)"
+        ) from None
+    except CorruptCiphertext as error:
+        stream.abort()
+        raise RestoreMismatch(str(error)) from None
+    except BaseException:
+        stream.abort()
         raise
 
 

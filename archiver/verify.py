@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from archiver.encryption import AgeStream, CorruptCiphertext, Identity, WrongIdentity
 from archiver.errors import StorageError
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest
@@ -82,14 +83,26 @@ def select_backups(
 
 
 class Verifier:
-    """Checks archived backups in one storage against their manifests."""
+    """Checks archived backups in one storage against their manifests.
+
+    Without `deep` only the stored bytes are read and hashed (no key needed, even
+    for encrypted backups: their manifest has the stored file's sha256). With
+    `deep`, an encrypted backup is decrypted with `identities` as it streams,
+    and the plaintext's sha256 and tar are checked too.
+    """
 
     def __init__(
-        self, storage: Storage, executor: ThreadPoolExecutor, *, deep: bool = False
+        self,
+        storage: Storage,
+        executor: ThreadPoolExecutor,
+        *,
+        deep: bool = False,
+        identities: Sequence[Identity] = (),
     ) -> None:
         self._storage = storage
         self._executor = executor
         self._deep = deep
+        self._identities = list(identities)
 
     async def check(self, record: ArchivedBackup, on_bytes: ByteCallback) -> CheckResult:
         """Read the backup once; never raises for what it finds (it is in the result)."""
@@ -106,12 +119,11 @@ class Verifier:
         info = await self._storage.stat(record.tar_key)
         if info is None:
             raise _Corrupt("the archived file is missing")
-        if info.size != manifest.size:
-            how = "short" if info.size < manifest.size else "too long"
-            raise _Corrupt(f"{how}: {info.size} bytes, the manifest says {manifest.size}")
-        sha256 = await self._read_and_hash(record.tar_key, manifest.size, on_bytes)
-        if sha256 != manifest.sha256:
-            raise _Corrupt("sha256 differs from the manifest")
+        expected = manifest.expected_stored_size
+        if info.size != expected:
+            how = "short" if info.size < expected else "too long"
+            raise _Corrupt(f"{how}: {info.size} bytes, the manifest says {expected}")
+        await self._read_and_check(record.tar_key, manifest, on_bytes)
 
     async def _manifest(self, record: ArchivedBackup) -> Manifest:
         try:
@@ -121,25 +133,83 @@ class Verifier:
         except (ValueError, KeyError, TypeError):
             raise _Corrupt("the manifest is unreadable") from None
 
-    async def _read_and_hash(self, key: str, size: int, on_bytes: ByteCallback) -> str:
-        """Stream `key` through sha256 (and the tar check), hashing chunk k while k+1 is read."""
+    async def _read_and_check(
+        self, key: str, manifest: Manifest, on_bytes: ByteCallback
+    ) -> None:
+        """Stream `key` once: its sha256, and with `deep` the plaintext's sha256 and tar."""
         loop = asyncio.get_running_loop()
-        digest = hashlib.sha256()
-        tar = TarChecker(self._executor) if self._deep else None
+        stored = hashlib.sha256()
+        plain = _PlaintextCheck(self._executor, manifest, self._identities) if self._deep else None
         read = 0
         try:
             async for chunk in self._storage.read_chunks(key):
-                await loop.run_in_executor(self._executor, digest.update, chunk)
-                if tar is not None:
-                    await tar.feed(chunk)
+                await loop.run_in_executor(self._executor, stored.update, chunk)
+                if plain is not None:
+                    await plain.feed(chunk)
                 read += len(chunk)
                 on_bytes(len(chunk))
         except FileNotFoundError:
             raise _Corrupt("the archived file is missing") from None
         finally:
-            problem = await tar.finish() if tar is not None else None
-        if read != size:
-            raise _Corrupt(f"short: {read} bytes read, the manifest says {size}")
+            problem = await plain.finish() if plain is not None else None
+        if read != manifest.expected_stored_size:
+            raise _Corrupt(
+                f"short: {read} bytes read, the manifest says {manifest.expected_stored_size}"
+            )
+        if stored.hexdigest() != manifest.expected_stored_sha256:
+            raise _Corrupt("sha256 differs from the manifest")
         if problem is not None:
             raise _Corrupt(problem)
-        return digest.hexdigest()
+
+
+class _PlaintextCheck:
+    """The deep check: decrypt when the backup is encrypted, then hash and read the tar."""
+
+    def __init__(
+        self, executor: ThreadPoolExecutor, manifest: Manifest, identities: list[Identity]
+    ) -> None:
+        self._executor = executor
+        self._manifest = manifest
+        self._decrypt = AgeStream.decrypting(identities) if manifest.encrypted else None
+        self._digest = hashlib.sha256()
+        self._tar = TarChecker(executor)
+        self._failure: str | None = None
+
+    async def feed(self, stored: bytes) -> None:
+        """Take the next stored chunk."""
+        if self._failure is not None:
+            return
+        try:
+            plaintext = await self._decrypt.feed(stored) if self._decrypt else stored
+        except (WrongIdentity, CorruptCiphertext) as error:
+            self._failure = _decrypt_problem(error)
+            return
+        await self._plaintext(plaintext)
+
+    async def _plaintext(self, data: bytes) -> None:
+        if data:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._digest.update, data)
+            await self._tar.feed(data)
+
+    async def finish(self) -> str | None:
+        """The verdict: None when the plaintext is whole, else what is wrong."""
+        if self._decrypt is not None and self._failure is None:
+            try:
+                await self._plaintext(await self._decrypt.finish())
+            except (WrongIdentity, CorruptCiphertext) as error:
+                self._failure = _decrypt_problem(error)
+        elif self._decrypt is not None:
+            self._decrypt.abort()
+        tar_problem = await self._tar.finish()
+        if self._failure is not None:
+            return self._failure
+        if self._decrypt is not None and self._digest.hexdigest() != self._manifest.sha256:
+            return "the decrypted backup's sha256 differs from the manifest"
+        return tar_problem
+
+
+def _decrypt_problem(error: Exception) -> str:
+    if isinstance(error, WrongIdentity):
+        return "cannot be decrypted with the given identity (encrypted to other keys?)"
+    return f"cannot be decrypted: {error}"

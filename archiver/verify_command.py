@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +20,9 @@ from rich.table import Table
 from archiver.alerts import AlertSender, alerts_configured
 from archiver.archive import open_archive
 from archiver.config import Settings
+from archiver.encryption import SUFFIX as ENCRYPTED_SUFFIX
 from archiver.errors import EXIT_OK, EXIT_PARTIAL
+from archiver.keys import identities_for
 from archiver.manifest import ArchivedBackup, utc_now_iso
 from archiver.progress import PassProgress
 from archiver.state import StateStore, Verification, VerifyRun
@@ -37,11 +40,14 @@ async def run_verify(
     percent: float | None,
     deep: bool,
     as_json: bool,
+    identity: Path | None = None,
 ) -> int:
     """Check the selected backups; print; exit 0 when all are intact, else 1."""
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
         chosen = select_backups(archive.state.archived(), subset=subset, percent=percent)
-        verifier = Verifier(archive.storage, archive.executor, deep=deep)
+        encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
+        identities = identities_for(settings, identity) if deep and encrypted else []
+        verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
         results = await _check_all(verifier, chosen, show_progress=not as_json)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
