@@ -32,6 +32,7 @@ class ArchiveBackend:
     read: Callable[[str], Awaitable[bytes]]
     write: Callable[[str, bytes], Awaitable[None]]
     delete: Callable[[str], Awaitable[None]]
+    location: Callable[[str], str]  # how `status --json` names a key's object
 
     async def flip_a_bit(self, key: str, at: int = 100) -> None:
         """Corrupt one bit of a stored object (bit rot)."""
@@ -44,7 +45,9 @@ class ArchiveBackend:
         await self.write(key, (await self.read(key))[:keep])
 
 
-def _on_disk(name: str, root: Path, storage: dict[str, Any]) -> ArchiveBackend:
+def _on_disk(
+    name: str, root: Path, storage: dict[str, Any], url_base: str = ""
+) -> ArchiveBackend:
     async def keys() -> list[str]:
         found = root.rglob("*") if root.exists() else iter(())
         return sorted(p.relative_to(root).as_posix() for p in found if p.is_file())
@@ -58,7 +61,10 @@ def _on_disk(name: str, root: Path, storage: dict[str, Any]) -> ArchiveBackend:
     async def delete(key: str) -> None:
         (root / key).unlink()
 
-    return ArchiveBackend(name, storage, keys, read, write, delete)
+    def location(key: str) -> str:
+        return f"{url_base}{root / key}"
+
+    return ArchiveBackend(name, storage, keys, read, write, delete, location)
 
 
 def s3_backend(server: S3Server, bucket: str, secret_file: Path) -> ArchiveBackend:
@@ -88,7 +94,10 @@ def s3_backend(server: S3Server, bucket: str, secret_file: Path) -> ArchiveBacke
         async with server.client() as client:
             await client.delete_object(Bucket=bucket, Key=S3_PREFIX + key)
 
-    return ArchiveBackend("s3", storage, keys, read, write, delete)
+    def location(key: str) -> str:
+        return f"s3://{bucket}/{S3_PREFIX}{key}"
+
+    return ArchiveBackend("s3", storage, keys, read, write, delete, location)
 
 
 @pytest.fixture(params=["local", "s3", "sftp"])
@@ -106,4 +115,5 @@ def archive_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ArchiveBa
     sshd: SftpServer = request.getfixturevalue("sftp_server")
     folder: Path = request.getfixturevalue("sftp_folder")
     root = folder / "archive"
-    return _on_disk("sftp", root, sshd.storage_table(root))
+    url_base = f"sftp://{sshd.username}@127.0.0.1:{sshd.port}"
+    return _on_disk("sftp", root, sshd.storage_table(root), url_base)

@@ -244,30 +244,6 @@ async def test_hostile_names_never_escape_the_archive(
     assert sorted(int(str(m["backup_id"])) for m in _manifests(workspace.archive)) == sorted(ids)
 
 
-async def test_state_deleted_is_rebuilt_from_manifests_without_downloads(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace
-) -> None:
-    """With the state gone, the manifests in storage rebuild it and nothing is fetched again."""
-    sim.add_stack("stack-a")
-    for index in range(4):
-        sim.add_backup("stack-a", size=300, backup_date=_date(index))
-    settings = settings_for(workspace, server, "stack-a")
-    await run_pass(settings)
-    for path in workspace.state.iterdir():
-        path.unlink()
-    sim.stats.reset()
-
-    summary = await run_pass(settings)
-
-    assert summary.archived == 0
-    assert sim.stats.downloads_started == 0
-    state = StateStore.open(workspace.state)
-    try:
-        assert len(state.archived()) == 4
-    finally:
-        state.close()
-
-
 async def test_manifest_without_state_record_is_adopted_not_downloaded(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:

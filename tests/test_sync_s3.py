@@ -10,7 +10,6 @@ from typing import Any
 
 from archiver.config import Settings, load_settings
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
 from loopback.seaweedfs import S3Server, multipart_uploads, object_metadata
 from tests.conftest import PART_SIZE, Workspace, render_toml, run_cli, run_pass, start_cli
 
@@ -131,51 +130,6 @@ async def test_a_cut_download_still_ends_with_a_correct_object_and_no_orphans(
     (tar_key,) = [key for key in objects if key.endswith("/cut.tar")]
     assert hashlib.sha256(objects[tar_key]).hexdigest() == sim.expected_sha256(backup_id)
     assert await multipart_uploads(s3_server, s3_bucket) == []
-
-
-async def test_state_deleted_is_rebuilt_from_the_bucket_without_downloads(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
-    s3_bucket: str,
-) -> None:
-    """With the state gone, the manifests in the bucket rebuild it and nothing is fetched."""
-    sim.add_stack("stack-a")
-    for _ in range(3):
-        sim.add_backup("stack-a", size=PART_SIZE + 10)
-    settings = s3_settings(workspace, server, s3_server, s3_bucket, "stack-a")
-    await run_pass(settings)
-    for path in workspace.state.iterdir():
-        path.unlink()
-    sim.stats.reset()
-
-    summary = await run_pass(settings)
-
-    assert summary.archived == 0
-    assert sim.stats.downloads_started == 0
-    state = StateStore.open(workspace.state)
-    try:
-        assert len(state.archived()) == 3
-    finally:
-        state.close()
-
-
-async def test_status_json_names_the_object_as_an_s3_url(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
-    s3_bucket: str,
-) -> None:
-    """`status --json` gives each archived backup's location as s3://bucket/key."""
-    sim.add_stack("stack-a")
-    backup_id = sim.add_backup("stack-a", database_name="shop", size=500)
-    config = write_s3_config(workspace, server, s3_server, s3_bucket, "stack-a")
-    synced = await run_cli("--config", str(config), "sync")
-    assert synced.code == 0, synced.stderr
-
-    as_json = await run_cli("--config", str(config), "status", "--json")
-
-    assert as_json.code == 0, as_json.stderr
-    (entry,) = json.loads(as_json.stdout)["archived"]
-    assert entry["backup_id"] == backup_id
-    assert entry["location"].startswith(f"s3://{s3_bucket}/{PREFIX}stack-a/mysql/shop/")
-    assert entry["location"].endswith("/shop.tar")
 
 
 async def test_check_config_probes_the_bucket_and_names_bad_credentials(

@@ -12,7 +12,6 @@ from typing import Any
 from archiver.config import Settings, load_settings
 from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
 from archiver.summary import PassSummary
 from loopback.sshd import SftpServer
 from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
@@ -103,50 +102,6 @@ async def test_a_cut_download_still_ends_with_the_right_bytes(
     [tar] = remote.rglob("db.tar")
     assert _sha256(tar) == sim.expected_sha256(backup_id)
     assert not list(remote.rglob("*.part"))
-
-
-async def test_deleted_state_is_rebuilt_from_remote_manifests_without_downloads(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
-    sftp_folder: Path,
-) -> None:
-    """With the state gone, the manifests on the SFTP server rebuild it: zero downloads."""
-    for _ in range(4):
-        sim.add_backup("stack-a", size=300)
-    settings = _settings(workspace, server, sftp_server, sftp_folder / "archive")
-    await _pass(settings)
-    for path in workspace.state.iterdir():
-        path.unlink()
-    sim.stats.reset()
-
-    summary = await _pass(settings)
-
-    assert summary.archived == 0
-    assert sim.stats.downloads_started == 0
-    state = StateStore.open(workspace.state)
-    try:
-        assert len(state.archived()) == 4
-    finally:
-        state.close()
-
-
-async def test_status_json_names_the_sftp_url_of_the_archive(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
-    sftp_folder: Path,
-) -> None:
-    """`status --json` gives sftp://user@host:port/absolute/path of the archived tar."""
-    remote = sftp_folder / "archive"
-    sim.add_backup("stack-a", database_name="db", size=10)
-    settings = _settings(workspace, server, sftp_server, remote)
-    await _pass(settings)
-
-    result = await run_cli("--config", str(workspace.config), "status", "--json")
-
-    assert result.code == 0, result.stderr
-    [entry] = json.loads(result.stdout)["archived"]
-    [tar] = remote.rglob("db.tar")
-    assert entry["location"] == (
-        f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}{tar}"
-    )
 
 
 async def test_check_config_probes_the_sftp_target(
