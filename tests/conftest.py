@@ -169,17 +169,23 @@ async def run_pass(settings: Settings) -> PassSummary:
     return await archive_once(settings, TOKEN, show_progress=False)
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def archived_sha256s(archive: Path) -> dict[int, str]:
     """backup id -> sha256 of the archived tar, for every manifest under `archive`."""
-    import hashlib
     import json
 
     result = {}
     for manifest_path in archive.rglob("manifest.json"):
         manifest = json.loads(manifest_path.read_text())
-        digest = hashlib.sha256()
-        with (manifest_path.parent / manifest["file"]).open("rb") as tar:
-            while chunk := tar.read(1 << 20):
-                digest.update(chunk)
-        result[int(manifest["backup_id"])] = digest.hexdigest()
+        result[int(manifest["backup_id"])] = file_sha256(manifest_path.parent / manifest["file"])
     return result

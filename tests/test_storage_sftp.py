@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import stat
 import subprocess
 import tomllib
-import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -252,28 +250,6 @@ async def test_a_dropped_connection_is_reopened_once(
     await segment.close()
     await upload.commit(size=200_000, sha256=sha256_hex(first + second))
     assert await storage.read_small("s/db.tar") == first + second
-
-
-async def test_large_upload_over_sftp_holds_little_python_memory(storage: SftpStorage) -> None:
-    """64 MiB in 1 MiB chunks: tracemalloc's peak stays a few chunks, and the bytes arrive."""
-    digest = hashlib.sha256()
-    upload = await storage.start_upload("big.tar")
-    tracemalloc.start()
-    try:
-        segment = await upload.open_segment(0, 0)
-        for _ in range(64):
-            chunk = os.urandom(MiB)
-            digest.update(chunk)
-            await segment.write(chunk)
-            del chunk
-        await upload.commit(size=64 * MiB, sha256=digest.hexdigest())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 * MiB
-    info = await storage.stat("big.tar")
-    assert info is not None
-    assert info.size == 64 * MiB
 
 
 async def test_read_back_is_not_offered(storage: SftpStorage) -> None:

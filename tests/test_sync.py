@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import stat
 from datetime import UTC, datetime, timedelta
@@ -11,19 +10,11 @@ from pathlib import Path
 from archiver.config import load_settings
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state import StateStore
-from tests.conftest import PART_SIZE, Workspace, run_pass, settings_for
+from tests.conftest import PART_SIZE, Workspace, file_sha256, run_pass, settings_for
 
 
 def _date(days_ago: int) -> datetime:
     return datetime(2026, 11, 1, 3, 0, tzinfo=UTC) - timedelta(days=days_ago)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _manifests(archive: Path) -> list[dict[str, object]]:
@@ -44,7 +35,7 @@ async def test_first_pass_archives_every_ok_backup_with_layout_and_manifest(
     assert summary.archived == 1
     folder = workspace.archive / "stack-a" / "mysql" / "shop" / f"2026-10-31T030000Z_{backup_id}"
     tar = folder / "shop.tar"
-    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert file_sha256(tar) == sim.expected_sha256(backup_id)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["sha256"] == sim.expected_sha256(backup_id)
     assert manifest["size"] == 5000
@@ -143,7 +134,7 @@ async def test_multi_part_backup_is_joined_in_order(
     (manifest,) = _manifests(workspace.archive)
     tar = next(workspace.archive.rglob("big.tar"))
     assert tar.stat().st_size == size
-    assert _sha256(tar) == sim.expected_sha256(backup_id) == manifest["sha256"]
+    assert file_sha256(tar) == sim.expected_sha256(backup_id) == manifest["sha256"]
     parts = manifest["parts"]
     assert isinstance(parts, list)
     assert [part["id"] for part in parts] == ["tar-aa", "tar-ab", "tar-ac", "tar-ad"]
@@ -162,7 +153,7 @@ async def test_legacy_part_names_join_too(
     backup_id = sim.add_backup("stack-a", size=PART_SIZE * 2 + 1, legacy_part_names=True)
     await run_pass(settings_for(workspace, server, "stack-a"))
     tar = next(workspace.archive.rglob("*.tar"))
-    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert file_sha256(tar) == sim.expected_sha256(backup_id)
 
 
 async def test_failed_backups_are_skipped_and_logged_once(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 from pathlib import Path
@@ -14,7 +13,7 @@ from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.summary import PassSummary
 from loopback.sshd import SftpServer
-from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
+from tests.conftest import PART_SIZE, TOKEN, Workspace, file_sha256, run_cli, start_cli
 
 
 def _settings(
@@ -28,14 +27,6 @@ def _settings(
 
 async def _pass(settings: Settings) -> PassSummary:
     return await archive_once(settings, TOKEN, show_progress=False)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _manifests(remote: Path) -> dict[int, dict[str, Any]]:
@@ -61,7 +52,8 @@ async def test_a_pass_archives_single_and_multi_part_backups_over_sftp(
         [tar] = remote.rglob(f"{name}.tar")
         assert tar.parent.parent.parent.relative_to(remote).parts[0] == "stack-a"
         assert tar.parent.name.endswith(f"_{backup_id}")
-        assert _sha256(tar) == sim.expected_sha256(backup_id) == manifests[backup_id]["sha256"]
+        expected = sim.expected_sha256(backup_id)
+        assert file_sha256(tar) == expected == manifests[backup_id]["sha256"]
         assert (tar.parent / "manifest.json").is_file()
     assert [part["id"] for part in manifests[multi]["parts"]] == [
         "tar-aa", "tar-ab", "tar-ac", "tar-ad"
@@ -100,7 +92,7 @@ async def test_a_cut_download_still_ends_with_the_right_bytes(
     assert (summary.exit_code, summary.archived) == (0, 1)
     assert sim.faults.cut_downloads == 0
     [tar] = remote.rglob("db.tar")
-    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert file_sha256(tar) == sim.expected_sha256(backup_id)
     assert not list(remote.rglob("*.part"))
 
 
@@ -144,5 +136,5 @@ async def test_a_killed_process_leaves_nothing_visible_and_the_next_pass_finishe
 
     assert result.code == 0, result.stderr
     [tar] = remote.rglob("db.tar")
-    assert _sha256(tar) == sim.expected_sha256(backup_id)
+    assert file_sha256(tar) == sim.expected_sha256(backup_id)
     assert not list(remote.rglob("*.part"))
