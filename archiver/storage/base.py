@@ -176,6 +176,8 @@ class OffsetSegment:
     """A segment for backends that write at offsets (local files, SFTP): no buffering."""
 
     def __init__(self, upload: _OffsetWriter, offset: int) -> None:
+        if offset < 0:
+            raise ValueError(f"segment offset must be >= 0, not {offset}")
         self._upload = upload
         self._offset = offset
         self._position = offset

@@ -115,8 +115,6 @@ class LocalUpload:
         """A writer at `offset`; the index does not matter to a file."""
         del index
         self._open_descriptor()
-        if offset < 0:
-            raise ValueError(f"segment offset must be >= 0, not {offset}")
         return OffsetSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:

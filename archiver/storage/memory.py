@@ -42,8 +42,6 @@ class MemoryUpload:
         """A writer at `offset`."""
         del index
         self._check_active()
-        if offset < 0:
-            raise ValueError(f"segment offset must be >= 0, not {offset}")
         return OffsetSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:

@@ -133,8 +133,6 @@ class SftpUpload:
         """A writer at `offset`; the index does not matter to a file."""
         del index
         self._live_handle()
-        if offset < 0:
-            raise ValueError(f"segment offset must be >= 0, not {offset}")
         return OffsetSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:
