@@ -226,37 +226,16 @@ def configure_logging(
     `stream` defaults to the current `sys.stderr`, looked up at each write.
     `secrets` are added to those registered with `add_secret`.
     """
-    global _handler
     level_number = _level_number(level)  # first, so a bad level changes nothing
     for secret in secrets:
         add_secret(secret)
     terminal = _is_terminal(stream if stream is not None else sys.stderr)
     as_json = format == "json" or (format == "auto" and not terminal)
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
-    handler.setFormatter(
-        _RedactingFormatter(
-            foreign_pre_chain=_shared_processors(),
-            processors=_render_processors(as_json, colors=terminal and not as_json),
-        )
-    )
+    handler.setFormatter(_formatter(as_json, colors=terminal and not as_json))
     # The tail is plain console text without colours, whatever stderr gets.
-    _tail.setFormatter(
-        _RedactingFormatter(
-            foreign_pre_chain=_shared_processors(),
-            processors=_render_processors(as_json=False, colors=False),
-        )
-    )
-    root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
-    root.addHandler(handler)
-    if _tail not in root.handlers:
-        root.addHandler(_tail)
-    root.setLevel(level_number)
-    # These libraries log every job run and connection at INFO: noise at our INFO.
-    for noisy in _CHATTY_LIBRARIES:
-        logging.getLogger(noisy).setLevel(max(level_number, logging.WARNING))
-    _handler = handler
+    _tail.setFormatter(_formatter(as_json=False, colors=False))
+    _route_stdlib_logging(handler, level_number)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -268,6 +247,29 @@ def configure_logging(
         # Not cached: a logger first used before (re)configuration must follow it.
         cache_logger_on_first_use=False,
     )
+
+
+def _formatter(as_json: bool, *, colors: bool) -> logging.Formatter:
+    return _RedactingFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=_render_processors(as_json, colors=colors),
+    )
+
+
+def _route_stdlib_logging(handler: logging.Handler, level_number: int) -> None:
+    """One handler (and the tail) on the root logger, replacing the previous one."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    if _tail not in root.handlers:
+        root.addHandler(_tail)
+    root.setLevel(level_number)
+    # These libraries log every job run and connection at INFO: noise at our INFO.
+    for noisy in _CHATTY_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(level_number, logging.WARNING))
+    _handler = handler
 
 
 _CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore")

@@ -178,19 +178,25 @@ class _LiveCollector(Collector):
             per_stack.add_metric([stack_uid], at.timestamp())
         yield per_stack
         yield _gauge("state_archived_backups", "Backups in the state.", state.archived_count())
-        verify_run = state.last_verify_run()
-        if verify_run is not None:  # absent until the first `verify`, like the last success
-            yield _gauge(
-                "verify_failures",
-                "Backups found corrupt, short or missing by the last `verify` run.",
-                verify_run.failed,
-            )
-            yield _gauge(
-                "last_verify_timestamp_seconds",
-                "When the last `verify` run finished (Unix time).",
-                datetime.fromisoformat(verify_run.finished_at).timestamp(),
-            )
+        yield from _verify_gauge_values(state)
         yield _gauge("state_file_bytes", "Size of the state database.", state.size_bytes())
+
+
+def _verify_gauge_values(state: StateStore) -> Iterator[Metric]:
+    """The last `verify` run's failures and time; absent before the first, like last success."""
+    verify_run = state.last_verify_run()
+    if verify_run is None:
+        return
+    yield _gauge(
+        "verify_failures",
+        "Backups found corrupt, short or missing by the last `verify` run.",
+        verify_run.failed,
+    )
+    yield _gauge(
+        "last_verify_timestamp_seconds",
+        "When the last `verify` run finished (Unix time).",
+        datetime.fromisoformat(verify_run.finished_at).timestamp(),
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
