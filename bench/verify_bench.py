@@ -1,0 +1,137 @@
+"""`c66-archiver verify` of a 1 GiB backup beside `sha256sum` of the same file, same run.
+
+The simulator (in this process) makes one backup, `c66-archiver sync` archives it
+into local storage, then rounds alternate (ABBA) between `c66-archiver verify`
+(the whole command: start-up, state, manifest, stream, hash) and `sha256sum` of
+the archived tar, both from the page cache, each measured by `measure_io.py`
+(wall time, CPU, peak RSS of that process alone). Goal: verify >= 0.8x
+sha256sum's throughput, peak RSS flat whatever the size.
+
+    .venv/bin/python bench/verify_bench.py            # 1 GiB, 4 rounds
+    .venv/bin/python bench/verify_bench.py --quick    # 128 MiB, 2 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import (
+    GIB,
+    MIB,
+    REPO_ROOT,
+    TOKEN,
+    archiver_command,
+    child_env,
+    progress,
+    run_archiver_sync,
+    write_config,
+)
+from measure_io import Measured, run_measured
+
+from archiver.simulator import Simulator, SimulatorServer
+
+
+async def _archive_one_backup(folder: Path, size: int) -> tuple[Path, Path]:
+    """Serve one backup of `size` bytes, archive it with a sync process; (config, tar)."""
+    sim = Simulator(token=TOKEN, blob_dir=folder / "blobs", part_size=350_000_000)
+    await sim.add_backup_async("bench-stack", size=size)
+    async with SimulatorServer(sim) as server:
+        config = write_config(folder, server.base_url, ["bench-stack"])
+        measured = await asyncio.to_thread(run_archiver_sync, folder, config)
+    if measured.returncode != 0:
+        raise RuntimeError(f"sync failed: see {folder / 'archiver.log'}")
+    shutil.rmtree(folder / "blobs")
+    [tar] = (folder / "archive").rglob("*.tar")
+    return config, tar
+
+
+def _verify(config: Path) -> Measured:
+    argv = [*archiver_command(), "--config", str(config), "verify"]
+    return run_measured(
+        argv, env=child_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _sha256sum(tar: Path) -> Measured:
+    return run_measured(["sha256sum", str(tar)], stdout=subprocess.DEVNULL)
+
+
+def _row(tool: str, measured: Measured, size: int) -> dict[str, Any]:
+    if measured.returncode != 0:
+        raise RuntimeError(f"{tool} exited {measured.returncode}")
+    return {
+        "tool": tool,
+        "wall_s": measured.wall_seconds,
+        "mb_s": size / 1e6 / measured.wall_seconds,
+        "cpu_s": measured.cpu_seconds,
+        "rss_mib": measured.max_rss_bytes / MIB,
+    }
+
+
+def run(size: int, rounds: int) -> dict[str, Any]:
+    """Archive once, then alternate the two readers; medians per tool."""
+    folder = Path(tempfile.mkdtemp(prefix="c66-verify-bench-", dir="/var/tmp"))
+    try:
+        config, tar = asyncio.run(_archive_one_backup(folder, size))
+        _sha256sum(tar)  # warm the page cache: both read from memory
+        rows = []
+        for index in range(rounds):
+            order = ("verify", "sha256sum") if index % 2 == 0 else ("sha256sum", "verify")
+            for tool in order:
+                measured = _verify(config) if tool == "verify" else _sha256sum(tar)
+                rows.append(_row(tool, measured, size))
+                progress(f"round {index + 1}: {tool} {rows[-1]['mb_s']:.0f} MB/s")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    medians = {
+        tool: {key: statistics.median(r[key] for r in rows if r["tool"] == tool)
+               for key in ("wall_s", "mb_s", "cpu_s", "rss_mib")}
+        for tool in ("verify", "sha256sum")
+    }
+    ratio = medians["verify"]["mb_s"] / medians["sha256sum"]["mb_s"]
+    return {"size": size, "rounds": rounds, "medians": medians, "ratio": ratio, "rows": rows}
+
+
+def render(result: dict[str, Any]) -> str:
+    """The Markdown table of medians."""
+    lines = [
+        f"verify of one {result['size'] / GIB:.2f} GiB backup vs sha256sum of the same file "
+        f"(median of {result['rounds']} rounds each, page cache warm)",
+        "",
+        "| tool | wall s | MB/s | CPU s | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for tool, figures in result["medians"].items():
+        lines.append(
+            f"| {tool} | {figures['wall_s']:.2f} | {figures['mb_s']:.0f} | "
+            f"{figures['cpu_s']:.2f} | {figures['rss_mib']:.0f} |"
+        )
+    verdict = "met" if result["ratio"] >= 0.8 else "NOT met"
+    lines += ["", f"verify / sha256sum = **{result['ratio']:.2f}x** (goal >= 0.8x: {verdict})"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print the table; the JSON record goes to stderr's last line."""
+    parser = argparse.ArgumentParser(prog="bench/verify_bench.py", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="128 MiB, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args(argv)
+    size = 128 * MIB if args.quick else GIB
+    result = run(size, args.rounds or (2 if args.quick else 4))
+    print(render(result))
+    print(json.dumps(result), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
