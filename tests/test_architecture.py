@@ -115,3 +115,51 @@ def test_status_and_health_load_neither_the_daemon_nor_the_http_server() -> None
                 pending.append(target)
         assert "archiver.daemon" not in reachable
         assert "archiver.http" not in reachable
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        for target in graph[pending.pop()] - seen:
+            seen.add(target)
+            pending.append(target)
+    return seen
+
+
+def _modules_under(graph: dict[str, set[str]], package: str) -> list[str]:
+    return [name for name in graph if name == package or name.startswith(package + ".")]
+
+
+def test_the_api_knows_no_storage_and_storage_knows_no_api() -> None:
+    """cloud66/ and storage/ never reach each other, the state or the pass (ARCHITECTURE.md)."""
+    graph = import_graph()
+    pass_modules = {"archiver.sync", "archiver.state", "archiver.download", "archiver.join"}
+    for side, other in (
+        ("archiver.cloud66", "archiver.storage"),
+        ("archiver.storage", "archiver.cloud66"),
+    ):
+        for module in _modules_under(graph, side):
+            if module == "archiver.storage":
+                continue  # the package's __init__ picks a backend from the config, nothing more
+            reached = _reachable(graph, module)
+            assert not {m for m in reached if m.startswith(other)}, module
+            assert not reached & pass_modules, module
+
+
+def test_the_transfer_knows_no_cloud66_and_no_state() -> None:
+    """download and join get URLs from their caller: no Cloud 66 client, no state inside."""
+    graph = import_graph()
+    for module in ("archiver.download", "archiver.join"):
+        reached = _reachable(graph, module)
+        assert not {m for m in reached if m.startswith("archiver.cloud66")}
+        assert "archiver.state" not in reached
+        assert "archiver.sync" not in reached
+
+
+def test_the_simulator_stands_alone() -> None:
+    """The embedded Cloud 66 imports nothing of the archiver it is there to test."""
+    graph = import_graph()
+    for module in _modules_under(graph, "archiver.simulator"):
+        outside = {m for m in graph[module] if not m.startswith("archiver.simulator")}
+        assert outside == set(), module
