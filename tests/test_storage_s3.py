@@ -331,3 +331,33 @@ async def test_an_unreachable_endpoint_is_named(s3_bucket: str, s3_server: S3Ser
             await backend.probe()
     finally:
         await backend.aclose()
+
+
+async def test_uploads_live_under_a_part_key_until_published(
+    storage: S3Storage, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A multipart upload is made at `<key>.part`; commit publishes `key`; the .part is gone."""
+    data = os.urandom(6 * MiB)
+    upload = await storage.start_upload("p/db.tar")
+    await write_upload(upload, data, chunk=MiB)
+    [listed] = await multipart_uploads(s3_server, s3_bucket)
+    assert listed["Key"] == "archive/p/db.tar.part"
+    await upload.commit(size=len(data), sha256=sha256_hex(data))
+    async with s3_server.client() as client:
+        listing = await client.list_objects_v2(Bucket=s3_bucket, Prefix="archive/")
+    assert [item["Key"] for item in listing["Contents"]] == ["archive/p/db.tar"]
+    assert await multipart_uploads(s3_server, s3_bucket) == []
+
+
+async def test_a_completed_but_unpublished_part_is_hidden_and_cleaned_up(
+    storage: S3Storage, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A `.part` object (a crash between completion and publication) is not listed, then removed."""
+    async with s3_server.client() as client:
+        await client.put_object(Bucket=s3_bucket, Key="archive/p/db.tar.part", Body=b"half")
+    assert await keys_of(storage) == []
+    assert await storage.stat("p/db.tar") is None
+    assert await storage.remove_incomplete() == 1
+    async with s3_server.client() as client:
+        listing = await client.list_objects_v2(Bucket=s3_bucket, Prefix="archive/")
+    assert listing.get("Contents", []) == []

@@ -16,11 +16,13 @@ restore it). A segment therefore waits (its first `write` or `close` blocks)
 until every segment before it is closed. The transfer engine writes S3 segments
 one after the other anyway (`supports_read_back` is False), so nobody waits.
 
-The sha256 is known only at the end, so it cannot go on CreateMultipartUpload.
-Objects under 5 MiB are written with one PutObject that carries it; bigger ones
-are completed, then copied onto themselves server side with the metadata
-(`x-amz-meta-sha256`), by CopyObject up to 5 GiB and by a multipart
-UploadPartCopy above. The manifest, written last, records it as well.
+A multipart upload of `key` is made under `<key>.part`, never under the final
+key: completing it does not publish it. The sha256 is known only at the end, so
+it cannot go on CreateMultipartUpload: on commit the completed `<key>.part` is
+copied server side to `key` with the metadata (`x-amz-meta-sha256`), by
+CopyObject up to 5 GiB and by a multipart UploadPartCopy above, then deleted.
+Objects under 5 MiB are written with one PutObject that carries it. The
+manifest, written last, records the sha256 as well.
 """
 
 from __future__ import annotations
@@ -47,7 +49,14 @@ from archiver.errors import (
     TransientStorageError,
 )
 from archiver.retry import Backoff, RetryPolicy, retrying
-from archiver.storage.base import READ_CHUNK_SIZE, ObjectInfo, check_key, probe_round_trip
+from archiver.storage.base import (
+    PART_SUFFIX,
+    READ_CHUNK_SIZE,
+    ObjectInfo,
+    check_final_key,
+    check_key,
+    probe_round_trip,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -378,7 +387,7 @@ class S3Upload:
         self._check_usable()
         completed = await self._complete()
         self._mark_committed()
-        await self._storage.attach_sha256(self._key, size, sha256, str(completed["ETag"]))
+        await self._storage.publish(self._key, size, sha256, str(completed["ETag"]))
 
     async def _put_whole(self, sha256: str) -> None:
         """Under 5 MiB all of it is still buffered: one PutObject with the metadata.
@@ -524,7 +533,11 @@ class S3Storage:
         return task
 
     def _object_key(self, key: str) -> str:
-        return self._prefix + check_key(key)
+        return self._prefix + check_final_key(key)
+
+    def _upload_key(self, key: str) -> str:
+        """Where an unfinished upload of `key` lives: never under the final key."""
+        return self._object_key(key) + PART_SUFFIX
 
     def location(self, key: str) -> str:
         """`s3://<bucket>/<prefix><key>`."""
@@ -545,14 +558,14 @@ class S3Storage:
 
     async def start_upload(self, key: str) -> S3Upload:
         """Abort unfinished uploads of `key`, then create a fresh multipart upload."""
-        object_key = self._object_key(key)
-        for stale_key, upload_id in await self._multipart_uploads(object_key):
-            if stale_key == object_key:
+        upload_key = self._upload_key(key)
+        for stale_key, upload_id in await self._multipart_uploads(upload_key):
+            if stale_key == upload_key:
                 await self.abort_multipart(stale_key, upload_id)
         response = await self.call(
-            "create_multipart_upload", self.location(key), Key=object_key, **self._write_options()
+            "create_multipart_upload", self.location(key), Key=upload_key, **self._write_options()
         )
-        return S3Upload(self, key, object_key, str(response["UploadId"]))
+        return S3Upload(self, key, upload_key, str(response["UploadId"]))
 
     async def abort_multipart(self, object_key: str, upload_id: str) -> None:
         """Abort an upload; one already gone is fine. Checks it is gone (AWS may keep
@@ -594,23 +607,31 @@ class S3Storage:
             **self._write_options(sha256),
         )
 
-    async def attach_sha256(self, key: str, size: int, sha256: str, etag: str) -> None:
-        """Copy the completed object onto itself with `x-amz-meta-sha256` (server side)."""
-        object_key = self._object_key(key)
-        source = {"Bucket": self._bucket, "Key": object_key}
+    async def publish(self, key: str, size: int, sha256: str, etag: str) -> None:
+        """Copy the completed `<key>.part` to `key` with `x-amz-meta-sha256`, then delete it.
+
+        A server-side copy: the final key appears whole, at once, with its metadata.
+        A crash after the copy leaves only the `.part` object, which the next
+        cleanup removes.
+        """
         if size <= MAX_COPY_OBJECT_SIZE:
             await self.call(
-                "copy_object", f"{self.location(key)} (metadata)", Key=object_key,
-                CopySource=source, CopySourceIfMatch=etag, MetadataDirective="REPLACE",
+                "copy_object", f"{self.location(key)} (publish)", Key=self._object_key(key),
+                CopySource={"Bucket": self._bucket, "Key": self._upload_key(key)},
+                CopySourceIfMatch=etag, MetadataDirective="REPLACE",
                 **self._write_options(sha256),
             )
-            return
-        await self._copy_in_parts(key, size, sha256, etag)
+        else:
+            await self._copy_in_parts(key, size, sha256, etag)
+        await self.call(
+            "delete_object", f"{self.location(key)} (upload)", Key=self._upload_key(key)
+        )
 
     async def _copy_in_parts(self, key: str, size: int, sha256: str, etag: str) -> None:
-        """Above 5 GiB CopyObject is refused: a multipart copy onto itself instead."""
+        """Above 5 GiB CopyObject is refused: a multipart copy instead."""
         object_key = self._object_key(key)
-        what = f"{self.location(key)} (metadata copy)"
+        source = {"Bucket": self._bucket, "Key": self._upload_key(key)}
+        what = f"{self.location(key)} (publish)"
         created = await self.call(
             "create_multipart_upload", what, Key=object_key, **self._write_options(sha256)
         )
@@ -622,8 +643,7 @@ class S3Storage:
                 copied = await self.call(
                     "upload_part_copy", what, Key=object_key, UploadId=upload_id,
                     PartNumber=number, CopySourceRange=f"bytes={start}-{end}",
-                    CopySource={"Bucket": self._bucket, "Key": object_key},
-                    CopySourceIfMatch=etag,
+                    CopySource=source, CopySourceIfMatch=etag,
                 )
                 parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
             await self.call(
@@ -691,7 +711,9 @@ class S3Storage:
         try:
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=start):
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[len(self._prefix) :]
+                    key = str(item["Key"])[len(self._prefix) :]
+                    if not key.endswith(PART_SUFFIX):  # a finished upload not yet published
+                        yield key
         except (ClientError, BotoCoreError) as error:
             raise classify_s3_error(error, f"s3://{self._bucket}/{start} (list)") from error
 
@@ -718,7 +740,22 @@ class S3Storage:
         uploads = await self._multipart_uploads(self._prefix)
         for object_key, upload_id in uploads:
             await self.abort_multipart(object_key, upload_id)
-        return len(uploads)
+        leftovers = [key async for key in self._part_objects()]
+        for object_key in leftovers:  # completed, but never published (a crash in between)
+            await self.call("delete_object", f"s3://{self._bucket}/{object_key}", Key=object_key)
+        return len(uploads) + len(leftovers)
+
+    async def _part_objects(self) -> AsyncIterator[str]:
+        """Object keys under our prefix that end in `.part`: unpublished uploads."""
+        client = await self._connected()
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+                for item in page.get("Contents", []):
+                    if str(item["Key"]).endswith(PART_SUFFIX):
+                        yield str(item["Key"])
+        except (ClientError, BotoCoreError) as error:
+            raise classify_s3_error(error, f"s3://{self._bucket}/{self._prefix} (list)") from error
 
     async def probe(self) -> None:
         """Put, get and delete a probe object; the error names what failed."""
