@@ -467,7 +467,8 @@ def test_bad_stack_override_names_key_and_file(
 
 def test_example_retention_block_is_valid(tmp_path: Path) -> None:
     """The example's commented-out [retention] loads, uncommented, as it describes itself."""
-    lines = EXAMPLE.read_text(encoding="utf-8").split("\n# [retention]\n", 1)[1].splitlines()
+    block = EXAMPLE.read_text(encoding="utf-8").split("\n# [retention]\n", 1)[1]
+    lines = block.split("\n\n", 1)[0].splitlines()  # up to the next section's text
     keys = [line.removeprefix("# ") for line in lines if not line.startswith("# #")]
     settings = load_settings(write_config(tmp_path, STACKS + "[retention]\n" + "\n".join(keys)))
     policy = policy_for(settings, UID)
