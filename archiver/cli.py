@@ -373,10 +373,14 @@ def _parse_expires(
     "--expires", default="24h", show_default=True, callback=_parse_expires, metavar="DURATION",
     help="How long the pre-signed URL of --backup stays valid (at most 7d).",
 )
+@click.option(
+    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="For an encrypted archive: the key that decrypts a staging copy for Cloud 66.",
+)
 @click.pass_obj
 def import_(
     setup: _Setup, stack_uid: str, db_type: str, group: int, url: str | None,
-    backup_id: int | None, expires: timedelta,
+    backup_id: int | None, expires: timedelta, identity: Path | None,
 ) -> None:
     """Have Cloud 66 import a backup from a URL: yours, or the archive's own copy.
 
@@ -401,7 +405,7 @@ def import_(
     _run(
         lambda: run_import(
             settings, token, stack_uid=stack_uid, db_type=db_type, group=group, url=url,
-            backup_id=backup_id, expires=expires,
+            backup_id=backup_id, expires=expires, identity=identity,
         )
     )
 

@@ -24,6 +24,7 @@ from archiver.errors import (
     PermanentStorageError,
     StorageError,
 )
+from archiver.import_staging import remove_expired_staging
 from archiver.join import JoinedResult
 from archiver.layout import BackupKeys, backup_keys, safe_component
 from archiver.log import redact
@@ -73,6 +74,7 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             await self._rt.storage.remove_incomplete()
+            await remove_expired_staging(self._rt.storage)
             jobs = await self._plan()
             await self._archive_all(jobs)
             self._record_stack_successes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,8 +20,12 @@ from archiver.archive import open_archive
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client, PostAnswer
 from archiver.config import DB_TYPES, Settings, check_cron, check_stack_uid
+from archiver.encryption import SUFFIX as ENCRYPTED_SUFFIX
 from archiver.errors import EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError
+from archiver.import_staging import stage_plaintext
+from archiver.keys import identities_for
 from archiver.log import add_secret, redact
+from archiver.manifest import Manifest
 from archiver.restore import find_backup
 
 # SigV4 pre-signed URLs live at most 7 days.
@@ -81,7 +86,7 @@ async def run_backup_task_create(settings: Settings, token: str, task: BackupTas
 
 async def run_import(
     settings: Settings, token: str, *, stack_uid: str, db_type: str, group: int,
-    url: str | None, backup_id: int | None, expires: timedelta,
+    url: str | None, backup_id: int | None, expires: timedelta, identity: Path | None = None,
 ) -> int:
     """Ask Cloud 66 to fetch a backup from `url`, or from the archive's copy of `backup_id`."""
     _check(lambda: check_stack_uid(stack_uid), "--stack")
@@ -95,7 +100,7 @@ async def run_import(
         remote_url, what = url, "the given URL"
     else:
         assert backup_id is not None  # the CLI requires exactly one of --url and --backup
-        remote_url, what = await _archived_copy_url(settings, backup_id, expires)
+        remote_url, what = await _archived_copy_url(settings, backup_id, expires, identity)
     add_secret(remote_url)  # a pre-signed URL is a key: never in a log line
     async with _client(settings, token) as client:
         call = client.import_backup(stack_uid, group=group, db_type=db_type, remote_url=remote_url)
@@ -104,14 +109,25 @@ async def run_import(
 
 
 async def _archived_copy_url(
-    settings: Settings, backup_id: int, expires: timedelta
+    settings: Settings, backup_id: int, expires: timedelta, identity: Path | None
 ) -> tuple[str, str]:
-    """A URL Cloud 66 can fetch the archived backup from: S3 only (pre-signed)."""
+    """A URL Cloud 66 can fetch the archived backup from: S3 only (pre-signed).
+
+    An encrypted backup is first decrypted into a staging copy (see
+    `archiver.import_staging`), which a pass removes once the URL expired.
+    """
     if not timedelta(minutes=1) <= expires <= MAX_URL_LIFETIME:
         raise ConfigError("--expires must be between 1m and 7d (S3 pre-signed URLs' limit)")
     async with open_archive(settings, lock=False) as archive:
         record = find_backup(archive.state.archived(), backup_id, None)
-        url = await archive.storage.shareable_url(record.tar_key, expires)
+        storage = archive.storage
+        probe = await storage.shareable_url(record.tar_key, expires)
+        key = record.tar_key
+        if probe is not None and record.tar_key.endswith(ENCRYPTED_SUFFIX):
+            manifest = Manifest.from_json(await storage.read_small(record.manifest_key))
+            identities = identities_for(settings, identity)
+            key = await stage_plaintext(storage, record, manifest, identities, expires)
+        url = await storage.shareable_url(key, expires)
     if url is None:
         raise ConfigError(
             f"storage type {settings.storage.type!r} has no URL Cloud 66 can fetch from: "
