@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 import structlog
@@ -27,7 +27,7 @@ from archiver.health import HealthReport, evaluate
 from archiver.log import redact
 from archiver.metrics import CONTENT_TYPE
 from archiver.page import HEADERS as PAGE_HEADERS
-from archiver.page import render_page
+from archiver.page import HISTORY_DAYS, render_page
 from archiver.runtime import Runtime
 from archiver.schedule import max_age_for
 from archiver.status import status_document
@@ -143,7 +143,8 @@ class HttpServer:
         now = datetime.now(UTC)
         configured = [stack.uid for stack in self._settings.stacks]
         document = status_document(self._runtime.state, configured=configured, now=now)
-        body = render_page(document, await self._health(now), now=now)
+        pruned = self._runtime.state.pruned_days(since=now - timedelta(days=HISTORY_DAYS))
+        body = render_page(document, await self._health(now), now=now, pruned_days=pruned)
         return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 

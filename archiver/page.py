@@ -80,6 +80,7 @@ svg.history{display:block;width:100%;height:3rem}
 .history .none{fill:var(--red)}
 .history .gap{fill:var(--red-bg)}
 .history .before,.history .today{fill:var(--line)}
+.history .pruned{fill:var(--muted)}
 ul.failures{margin:.5rem 0 0;padding-left:1.1rem;color:var(--red);font-size:.875rem}
 ul.failures li{overflow-wrap:anywhere}
 footer{margin-top:1.5rem}
@@ -104,12 +105,26 @@ HEADERS = {
 _PATH_QUERY = re.compile(r"\?[\w.~%+-]+=[\w.~%+&=/-]*")
 
 
-def render_page(document: dict[str, Any], health: HealthReport, *, now: datetime) -> str:
-    """The whole page for a `status_document` and the current health report."""
+def render_page(
+    document: dict[str, Any],
+    health: HealthReport,
+    *,
+    now: datetime,
+    pruned_days: dict[str, set[date]] | None = None,
+) -> str:
+    """The whole page for a `status_document` and the current health report.
+
+    `pruned_days`: per stack, the days whose backups retention removed; such a day
+    is drawn as pruned, not as a gap.
+    """
     stacks = document["stacks"]
     history = _days_by_stack(document["archived"])
+    pruned = pruned_days or {}
     cards = "".join(
-        _stack_card(stack, history.get(stack["stack_uid"], Counter()), health.max_age, now)
+        _stack_card(
+            stack, history.get(stack["stack_uid"], Counter()), health.max_age, now,
+            pruned.get(stack["stack_uid"], set()),
+        )
         for stack in stacks
     )
     return (
@@ -179,7 +194,11 @@ def freshness(stack: dict[str, Any], max_age: timedelta, now: datetime) -> str:
 
 
 def _stack_card(
-    stack: dict[str, Any], days: Counter[date], max_age: timedelta, now: datetime
+    stack: dict[str, Any],
+    days: Counter[date],
+    max_age: timedelta,
+    now: datetime,
+    pruned: set[date],
 ) -> str:
     state = freshness(stack, max_age, now)
     uid = _text(stack["stack_uid"])
@@ -187,7 +206,7 @@ def _stack_card(
         f'<article class="{state}" data-stack-uid="{uid}" data-freshness="{state}">'
         f'<header><h2>{uid}</h2><span class="pill">{state}</span></header>'
         f'<dl class="facts">{_stack_facts(stack, now)}</dl>'
-        f"{_history(days, now.date())}{_failure_list(stack['failures'], in_card=True)}"
+        f"{_history(days, now.date(), pruned)}{_failure_list(stack['failures'], in_card=True)}"
         "</article>"
     )
 
@@ -264,20 +283,26 @@ def _days_by_stack(archived: Iterable[dict[str, Any]]) -> dict[str, Counter[date
     return days
 
 
-def day_classes(days: Counter[date], today: date) -> list[tuple[date, int, str]]:
+def day_classes(
+    days: Counter[date], today: date, pruned: set[date] | None = None
+) -> list[tuple[date, int, str]]:
     """The last 30 days, oldest first: (day, backups, class).
 
-    `some`: backups that day. `none`: none, on a day the stack was already archived
-    before (the gap to notice). `before`: before its first archived backup. `today`:
-    none yet today (the day is not over).
+    `some`: backups that day. `pruned`: none left, because retention removed them.
+    `none`: none, on a day the stack was already archived before (the gap to
+    notice). `before`: before its first archived backup. `today`: none yet today
+    (the day is not over).
     """
-    first = min(days, default=None)
+    pruned = pruned or set()
+    first = min([*days, *pruned], default=None)
     result = []
     for offset in range(HISTORY_DAYS - 1, -1, -1):
         day = today - timedelta(days=offset)
         count = days.get(day, 0)
         if count:
             kind = "some"
+        elif day in pruned:
+            kind = "pruned"
         elif day == today:
             kind = "today"
         elif first is None or day < first:
@@ -295,14 +320,14 @@ _HEIGHT = 40
 _FLOOR = 3  # the thin baseline mark of a day without bars
 
 
-def _history(days: Counter[date], today: date) -> str:
-    classified = day_classes(days, today)
+def _history(days: Counter[date], today: date, pruned: set[date]) -> str:
+    classified = day_classes(days, today, pruned)
     peak = max((count for _, count, _ in classified), default=0) or 1
     shapes = "".join(_day_shape(n, *entry, peak) for n, entry in enumerate(classified))
     total = sum(count for _, count, _ in classified)
     gaps = sum(1 for *_, kind in classified if kind == "none")
     label = f"{total} backups in the last {HISTORY_DAYS} days, {gaps} days without one"
-    caption = _gap_caption(gaps) if days else "nothing archived yet"
+    caption = _gap_caption(gaps) if days or pruned else "nothing archived yet"
     return (
         f'<figure><svg class="history" viewBox="0 0 {HISTORY_DAYS * _SLOT} {_HEIGHT}" '
         f'preserveAspectRatio="none" role="img" aria-label="{_text(label)}">{shapes}</svg>'
@@ -322,6 +347,8 @@ def _day_shape(index: int, day: date, count: int, kind: str, peak: int) -> str:
     x = index * _SLOT + (_SLOT - _BAR) // 2
     title = f"<title>{day.isoformat()}: {count} backup{'s' if count != 1 else ''}</title>"
     attributes = f'data-day="{day.isoformat()}" data-count="{count}"'
+    if kind == "pruned":
+        title = f"<title>{day.isoformat()}: pruned by the retention policy</title>"
     if kind == "some":
         height = max(_FLOOR * 2, round(_HEIGHT * count / peak))
         return _rect(kind, x, _HEIGHT - height, height, attributes, title)

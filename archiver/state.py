@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +330,19 @@ class StateStore:
             " WHERE complete = 0 ORDER BY stack_uid, backup_id"
         )
         return [_pruned_from_row(row) for row in rows]
+
+    def pruned_days(self, since: datetime) -> dict[str, set[date]]:
+        """Per stack, the UTC days (from `since` on) whose backups retention removed."""
+        rows = self._query(
+            "SELECT stack_uid, backup_date FROM pruned WHERE backup_date >= ?",
+            (since.strftime("%Y-%m-%d"),),
+        )
+        days: dict[str, set[date]] = {}
+        for stack_uid, backup_date in rows:
+            with contextlib.suppress(ValueError, TypeError):
+                day = datetime.fromisoformat(backup_date).astimezone(UTC).date()
+                days.setdefault(stack_uid, set()).add(day)
+        return days
 
     def pruned_count(self) -> int:
         """How many backups retention has removed, ever."""

@@ -403,3 +403,16 @@ def test_history_marks_gaps_only_after_the_first_backup_and_not_today() -> None:
     assert classes[today] == "today"
     counts = {day: count for day, count, _ in day_classes(days, today)}
     assert counts[today - timedelta(days=10)] == 2
+
+
+def test_history_draws_days_retention_pruned_as_pruned_not_as_gaps() -> None:
+    """A day whose backups prune removed is `pruned`; it also counts as the stack's start."""
+    today = date(2026, 11, 30)
+    days = Counter({today - timedelta(days=1): 1})
+    pruned = {today - timedelta(days=20), today - timedelta(days=5)}
+    classes = {day: kind for day, _, kind in day_classes(days, today, pruned)}
+    assert classes[today - timedelta(days=21)] == "before"
+    assert classes[today - timedelta(days=20)] == "pruned"
+    assert classes[today - timedelta(days=19)] == "none"
+    assert classes[today - timedelta(days=5)] == "pruned"
+    assert classes[today - timedelta(days=1)] == "some"
