@@ -174,3 +174,33 @@ async def test_a_hanging_receiver_is_cut_off_by_the_timeout_and_never_stalls_the
     assert elapsed < 15
     assert "timed out" in result.stderr
     assert PING_UUID not in result.stderr
+
+
+async def test_verify_failures_ping_fail_and_post_the_webhook(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """A corrupt backup found by verify: /fail with its name and problem, and a webhook."""
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=5000)
+    config = _config(workspace, server, receiver, ["stack-a"])
+    assert (await run_cli("--config", config, "sync")).code == 0
+    clean = await run_cli("--config", config, "verify")
+    assert clean.code == 0
+    pings_after_clean = receiver.paths()
+    [tar] = list(workspace.archive.rglob("*.tar"))
+    tar.write_bytes(tar.read_bytes()[:4000])
+    result = await run_cli("--config", config, "verify")
+    assert result.code == 1
+    assert pings_after_clean == [f"/ping/{PING_UUID}/start", f"/ping/{PING_UUID}"]
+    new = receiver.requests[len(pings_after_clean) :]
+    assert sorted(r.path for r in new) == [f"/ping/{PING_UUID}/fail", "/hook"]
+    (fail,) = [r.body.decode() for r in new if r.path.endswith("/fail")]
+    assert f"corrupt: stack-a {backup_id}: short: 4000 bytes" in fail
+    (hook,) = receiver.webhook_bodies()
+    assert hook["event"] == "verify_failed"
+    assert hook["checked"] == 1
+    assert hook["failed"] == [
+        {"stack_uid": "stack-a", "backup_id": backup_id,
+         "reason": "short: 4000 bytes, the manifest says 5000"}
+    ]
+    assert PING_UUID not in result.stderr + result.stdout
