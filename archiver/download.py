@@ -1,9 +1,10 @@
 """One upstream file, downloaded: a fresh URL, streaming, hashing, resume.
 
 A part is streamed from its pre-signed URL straight into a storage segment
-(`archiver.join` lays the segments of a backup out in order). Hashing (sha256
-always, MD5 only when the ETag is a plain MD5) runs in worker threads while
-the next chunk is read from the network. A body that breaks off resumes with
+(`archiver.join` lays the segments of a backup out in order). The body's pieces
+are gathered into chunks and handed, uncopied, to `archiver.chunks`, whose
+threads hash (sha256 always, MD5 only when the ETag is a plain MD5) and write
+them while the next chunks arrive. A body that breaks off resumes with
 `Range`; an expired URL is replaced by a fresh one.
 
 Knows nothing of Cloud 66 or of the state: the caller hands it a way to get a
@@ -13,19 +14,17 @@ fresh URL for each part.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import structlog
 import yarl
 
+from archiver.chunks import ChunkSink, PartHashes
 from archiver.errors import IntegrityError, TransferError, UrlExpired
 from archiver.manifest import PartRecord
 from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
@@ -39,6 +38,11 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # Refresh a pre-signed URL before a resume when it expires within this margin:
 # S3 checks expiry when a request starts, so a resume needs a URL that is still valid.
 _URL_REFRESH_MARGIN_SECONDS = 30.0
+# Chunks handed over but not yet hashed and written, per part: enough that the loop
+# keeps receiving while the slowest lane catches up, few enough for a flat RSS.
+CHUNKS_IN_FLIGHT = 8
+# A chunk that fills slowly is handed over anyway after this long.
+_FLUSH_AFTER_SECONDS = 0.5
 
 UrlSource = Callable[[], Awaitable[str]]
 ByteCallback = Callable[[int], None]
@@ -57,18 +61,16 @@ class PartSource:
 class _PartProgress:
     """Mutable progress of one part's download."""
 
-    written: int = 0
+    hashes: PartHashes = field(default_factory=PartHashes)
+    written: int = 0  # bytes handed to the sink: where a resume starts
     total: int | None = None
     etag: str | None = None
     md5_expected: str | None = None
-    sha256: Any = field(default_factory=hashlib.sha256)
-    md5: Any = None
 
     def restart(self) -> None:
         """Forget everything: the server sent the whole body again."""
         self.written = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False) if self.md5_expected else None
+        self.hashes.restart(md5=self.md5_expected is not None)
 
 
 def plain_md5_etag(etag: str | None) -> str | None:
@@ -105,17 +107,17 @@ class Downloader:
         self,
         session: aiohttp.ClientSession,
         *,
-        executor: ThreadPoolExecutor,
         download_limit: asyncio.Semaphore,
         retry_policy: RetryPolicy,
         stop: StopSignal | None = None,
         chunk_size: int = 1024 * 1024,
+        chunks_in_flight: int = CHUNKS_IN_FLIGHT,
         verify_etag: bool = True,
     ) -> None:
         self._session = session
         self._chunk_size = chunk_size
+        self._max_in_flight = chunk_size * chunks_in_flight
         self._verify_etag = verify_etag
-        self._executor = executor
         self._download_limit = download_limit
         self._retry_policy = retry_policy
         self._stop = stop or StopSignal()
@@ -127,21 +129,42 @@ class Downloader:
         *,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
+        hashes: PartHashes | None = None,
     ) -> PartRecord:
         """Download one part into `segment`, resuming after cuts, expiry and resets.
 
+        `hashes`: the digests to feed (a join passes the joined file's sha256 in
+        them, and reads it back once the part is done); fresh ones by default.
         An attempt that brought new bytes resets the count of failures in a row,
         so only attempts without progress use up `retries`; the policy's time
         limit still ends a download that only trickles forward.
         """
-        progress = _PartProgress()
+        progress = _PartProgress(hashes or PartHashes())
+        sink = ChunkSink(segment, progress.hashes, max_in_flight=self._max_in_flight)
+        try:
+            await self._download(part, progress, sink, on_size, on_bytes)
+            await sink.drain()
+        finally:
+            await sink.close()
+        await segment.close()
+        return self._verified(part, progress)
+
+    async def _download(
+        self,
+        part: PartSource,
+        progress: _PartProgress,
+        sink: ChunkSink,
+        on_size: ByteCallback,
+        on_bytes: ByteCallback,
+    ) -> None:
+        """Attempts until the whole body was handed to `sink`."""
         retrier = Retrier(self._retry_policy, stop=self._stop)
         url = await part.fresh_url()
         while True:
             furthest = progress.written
             try:
-                await self._attempt(url, progress, segment, on_size, on_bytes)
-                break
+                await self._attempt(url, progress, sink, on_size, on_bytes)
+                return
             except (UrlExpired, _BrokenOff) as problem:
                 progressed = progress.written > furthest
                 self._count_failure(retrier, part, str(problem), progressed)
@@ -152,8 +175,6 @@ class Downloader:
                 await retrier.sleep(retrier.backoff_delay())
                 if url_expires_soon(url):
                     url = await part.fresh_url()
-        await segment.close()
-        return self._verified(part, progress)
 
     @staticmethod
     def _count_failure(
@@ -182,7 +203,7 @@ class Downloader:
         self,
         url: str,
         progress: _PartProgress,
-        segment: SegmentWriter,
+        sink: ChunkSink,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> None:
@@ -194,8 +215,8 @@ class Downloader:
                     yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
                 ) as response,
             ):
-                if await self._accept_response(response, progress, segment, on_size):
-                    await self._stream_body(response, progress, segment, on_bytes)
+                if await self._accept_response(response, progress, sink, on_size):
+                    await self._stream_body(response, progress, sink, on_bytes)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
             raise _BrokenOff(type(error).__name__) from None
         if progress.total is not None and progress.written < progress.total:
@@ -214,7 +235,7 @@ class Downloader:
         self,
         response: aiohttp.ClientResponse,
         progress: _PartProgress,
-        segment: SegmentWriter,
+        sink: ChunkSink,
         on_size: ByteCallback,
     ) -> bool:
         """Check the answer; True when its body is the data to stream from `written` on."""
@@ -232,14 +253,14 @@ class Downloader:
         if status == 206:
             # A 206 that does not continue where we stopped cannot be spliced in.
             raise _BrokenOff("ranged answer did not start at the resume offset")
-        await self._start_over(response, progress, segment, on_size)
+        await self._start_over(response, progress, sink, on_size)
         return True
 
     async def _start_over(
         self,
         response: aiohttp.ClientResponse,
         progress: _PartProgress,
-        segment: SegmentWriter,
+        sink: ChunkSink,
         on_size: ByteCallback,
     ) -> None:
         """A 200: the whole body follows, from byte 0."""
@@ -249,9 +270,9 @@ class Downloader:
                 f"file changed size during the download ({progress.total} -> {total} bytes)"
             )
         if progress.written:
-            await segment.rewind()
+            await sink.rewind()
         progress.etag = response.headers.get("ETag")
-        progress.md5_expected = plain_md5_etag(progress.etag) if self._verify_etag else None
+        progress.md5_expected = self._md5_to_check(progress.etag)
         progress.restart()
         if total is not None and progress.total is None:
             progress.total = total
@@ -281,64 +302,55 @@ class Downloader:
         self,
         response: aiohttp.ClientResponse,
         progress: _PartProgress,
-        segment: SegmentWriter,
+        sink: ChunkSink,
         on_bytes: ByteCallback,
     ) -> None:
-        """Gather network pieces into large chunks; write and hash chunk k while k+1 arrives.
+        """Gather the network's pieces into chunks and hand them over; the sink does the rest.
 
-        Large chunks mean few thread hand-offs per byte. When the body breaks off,
-        what already arrived is still written, so the resume starts right after it.
+        `iter_chunks` yields the pieces as they were received (`iter_any` would join
+        whatever is buffered: a copy). A chunk goes when it is full, or when its
+        first piece has waited `_FLUSH_AFTER_SECONDS`, so a slow body still reaches
+        storage (and the progress display) as it arrives. When the body breaks
+        off, what already arrived is still handed over, so the resume starts
+        right after it.
         """
-        pending: asyncio.Future[None] | None = None
+        clock = asyncio.get_running_loop().time
         pieces: list[bytes] = []
         gathered = 0
-
-        async def hand_off() -> None:
-            nonlocal pending, gathered
-            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            pieces.clear()
-            gathered = 0
-            if pending is not None:
-                await pending
-            self._check_not_too_long(progress, len(chunk))
-            pending = asyncio.ensure_future(self._consume(chunk, progress, segment, on_bytes))
-
+        flush_at = 0.0
         try:
-            async for piece in response.content.iter_any():
+            async for piece, _ in response.content.iter_chunks():
+                if not pieces:
+                    flush_at = clock() + _FLUSH_AFTER_SECONDS
                 pieces.append(piece)
                 gathered += len(piece)
-                if gathered >= self._chunk_size:
-                    await hand_off()
+                if gathered >= self._chunk_size or clock() >= flush_at:
+                    await self._hand_off(pieces, gathered, progress, sink, on_bytes)
+                    pieces, gathered = [], 0
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-            if pieces:
-                await hand_off()  # keep what arrived before the break
+            if gathered:
+                await self._hand_off(pieces, gathered, progress, sink, on_bytes)
             raise
-        finally:
-            if pending is not None:
-                await pending
-        if pieces:
-            await hand_off()
-            assert pending is not None
-            await pending
+        if gathered:
+            await self._hand_off(pieces, gathered, progress, sink, on_bytes)
 
     @staticmethod
-    def _check_not_too_long(progress: _PartProgress, incoming: int) -> None:
-        if progress.total is not None and progress.written + incoming > progress.total:
-            raise IntegrityError(f"server sent more than the announced {progress.total} bytes")
-
-    async def _consume(
-        self, chunk: bytes, progress: _PartProgress, segment: SegmentWriter, on_bytes: ByteCallback
+    async def _hand_off(
+        pieces: list[bytes],
+        size: int,
+        progress: _PartProgress,
+        sink: ChunkSink,
+        on_bytes: ByteCallback,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        work = [
-            segment.write(chunk),
-            loop.run_in_executor(self._executor, progress.sha256.update, chunk),
-        ]
-        if progress.md5 is not None:
-            work.append(loop.run_in_executor(self._executor, progress.md5.update, chunk))
-        await asyncio.gather(*work)
-        progress.written += len(chunk)
-        on_bytes(len(chunk))
+        if progress.total is not None and progress.written + size > progress.total:
+            raise IntegrityError(f"server sent more than the announced {progress.total} bytes")
+        progress.written += size
+        on_bytes(size)
+        await sink.put(pieces, size)
+
+    def _md5_to_check(self, etag: str | None) -> str | None:
+        """The MD5 the part's bytes must have, or None when there is none to check against."""
+        return plain_md5_etag(etag) if self._verify_etag else None
 
     @staticmethod
     def _verified(part: PartSource, progress: _PartProgress) -> PartRecord:
@@ -346,12 +358,13 @@ class Downloader:
             raise IntegrityError(
                 f"file {part.id}: got {progress.written} bytes, expected {progress.total}"
             )
-        if progress.md5 is not None and progress.md5.hexdigest() != progress.md5_expected:
+        md5 = progress.hashes.md5
+        if md5 is not None and md5.hexdigest() != progress.md5_expected:
             raise IntegrityError(f"file {part.id}: MD5 does not match the ETag")
         return PartRecord(
             id=part.id,
             name=part.name,
             size=progress.written,
-            sha256=progress.sha256.hexdigest(),
+            sha256=progress.hashes.sha256.hexdigest(),
             etag=progress.etag.strip('"') if progress.etag else None,
         )

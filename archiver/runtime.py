@@ -105,7 +105,6 @@ class Runtime:
         download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
         downloader = Downloader(
             session,
-            executor=executor,
             download_limit=download_limit,
             retry_policy=RetryPolicy(
                 retries=settings.transfer.max_retries,
@@ -115,7 +114,7 @@ class Runtime:
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
         )
-        self.joiner = BackupJoiner(downloader, self.storage, executor)
+        self.joiner = BackupJoiner(downloader, self.storage)
 
     def _add_observers(self) -> None:
         """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""

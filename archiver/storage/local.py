@@ -13,7 +13,8 @@ import builtins
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
@@ -59,6 +60,19 @@ def _pwrite_all(descriptor: int, data: bytes, offset: int) -> None:
         offset += written
 
 
+def _pwritev_all(descriptor: int, pieces: Sequence[bytes], offset: int) -> None:
+    """One pwritev for all of `pieces`, looping on short writes."""
+    views = [memoryview(piece) for piece in pieces if piece]
+    while views:
+        written = os.pwritev(descriptor, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
 def _pread_all(descriptor: int, size: int, offset: int) -> bytes:
     """Read up to `size` bytes at `offset`, short only at end of file."""
     pieces: list[bytes] = []
@@ -92,14 +106,33 @@ def _prune_empty_folders(root: Path, folder: Path) -> None:
         folder = folder.parent
 
 
+class LocalSegment(OffsetSegment):
+    """A segment of a local file: written from the event loop, or straight from a thread."""
+
+    def __init__(self, upload: LocalUpload, offset: int) -> None:
+        super().__init__(upload, offset)
+        self._local = upload
+
+    def write_in_thread(self, pieces: Sequence[bytes]) -> None:
+        """Write `pieces` at the segment's position with one pwritev (blocking)."""
+        self._local.write_pieces(pieces, self._position)
+        self._position += sum(len(piece) for piece in pieces)
+
+
 class LocalUpload:
-    """A file assembled at `<final>.part`, renamed into place on commit."""
+    """A file assembled at `<final>.part`, renamed into place on commit.
+
+    Writes come from the storage's pool or from a transfer's own thread; the
+    descriptor is closed only under `_descriptor_lock`, so a write still running
+    when the upload ends fails cleanly instead of landing in a reused descriptor.
+    """
 
     def __init__(self, storage: LocalStorage, final: Path, descriptor: int) -> None:
         self._storage = storage
         self._final = final
         self._part = final.with_name(final.name + PART_SUFFIX)
         self._descriptor: int | None = descriptor
+        self._descriptor_lock = threading.Lock()
         self._committed = False
         status = os.fstat(descriptor)
         self._inode = (status.st_dev, status.st_ino)
@@ -109,18 +142,31 @@ class LocalUpload:
             raise PermanentStorageError(f"upload of {self._final} is already finished")
         return self._descriptor
 
-    async def open_segment(self, index: int, offset: int) -> OffsetSegment:
+    async def open_segment(self, index: int, offset: int) -> LocalSegment:
         """A writer at `offset`; the index does not matter to a file."""
         del index
         self._open_descriptor()
         if offset < 0:
             raise ValueError(f"segment offset must be >= 0, not {offset}")
-        return OffsetSegment(self, offset)
+        return LocalSegment(self, offset)
 
     async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write `chunk` at `offset` of the part file, in the storage's thread pool."""
-        descriptor = self._open_descriptor()
-        await self._storage.run(self._part, _pwrite_all, descriptor, chunk, offset)
+        self._open_descriptor()
+        await self._storage.run(self._part, self._write_locked, [chunk], offset)
+
+    def write_pieces(self, pieces: Sequence[bytes], offset: int) -> None:
+        """Write `pieces` at `offset` from the calling thread; errors as StorageErrors."""
+        try:
+            self._write_locked(pieces, offset)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise classify_os_error(error, self._part) from error
+
+    def _write_locked(self, pieces: Sequence[bytes], offset: int) -> None:
+        with self._descriptor_lock:
+            _pwritev_all(self._open_descriptor(), pieces, offset)
 
     async def read_back(self, offset: int, size: int) -> bytes:
         """Read bytes already written (short only at the end of what was written)."""
@@ -133,9 +179,15 @@ class LocalUpload:
         descriptor = self._open_descriptor()
         await self._storage.run(self._part, self._check_and_flush, descriptor, size)
         # From here the descriptor is closed whatever happens, so abort must not touch it.
-        self._descriptor = None
+        self._take_descriptor()
         await self._storage.run(self._part, self._publish, descriptor)
         self._committed = True
+
+    def _take_descriptor(self) -> int | None:
+        """Forget the descriptor (once no write holds it); the caller closes it."""
+        with self._descriptor_lock:
+            descriptor, self._descriptor = self._descriptor, None
+        return descriptor
 
     def _check_and_flush(self, descriptor: int, size: int) -> None:
         written = os.fstat(descriptor).st_size
@@ -160,8 +212,7 @@ class LocalUpload:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
         if self._committed:
             return
-        descriptor, self._descriptor = self._descriptor, None
-        await self._storage.run(self._part, self._abort_sync, descriptor)
+        await self._storage.run(self._part, self._abort_sync, self._take_descriptor())
 
     def _abort_sync(self, descriptor: int | None) -> None:
         if descriptor is not None:
