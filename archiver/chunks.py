@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from archiver.storage.base import SegmentWriter, ThreadWritableSegment
+from archiver.storage.base import Piece, SegmentWriter, ThreadWritableSegment
 
 if TYPE_CHECKING:
     from _hashlib import HASH as Hash
@@ -71,15 +71,15 @@ class PartHashes:
         return self.joined if self.joined is not None else self.sha256
 
 
-def _feed(digest: Hash, pieces: Sequence[bytes]) -> None:
+def _feed(digest: Hash, pieces: Sequence[Piece]) -> None:
     for piece in pieces:
         digest.update(piece)  # releases the GIL: the lanes hash in parallel
 
 
-def _slices(pieces: Sequence[bytes]) -> list[list[bytes]]:
+def _slices(pieces: Sequence[Piece]) -> list[list[Piece]]:
     """The pieces grouped into runs of at most WRITE_SLICE bytes (a bigger piece alone)."""
-    runs: list[list[bytes]] = []
-    run: list[bytes] = []
+    runs: list[list[Piece]] = []
+    run: list[Piece] = []
     size = 0
     for piece in pieces:
         if run and size + len(piece) > WRITE_SLICE:
@@ -93,7 +93,7 @@ def _slices(pieces: Sequence[bytes]) -> list[list[bytes]]:
 
 
 def _hash_and_write(
-    digest: Hash, pieces: Sequence[bytes], write: Callable[[Sequence[bytes]], None] | None
+    digest: Hash, pieces: Sequence[Piece], write: Callable[[Sequence[Piece]], None] | None
 ) -> None:
     """The write lane's job: hash a slice, write it while it is still in cache, next slice."""
     if write is None:
@@ -102,6 +102,13 @@ def _hash_and_write(
     for run in _slices(pieces):
         _feed(digest, run)
         write(run)
+
+
+def _joined(pieces: Sequence[Piece]) -> bytes:
+    """One bytes object (what the loop-side segments take), copied only if need be."""
+    if len(pieces) == 1 and isinstance(pieces[0], bytes):
+        return pieces[0]
+    return b"".join(pieces)
 
 
 class _Chunk:
@@ -146,7 +153,7 @@ class ChunkSink:
             lane = self._lanes[name] = ThreadPoolExecutor(1, thread_name_prefix=f"c66-{name}")
         return lane
 
-    async def put(self, pieces: list[bytes], size: int) -> None:
+    async def put(self, pieces: list[Piece], size: int) -> None:
         """Queue one chunk on every lane; wait only while too much is in flight."""
         await self._make_room(size)
         hashes = self._hashes
@@ -159,7 +166,7 @@ class ChunkSink:
         self._chunks.append(_Chunk(jobs, size))
         self._bytes_in_flight += size
         if self._writer is None:  # S3, SFTP: written on the loop, in order, while lanes hash
-            await self._segment.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            await self._segment.write(_joined(pieces))
 
     async def _make_room(self, size: int) -> None:
         self._collect_finished()

@@ -1,10 +1,10 @@
 """One upstream file, downloaded: a fresh URL, streaming, hashing, resume.
 
 A part is streamed from its pre-signed URL straight into a storage segment
-(`archiver.join` lays the segments of a backup out in order). The body's pieces
-are gathered into chunks and handed, uncopied, to `archiver.chunks`, whose
-threads hash (sha256 always, MD5 only when the ETag is a plain MD5) and write
-them while the next chunks arrive. A body that breaks off resumes with
+(`archiver.join` lays the segments of a backup out in order). The body is
+received in chunks (`archiver.receive`) and handed, uncopied, to
+`archiver.chunks`, whose threads hash (sha256 always, MD5 only when the ETag is
+a plain MD5) and write them while the next chunks arrive. A body that breaks off resumes with
 `Range`; an expired URL is replaced by a fresh one.
 
 Knows nothing of Cloud 66 or of the state: the caller hands it a way to get a
@@ -14,6 +14,7 @@ fresh URL for each part.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -27,9 +28,10 @@ import yarl
 from archiver.chunks import ChunkSink, PartHashes
 from archiver.errors import IntegrityError, TransferError, UrlExpired
 from archiver.manifest import PartRecord
+from archiver.receive import body_chunks
 from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
 from archiver.stopping import StopSignal
-from archiver.storage.base import SegmentWriter
+from archiver.storage.base import Piece, SegmentWriter
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +43,6 @@ _URL_REFRESH_MARGIN_SECONDS = 30.0
 # Chunks handed over but not yet hashed and written, per part: enough that the loop
 # keeps receiving while the slowest lane catches up, few enough for a flat RSS.
 CHUNKS_IN_FLIGHT = 8
-# A chunk that fills slowly is handed over anyway after this long.
-_FLUSH_AFTER_SECONDS = 0.5
 
 UrlSource = Callable[[], Awaitable[str]]
 ByteCallback = Callable[[int], None]
@@ -305,38 +305,22 @@ class Downloader:
         sink: ChunkSink,
         on_bytes: ByteCallback,
     ) -> None:
-        """Gather the network's pieces into chunks and hand them over; the sink does the rest.
+        """Hand the body over chunk by chunk (`archiver.receive`); the sink does the rest.
 
-        `iter_chunks` yields the pieces as they were received (`iter_any` would join
-        whatever is buffered: a copy). A chunk goes when it is full, or when its
-        first piece has waited `_FLUSH_AFTER_SECONDS`, so a slow body still reaches
-        storage (and the progress display) as it arrives. When the body breaks
-        off, what already arrived is still handed over, so the resume starts
-        right after it.
+        When the body breaks off, what already arrived is handed over before the
+        error is raised, so the resume starts right after it.
         """
-        clock = asyncio.get_running_loop().time
-        pieces: list[bytes] = []
-        gathered = 0
-        flush_at = 0.0
-        try:
-            async for piece, _ in response.content.iter_chunks():
-                if not pieces:
-                    flush_at = clock() + _FLUSH_AFTER_SECONDS
-                pieces.append(piece)
-                gathered += len(piece)
-                if gathered >= self._chunk_size or clock() >= flush_at:
-                    await self._hand_off(pieces, gathered, progress, sink, on_bytes)
-                    pieces, gathered = [], 0
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-            if gathered:
-                await self._hand_off(pieces, gathered, progress, sink, on_bytes)
-            raise
-        if gathered:
-            await self._hand_off(pieces, gathered, progress, sink, on_bytes)
+        chunks = body_chunks(
+            response, chunk_size=self._chunk_size, read_timeout=self._session.timeout.sock_read
+        )
+        async with contextlib.aclosing(chunks):
+            async for pieces in chunks:
+                size = sum(len(piece) for piece in pieces)
+                await self._hand_off(pieces, size, progress, sink, on_bytes)
 
     @staticmethod
     async def _hand_off(
-        pieces: list[bytes],
+        pieces: list[Piece],
         size: int,
         progress: _PartProgress,
         sink: ChunkSink,

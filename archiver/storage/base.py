@@ -21,6 +21,9 @@ from archiver.errors import PermanentStorageError, StorageError
 # Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
 PART_SUFFIX = ".part"
 
+# A piece of a chunk as the network delivered it (bytes), or a receive buffer (a view).
+Piece = bytes | bytearray | memoryview
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -74,7 +77,7 @@ class ThreadWritableSegment(SegmentWriter, Protocol):
     the event loop (S3, SFTP) are not.
     """
 
-    def write_in_thread(self, pieces: Sequence[bytes]) -> None:
+    def write_in_thread(self, pieces: Sequence[Piece]) -> None:
         """Append `pieces`, blocking. One thread at a time, never the event loop's."""
 
 

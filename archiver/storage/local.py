@@ -32,6 +32,7 @@ from archiver.storage.base import (
     PART_SUFFIX,
     ObjectInfo,
     OffsetSegment,
+    Piece,
     check_final_key,
     check_key,
     probe_round_trip,
@@ -63,7 +64,7 @@ def _pwrite_all(descriptor: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _pwritev_all(descriptor: int, pieces: Sequence[bytes], offset: int) -> None:
+def _pwritev_all(descriptor: int, pieces: Sequence[Piece], offset: int) -> None:
     """One pwritev for all of `pieces`, looping on short writes."""
     views = [memoryview(piece) for piece in pieces if piece]
     while views:
@@ -123,7 +124,7 @@ class LocalSegment(OffsetSegment):
         self._local = upload
         self._written_back = offset
 
-    def write_in_thread(self, pieces: Sequence[bytes]) -> None:
+    def write_in_thread(self, pieces: Sequence[Piece]) -> None:
         """Write `pieces` at the segment's position with one pwritev (blocking)."""
         self._local.write_pieces(pieces, self._position)
         self._position += sum(len(piece) for piece in pieces)
@@ -175,7 +176,7 @@ class LocalUpload:
         self._open_descriptor()
         await self._storage.run(self._part, self._write_locked, [chunk], offset)
 
-    def write_pieces(self, pieces: Sequence[bytes], offset: int) -> None:
+    def write_pieces(self, pieces: Sequence[Piece], offset: int) -> None:
         """Write `pieces` at `offset` from the calling thread; errors as StorageErrors."""
         try:
             self._write_locked(pieces, offset)
@@ -184,7 +185,7 @@ class LocalUpload:
         except OSError as error:
             raise classify_os_error(error, self._part) from error
 
-    def _write_locked(self, pieces: Sequence[bytes], offset: int) -> None:
+    def _write_locked(self, pieces: Sequence[Piece], offset: int) -> None:
         with self._descriptor_lock:
             _pwritev_all(self._open_descriptor(), pieces, offset)
 
