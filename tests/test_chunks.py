@@ -284,3 +284,22 @@ async def test_early_writeback_leaves_the_bytes_intact(
         await sink.close()
     await upload.commit(size=1000 + len(data), sha256="")
     assert (local.root / "a" / "b.tar").read_bytes()[1000:] == data
+
+
+async def test_the_in_flight_budget_is_asked_again_at_every_hand_off(data: bytes) -> None:
+    """A budget that shrinks (more parts started elsewhere) is honoured from the next chunk."""
+    budget = [4 * MiB]
+    seen = []
+    sink = ChunkSink(ThreadSegment(delay=0.01), PartHashes(), max_in_flight=lambda: budget[0])
+    try:
+        for index, start in enumerate(range(0, len(data), MiB)):
+            if index == 2:
+                budget[0] = MiB
+            block = data[start : start + MiB]
+            await sink.put([block], len(block))
+            seen.append(sink._bytes_in_flight)
+        await sink.drain()
+    finally:
+        await sink.close()
+    assert max(seen[:2]) <= 4 * MiB
+    assert max(seen[2:]) <= MiB
