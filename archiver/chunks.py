@@ -179,6 +179,10 @@ class ChunkSink:
     async def _make_room(self, size: int) -> None:
         self._collect_finished()
         limit = self._max_in_flight()
+        if self._writer is None:
+            # The segment buffers what it sends itself (S3 parts): the lanes only hash,
+            # and two chunks keep them busy without doubling what S3 holds.
+            limit = min(limit, 2 * size)
         while self._chunks and self._bytes_in_flight + size > limit:
             await self._finish_oldest()
 

@@ -303,3 +303,18 @@ async def test_the_in_flight_budget_is_asked_again_at_every_hand_off(data: bytes
         await sink.close()
     assert max(seen[:2]) <= 4 * MiB
     assert max(seen[2:]) <= MiB
+
+
+async def test_a_loop_only_segment_keeps_two_chunks_in_flight_at_most(data: bytes) -> None:
+    """S3/SFTP segments buffer what they send: the lanes only hash, two chunks ahead at most."""
+    sink = ChunkSink(LoopSegment(), PartHashes(), max_in_flight=64 * MiB)
+    seen = 0
+    try:
+        for start in range(0, len(data), MiB):
+            block = data[start : start + MiB]
+            await sink.put([block], len(block))
+            seen = max(seen, sink._bytes_in_flight)
+        await sink.drain()
+    finally:
+        await sink.close()
+    assert seen <= 2 * MiB
