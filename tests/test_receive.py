@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import os
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from archiver import receive
 from archiver.receive import body_chunks
@@ -107,6 +115,7 @@ async def test_a_plain_body_arrives_whole_in_chunks_of_the_asked_size(base_url: 
     assert error is None
     assert b"".join(received) == BODY
     assert [len(chunk) for chunk in received[:-1]] == [MiB] * (len(received) - 1)
+    assert len(received[-1]) == len(BODY) % MiB
 
 
 async def test_a_cut_body_yields_what_arrived_then_raises(base_url: str) -> None:
@@ -177,3 +186,68 @@ async def test_a_stalled_download_resumes_and_completes(
     summary = await run_pass(settings)
     assert summary.exit_code == 0
     assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return cert_path, key_path
+
+
+async def test_a_body_over_tls_is_taken_over_too(tmp_path: Path) -> None:
+    """Pre-signed URLs are https: the takeover works on a TLS transport, bytes exact."""
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return await _paced(request, BODY)
+
+    app = web.Application()
+    app.router.add_get("/plain", plain)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        connector = aiohttp.TCPConnector(ssl=client_context)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"https://127.0.0.1:{port}/plain") as response,
+        ):
+            assert response.connection is not None
+            assert response.connection.transport is not None
+            assert response.connection.transport.get_extra_info("sslcontext") is not None
+            chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
+            async with contextlib.aclosing(chunks):
+                received = [pieces async for pieces in chunks]
+    finally:
+        await runner.cleanup()
+    assert b"".join(b"".join(pieces) for pieces in received) == BODY
+    # Taken over: whole receive buffers, not aiohttp's pieces (bytes objects).
+    assert all(isinstance(piece, memoryview) for pieces in received[1:] for piece in pieces)
