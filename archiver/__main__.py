@@ -1,8 +1,17 @@
-"""`python -m archiver` is the same program as the `c66-archiver` console script."""
+"""`python -m archiver`, and the `c66-archiver` console script (`main`)."""
 
 from __future__ import annotations
 
-from archiver.cli import main
+from archiver.startup import pause_collector
+
+
+def main() -> None:
+    """The command line, imported with the garbage collector paused (`archiver.startup`)."""
+    pause_collector()
+    from archiver.cli import main as command_line  # only now: start-up runs without the GC
+
+    command_line()
+
 
 if __name__ == "__main__":
     main()

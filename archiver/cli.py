@@ -27,6 +27,7 @@ from archiver.config import (
 from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
 from archiver.log import add_secret, configure_logging, redact
 from archiver.malloc_tuning import tame_malloc
+from archiver.startup import startup_done
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
@@ -39,6 +40,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """Run a coroutine to its exit code, turning every error into one line."""
+    startup_done()  # the command's imports are done: freeze them, resume the GC
     try:
         code = asyncio.run(coroutine_factory())
     except ArchiverError as error:

@@ -2,29 +2,30 @@
 
 The parts of a multi-part Cloud 66 backup are plain byte pieces of one tar
 (`cat x.tar-aa x.tar-ab > x.tar`). Each part is downloaded (`archiver.download`)
-straight into its segment of one upload, so the join never writes a byte
-twice; the joined sha256 is computed along the way.
+straight into its segment of one upload, one part after the other, so the join
+never writes a byte twice and never reads one back.
+
+The manifest needs each part's sha256 and the joined file's. The first part's
+sha256 *is* the start of the joined one, so its bytes are hashed once; every
+later part's bytes go through both digests (SHA-256 states cannot be combined),
+from the same buffers, on two threads (`archiver.chunks`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
+from archiver.chunks import PartHashes
 from archiver.download import ByteCallback, Downloader, PartSource
 from archiver.errors import StorageError, TransferError
 from archiver.manifest import PartRecord
-from archiver.storage.base import SegmentWriter, Storage, Upload
+from archiver.storage.base import Storage, Upload
 
 log = structlog.get_logger(__name__)
-
-_READ_BACK_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,12 @@ class JoinedResult:
     parts: list[PartRecord]
 
 
-class _PartHandoff:
-    """What one part of a concurrent join tells the others: where it starts, how it ended."""
-
-    def __init__(self) -> None:
-        self.offset: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.result: asyncio.Future[PartRecord] = asyncio.get_running_loop().create_future()
-
-
 class BackupJoiner:
     """Streams all parts of one backup into one upload, joined in order."""
 
-    def __init__(
-        self, downloader: Downloader, storage: Storage, executor: ThreadPoolExecutor
-    ) -> None:
+    def __init__(self, downloader: Downloader, storage: Storage) -> None:
         self._downloader = downloader
         self._storage = storage
-        self._executor = executor
 
     async def archive(
         self,
@@ -81,118 +71,24 @@ class BackupJoiner:
         on_size: ByteCallback,
         on_bytes: ByteCallback,
     ) -> JoinedResult:
-        if len(parts) == 1:
-            segment = await upload.open_segment(0, 0)
-            result = await self._downloader.fetch_part(
-                parts[0], segment, on_size=on_size, on_bytes=on_bytes
-            )
-            return JoinedResult(size=result.size, sha256=result.sha256, parts=[result])
-        if self._storage.supports_read_back:
-            return await self._join_concurrently(upload, parts, on_size, on_bytes)
-        return await self._join_in_order(upload, parts, on_size, on_bytes)
+        """One part after the other, each at the offset where the previous one ended.
 
-    async def _join_concurrently(
-        self,
-        upload: Upload,
-        parts: Sequence[PartSource],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        """All parts download at once; each starts where the previous one's length ends.
-
-        Part k+1's offset is known as soon as part k's response headers arrive, so
-        the parts overlap almost completely. The joined sha256 is computed by reading
-        each finished part back (from the page cache) in order, while later parts
-        are still downloading.
+        In order for every backend: S3 needs it (part numbers), an encryptor will,
+        and the joined sha256 can then ride along with the bytes as they stream.
         """
-        handoffs = [_PartHandoff() for _ in parts]
-        handoffs[0].offset.set_result(0)
-        tasks = [
-            asyncio.create_task(
-                self._fetch_at_offset(upload, index, parts, handoffs, on_size, on_bytes)
-            )
-            for index in range(len(parts))
-        ]
-        try:
-            whole_sha256 = await self._hash_in_order(upload, handoffs)
-            results = [await task for task in tasks]
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for handoff in handoffs:  # the failure was raised through a task already
-                if handoff.result.done() and not handoff.result.cancelled():
-                    handoff.result.exception()
-        return JoinedResult(size=sum(r.size for r in results), sha256=whole_sha256, parts=results)
-
-    async def _fetch_at_offset(
-        self,
-        upload: Upload,
-        index: int,
-        parts: Sequence[PartSource],
-        handoffs: list[_PartHandoff],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> PartRecord:
-        handoff = handoffs[index]
-        try:
-            offset = await handoff.offset
-            segment = await upload.open_segment(index, offset)
-
-            reported = False
-
-            def size_known(size: int) -> None:
-                nonlocal reported
-                if reported:
-                    return
-                reported = True
-                on_size(size)
-                if index + 1 < len(handoffs):
-                    handoffs[index + 1].offset.set_result(offset + size)
-
-            result = await self._downloader.fetch_part(
-                parts[index], segment, on_size=size_known, on_bytes=on_bytes
-            )
-            size_known(result.size)  # a server without Content-Length: known only now
-        except BaseException as error:
-            if not handoff.result.done():
-                handoff.result.set_exception(error)
-            raise
-        handoff.result.set_result(result)
-        return result
-
-    async def _hash_in_order(self, upload: Upload, handoffs: list[_PartHandoff]) -> str:
-        whole = hashlib.sha256()
-        loop = asyncio.get_running_loop()
-        for handoff in handoffs:
-            result = await handoff.result
-            offset = handoff.offset.result()
-            for start in range(0, result.size, _READ_BACK_CHUNK):
-                length = min(_READ_BACK_CHUNK, result.size - start)
-                data = await upload.read_back(offset + start, length)
-                await loop.run_in_executor(self._executor, whole.update, data)
-        return whole.hexdigest()
-
-    async def _join_in_order(
-        self,
-        upload: Upload,
-        parts: Sequence[PartSource],
-        on_size: ByteCallback,
-        on_bytes: ByteCallback,
-    ) -> JoinedResult:
-        """For backends that cannot read back: one part after the other, hashed as it streams."""
-        whole = _JoinedHash()
         results: list[PartRecord] = []
+        hashes = PartHashes()  # the first part's sha256 starts the joined one
         offset = 0
         for index, part in enumerate(parts):
-            inner = await upload.open_segment(index, offset)
-            segment = _HashingSegment(inner, whole, self._executor)
+            if index:
+                hashes = PartHashes(joined=hashes.whole())
+            segment = await upload.open_segment(index, offset)
             result = await self._downloader.fetch_part(
-                part, segment, on_size=on_size, on_bytes=on_bytes
+                part, segment, on_size=on_size, on_bytes=on_bytes, hashes=hashes
             )
             results.append(result)
             offset += result.size
-        return JoinedResult(size=offset, sha256=whole.hexdigest(), parts=results)
+        return JoinedResult(size=offset, sha256=hashes.whole().hexdigest(), parts=results)
 
     @staticmethod
     async def _abort_quietly(upload: Upload) -> None:
@@ -200,43 +96,3 @@ class BackupJoiner:
             await upload.abort()
         except StorageError as error:
             log.warning("could not remove an unfinished upload", error=str(error))
-
-
-class _JoinedHash:
-    """The sha256 of the joined file, fed part after part."""
-
-    def __init__(self) -> None:
-        self.hasher: Any = hashlib.sha256()
-
-    def hexdigest(self) -> str:
-        """The digest so far."""
-        return str(self.hasher.hexdigest())
-
-
-class _HashingSegment:
-    """A segment that also feeds the joined hash; a rewind rolls the hash back too."""
-
-    def __init__(
-        self, inner: SegmentWriter, whole: _JoinedHash, executor: ThreadPoolExecutor
-    ) -> None:
-        self._inner = inner
-        self._whole = whole
-        self._executor = executor
-        self._at_segment_start = whole.hasher.copy()
-
-    async def write(self, chunk: bytes) -> None:
-        """Write the chunk and hash it for the joined digest, in parallel."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            self._inner.write(chunk),
-            loop.run_in_executor(self._executor, self._whole.hasher.update, chunk),
-        )
-
-    async def rewind(self) -> None:
-        """Start the segment over, and the joined hash with it."""
-        await self._inner.rewind()
-        self._whole.hasher = self._at_segment_start.copy()
-
-    async def close(self) -> None:
-        """Close the underlying segment."""
-        await self._inner.close()

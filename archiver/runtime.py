@@ -81,7 +81,6 @@ class Runtime:
             open_archive(settings, lock=True, workers=workers)
         )
         self.state, self.storage = self.archive.state, self.archive.storage
-        executor = self.archive.executor
         self.budget = self._request_budget()
         self.client = Cloud66Client(
             settings.api,
@@ -97,7 +96,6 @@ class Runtime:
         download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
         downloader = Downloader(
             session,
-            executor=executor,
             download_limit=download_limit,
             retry_policy=RetryPolicy(
                 retries=settings.transfer.max_retries,
@@ -107,7 +105,7 @@ class Runtime:
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
         )
-        self.joiner = BackupJoiner(downloader, self.storage, executor)
+        self.joiner = BackupJoiner(downloader, self.storage)
 
     def _add_observers(self) -> None:
         """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""

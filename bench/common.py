@@ -51,11 +51,16 @@ TRANSFER_EXTRA: list[str] = []
 
 
 def write_config(
-    folder: Path, base_url: str, stack_uids: Iterable[str], storage: Iterable[str] = ()
+    folder: Path,
+    base_url: str,
+    stack_uids: Iterable[str],
+    storage: Iterable[str] = (),
+    transfer: Iterable[str] = (),
 ) -> Path:
     """A config archiving ``stack_uids`` into ``folder/archive``, state in ``folder/state``.
 
     ``storage``: the lines of another ``[storage]`` table (without its header) instead.
+    ``transfer``: more ``[transfer]`` lines for this config only.
     """
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
@@ -72,6 +77,7 @@ def write_config(
         "[transfer]",
         f"max_concurrent_downloads = {CONCURRENCY}",
         *TRANSFER_EXTRA,
+        *transfer,
         "[log]",
         'format = "json"',
     ]
@@ -82,11 +88,19 @@ def write_config(
     return config
 
 
-def run_archiver_sync(folder: Path, config: Path) -> Measured:
-    """One ``c66-archiver --config CFG sync`` process, measured; its stderr kept in a file."""
-    argv = [*archiver_command(), "--config", str(config), "sync"]
+def run_archiver_sync(folder: Path, config: Path, tree: Path | None = None) -> Measured:
+    """One ``c66-archiver --config CFG sync`` process, measured; its stderr kept in a file.
+
+    ``tree``: run the ``archiver`` package of that source tree instead (another commit,
+    e.g. from ``git archive``), as ``python -m archiver`` with the tree first on the path.
+    """
+    env, cwd, command = child_env(), REPO_ROOT, archiver_command()
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        cwd, command = tree, [sys.executable, "-m", "archiver"]
+    argv = [*command, "--config", str(config), "sync"]
     with (folder / "archiver.log").open("wb") as log:
-        return run_measured(argv, env=child_env(), cwd=REPO_ROOT, stdout=log, stderr=log)
+        return run_measured(argv, env=env, cwd=cwd, stdout=log, stderr=log)
 
 
 def log_tail(folder: Path, lines: int = 15) -> str:

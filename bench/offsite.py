@@ -50,7 +50,7 @@ from servers import (
     tool_version,
     weed_binary,
 )
-from throughput import Sizes, _ours, simulator_process
+from throughput import Sizes, bench_cpu_seconds, simulator_process
 
 TARGETS = ("local", "s3", "sftp")
 STACK = "stack-1"  # the simulator's CLI puts the multi-part backup there
@@ -426,10 +426,10 @@ def offsite_round(
             nullcontext() if pid is None else TreeCpu(pid)
         )
         with watch as server_tree:
-            before = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
+            before = busy_cpu_seconds(), bench_cpu_seconds(), process_cpu_seconds(sim_pid)
             measured = run_archiver_sync(folder, config)
             target.settle()
-            after = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
+            after = busy_cpu_seconds(), bench_cpu_seconds(), process_cpu_seconds(sim_pid)
         if measured.returncode != 0:
             raise RuntimeError(
                 f"{target.name} round {index}: exit {measured.returncode}\n{log_tail(folder)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import offsite
+import transfer
 from common import MB, MIB
 from report import NOTES
 from steady import SteadyResult
@@ -120,6 +121,7 @@ def render(
     throughput: ThroughputResult | None,
     steady: SteadyResult | None,
     offsite_result: offsite.OffsiteResult | None = None,
+    transfer_result: transfer.TransferResult | None = None,
 ) -> str:
     """The whole Markdown report."""
     lines = header(title, env, command)
@@ -134,6 +136,8 @@ def render(
         lines += rounds_table(throughput)
     if throughput is not None or steady is not None:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in NOTES]
+    if transfer_result is not None:
+        lines += ["", *transfer.render(transfer_result, figures["transfer"])]
     if offsite_result is not None:
         lines += ["", *offsite.render(offsite_result, figures["offsite"])]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import offsite
+import transfer
 from common import GIB, MIB, REPO_ROOT, REQUESTS_PER_HOUR, load_average
 from steady import SteadyResult
 from throughput import Round, ThroughputResult
@@ -88,11 +89,14 @@ def summary(
     throughput: ThroughputResult | None,
     steady: SteadyResult | None,
     offsite_result: offsite.OffsiteResult | None = None,
+    transfer_result: transfer.TransferResult | None = None,
 ) -> dict[str, Any]:
     """The headline figures, as numbers."""
     figures: dict[str, Any] = {}
     if throughput is not None:
         figures.update(_throughput_summary(throughput))
+    if transfer_result is not None:
+        figures["transfer"] = transfer.summary(transfer_result)
     if offsite_result is not None:
         figures["offsite"] = offsite.summary(offsite_result)
     if steady is not None:

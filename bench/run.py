@@ -31,6 +31,7 @@ from common import REPO_ROOT, load_average, progress
 from offsite import OffsiteResult, run_offsite
 from steady import SteadyResult, run_steady
 from throughput import FULL, QUICK, ThroughputResult, run_throughput
+from transfer import TransferResult, run_transfer
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -48,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rounds of each tool, median reported (default 3; --quick: 1)")
     parser.add_argument("--stacks", type=int, default=None,
                         help="stacks of the steady-state pass (default 500; --quick: 50)")
-    parser.add_argument("--only", choices=("throughput", "offsite", "steady"), default=None,
+    parser.add_argument("--only", choices=("throughput", "transfer", "offsite", "steady"),
+                        default=None,
                         help="run one part only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="scratch space on the disk to measure (default: a new folder "
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-workdir", action="store_true", help="do not remove the scratch")
     parser.add_argument("--no-verify-etag", action="store_true",
                         help="archive with transfer.verify_etag = false (no MD5 per byte)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="transfer part: also run the archiver of this source tree (e.g. "
+                        "`git archive BASE | tar -x -C DIR`), in the same rounds")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help=f"where the JSON record goes (default {RESULTS_DIR})")
     args = parser.parse_args(argv)
@@ -75,19 +80,24 @@ def make_workdir(parent: Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix="c66-bench-", dir=base))
 
 
-def run_parts(
-    args: argparse.Namespace, workdir: Path
-) -> tuple[ThroughputResult | None, OffsiteResult | None, SteadyResult | None]:
+Results = tuple[
+    ThroughputResult | None, TransferResult | None, OffsiteResult | None, SteadyResult | None
+]
+
+
+def run_parts(args: argparse.Namespace, workdir: Path) -> Results:
     """Run the parts asked for, the big transfers first (they need the machine quiet)."""
-    throughput = offsite = steady = None
+    throughput = transfer = offsite = steady = None
     sizes = QUICK if args.quick else FULL
     if args.only in (None, "throughput"):
         throughput = run_throughput(workdir, sizes, args.rounds)
+    if args.only in (None, "transfer"):
+        transfer = run_transfer(workdir, sizes.big, args.rounds, args.baseline)
     if args.only in (None, "offsite"):
         offsite = run_offsite(workdir, sizes, args.rounds)
     if args.only in (None, "steady"):
         steady = asyncio.run(run_steady(workdir, args.stacks))
-    return throughput, offsite, steady
+    return throughput, transfer, offsite, steady
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,17 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"workdir {workdir}")
     try:
         env = report.environment(workdir)
-        throughput, offsite, steady = run_parts(args, workdir)
+        throughput, transfer, offsite, steady = run_parts(args, workdir)
     finally:
         if not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     env["load_average_end"] = load_average()
-    figures = report.summary(throughput, steady, offsite)
+    figures = report.summary(throughput, steady, offsite, transfer)
     title = "c66-archiver benchmark" + (" (quick)" if args.quick else "")
-    print(render_md.render(title, env, command, figures, throughput, steady, offsite))
+    print(render_md.render(title, env, command, figures, throughput, steady, offsite, transfer))
     record: dict[str, Any] = {
         "command": command, "options": vars(args), "environment": env, "summary": figures,
-        "throughput": throughput, "offsite": offsite, "steady": steady,
+        "throughput": throughput, "transfer": transfer, "offsite": offsite, "steady": steady,
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.results_dir / f"{stamp}{'-quick' if args.quick else ''}.json"

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -196,15 +196,18 @@ async def _stack_part_urls(
     return found
 
 
-async def fetch_part_urls(base_url: str) -> list[tuple[str, str]]:
+async def fetch_part_urls(
+    base_url: str, stacks: Sequence[str] = tuple(STACKS)
+) -> list[tuple[str, str]]:
     """Fresh pre-signed URLs for every part of the data set, through the API."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        per_stack = [await _stack_part_urls(session, base_url, uid) for uid in STACKS]
+        per_stack = [await _stack_part_urls(session, base_url, uid) for uid in stacks]
     return [(name, url.replace("%25", "%")) for urls in per_stack for name, url in urls]
 
 
-def _curl_one(folder: Path, name: str, url: str) -> Measured:
+def curl_one(folder: Path, name: str, url: str) -> Measured:
+    """``curl -o F URL && sync F``, measured."""
     argv = ["sh", "-c", _CURL_SCRIPT, "sh", str(folder / name), url]
     return run_measured(argv)  # curl -sS: only errors reach our stderr
 
@@ -216,7 +219,7 @@ def curl_round(folder: Path, base_url: str, index: int, expected: int) -> Round:
     os.sync()
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
-        jobs = list(pool.map(lambda job: _curl_one(folder, *job), urls))
+        jobs = list(pool.map(lambda job: curl_one(folder, *job), urls))
     wall = time.perf_counter() - began
     fetched = sum(path.stat().st_size for path in folder.iterdir())
     failed = [job.returncode for job in jobs if job.returncode != 0]
@@ -256,7 +259,7 @@ def run_throughput(workdir: Path, sizes: Sizes, rounds: int) -> ThroughputResult
     return result
 
 
-def _ours() -> float:
+def bench_cpu_seconds() -> float:
     """CPU of this process and of the children it has reaped so far."""
     usages = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return sum(usage.ru_utime + usage.ru_stime for usage in usages)
@@ -268,9 +271,9 @@ def _one_round(
     """One measured round, with the CPU other processes used meanwhile (noise on 2 cores)."""
     run = archiver_round if tool == "archiver" else curl_round
     base_url, sim_pid = server
-    before = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
+    before = busy_cpu_seconds(), bench_cpu_seconds(), process_cpu_seconds(sim_pid)
     outcome = run(workdir / f"out-{tool}", base_url, index, expected)
-    after = busy_cpu_seconds(), _ours(), process_cpu_seconds(sim_pid)
+    after = busy_cpu_seconds(), bench_cpu_seconds(), process_cpu_seconds(sim_pid)
     busy, ours, sim = (a - b for a, b in zip(after, before, strict=True))
     outcome = dataclasses.replace(outcome, foreign_cpu_seconds=max(0.0, busy - ours - sim))
     progress(

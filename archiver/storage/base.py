@@ -12,10 +12,10 @@ sequentially from its own offset; segments may be written concurrently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from archiver.errors import PermanentStorageError, StorageError
 
@@ -25,6 +25,9 @@ READ_CHUNK_SIZE = 4 * 1024 * 1024
 
 # Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
 PART_SUFFIX = ".part"
+
+# A piece of a chunk as the network delivered it (bytes), or a receive buffer (a view).
+Piece = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,19 @@ class SegmentWriter(Protocol):
 
     async def close(self) -> None:
         """Flush the segment. The segment's bytes count toward `commit` only after this."""
+
+
+@runtime_checkable
+class ThreadWritableSegment(SegmentWriter, Protocol):
+    """A segment that can also be written from a worker thread, without the event loop.
+
+    Local files are: a thread that hashes a chunk writes it from the same buffers,
+    one hand-off per chunk instead of two. Backends that talk to a server through
+    the event loop (S3, SFTP) are not.
+    """
+
+    def write_in_thread(self, pieces: Sequence[Piece]) -> None:
+        """Append `pieces`, blocking. One thread at a time, never the event loop's."""
 
 
 class Upload(Protocol):

@@ -1,0 +1,249 @@
+"""A response body received in chunks, straight into chunk buffers when it can be.
+
+aiohttp hands a body over read by read: for each read of up to 256 KiB it
+allocates a buffer, its parser copies the body out of it into another, it
+re-arms the read timeout (a call_later and a cancel) and wakes the reader. On
+1 GiB that kept the event loop busy for about 0.8 CPU-s, twice a bare receive
+loop, on a machine whose two cores the hashing threads need.
+
+So once aiohttp has parsed the headers of a plain fixed-length body
+(Content-Length, no Transfer-Encoding), `body_chunks` takes the connection's
+transport over with a `BufferedProtocol` that receives into chunk-sized
+buffers (the kernel's copy is the only one) and hands each one out when it is
+full. Two things aiohttp did per read are done per period instead: the read
+timeout is one timer that checks when data last came, and a chunk whose first
+byte has waited `FLUSH_AFTER_SECONDS` goes out part-full, so a slow body still
+reaches storage as it arrives. When the consumer falls behind, reading pauses
+(and the read timeout with it). The connection is closed afterwards: it is not
+handed back to aiohttp's pool.
+
+Any other body (chunked, no length) is read through aiohttp, its pieces
+gathered into chunks the same way. Either way a body that breaks off yields
+what arrived before the error is raised (`aiohttp.ClientPayloadError`, or
+`TimeoutError` after `read_timeout` seconds without data), so a resume can
+start right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+from archiver.storage.base import Piece
+
+# A chunk that fills slowly is handed out anyway once its first byte waited this long.
+FLUSH_AFTER_SECONDS = 0.5
+# Full chunks waiting for the consumer before reading pauses.
+_READY_LIMIT = 2
+
+
+async def body_chunks(
+    response: aiohttp.ClientResponse, *, chunk_size: int, read_timeout: float | None
+) -> AsyncGenerator[list[Piece], None]:
+    """The body of `response` in chunks of about `chunk_size` bytes (lists of pieces).
+
+    Use with `contextlib.aclosing`, so the connection is released as soon as the
+    caller stops.
+    """
+    plain = _plain_body(response)
+    if plain is None:
+        async for pieces in _through_aiohttp(response, chunk_size):
+            yield pieces
+        return
+    size, transport, protocol = plain
+    first = response.content.read_nowait(-1)  # what aiohttp received with the headers
+    if len(first) >= size:
+        if first:
+            yield [first]
+        return
+    protocol.pause_reading()  # public on aiohttp's protocol: stops its reads and read timeout
+    receiver = _Receiver(transport, size, chunk_size, read_timeout)
+    transport.set_protocol(receiver)
+    try:
+        receiver.take(first)
+        while (chunk := await receiver.next_chunk()) is not None:
+            yield [chunk]
+    finally:
+        receiver.stop()
+        response.close()  # the connection carries our protocol now: it goes, never to the pool
+
+
+def _plain_body(
+    response: aiohttp.ClientResponse,
+) -> tuple[int, asyncio.Transport, ResponseHandler] | None:
+    """Length, transport and aiohttp protocol of a body whose transport can be taken over."""
+    connection = response.connection
+    if response.content_length is None or "Transfer-Encoding" in response.headers:
+        return None
+    if connection is None or connection.protocol is None:
+        return None
+    transport = connection.transport
+    if not isinstance(transport, asyncio.Transport):
+        return None
+    return response.content_length, transport, connection.protocol
+
+
+class _Receiver(asyncio.BufferedProtocol):
+    """Receives `size` bytes into chunk buffers; `ready` holds the filled ones."""
+
+    def __init__(
+        self, transport: asyncio.Transport, size: int, chunk_size: int, timeout: float | None
+    ) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self.left = size  # bytes still to receive
+        self._chunk_size = chunk_size
+        self._buffer = bytearray(min(chunk_size, size))
+        self._filled = 0
+        self._first_at = 0.0
+        self.ready: deque[memoryview] = deque()
+        self.ended: BaseException | None = None  # why no more bytes will come
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = True  # until `resume`: aiohttp paused the transport for us
+        self._timeout = timeout
+        self._last_data = self._loop.time()
+        self._watch = None if timeout is None else self._loop.call_later(timeout, self._check)
+
+    # -- asyncio.BufferedProtocol
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The free end of the current chunk (never more than the body has left)."""
+        del sizehint
+        return memoryview(self._buffer)[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` more arrived in the current chunk; hand it out when full or old."""
+        now = self._loop.time()
+        self._last_data = now
+        if not self._filled:
+            self._first_at = now
+        self._filled += nbytes
+        self.left -= nbytes
+        if self._filled == len(self._buffer) or now - self._first_at >= FLUSH_AFTER_SECONDS:
+            self._hand_out()
+
+    def eof_received(self) -> bool:
+        """The peer finished sending: let the transport close (connection_lost follows)."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: short of `size`, the body broke off."""
+        if self.left and self.ended is None:
+            self._end(aiohttp.ClientPayloadError(
+                f"connection closed with {self.left} bytes of the body missing"
+            ))
+
+    # -- the consumer's side
+
+    async def next_chunk(self) -> memoryview | None:
+        """The next filled chunk, None at the end; raises once the body broke off."""
+        while not self.ready:
+            if self.ended is not None:
+                raise self.ended
+            if not self.left:
+                return None
+            self.resume()
+            await self._wait()
+        chunk = self.ready.popleft()
+        self.resume()
+        return chunk
+
+    def take(self, data: bytes) -> None:
+        """Bytes aiohttp received before the takeover, in front of everything else."""
+        view = memoryview(data)
+        while view:
+            count = min(len(view), len(self._buffer) - self._filled)
+            self._buffer[self._filled : self._filled + count] = view[:count]
+            self.buffer_updated(count)
+            view = view[count:]
+
+    def resume(self) -> None:
+        """Read again, unless the body is complete or enough chunks wait."""
+        if self._paused and self.left and self.ended is None and len(self.ready) < _READY_LIMIT:
+            self._paused = False
+            self._last_data = self._loop.time()  # the silence counts from now
+            self._transport.resume_reading()
+
+    async def _wait(self) -> None:
+        """Until a chunk is ready or the body ended."""
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def stop(self) -> None:
+        """No more timers."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    # -- internals
+
+    def _hand_out(self) -> None:
+        self.ready.append(memoryview(self._buffer)[: self._filled])
+        self._buffer = bytearray(min(self._chunk_size, self.left))
+        self._filled = 0
+        if not self.left or len(self.ready) >= _READY_LIMIT:
+            self._pause()
+        self._wake()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _end(self, reason: BaseException) -> None:
+        if self._filled:
+            self._hand_out()  # what arrived before the break is kept
+        self.ended = reason
+        self.stop()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check(self) -> None:
+        """The read timeout: one timer per period, not one per read."""
+        self._watch = None
+        if self.ended is not None or not self.left or self._timeout is None:
+            return
+        if self._paused:  # by us: the consumer is slow, not the peer (`resume` restarts it)
+            self._watch = self._loop.call_later(self._timeout, self._check)
+            return
+        due = self._last_data + self._timeout
+        if self._loop.time() < due:
+            self._watch = self._loop.call_at(due, self._check)
+            return
+        self._end(TimeoutError(f"no data for {self._timeout:g} s"))
+        self._transport.close()
+
+
+async def _through_aiohttp(
+    response: aiohttp.ClientResponse, chunk_size: int
+) -> AsyncGenerator[list[Piece], None]:
+    """aiohttp's own reading, its pieces (as received: `iter_any` would join them) gathered."""
+    clock = asyncio.get_running_loop().time
+    pieces: list[Piece] = []
+    gathered = 0
+    flush_at = 0.0
+    try:
+        async for piece, _ in response.content.iter_chunks():
+            if not pieces:
+                flush_at = clock() + FLUSH_AFTER_SECONDS
+            pieces.append(piece)
+            gathered += len(piece)
+            if gathered >= chunk_size or clock() >= flush_at:
+                yield pieces
+                pieces, gathered = [], 0
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
+        if gathered:
+            yield pieces  # what arrived before the break is kept
+        raise
+    if gathered:
+        yield pieces
