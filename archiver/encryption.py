@@ -29,7 +29,6 @@ import pyrage
 from pyrage import ssh, x25519
 
 FORMAT = "age-v1"
-SUFFIX = ".age"
 
 Recipient = Any  # pyrage.x25519.Recipient | pyrage.ssh.Recipient (no common base type)
 Identity = Any  # pyrage.x25519.Identity | pyrage.ssh.Identity

@@ -14,6 +14,7 @@ from the same buffers, on two threads (`archiver.chunks`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,8 +22,10 @@ import structlog
 
 from archiver.chunks import PartHashes
 from archiver.download import ByteCallback, Downloader, PartSource
+from archiver.encryption import Recipient
 from archiver.errors import StorageError, TransferError
 from archiver.manifest import PartRecord
+from archiver.sealed_upload import SealedUpload
 from archiver.storage.base import Storage, Upload
 
 log = structlog.get_logger(__name__)
@@ -30,11 +33,17 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class JoinedResult:
-    """The joined backup as committed to storage."""
+    """The joined backup as committed to storage.
+
+    `size` and `sha256` are the backup's own (the plaintext); an encrypted backup
+    also has the stored ciphertext's (`stored_size`, `stored_sha256`).
+    """
 
     size: int
     sha256: str
     parts: list[PartRecord]
+    stored_size: int | None = None
+    stored_sha256: str | None = None
 
 
 class BackupJoiner:
@@ -51,17 +60,26 @@ class BackupJoiner:
         *,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
+        encrypt_to: Sequence[Recipient] = (),
     ) -> JoinedResult:
-        """Download every part into `key`; commit only when all of it checked out."""
+        """Download every part into `key`; commit only when all of it checked out.
+
+        With `encrypt_to`, what is stored is the age encryption of the joined backup.
+        """
         if not parts:
             raise TransferError("the backup lists no files")
-        upload = await self._storage.start_upload(key)
+        stored = await self._storage.start_upload(key)
+        upload: Upload = SealedUpload(stored, encrypt_to) if encrypt_to else stored
         try:
             joined = await self._join(upload, parts, on_size, on_bytes)
             await upload.commit(size=joined.size, sha256=joined.sha256)
         except BaseException:
             await asyncio.shield(self._abort_quietly(upload))
             raise
+        if isinstance(upload, SealedUpload):
+            return dataclasses.replace(
+                joined, stored_size=upload.stored_size, stored_sha256=upload.stored_sha256
+            )
         return joined
 
     async def _join(

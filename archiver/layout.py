@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
+# An encrypted backup is stored as `<database_name>.tar.age` (the age v1 format).
+ENCRYPTED_SUFFIX = ".age"
 # Beside where a pruned backup's manifest was: what remembers it (see manifest.Tombstone).
 TOMBSTONE_NAME = "pruned.json"
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -64,8 +66,9 @@ def backup_keys(
     database_name: str | None,
     backup_date: datetime | None,
     backup_id: int,
+    encrypted: bool = False,
 ) -> BackupKeys:
-    """Keys for a backup's joined tar and its manifest."""
+    """Keys for a backup's joined tar (`.tar.age` when encrypted) and its manifest."""
     database = safe_component(database_name, fallback="database")
     folder = "/".join(
         (
@@ -76,5 +79,6 @@ def backup_keys(
         )
     )
     return BackupKeys(
-        tar=f"{folder}/{database}.tar", manifest=f"{folder}/{MANIFEST_NAME}"
+        tar=f"{folder}/{database}.tar{ENCRYPTED_SUFFIX if encrypted else ''}",
+        manifest=f"{folder}/{MANIFEST_NAME}",
     )

@@ -11,6 +11,7 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import structlog
@@ -22,6 +23,7 @@ from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
 from archiver.download import Downloader
+from archiver.encryption import FORMAT, EncryptionInfo, Recipient, parse_recipient
 from archiver.join import BackupJoiner
 from archiver.metrics import Metrics
 from archiver.observers import PassObserver
@@ -54,6 +56,12 @@ class Runtime:
         self.stop = stop or StopSignal()
         self._token = token
         self._stack = AsyncExitStack()
+        # [encryption]: the parsed public keys, and what the manifest says of them.
+        settings_keys = settings.encryption.all_recipients() if settings.encryption else []
+        self.recipients: list[Recipient] = [parse_recipient(text) for text in settings_keys]
+        self.encryption_info: dict[str, Any] | None = (
+            EncryptionInfo(FORMAT, tuple(settings_keys)).as_dict() if settings_keys else None
+        )
         # Notifications and metrics register here (see archiver.observers).
         self.observers = []
         self.metrics = Metrics()

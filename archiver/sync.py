@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -26,7 +27,7 @@ from archiver.errors import (
 )
 from archiver.import_staging import remove_expired_staging
 from archiver.join import JoinedResult
-from archiver.layout import BackupKeys, backup_keys, safe_component
+from archiver.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, utc_now_iso
 from archiver.observers import tell_observers
@@ -163,7 +164,8 @@ class SyncPass:
             elif not backup.is_ok:
                 self._skip(stack_uid, backup)
             else:
-                jobs.append(_Job(stack_uid, backup, _keys_for(stack_uid, backup)))
+                encrypted = bool(self._rt.recipients)
+                jobs.append(_Job(stack_uid, backup, _keys_for(stack_uid, backup, encrypted)))
         return jobs
 
     def _skip(self, stack_uid: str, backup: Backup) -> None:
@@ -237,6 +239,7 @@ class SyncPass:
                 self._part_sources(job, files),
                 on_size=part_size_known,
                 on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+                encrypt_to=self._rt.recipients if job.keys.tar.endswith(ENCRYPTED_SUFFIX) else (),
             )
         record = await self._commit(job, joined)
         self._summary.archived += 1
@@ -261,7 +264,7 @@ class SyncPass:
     async def _commit(self, job: _Job, joined: JoinedResult) -> ArchivedBackup:
         """Manifest after the data, state after the manifest: each step safe to repeat."""
         storage = self._rt.storage
-        manifest = _manifest_for(job, joined)
+        manifest = _manifest_for(job, joined, self._rt.encryption_info)
         await storage.write_small(job.keys.manifest, manifest.to_json())
         record = self._archived_record(job, manifest)
         self._rt.state.record_archived(record)
@@ -315,17 +318,20 @@ class SyncPass:
         log.error("could not archive", stack_uid=stack_uid, backup_id=backup_id, reason=reason)
 
 
-def _keys_for(stack_uid: str, backup: Backup) -> BackupKeys:
+def _keys_for(stack_uid: str, backup: Backup, encrypted: bool) -> BackupKeys:
     return backup_keys(
         stack_uid=stack_uid,
         db_type=backup.db_type,
         database_name=backup.database_name,
         backup_date=backup.backup_date_iso,
         backup_id=backup.id,
+        encrypted=encrypted,
     )
 
 
-def _manifest_for(job: _Job, joined: JoinedResult) -> Manifest:
+def _manifest_for(
+    job: _Job, joined: JoinedResult, encryption: dict[str, Any] | None
+) -> Manifest:
     backup = job.backup
     date = backup.backup_date_iso
     return Manifest(
@@ -340,4 +346,7 @@ def _manifest_for(job: _Job, joined: JoinedResult) -> Manifest:
         archived_at=utc_now_iso(),
         file=job.keys.tar.rsplit("/", 1)[-1],
         source=backup.raw,
+        stored_size=joined.stored_size,
+        stored_sha256=joined.stored_sha256,
+        encryption=encryption if joined.stored_sha256 is not None else None,
     )

@@ -20,10 +20,10 @@ from archiver.archive import open_archive
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client, PostAnswer
 from archiver.config import DB_TYPES, Settings, check_cron, check_stack_uid
-from archiver.encryption import SUFFIX as ENCRYPTED_SUFFIX
 from archiver.errors import EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError
 from archiver.import_staging import stage_plaintext
 from archiver.keys import identities_for
+from archiver.layout import ENCRYPTED_SUFFIX
 from archiver.log import add_secret, redact
 from archiver.manifest import Manifest
 from archiver.restore import find_backup

@@ -20,9 +20,9 @@ from rich.table import Table
 from archiver.alerts import AlertSender, alerts_configured
 from archiver.archive import open_archive
 from archiver.config import Settings
-from archiver.encryption import SUFFIX as ENCRYPTED_SUFFIX
 from archiver.errors import EXIT_OK, EXIT_PARTIAL
 from archiver.keys import identities_for
+from archiver.layout import ENCRYPTED_SUFFIX
 from archiver.manifest import ArchivedBackup, utc_now_iso
 from archiver.progress import PassProgress
 from archiver.state import StateStore, Verification, VerifyRun
