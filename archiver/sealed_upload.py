@@ -122,6 +122,10 @@ class SealedUpload:
         await self._inner.commit(size=self.stored_size, sha256=self.stored_sha256)
         del sha256  # the plaintext's: the manifest records it, storage keeps the ciphertext's
 
+    async def suspend(self) -> None:
+        """An encrypted upload cannot be resumed (its file key lives only in memory): abort."""
+        await self.abort()
+
     async def abort(self) -> None:
         """Stop the encryptor (never producing a valid end) and remove the upload."""
         if self._stream is not None:

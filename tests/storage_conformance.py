@@ -314,6 +314,57 @@ class StorageConformance:
         assert read_back.hexdigest() == digest.hexdigest()
         assert peak < 12 * MiB
 
+    async def test_a_suspended_upload_resumes_from_its_durable_bytes(
+        self, storage: Storage
+    ) -> None:
+        """Suspend after 11 MiB: resume_upload gives back a durable prefix to read and go on."""
+        data = os.urandom(12 * MiB + 12345)
+        upload = await storage.start_upload("r/db.tar")
+        segment = await upload.open_segment(0, 0)
+        for start in range(0, 11 * MiB, MiB):
+            await segment.write(data[start : start + MiB])
+        await upload.suspend()
+        resumed = await storage.resume_upload("r/db.tar")
+        assert resumed is not None
+        durable = resumed.durable
+        assert 5 * MiB <= durable <= 11 * MiB  # S3 keeps whole parts only
+        prefix = b"".join(
+            [await resumed.upload.read_back(at, min(MiB, durable - at))
+             for at in range(0, durable, MiB)]
+        )
+        assert prefix == data[:durable]
+        segment = await resumed.upload.open_segment(0, durable)
+        for start in range(durable, len(data), MiB):
+            await segment.write(data[start : start + MiB])
+        await segment.close()
+        await resumed.upload.commit(size=len(data), sha256=sha256_hex(data))
+        assert await storage.read_small("r/db.tar") == data
+        assert await keys_of(storage) == ["r/db.tar"]
+        assert await storage.resume_upload("r/db.tar") is None
+
+    async def test_remove_incomplete_keeps_what_will_be_resumed(self, storage: Storage) -> None:
+        """Leftovers of keys in `keep` survive the cleanup (and resume); the others go."""
+        for key in ("k/kept.tar", "k/gone.tar"):
+            upload = await storage.start_upload(key)
+            segment = await upload.open_segment(0, 0)
+            await segment.write(os.urandom(6 * MiB))
+            await upload.suspend()
+        assert await storage.remove_incomplete(keep=["k/kept.tar"]) >= 1
+        assert await storage.resume_upload("k/gone.tar") is None
+        kept = await storage.resume_upload("k/kept.tar")
+        assert kept is not None
+        assert kept.durable >= 5 * MiB
+        await kept.upload.abort()
+        assert await storage.remove_incomplete() == 0
+
+    async def test_nothing_to_resume_is_none(self, storage: Storage) -> None:
+        """A key never uploaded, or whose upload was aborted, has nothing to resume."""
+        assert await storage.resume_upload("n/never.tar") is None
+        upload = await storage.start_upload("n/aborted.tar")
+        await write_upload(upload, os.urandom(6 * MiB), chunk=MiB)
+        await upload.abort()
+        assert await storage.resume_upload("n/aborted.tar") is None
+
     async def test_location_names_the_key(self, storage: Storage) -> None:
         """location() ends with the key, whatever the backend's scheme."""
         assert storage.location("s/mysql/db/2024_1/db.tar").endswith("s/mysql/db/2024_1/db.tar")

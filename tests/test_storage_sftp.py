@@ -252,12 +252,12 @@ async def test_a_dropped_connection_is_reopened_once(
     assert await storage.read_small("s/db.tar") == first + second
 
 
-async def test_read_back_is_not_offered(storage: SftpStorage) -> None:
-    """SFTP uploads do not read back (the joiner joins parts in order instead)."""
+async def test_read_back_works_but_is_not_called_cheap(storage: SftpStorage) -> None:
+    """SFTP reads back over the connection (for a resume), so it does not claim to be cheap."""
     assert storage.supports_read_back is False
     upload = await storage.start_upload("x.tar")
-    with pytest.raises(PermanentStorageError):
-        await upload.read_back(0, 1)
+    await write_upload(upload, b"0123456789")
+    assert await upload.read_back(3, 4) == b"3456"
     await upload.abort()
 
 

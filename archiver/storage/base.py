@@ -12,7 +12,7 @@ sequentially from its own offset; segments may be written concurrently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
@@ -97,7 +97,8 @@ class Upload(Protocol):
         """
 
     async def read_back(self, offset: int, size: int) -> bytes:
-        """Read bytes already written (only when `Storage.supports_read_back`)."""
+        """Read bytes already written: cheap where `Storage.supports_read_back`, and on
+        every backend for the durable bytes of a resumed upload."""
 
     async def commit(self, *, size: int, sha256: str) -> None:
         """Make the file visible under its key, durably and atomically.
@@ -108,6 +109,20 @@ class Upload(Protocol):
 
     async def abort(self) -> None:
         """Remove every trace of the upload. Idempotent; safe after a failed commit."""
+
+    async def suspend(self) -> None:
+        """Leave the upload unfinished but durable, for `Storage.resume_upload` in a later
+        pass or process (a stop, a download that kept failing). Idempotent; the upload
+        may not be used afterwards."""
+
+
+@dataclass(frozen=True)
+class ResumedUpload:
+    """An unfinished upload an earlier process left, reopened to be continued."""
+
+    upload: Upload
+    durable: int
+    """Bytes from the start of the file that were kept; `upload.read_back` reads them."""
 
 
 class Storage(Protocol):
@@ -121,6 +136,16 @@ class Storage(Protocol):
 
     async def start_upload(self, key: str) -> Upload:
         """Begin writing `key`; any earlier unfinished upload of `key` is discarded."""
+
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """Reopen the unfinished upload of `key` that an earlier upload left (suspended, or
+        cut short by a crash), with how many bytes from its start are durable; None
+        when there is none, or nothing durable in it.
+
+        The reopened upload continues where `durable` ends: its next segment opens at
+        `durable`, and `read_back` works on the bytes before it (whatever the backend:
+        the caller must hash them again).
+        """
 
     async def write_small(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) atomically and durably, replacing any old one."""
@@ -149,8 +174,9 @@ class Storage(Protocol):
     async def remove(self, key: str) -> None:
         """Delete a completed object. Idempotent: a missing key is not an error."""
 
-    async def remove_incomplete(self) -> int:
-        """Remove leftovers of interrupted uploads; return how many. Run at the start of a pass."""
+    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+        """Remove leftovers of interrupted uploads, except those of the keys in `keep` (to be
+        resumed); return how many. Run by each pass once it knows what it will resume."""
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object; raise StorageError naming what failed."""

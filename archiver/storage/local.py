@@ -15,7 +15,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from archiver.storage.base import (
     ObjectInfo,
     OffsetSegment,
     Piece,
+    ResumedUpload,
     check_final_key,
     check_key,
     probe_round_trip,
@@ -90,6 +91,32 @@ def _pread_all(descriptor: int, size: int, offset: int) -> bytes:
         size -= len(piece)
         offset += len(piece)
     return b"".join(pieces)
+
+
+def _reopen_part(part: Path) -> tuple[int, int] | None:
+    """An existing part file opened for writing and fsynced (what a killed process wrote
+    is made durable now), with its size; None when there is none or it is empty."""
+    try:
+        descriptor = os.open(part, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        status = os.fstat(descriptor)
+        if S_ISREG(status.st_mode) and status.st_size > 0:
+            os.fsync(descriptor)
+            return descriptor, status.st_size
+    except BaseException:
+        os.close(descriptor)
+        raise
+    os.close(descriptor)
+    return None
+
+
+def _sync_and_close(descriptor: int) -> None:
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _unlink_if_same(path: Path, inode: tuple[int, int]) -> None:
@@ -239,6 +266,14 @@ class LocalUpload:
         os.replace(self._part, self._final)
         fsync_folder(self._final.parent)
 
+    async def suspend(self) -> None:
+        """fsync and close the part file, and leave it for `resume_upload`."""
+        if self._committed:
+            return
+        descriptor = self._take_descriptor()
+        if descriptor is not None:
+            await self._storage.run(self._part, _sync_and_close, descriptor)
+
     async def abort(self) -> None:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
         if self._committed:
@@ -302,6 +337,16 @@ class LocalStorage:
         part = final.with_name(final.name + PART_SUFFIX)
         descriptor = await self.run(part, self._start_upload_sync, part)
         return LocalUpload(self, final, descriptor)
+
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """Reopen `<key>.part` where an earlier upload left it; its length is durable."""
+        final = self._path(key)
+        part = final.with_name(final.name + PART_SUFFIX)
+        opened = await self.run(part, _reopen_part, part)
+        if opened is None:
+            return None
+        descriptor, size = opened
+        return ResumedUpload(LocalUpload(self, final, descriptor), size)
 
     def _start_upload_sync(self, part: Path) -> int:
         make_private_folders(part.parent)
@@ -410,16 +455,18 @@ class LocalStorage:
             return
         _prune_empty_folders(self._root, path.parent)
 
-    async def remove_incomplete(self) -> int:
-        """Delete every `*.part` under the root; return how many."""
-        return await self.run(self._root, self._remove_incomplete_sync)
+    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        kept = {str(self._path(key)) + PART_SUFFIX for key in keep}
+        return await self.run(self._root, self._remove_incomplete_sync, kept)
 
-    def _remove_incomplete_sync(self) -> int:
+    def _remove_incomplete_sync(self, kept: set[str]) -> int:
         removed = 0
         for current, _folders, files in os.walk(self._root):
             for name in files:
-                if name.endswith(PART_SUFFIX):
-                    Path(current, name).unlink(missing_ok=True)
+                path = Path(current, name)
+                if name.endswith(PART_SUFFIX) and str(path) not in kept:
+                    path.unlink(missing_ok=True)
                     removed += 1
         return removed
 

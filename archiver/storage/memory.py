@@ -7,7 +7,7 @@ when the object goes away.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 
 from archiver.errors import IntegrityError, PermanentStorageError
@@ -15,6 +15,7 @@ from archiver.storage.base import (
     READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
+    ResumedUpload,
     check_key,
     probe_round_trip,
 )
@@ -28,6 +29,15 @@ class MemoryUpload:
         self._key = key
         self._buffer = bytearray()
         self._finished = False
+
+    @property
+    def written(self) -> bytes:
+        """The bytes written so far (a copy)."""
+        return bytes(self._buffer)
+
+    def adopt(self, earlier: MemoryUpload) -> None:
+        """Continue where `earlier` (suspended or abandoned) stopped."""
+        self._buffer = bytearray(earlier.written)
 
     @property
     def active(self) -> bool:
@@ -66,6 +76,10 @@ class MemoryUpload:
             )
         self._storage.publish(self._key, bytes(self._buffer), sha256)
         self._finish()
+
+    async def suspend(self) -> None:
+        """Keep the buffer in the store for `resume_upload`; this object is done."""
+        self._finished = True
 
     async def abort(self) -> None:
         """Forget the buffer. Idempotent; a no-op after commit."""
@@ -116,6 +130,16 @@ class MemoryStorage:
         self._uploads[key] = upload
         return upload
 
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """The suspended (or abandoned) upload of `key`, as a new upload over its bytes."""
+        old = self._uploads.get(check_key(key))
+        if old is None or not old.written:
+            return None
+        upload = MemoryUpload(self, key)
+        upload.adopt(old)
+        self._uploads[key] = upload
+        return ResumedUpload(upload, len(upload.written))
+
     async def write_small(self, key: str, data: bytes) -> None:
         """Replace the object at once."""
         self._objects[check_key(key)] = bytes(data)
@@ -159,11 +183,12 @@ class MemoryStorage:
         self._objects.pop(check_key(key), None)
         self._sha256.pop(key, None)
 
-    async def remove_incomplete(self) -> int:
-        """Drop every unfinished upload; return how many."""
-        count = len(self._uploads)
-        self._uploads.clear()
-        return count
+    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+        """Drop every unfinished upload but those of keys in `keep`; return how many."""
+        doomed = [key for key in self._uploads if key not in keep]
+        for key in doomed:
+            del self._uploads[key]
+        return len(doomed)
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +53,7 @@ from archiver.storage.base import (
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
+    ResumedUpload,
     check_final_key,
     check_key,
     probe_round_trip,
@@ -252,6 +253,17 @@ class S3Upload:
         self._finished = False
         self._committed = False
         self._abort_task: asyncio.Future[None] | None = None
+        # A resumed upload: its first bytes were copied from the sealed `<key>.part`
+        # object, which `read_back` reads (its ETag guards against a newer one).
+        self._sealed_etag: str | None = None
+
+    def resumed_from(self, durable: int, copied: dict[int, str], sealed_etag: str) -> None:
+        """Start after `durable` bytes already in parts `copied` (number -> ETag)."""
+        self._position = durable
+        self._etags = dict(copied)
+        self._next_part = max(copied, default=0) + 1
+        self._sealed_etag = sealed_etag
+        self._closed_segments = -1  # the first segment opened after resuming takes its turn
 
     def _check_usable(self) -> None:
         if self._finished:
@@ -267,11 +279,21 @@ class S3Upload:
         self._check_usable()
         if offset < 0 or index < 0:
             raise ValueError(f"segment index and offset must be >= 0, not {index}, {offset}")
+        if self._closed_segments < 0:  # resumed: this segment continues the copied bytes
+            self._closed_segments = index
         return S3Segment(self, index, offset)
 
     async def read_back(self, offset: int, size: int) -> bytes:
-        """Not available: parts of an unfinished multipart upload cannot be read."""
-        raise PermanentStorageError("S3 uploads cannot be read back before commit")
+        """The bytes a resumed upload copied (parts in flight cannot be read on S3)."""
+        if self._sealed_etag is None or offset + size > self._position:
+            raise PermanentStorageError("S3 uploads can only read back a resumed upload's start")
+        response = await self._storage.call(
+            "get_object", f"{self._where()} (read back)", Key=self._object_key,
+            Range=f"bytes={offset}-{offset + size - 1}", IfMatch=self._sealed_etag,
+        )
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
 
     async def _begin(self, segment: S3Segment) -> None:
         """Wait for `segment`'s turn, then make it the current one."""
@@ -428,6 +450,13 @@ class S3Upload:
         async with self._turn:
             self._turn.notify_all()
 
+    async def suspend(self) -> None:
+        """Let the parts in flight finish, then leave the multipart upload for resume_upload."""
+        if self._committed or self._finished:
+            return
+        await asyncio.shield(self._drain())
+        self._finish()
+
     async def abort(self) -> None:
         """Abort the multipart upload. Idempotent, a no-op after commit.
 
@@ -446,6 +475,10 @@ class S3Upload:
             task.cancel()
         await self._drain()
         await self._storage.abort_multipart(self._object_key, self._upload_id)
+        if self._sealed_etag is not None:  # resumed: the sealed start goes too
+            await self._storage.call(
+                "delete_object", f"{self._where()} (sealed)", Key=self._object_key
+            )
 
 
 class S3Storage:
@@ -566,6 +599,103 @@ class S3Storage:
             "create_multipart_upload", self.location(key), Key=upload_key, **self._write_options()
         )
         return S3Upload(self, key, upload_key, str(response["UploadId"]))
+
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """Continue an unfinished upload of `key` from its completed parts (ListParts).
+
+        S3 cannot read the parts of an unfinished upload, and the caller must hash
+        the durable bytes again: so the parts that follow each other from part 1 are
+        completed into the `<key>.part` object (not the final key: nothing is
+        published), and a new multipart upload starts with those bytes copied from
+        it server side (UploadPartCopy), readable through `read_back` until commit.
+        """
+        upload_key = self._upload_key(key)
+        sealed = await self._seal_durable_parts(upload_key)
+        if sealed is None:
+            return None
+        size, etag = sealed
+        created = await self.call(
+            "create_multipart_upload", self.location(key), Key=upload_key, **self._write_options()
+        )
+        upload = S3Upload(self, key, upload_key, str(created["UploadId"]))
+        try:
+            copied = await self._copy_into(upload_key, str(created["UploadId"]), size, etag)
+        except BaseException:
+            await asyncio.shield(self.spawn(upload.abort()))
+            raise
+        upload.resumed_from(size, copied, etag)
+        return ResumedUpload(upload, size)
+
+    async def _seal_durable_parts(self, upload_key: str) -> tuple[int, str] | None:
+        """(size, ETag) of `<key>.part` holding the durable parts; None when nothing is."""
+        uploads = [u for u in await self._multipart_uploads(upload_key) if u[0] == upload_key]
+        for key, upload_id in uploads[:-1]:  # an older attempt's: the newest one counts
+            await self.abort_multipart(key, upload_id)
+        if uploads:
+            _, upload_id = uploads[-1]
+            parts = await self._contiguous_parts(upload_key, upload_id)
+            if not parts:
+                await self.abort_multipart(upload_key, upload_id)
+                return None
+            await self.call(
+                "complete_multipart_upload", f"s3://{self._bucket}/{upload_key} (seal)",
+                Key=upload_key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e, _ in parts]},
+            )
+        return await self._sealed_object(upload_key)
+
+    async def _contiguous_parts(
+        self, upload_key: str, upload_id: str
+    ) -> list[tuple[int, str, int]]:
+        """(number, ETag, size) of the completed parts that follow each other from part 1."""
+        client = await self._connected()
+        paginator = client.get_paginator("list_parts")
+        found: list[tuple[int, str, int]] = []
+        try:
+            async for page in paginator.paginate(
+                Bucket=self._bucket, Key=upload_key, UploadId=upload_id
+            ):
+                found.extend(
+                    (int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]))
+                    for p in page.get("Parts", [])
+                )
+        except (ClientError, BotoCoreError) as error:
+            raise classify_s3_error(error, f"s3://{self._bucket}/{upload_key} (parts)") from error
+        contiguous = []
+        for expected, part in enumerate(sorted(found), start=1):
+            if part[0] != expected:
+                break
+            contiguous.append(part)
+        return contiguous
+
+    async def _sealed_object(self, upload_key: str) -> tuple[int, str] | None:
+        try:
+            head = await self.call("head_object", f"s3://{self._bucket}/{upload_key}",
+                                   Key=upload_key)
+        except PermanentStorageError as error:
+            if caused_by(error, _NOT_FOUND):
+                return None
+            raise
+        size = int(head["ContentLength"])
+        return (size, str(head["ETag"])) if size >= MIN_PART_SIZE else None
+
+    async def _copy_into(
+        self, upload_key: str, upload_id: str, size: int, etag: str
+    ) -> dict[int, str]:
+        """UploadPartCopy of the sealed object into the new upload, in ranges of 5 MiB+."""
+        count = -(-size // COPY_PART_SIZE)
+        bounds = [size * n // count for n in range(count + 1)]  # even: each >= 5 MiB
+        copied: dict[int, str] = {}
+        for number in range(1, count + 1):
+            start, end = bounds[number - 1], bounds[number] - 1
+            answer = await self.call(
+                "upload_part_copy", f"s3://{self._bucket}/{upload_key} (resume)",
+                Key=upload_key, UploadId=upload_id, PartNumber=number,
+                CopySource={"Bucket": self._bucket, "Key": upload_key},
+                CopySourceRange=f"bytes={start}-{end}", CopySourceIfMatch=etag,
+            )
+            copied[number] = str(answer["CopyPartResult"]["ETag"])
+        return copied
 
     async def abort_multipart(self, object_key: str, upload_id: str) -> None:
         """Abort an upload; one already gone is fine. Checks it is gone (AWS may keep
@@ -731,16 +861,18 @@ class S3Storage:
         """DeleteObject; S3 answers a missing key with success too."""
         await self.call("delete_object", self.location(key), Key=self._object_key(key))
 
-    async def remove_incomplete(self) -> int:
-        """Abort every unfinished multipart upload under our prefix; return how many.
+    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+        """Abort every unfinished multipart upload under our prefix (and delete every
+        unpublished `.part` object) but those of keys in `keep`; return how many.
 
         A pass runs alone under the state lock, so every upload under the prefix
         is a leftover of an interrupted one (ours or a crashed process's).
         """
-        uploads = await self._multipart_uploads(self._prefix)
+        kept = {self._upload_key(key) for key in keep}
+        uploads = [u for u in await self._multipart_uploads(self._prefix) if u[0] not in kept]
         for object_key, upload_id in uploads:
             await self.abort_multipart(object_key, upload_id)
-        leftovers = [key async for key in self._part_objects()]
+        leftovers = [key async for key in self._part_objects() if key not in kept]
         for object_key in leftovers:  # completed, but never published (a crash in between)
             await self.call("delete_object", f"s3://{self._bucket}/{object_key}", Key=object_key)
         return len(uploads) + len(leftovers)

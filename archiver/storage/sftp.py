@@ -24,7 +24,7 @@ import contextlib
 import functools
 import posixpath
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import timedelta
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ from archiver.storage.base import (
     READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
+    ResumedUpload,
     check_final_key,
     check_key,
     probe_round_trip,
@@ -70,6 +71,8 @@ _MISSING: tuple[type[asyncssh.SFTPError], ...] = (asyncssh.SFTPNoSuchFile, async
 # Anything the server or the connection can throw at an operation.
 _SFTP_FAILURES: tuple[type[BaseException], ...] = (asyncssh.SFTPError, *_DROPPED)
 
+# Part files are opened for reading too: a resumed upload reads its durable bytes back.
+_READ_WRITE = asyncssh.FXF_READ | asyncssh.FXF_WRITE
 # A dropped connection is reopened once, at once; a second drop is the operation's failure.
 _RECONNECT_ONCE = RetryPolicy(retries=1, backoff=Backoff(base=0.0, cap=0.0))
 
@@ -155,15 +158,20 @@ class SftpUpload:
             await self._storage.drop_connection(self._client)
             self._client = await self._storage.client()
             try:
-                self._handle = await self._client.open(
-                    self._part, asyncssh.FXF_WRITE, encoding=None
-                )
+                self._handle = await self._client.open(self._part, _READ_WRITE, encoding=None)
             except _MISSING as error:
                 raise self._discarded() from error
 
     async def read_back(self, offset: int, size: int) -> bytes:
-        """Not offered: reading over the network would cost a second transfer."""
-        raise PermanentStorageError("SFTP storage does not read uploads back")
+        """Bytes already written, read over the connection (a resumed upload's durable ones)."""
+        handle = self._live_handle()
+
+        async def read() -> bytes:
+            data = await self._live_handle().read(size, offset)
+            assert isinstance(data, bytes)  # encoding=None: always bytes
+            return data
+
+        return await self._storage.twice(self._location, read, lambda: self._reopen(handle))
 
     def _discarded(self) -> PermanentStorageError:
         return PermanentStorageError(
@@ -209,6 +217,16 @@ class SftpUpload:
         with contextlib.suppress(*_SFTP_FAILURES):
             await handle.close()
 
+    async def suspend(self) -> None:
+        """fsync (where the server can) and close the part file; leave it for resume_upload."""
+        if self._committed or self._aborted or self._handle is None:
+            return
+        handle = self._handle
+        with contextlib.suppress(*_SFTP_FAILURES):
+            await self._storage.fsync(handle)
+        await self._close_handle()
+        self._aborted = True  # finished for this object; the file stays
+
     async def abort(self) -> None:
         """Close and remove the part file. Idempotent; a no-op after a successful commit."""
         if self._committed or self._aborted:
@@ -220,6 +238,22 @@ class SftpUpload:
     async def _remove_part(self) -> None:
         await self._close_handle()
         await self._storage.run(self._location, lambda c: _remove_if_present(c, self._part))
+
+
+def _final_of(part: str) -> str:
+    """`<final>.<random>.part` -> `<final>`."""
+    return part.removesuffix(PART_SUFFIX).rpartition(".")[0]
+
+
+async def _parts_of(client: Client, final: str) -> builtins.list[tuple[str, int]]:
+    """(path, size) of each `<final>.<random>.part` in its folder."""
+    folder = posixpath.dirname(final)
+    found = []
+    for entry in await client.readdir(folder):
+        path = posixpath.join(folder, str(entry.filename))
+        if _is_part(path) and _final_of(path) == final:
+            found.append((path, entry.attrs.size or 0))
+    return found
 
 
 async def _remove_if_present(client: Client, path: str) -> bool:
@@ -427,7 +461,7 @@ class SftpStorage:
     @staticmethod
     async def _create_private(client: Client, path: str) -> Handle:
         """Create a new file 0600 (fails if it exists), open for writing."""
-        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        flags = _READ_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
         handle = await client.open(
             path, flags, asyncssh.SFTPAttrs(permissions=FILE_MODE), encoding=None
         )
@@ -481,12 +515,27 @@ class SftpStorage:
 
     async def _discard_parts_of(self, client: Client, final: str) -> None:
         """Remove `<final>.<random>.part` files left by earlier uploads of the same key."""
-        folder, name = posixpath.split(final)
-        for entry in await client.readdir(folder):
-            filename = str(entry.filename)
-            stem = filename.removesuffix(PART_SUFFIX)
-            if _is_part(filename) and stem.rpartition(".")[0] == name:
-                await _remove_if_present(client, posixpath.join(folder, filename))
+        for path, _size in await _parts_of(client, final):
+            await _remove_if_present(client, path)
+
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """Reopen the largest `<key>.<random>.part` an earlier upload left (others go)."""
+        final = self._remote(key)
+
+        async def reopen(client: Client) -> ResumedUpload | None:
+            parts = sorted(await _parts_of(client, final), key=lambda found: found[1])
+            for path, _size in parts[:-1]:
+                await _remove_if_present(client, path)
+            if not parts or parts[-1][1] == 0:
+                return None
+            path, size = parts[-1]
+            handle = await client.open(path, _READ_WRITE, encoding=None)
+            return ResumedUpload(SftpUpload(self, final, path, client, handle), size)
+
+        try:
+            return await self.run(self.url(final), reopen)
+        except FileNotFoundError:
+            return None  # not even its folder: nothing to resume
 
     async def write_small(self, key: str, data: bytes) -> None:
         """Temp file in the same folder, fsync, rename over the old one."""
@@ -616,13 +665,14 @@ class SftpStorage:
                 return  # not empty (or gone): nothing more to prune
             folder = posixpath.dirname(folder)
 
-    async def remove_incomplete(self) -> int:
-        """Delete every `*.part` under the root; return how many."""
+    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        kept = {self._remote(key) for key in keep}
         removed = 0
         async for path in self._walk(self._root):
-            if _is_part(path) and await self.run(
-                self.url(path), functools.partial(_remove_if_present, path=path)
-            ):
+            if not _is_part(path) or _final_of(path) in kept:
+                continue
+            if await self.run(self.url(path), functools.partial(_remove_if_present, path=path)):
                 removed += 1
         return removed
 
