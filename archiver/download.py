@@ -59,6 +59,31 @@ class PartSource:
     fresh_url: UrlSource
 
 
+@dataclass(frozen=True)
+class PartFacts:
+    """What a part's first full answer says of it: enough to resume it in another process."""
+
+    size: int | None
+    etag: str | None
+    md5: str | None  # the MD5 its bytes must have, when the ETag proved one
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a part left by an earlier process resumes: its first `written` bytes are
+    durable (and already fed to the hashes), and `facts` are what its answer said."""
+
+    written: int
+    facts: PartFacts
+
+
+FactsCallback = Callable[[PartFacts], None]
+
+
+class UpstreamChanged(IntegrityError):
+    """Permanent for this upload: the file changed upstream since its first bytes came."""
+
+
 @dataclass
 class _PartProgress:
     """Mutable progress of one part's download."""
@@ -68,6 +93,8 @@ class _PartProgress:
     total: int | None = None
     etag: str | None = None
     md5_expected: str | None = None
+    resumed: bool = False  # bytes from an earlier process: the part cannot start over
+    on_facts: FactsCallback | None = None
 
     def restart(self) -> None:
         """Forget everything: the server sent the whole body again."""
@@ -125,6 +152,8 @@ class Downloader:
         on_size: ByteCallback,
         on_bytes: ByteCallback,
         hashes: PartHashes | None = None,
+        resume: ResumePoint | None = None,
+        on_facts: FactsCallback | None = None,
     ) -> PartRecord:
         """Download one part into `segment`, resuming after cuts, expiry and resets.
 
@@ -135,6 +164,13 @@ class Downloader:
         limit still ends a download that only trickles forward.
         """
         progress = _PartProgress(hashes or PartHashes())
+        if resume is not None:
+            progress.written, progress.resumed = resume.written, True
+            progress.total, progress.etag = resume.facts.size, resume.facts.etag
+            progress.md5_expected = resume.facts.md5
+            if resume.facts.size is not None:
+                on_size(resume.facts.size)
+        progress.on_facts = on_facts
         sink = ChunkSink(segment, progress.hashes, max_in_flight=self._in_flight_share)
         self._parts_downloading += 1
         try:
@@ -266,6 +302,11 @@ class Downloader:
         on_size: ByteCallback,
     ) -> None:
         """A 200: the whole body follows, from byte 0."""
+        if progress.resumed:
+            raise UpstreamChanged(
+                "the file changed upstream since its download began (its ETag no longer "
+                "matches): it is archived afresh on the next pass"
+            )
         total = response.content_length
         if progress.total is not None and total is not None and total != progress.total:
             raise IntegrityError(
@@ -279,6 +320,8 @@ class Downloader:
         if total is not None and progress.total is None:
             progress.total = total
             on_size(total)
+        if progress.on_facts is not None:  # the ETag as sent: If-Range needs it quoted
+            progress.on_facts(PartFacts(progress.total, progress.etag, progress.md5_expected))
 
     @staticmethod
     def _continues_at(response: aiohttp.ClientResponse, progress: _PartProgress) -> bool:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,17 @@ _MIGRATIONS: tuple[str, ...] = (
         failed INTEGER NOT NULL
     );
     """,
+    # Transfers under way: what a later pass needs to resume one (its parts so far).
+    """
+    CREATE TABLE transfers (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
 )
 
 _ARCHIVED_FIELDS = tuple(field.name for field in fields(ArchivedBackup))
@@ -122,6 +133,27 @@ class PrunedBackup:
     manifest_key: str
     pruned_at: str
     complete: bool
+
+
+@dataclass(frozen=True)
+class TransferPart:
+    """A part of a transfer under way, as its first answer described it."""
+
+    id: str
+    size: int
+    etag: str | None
+    md5: str | None  # the MD5 its bytes must have, when the ETag proved one
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A backup being transferred: its key and the parts known so far, in order."""
+
+    stack_uid: str
+    backup_id: int
+    tar_key: str
+    started_at: str
+    parts: list[TransferPart]
 
 
 @dataclass(frozen=True)
@@ -281,6 +313,10 @@ class StateStore:
         """Insert or replace one archived backup, in one durable transaction."""
         with self._transaction() as cursor:
             cursor.execute(_INSERT_ARCHIVED, astuple(record))
+            cursor.execute(
+                "DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?",
+                (record.stack_uid, record.backup_id),
+            )
             # Archived now: a skip noted earlier (e.g. a failed attempt) no longer applies.
             cursor.execute(
                 "DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?",
@@ -347,6 +383,59 @@ class StateStore:
     def pruned_count(self) -> int:
         """How many backups retention has removed, ever."""
         return int(self._query("SELECT COUNT(*) FROM pruned")[0][0])
+
+    # --- transfers under way (for resume) -------------------------------------
+
+    def begin_transfer(self, stack_uid: str, backup_id: int, tar_key: str, at: str) -> None:
+        """A transfer starts afresh (forgetting any earlier one of the backup)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO transfers (stack_uid, backup_id, tar_key, started_at,"
+                " parts) VALUES (?, ?, ?, ?, '[]')",
+                (stack_uid, backup_id, tar_key, at),
+            )
+
+    def note_transfer_part(
+        self, stack_uid: str, backup_id: int, index: int, part: TransferPart
+    ) -> None:
+        """Remember part `index` of a transfer (its size and ETag, once its answer came)."""
+        with self._transaction() as cursor:
+            rows = cursor.execute(
+                "SELECT parts FROM transfers WHERE stack_uid = ? AND backup_id = ?",
+                (stack_uid, backup_id),
+            ).fetchall()
+            if not rows:
+                return
+            parts = json.loads(rows[0][0])[:index]
+            parts.append(asdict(part))
+            cursor.execute(
+                "UPDATE transfers SET parts = ? WHERE stack_uid = ? AND backup_id = ?",
+                (json.dumps(parts), stack_uid, backup_id),
+            )
+
+    def transfer(self, stack_uid: str, backup_id: int) -> Transfer | None:
+        """The transfer of a backup left under way, if any."""
+        rows = self._query(
+            "SELECT stack_uid, backup_id, tar_key, started_at, parts FROM transfers"
+            " WHERE stack_uid = ? AND backup_id = ?",
+            (stack_uid, backup_id),
+        )
+        return _transfer_from_row(rows[0]) if rows else None
+
+    def transfers(self) -> list[Transfer]:
+        """Every transfer left under way."""
+        rows = self._query(
+            "SELECT stack_uid, backup_id, tar_key, started_at, parts FROM transfers"
+        )
+        return [_transfer_from_row(row) for row in rows]
+
+    def end_transfer(self, stack_uid: str, backup_id: int) -> None:
+        """The transfer is over (archived, or its unfinished upload gone)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?",
+                (stack_uid, backup_id),
+            )
 
     # --- verification --------------------------------------------------------
 
@@ -534,6 +623,14 @@ def _migrate(connection: sqlite3.Connection, db_path: Path) -> bool:
             f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
         )
     return version == 0
+
+
+def _transfer_from_row(row: tuple[Any, ...]) -> Transfer:
+    stack_uid, backup_id, tar_key, started_at, parts = row
+    return Transfer(
+        stack_uid, int(backup_id), tar_key, started_at,
+        [TransferPart(**part) for part in json.loads(parts)],
+    )
 
 
 def _pruned_from_row(row: tuple[Any, ...]) -> PrunedBackup:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from archiver import transfers
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.cloud66.parts import join_order
 from archiver.config import StackSettings
@@ -26,7 +27,7 @@ from archiver.errors import (
     StorageError,
 )
 from archiver.import_staging import remove_expired_staging
-from archiver.join import JoinedResult
+from archiver.join import JoinedResult, resumable
 from archiver.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
 from archiver.log import redact
 from archiver.manifest import ArchivedBackup, Manifest, utc_now_iso
@@ -74,9 +75,10 @@ class SyncPass:
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
-            await self._rt.storage.remove_incomplete()
             await remove_expired_staging(self._rt.storage)
             jobs = await self._plan()
+            due = {(job.stack_uid, job.backup.id) for job in jobs}
+            await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
             await self._archive_all(jobs)
             self._record_stack_successes()
             await self._prune_after_pass()
@@ -234,13 +236,7 @@ class SyncPass:
             self._progress.set_total(job.keys.tar, known_size)
 
         with self._rt.metrics.transfer():
-            joined = await self._rt.joiner.archive(
-                job.keys.tar,
-                self._part_sources(job, files),
-                on_size=part_size_known,
-                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
-                encrypt_to=self._rt.recipients if job.keys.tar.endswith(ENCRYPTED_SUFFIX) else (),
-            )
+            joined = await self._transfer(job, files, part_size_known)
         record = await self._commit(job, joined)
         self._summary.archived += 1
         self._summary.bytes += joined.size
@@ -248,6 +244,28 @@ class SyncPass:
         log.info(
             "backup archived", size=joined.size, sha256=joined.sha256, location=record.location
         )
+
+    async def _transfer(
+        self, job: _Job, files: Sequence[BackupFile], on_size: Callable[[int], None]
+    ) -> JoinedResult:
+        """Join the backup's files into storage, resuming an unfinished upload of it."""
+        state, backup_id = self._rt.state, job.backup.id
+        encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
+        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
+        try:
+            return await self._rt.joiner.archive(
+                job.keys.tar,
+                self._part_sources(job, files),
+                on_size=on_size,
+                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+                encrypt_to=self._rt.recipients if encrypted else (),
+                known=known,
+                on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
+            )
+        except BaseException as error:
+            if not resumable(error):
+                state.end_transfer(job.stack_uid, backup_id)
+            raise
 
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client

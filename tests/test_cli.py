@@ -184,10 +184,10 @@ async def test_sigterm_lets_a_transfer_finish_within_the_grace_period(
     assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
 
 
-async def test_sigterm_past_the_grace_period_abandons_cleanly(
+async def test_sigterm_past_the_grace_period_keeps_the_download_to_resume(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
-    """A transfer that outlasts the grace period is abandoned without leftovers; exit 0."""
+    """A transfer that outlasts the grace period stops, exit 0; the next pass resumes it."""
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=250_000)  # one part, 25 s at this pace
     sim.faults.slow_downloads = 1
@@ -196,15 +196,21 @@ async def test_sigterm_past_the_grace_period_abandons_cleanly(
         server.base_url, [{"uid": "stack-a"}], transfer={"grace_period": "1s"}
     )
     process = await start_cli("--config", str(config))
-    await _wait_for(lambda: sim.stats.downloads_started == 1)
+    await _wait_for(lambda: sim.stats.bytes_served >= 20_000)
     process.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(process.wait(), 15)
     assert code == 0
-    assert not list(workspace.archive.rglob("*.part"))
+    [kept] = list(workspace.archive.rglob("*.part"))  # durable, kept for the next pass
+    durable = kept.stat().st_size
+    assert durable >= 20_000
     assert not list(workspace.archive.rglob("manifest.json"))
+    served_before = sim.stats.bytes_served
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0
+    assert "resuming an unfinished upload" in result.stderr
     assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    assert sim.stats.bytes_served - served_before == 250_000 - durable  # only what was missing
+    assert not list(workspace.archive.rglob("*.part"))
 
 
 async def test_daemon_on_a_one_second_schedule_never_exceeds_the_request_budget(
