@@ -209,7 +209,8 @@ async def test_sigterm_past_the_grace_period_keeps_the_download_to_resume(
     assert result.code == 0
     assert "resuming an unfinished upload" in result.stderr
     assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
-    assert sim.stats.bytes_served - served_before == 250_000 - durable  # only what was missing
+    # Only what was missing (plus what the server still sent into the closed connection).
+    assert 250_000 - durable <= sim.stats.bytes_served - served_before <= 250_000 - durable + 16_384
     assert not list(workspace.archive.rglob("*.part"))
 
 

@@ -133,18 +133,20 @@ async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
     _, age_public, _, _ = _keys(workspace.root)
     backup_id = sim.add_backup("stack-a", size=900_000)
     sim.faults.slow_downloads = 1
-    sim.faults.slow_bytes_per_second = 300_000
+    sim.faults.slow_bytes_per_second = 100_000
     config = str(
         workspace.write_config(
             server.base_url, [{"uid": "stack-a"}], encryption={"recipients": [age_public]}
         )
     )
     process = await start_cli("--config", config, "sync")
-    for _ in range(400):
+    for _ in range(1000):
         parts = list(workspace.archive.rglob("*.part"))
         if parts and parts[0].stat().st_size > 200_000:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the unfinished file never grew past 200 kB")
     process.kill()
     await process.wait()
     [leftover] = list(workspace.archive.rglob("*.part"))

@@ -176,9 +176,14 @@ async def _rules_quiet_while_fresh(prometheus: str, last_success: float) -> None
     rules = [rule for group in groups for rule in group["rules"]]
     assert len(rules) == len(yaml.safe_load(RULES.read_text())["groups"][0]["rules"])
     assert {rule["health"] for rule in rules} <= {"ok", "unknown"}, rules
-    fresh_moment = f"{last_success + MAX_AGE / 2:.3f}"
+    # A moment while the pass is fresh, and after Prometheus' first scrape of the daemon
+    # (before it, `up` is absent and the "missing" rule is right to match).
+    scraped_by = time.time()  # the series arrived, so a scrape came before now
+    moment = max(last_success + MAX_AGE / 2, scraped_by)
+    assert moment < last_success + MAX_AGE, "the first scrape came too late to test freshness"
+    fresh_moment = f"{moment:.3f}"
     # Let that moment pass and be scraped, then ask Prometheus about it.
-    await asyncio.sleep(max(0.0, last_success + MAX_AGE / 2 + 1.5 - time.time()))
+    await asyncio.sleep(max(0.0, moment + 1.5 - time.time()))
     for rule in rules:
         if rule["name"] != "C66ArchiverThrottled":  # it is meant to fire here
             assert await _query(prometheus, rule["query"], time=fresh_moment) == [], rule["name"]

@@ -312,7 +312,8 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
                 astuple(archived_record(backup_id)),
             )
     big = statements_of(state, lambda: state.record_archived(archived_record(20_001)))
-    assert len(small) == len(big) == 4  # BEGIN, upsert, clear the skip note, COMMIT
+    # BEGIN, upsert, clear the skip note, end the transfer record, COMMIT
+    assert len(small) == len(big) == 5
     connection = state._connection
     for query in (
         "SELECT 1 FROM archived WHERE stack_uid = 'stack' AND backup_id = 5",
