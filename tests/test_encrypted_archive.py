@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,11 @@ def _age_decrypt(identity: Path, sealed: bytes) -> bytes:
     return subprocess.run(
         [AGE, "-d", "-i", str(identity)], input=sealed, capture_output=True, check=True
     ).stdout
+
+
+def _grown_past(archive: Path, size: int) -> bool:
+    """An unfinished file in the archive holds more than `size` bytes."""
+    return any(part.stat().st_size > size for part in archive.rglob("*.part"))
 
 
 def _plaintext(sim: Simulator, backup_id: int) -> bytes:
@@ -131,7 +137,8 @@ async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
 ) -> None:
     """Mid-transfer and after a kill -9, the unfinished file holds ciphertext only."""
     _, age_public, _, _ = _keys(workspace.root)
-    backup_id = sim.add_backup("stack-a", size=900_000)
+    # 30 s of streaming: the kill comes long before the end, however loaded the machine.
+    backup_id = sim.add_backup("stack-a", size=3_000_000)
     sim.faults.slow_downloads = 1
     sim.faults.slow_bytes_per_second = 100_000
     config = str(
@@ -140,13 +147,11 @@ async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
         )
     )
     process = await start_cli("--config", config, "sync")
-    for _ in range(1000):
-        parts = list(workspace.archive.rglob("*.part"))
-        if parts and parts[0].stat().st_size > 200_000:
-            break
+    deadline = time.monotonic() + 25
+    while not _grown_past(workspace.archive, 200_000):
+        if time.monotonic() > deadline:
+            raise AssertionError("the unfinished file never grew past 200 kB")
         await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("the unfinished file never grew past 200 kB")
     process.kill()
     await process.wait()
     [leftover] = list(workspace.archive.rglob("*.part"))
