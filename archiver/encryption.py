@@ -146,12 +146,21 @@ class AgeStream:
     """One encryption or decryption: `feed` chunks in order, then `finish`.
 
     Each `feed` returns the output that became ready, so the caller writes it on
-    at once; memory stays a chunk or two.
+    while the worker goes on with the chunk just fed (one chunk ahead: pyrage holds
+    the GIL while it works, so the loop's own work is done while it waits on the
+    previous chunk, not after). Memory stays two or three chunks. `observe`, when
+    given, sees every output piece in order on the worker thread (a hash there
+    costs the loop nothing: hashlib lets go of the GIL).
     """
 
-    def __init__(self, work: Callable[[_Reader, _Writer], None]) -> None:
+    def __init__(
+        self,
+        work: Callable[[_Reader, _Writer], None],
+        observe: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._observe = observe
         self._output: list[bytes] = []
         self._output_lock = threading.Lock()
         self._taken: asyncio.Future[None] | None = None
@@ -160,10 +169,12 @@ class AgeStream:
         thread.start()
 
     @classmethod
-    def encrypting(cls, recipients: Sequence[Recipient]) -> AgeStream:
-        """Plaintext in, age v1 out."""
+    def encrypting(
+        cls, recipients: Sequence[Recipient], observe: Callable[[bytes], None] | None = None
+    ) -> AgeStream:
+        """Plaintext in, age v1 out; `observe` sees the ciphertext."""
         chosen = list(recipients)
-        return cls(lambda reader, writer: pyrage.encrypt_io(reader, writer, chosen))
+        return cls(lambda reader, writer: pyrage.encrypt_io(reader, writer, chosen), observe)
 
     @classmethod
     def decrypting(cls, identities: Sequence[Identity]) -> AgeStream:
@@ -185,6 +196,8 @@ class AgeStream:
         self._loop.call_soon_threadsafe(self._wake)
 
     def produced(self, data: bytes) -> None:
+        if self._observe is not None:
+            self._observe(data)
         with self._output_lock:
             self._output.append(data)
 
@@ -205,16 +218,24 @@ class AgeStream:
         return b"".join(output)
 
     async def feed(self, chunk: bytes) -> bytes:
-        """Hand over the next chunk; return the output it made ready (maybe empty)."""
+        """Hand over the next chunk; return the output made ready so far (maybe empty).
+
+        Waits until the worker has taken the chunk fed before, not this one: `chunk`
+        is copied, as the caller may reuse its buffer once this returns.
+        """
         if not chunk:
             return b""
+        await self._previous_taken()
         self._taken = self._loop.create_future()
-        self.inbox.put(chunk)
-        waiting: set[asyncio.Future[Any]] = {self._taken, self._done}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        self.inbox.put(bytes(chunk))
+        return self._take_output()
+
+    async def _previous_taken(self) -> None:
+        if self._taken is not None:
+            waiting: set[asyncio.Future[Any]] = {self._taken, self._done}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self._done.done():
             self._raise(self._done.result())
-        return self._take_output()
 
     async def finish(self) -> bytes:
         """End the input; return the rest of the output. Raises what went wrong, named."""

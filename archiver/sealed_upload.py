@@ -68,7 +68,8 @@ class SealedUpload:
                 f"does not follow byte {self._plaintext}"
             )
         if self._stream is None:
-            self._stream = AgeStream.encrypting(self._recipients)
+            # The ciphertext is hashed on the encryptor's thread, in order, off the loop.
+            self._stream = AgeStream.encrypting(self._recipients, self._stored_digest.update)
             self._target = await self._inner.open_segment(0, 0)
         self._next_index += 1
         return _SealedSegment(self, index)
@@ -91,7 +92,6 @@ class SealedUpload:
     async def _store(self, ciphertext: bytes) -> None:
         if ciphertext:
             assert self._target is not None
-            self._stored_digest.update(ciphertext)
             self.stored_size += len(ciphertext)
             await self._target.write(ciphertext)
 
