@@ -16,13 +16,10 @@ timed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,9 +32,6 @@ import pyrage
 from common import (
     GIB,
     MIB,
-    REPO_ROOT,
-    TOKEN,
-    child_env,
     fresh_dir,
     log_tail,
     progress,
@@ -46,6 +40,8 @@ from common import (
     write_config,
 )
 from measure_io import Measured
+from medians import medians, one_backup_main, row, table
+from throughput import serve_simulator
 
 STACK = "stack-1"
 VARIANTS = ("plain", "encrypted")
@@ -54,24 +50,11 @@ VARIANTS = ("plain", "encrypted")
 @contextmanager
 def _simulator(blob_dir: Path, size: int, log: Path) -> Iterator[str]:
     """One stack, one backup of ``size`` bytes as a single part; yields the base URL."""
-    argv = [
-        sys.executable, "-m", "archiver.simulator", "--blob-dir", str(blob_dir),
-        "--token", TOKEN, "--stacks", "1", "--backups-per-stack", "1",
-        "--backup-size", str(size), "--part-size", str(size + 1), "--url-lifetime", "3600",
-    ]
-    with log.open("wb") as errors:
-        process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=errors, cwd=REPO_ROOT, env=child_env()
-        )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once the blob file is written
-        if not line:
-            raise RuntimeError(f"the simulator did not start: {log.read_text()[-2000:]}")
-        yield str(json.loads(line)["base_url"])
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+    with serve_simulator(
+        blob_dir, log, "--stacks", "1", "--backups-per-stack", "1",
+        "--backup-size", str(size), "--part-size", str(size + 1),
+    ) as (base_url, _):
+        yield base_url
 
 
 def _file_sha256(path: Path) -> str:
@@ -128,13 +111,7 @@ def _check(folder: Path, variant: str, expected_sha256: str, identity: Path | No
 def _row(variant: str, measured: Measured, size: int, folder: Path) -> dict[str, Any]:
     if measured.returncode != 0:
         raise RuntimeError(f"{variant} sync exited {measured.returncode}:\n{log_tail(folder)}")
-    return {
-        "variant": variant,
-        "wall_s": measured.wall_seconds,
-        "mb_s": size / 1e6 / measured.wall_seconds,
-        "cpu_s": measured.cpu_seconds,
-        "rss_mib": measured.max_rss_bytes / MIB,
-    }
+    return row(variant, measured, size)
 
 
 def _write_identity(folder: Path) -> tuple[str, Path]:
@@ -167,44 +144,22 @@ def run(size: int, rounds: int) -> dict[str, Any]:
                 can_decrypt = can_decrypt and not first_encrypted
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    medians = {
-        variant: {key: statistics.median(r[key] for r in rows if r["variant"] == variant)
-                  for key in ("wall_s", "mb_s", "cpu_s", "rss_mib")}
-        for variant in VARIANTS
-    }
-    ratio = medians["encrypted"]["mb_s"] / medians["plain"]["mb_s"]
-    return {"size": size, "rounds": rounds, "medians": medians, "ratio": ratio, "rows": rows}
+    by_variant = medians(rows, VARIANTS)
+    ratio = by_variant["encrypted"]["mb_s"] / by_variant["plain"]["mb_s"]
+    return {"size": size, "rounds": rounds, "medians": by_variant, "ratio": ratio, "rows": rows}
 
 
 def render(result: dict[str, Any]) -> str:
-    """The Markdown table of medians."""
-    lines = [
-        f"`sync` of one {result['size'] / GIB:.2f} GiB backup into local storage, age-encrypted "
-        f"vs not (median of {result['rounds']} rounds each, ABBA)",
-        "",
-        "| variant | wall s | MB/s | CPU s | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for variant, figures in result["medians"].items():
-        lines.append(
-            f"| {variant} | {figures['wall_s']:.2f} | {figures['mb_s']:.0f} | "
-            f"{figures['cpu_s']:.2f} | {figures['rss_mib']:.0f} |"
-        )
-    lines += ["", f"encrypted / plain throughput = **{result['ratio']:.2f}x**"]
-    return "\n".join(lines)
+    """The Markdown table of medians and the ratio."""
+    title = (f"`sync` of one {result['size'] / GIB:.2f} GiB backup into local storage, "
+             "age-encrypted vs not, ABBA")
+    ratio = f"encrypted / plain throughput = **{result['ratio']:.2f}x**"
+    return "\n".join([*table(title, "variant", result), "", ratio])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run and print the table; the JSON record goes to stderr's last line."""
-    parser = argparse.ArgumentParser(prog="bench/encryption_bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="128 MiB, 2 rounds each")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args(argv)
-    size = 128 * MIB if args.quick else GIB
-    result = run(size, args.rounds or (2 if args.quick else 4))
-    print(render(result))
-    print(json.dumps(result), file=sys.stderr)
-    return 0
+    return one_backup_main("bench/encryption_bench.py", __doc__, run, render, argv)
 
 
 if __name__ == "__main__":

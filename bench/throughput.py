@@ -110,12 +110,22 @@ class ThroughputResult:
 @contextmanager
 def simulator_process(blob_dir: Path, sizes: Sizes, log: Path) -> Iterator[tuple[str, int]]:
     """Start ``python -m archiver.simulator`` with the data set; yield its base URL and pid."""
-    argv = [
-        sys.executable, "-m", "archiver.simulator",
-        "--blob-dir", str(blob_dir), "--token", TOKEN,
+    with serve_simulator(
+        blob_dir, log,
         "--stacks", str(sizes.small_count), "--backups-per-stack", "1",
         "--backup-size", str(sizes.small), "--part-size", str(sizes.part_size),
-        "--multipart-backup-size", str(sizes.big), "--url-lifetime", "3600",
+        "--multipart-backup-size", str(sizes.big),
+    ) as served:
+        yield served
+
+
+@contextmanager
+def serve_simulator(blob_dir: Path, log: Path, *options: str) -> Iterator[tuple[str, int]]:
+    """``python -m archiver.simulator`` with these options (its account), once every blob
+    file is written; yield its base URL and pid, stop it on exit."""
+    argv = [
+        sys.executable, "-m", "archiver.simulator", "--blob-dir", str(blob_dir),
+        "--token", TOKEN, "--url-lifetime", "3600", *options,
     ]
     with log.open("wb") as errors:
         process = subprocess.Popen(

@@ -16,11 +16,8 @@ would say little.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +26,6 @@ from typing import Any
 
 from common import (
     GIB,
-    MIB,
     REPO_ROOT,
     TOKEN,
     archiver_command,
@@ -39,6 +35,7 @@ from common import (
     write_config,
 )
 from measure_io import Measured, run_measured
+from medians import medians, one_backup_main, row, table
 
 from archiver.simulator import Simulator, SimulatorServer
 
@@ -76,18 +73,6 @@ def _openssl(tar: Path) -> Measured:
 TOOLS = ("verify", "sha256sum", "openssl")
 
 
-def _row(tool: str, measured: Measured, size: int) -> dict[str, Any]:
-    if measured.returncode != 0:
-        raise RuntimeError(f"{tool} exited {measured.returncode}")
-    return {
-        "tool": tool,
-        "wall_s": measured.wall_seconds,
-        "mb_s": size / 1e6 / measured.wall_seconds,
-        "cpu_s": measured.cpu_seconds,
-        "rss_mib": measured.max_rss_bytes / MIB,
-    }
-
-
 def run(size: int, rounds: int) -> dict[str, Any]:
     """Archive once, then alternate the two readers; medians per tool."""
     folder = Path(tempfile.mkdtemp(prefix="c66-verify-bench-", dir="/var/tmp"))
@@ -101,55 +86,35 @@ def run(size: int, rounds: int) -> dict[str, Any]:
             order = TOOLS if index % 2 == 0 else TOOLS[::-1]
             for tool in order:
                 measured = readers[tool]()
-                rows.append(_row(tool, measured, size))
+                if measured.returncode != 0:
+                    raise RuntimeError(f"{tool} exited {measured.returncode}")
+                rows.append(row(tool, measured, size))
                 progress(f"round {index + 1}: {tool} {rows[-1]['mb_s']:.0f} MB/s")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    medians = {
-        tool: {key: statistics.median(r[key] for r in rows if r["tool"] == tool)
-               for key in ("wall_s", "mb_s", "cpu_s", "rss_mib")}
-        for tool in TOOLS
-    }
-    ratio = medians["verify"]["mb_s"] / medians["sha256sum"]["mb_s"]
-    openssl_ratio = medians["verify"]["mb_s"] / medians["openssl"]["mb_s"]
-    return {"size": size, "rounds": rounds, "medians": medians, "ratio": ratio,
+    by_tool = medians(rows, TOOLS)
+    ratio = by_tool["verify"]["mb_s"] / by_tool["sha256sum"]["mb_s"]
+    openssl_ratio = by_tool["verify"]["mb_s"] / by_tool["openssl"]["mb_s"]
+    return {"size": size, "rounds": rounds, "medians": by_tool, "ratio": ratio,
             "openssl_ratio": openssl_ratio, "rows": rows}
 
 
 def render(result: dict[str, Any]) -> str:
-    """The Markdown table of medians."""
-    lines = [
-        f"verify of one {result['size'] / GIB:.2f} GiB backup vs sha256sum of the same file "
-        f"(median of {result['rounds']} rounds each, page cache warm)",
-        "",
-        "| tool | wall s | MB/s | CPU s | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for tool, figures in result["medians"].items():
-        lines.append(
-            f"| {tool} | {figures['wall_s']:.2f} | {figures['mb_s']:.0f} | "
-            f"{figures['cpu_s']:.2f} | {figures['rss_mib']:.0f} |"
-        )
+    """The Markdown table of medians and the ratios."""
+    title = (f"verify of one {result['size'] / GIB:.2f} GiB backup vs sha256sum and openssl "
+             "of the same file, page cache warm")
     verdict = "met" if result["ratio"] >= 0.8 else "NOT met"
-    lines += [
+    return "\n".join([
+        *table(title, "tool", result),
         "",
         f"verify / sha256sum = **{result['ratio']:.2f}x** (goal >= 0.8x: {verdict}); "
         f"verify / openssl dgst -sha256 = {result['openssl_ratio']:.2f}x",
-    ]
-    return "\n".join(lines)
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run and print the table; the JSON record goes to stderr's last line."""
-    parser = argparse.ArgumentParser(prog="bench/verify_bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="128 MiB, 2 rounds")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args(argv)
-    size = 128 * MIB if args.quick else GIB
-    result = run(size, args.rounds or (2 if args.quick else 4))
-    print(render(result))
-    print(json.dumps(result), file=sys.stderr)
-    return 0
+    return one_backup_main("bench/verify_bench.py", __doc__, run, render, argv)
 
 
 if __name__ == "__main__":
