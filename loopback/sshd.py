@@ -48,17 +48,7 @@ class SftpServer:
 
     def settings(self, path: Path | str, **overrides: Any) -> SftpStorageSettings:
         """Storage settings for a folder on this server; `overrides` replace any key."""
-        values: dict[str, Any] = {
-            "type": "sftp",
-            "host": self.host,
-            "port": self.port,
-            "username": self.username,
-            "private_key_file": str(self.private_key_file),
-            "known_hosts_file": str(self.known_hosts_file),
-            "path": str(path),
-            "connect_timeout": "5s",
-        }
-        values.update(overrides)
+        values = {**self.storage_table(path), "connect_timeout": "5s", **overrides}
         return SftpStorageSettings.model_validate(values)
 
     def storage_table(self, path: Path | str) -> dict[str, Any]:
