@@ -13,9 +13,12 @@ buffers (the kernel's copy is the only one) and hands each one out when it is
 full. Two things aiohttp did per read are done per period instead: the read
 timeout is one timer that checks when data last came, and a chunk whose first
 byte has waited `FLUSH_AFTER_SECONDS` goes out part-full, so a slow body still
-reaches storage as it arrives. When the consumer falls behind, reading pauses
-(and the read timeout with it). The connection is closed afterwards: it is not
-handed back to aiohttp's pool.
+reaches storage as it arrives. Reading pauses (and the read timeout with it)
+while the consumer falls behind, while the in-flight budget has no room for the
+next chunk (`archiver.in_flight`: the room is taken before a chunk is received)
+and while the bandwidth throttle is in debt (`archiver.token_bucket`): each
+pause holds the sender back through TCP. The connection is closed afterwards:
+it is not handed back to aiohttp's pool.
 
 Any other body (chunked, no length) is read through aiohttp, its pieces
 gathered into chunks the same way. Either way a body that breaks off yields
@@ -33,7 +36,9 @@ from collections.abc import AsyncGenerator
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from archiver.in_flight import Share
 from archiver.storage.base import Piece
+from archiver.token_bucket import TokenBucket
 
 # A chunk that fills slowly is handed out anyway once its first byte waited this long.
 FLUSH_AFTER_SECONDS = 0.5
@@ -42,29 +47,45 @@ _READY_LIMIT = 2
 
 
 async def body_chunks(
-    response: aiohttp.ClientResponse, *, chunk_size: int, read_timeout: float | None
+    response: aiohttp.ClientResponse,
+    *,
+    chunk_size: int,
+    read_timeout: float | None,
+    share: Share | None = None,
+    throttle: TokenBucket | None = None,
 ) -> AsyncGenerator[list[Piece], None]:
     """The body of `response` in chunks of about `chunk_size` bytes (lists of pieces).
 
-    Use with `contextlib.aclosing`, so the connection is released as soon as the
-    caller stops.
+    With a `share` of the in-flight budget, each chunk's room is taken from it before
+    the chunk is received, and the consumer gives it back (`Share.release`) once the
+    chunk is written; without room, reading stops. With a `throttle`, reading keeps to
+    its rate. Use with `contextlib.aclosing`, so the connection is released as soon as
+    the caller stops.
     """
     plain = _plain_body(response)
     if plain is None:
-        async for pieces in _through_aiohttp(response, chunk_size):
+        async for pieces in _through_aiohttp(response, chunk_size, share, throttle):
             yield pieces
         return
     size, transport, protocol = plain
+    reserved = min(chunk_size, size)
+    if share is not None:
+        await share.reserve(reserved)  # room for the first chunk, before any byte is taken
     first = response.content.read_nowait(-1)  # what aiohttp received with the headers
     if len(first) >= size:
+        if share is not None:
+            share.force(len(first))
+            share.release(reserved)
+        if throttle is not None:
+            throttle.charge(len(first))
         if first:
             yield [first]
         return
     protocol.pause_reading()  # public on aiohttp's protocol: stops its reads and read timeout
-    receiver = _Receiver(transport, size, chunk_size, read_timeout)
+    receiver = _Receiver(transport, size, chunk_size, read_timeout, share, throttle)
     transport.set_protocol(receiver)
     try:
-        receiver.take(first)
+        receiver.start(reserved, first)
         while (chunk := await receiver.next_chunk()) is not None:
             yield [chunk]
     finally:
@@ -88,32 +109,68 @@ def _plain_body(
 
 
 class _Receiver(asyncio.BufferedProtocol):
-    """Receives `size` bytes into chunk buffers; `ready` holds the filled ones."""
+    """Receives `size` bytes into chunk buffers; `ready` holds the filled ones.
+
+    It reads only while three things allow it: the consumer (fewer than
+    `_READY_LIMIT` chunks waiting), the budget (a buffer to read into: each is
+    granted by the share before it is allocated) and the throttle (out of debt).
+    """
 
     def __init__(
-        self, transport: asyncio.Transport, size: int, chunk_size: int, timeout: float | None
+        self,
+        transport: asyncio.Transport,
+        size: int,
+        chunk_size: int,
+        timeout: float | None,
+        share: Share | None,
+        throttle: TokenBucket | None,
     ) -> None:
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self.left = size  # bytes still to receive
         self._chunk_size = chunk_size
-        self._buffer = bytearray(min(chunk_size, size))
+        self._share = share
+        self._throttle = throttle
+        self._read_limit = size if throttle is None else throttle.quantum
+        self._buffer: bytearray | None = None
+        self._reserved = 0  # the room the share granted for the current buffer
+        self._asked = 0  # the size of a buffer the share has yet to grant
         self._filled = 0
         self._first_at = 0.0
         self.ready: deque[memoryview] = deque()
         self.ended: BaseException | None = None  # why no more bytes will come
         self._waiter: asyncio.Future[None] | None = None
-        self._paused = True  # until `resume`: aiohttp paused the transport for us
+        self._paused = True  # until reading is allowed: aiohttp paused the transport for us
+        self._throttled: asyncio.TimerHandle | None = None
         self._timeout = timeout
         self._last_data = self._loop.time()
         self._watch = None if timeout is None else self._loop.call_later(timeout, self._check)
 
+    def start(self, reserved: int, first: bytes) -> None:
+        """The first buffer (its room already taken), then the bytes aiohttp received
+        before the takeover, in front of everything else."""
+        self._use_buffer(reserved)
+        view = memoryview(first)
+        while view:
+            if self._buffer is None:  # `first` spans chunks: it is in memory already
+                self._asked = 0
+                if self._share is not None:
+                    self._share.withdraw()
+                self._force_buffer()
+            assert self._buffer is not None
+            count = min(len(view), len(self._buffer) - self._filled)
+            self._buffer[self._filled : self._filled + count] = view[:count]
+            self.buffer_updated(count)
+            view = view[count:]
+
     # -- asyncio.BufferedProtocol
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """The free end of the current chunk (never more than the body has left)."""
+        """The free end of the current chunk (never more than the body has left, nor more
+        than one throttled read)."""
         del sizehint
-        return memoryview(self._buffer)[self._filled :]
+        assert self._buffer is not None  # reading is paused while there is none
+        return memoryview(self._buffer)[self._filled : self._filled + self._read_limit]
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` more arrived in the current chunk; hand it out when full or old."""
@@ -123,6 +180,11 @@ class _Receiver(asyncio.BufferedProtocol):
             self._first_at = now
         self._filled += nbytes
         self.left -= nbytes
+        if self._throttle is not None:
+            delay = self._throttle.charge(nbytes)
+            if delay > 0:
+                self._throttle_for(delay)
+        assert self._buffer is not None
         if self._filled == len(self._buffer) or now - self._first_at >= FLUSH_AFTER_SECONDS:
             self._hand_out()
 
@@ -152,21 +214,21 @@ class _Receiver(asyncio.BufferedProtocol):
         self.resume()
         return chunk
 
-    def take(self, data: bytes) -> None:
-        """Bytes aiohttp received before the takeover, in front of everything else."""
-        view = memoryview(data)
-        while view:
-            count = min(len(view), len(self._buffer) - self._filled)
-            self._buffer[self._filled : self._filled + count] = view[:count]
-            self.buffer_updated(count)
-            view = view[count:]
-
     def resume(self) -> None:
-        """Read again, unless the body is complete or enough chunks wait."""
-        if self._paused and self.left and self.ended is None and len(self.ready) < _READY_LIMIT:
+        """Read again, if the consumer, the budget and the throttle all allow it."""
+        if self._paused and self._may_read():
             self._paused = False
             self._last_data = self._loop.time()  # the silence counts from now
             self._transport.resume_reading()
+
+    def _may_read(self) -> bool:
+        return bool(
+            self.left
+            and self.ended is None
+            and len(self.ready) < _READY_LIMIT
+            and self._buffer is not None
+            and self._throttled is None
+        )
 
     async def _wait(self) -> None:
         """Until a chunk is ready or the body ended."""
@@ -177,20 +239,71 @@ class _Receiver(asyncio.BufferedProtocol):
             self._waiter = None
 
     def stop(self) -> None:
-        """No more timers."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        """No more timers, and the room of every byte not handed to the consumer back."""
+        self.stop_timers()
+        if self._share is not None:
+            if self._asked:
+                self._share.withdraw()
+                self._asked = 0
+            dropped = self._reserved + sum(len(chunk) for chunk in self.ready)
+            self._share.release(dropped)
+        self._buffer, self._reserved = None, 0
+        self.ready.clear()
 
     # -- internals
 
     def _hand_out(self) -> None:
+        assert self._buffer is not None
         self.ready.append(memoryview(self._buffer)[: self._filled])
-        self._buffer = bytearray(min(self._chunk_size, self.left))
-        self._filled = 0
-        if not self.left or len(self.ready) >= _READY_LIMIT:
+        if self._share is not None and self._reserved > self._filled:
+            self._share.release(self._reserved - self._filled)  # a short last or early chunk
+        self._buffer, self._reserved, self._filled = None, 0, 0
+        self._next_buffer()
+        if not self._may_read():
             self._pause()
         self._wake()
+
+    def _next_buffer(self) -> None:
+        """Ask for the next chunk's room; reading waits until it is granted."""
+        size = min(self._chunk_size, self.left)
+        if not size or self.ended is not None:
+            return
+        if self._share is None or self._share.request(size, self._granted):
+            self._use_buffer(size)
+        else:
+            self._asked = size
+
+    def _granted(self) -> None:
+        """The share granted the room asked for: read on."""
+        size, self._asked = self._asked, 0
+        if size and self.ended is None:
+            self._use_buffer(size)
+            self.resume()
+        elif size and self._share is not None:
+            self._share.release(size)
+
+    def _use_buffer(self, size: int) -> None:
+        self._buffer, self._reserved = bytearray(size), size
+
+    def _force_buffer(self) -> None:
+        size = min(self._chunk_size, self.left)
+        if self._share is not None:
+            self._share.force(size)
+        self._use_buffer(size)
+
+    def _throttle_for(self, delay: float) -> None:
+        self._pause()
+        if self._throttled is None:
+            self._throttled = self._loop.call_later(delay, self._throttle_over)
+
+    def _throttle_over(self) -> None:
+        self._throttled = None
+        assert self._throttle is not None
+        delay = self._throttle.delay()  # other readers may have taken what accrued
+        if delay > 0:
+            self._throttled = self._loop.call_later(delay, self._throttle_over)
+        else:
+            self.resume()
 
     def _pause(self) -> None:
         if not self._paused:
@@ -198,11 +311,20 @@ class _Receiver(asyncio.BufferedProtocol):
             self._transport.pause_reading()
 
     def _end(self, reason: BaseException) -> None:
+        self.ended = reason
         if self._filled:
             self._hand_out()  # what arrived before the break is kept
-        self.ended = reason
-        self.stop()
+        self.stop_timers()
         self._wake()
+
+    def stop_timers(self) -> None:
+        """The read timeout and the throttle's pause end (the body is over)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._throttled is not None:
+            self._throttled.cancel()
+            self._throttled = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -225,25 +347,51 @@ class _Receiver(asyncio.BufferedProtocol):
 
 
 async def _through_aiohttp(
-    response: aiohttp.ClientResponse, chunk_size: int
+    response: aiohttp.ClientResponse,
+    chunk_size: int,
+    share: Share | None,
+    throttle: TokenBucket | None,
 ) -> AsyncGenerator[list[Piece], None]:
-    """aiohttp's own reading, its pieces (as received: `iter_any` would join them) gathered."""
+    """aiohttp's own reading, its pieces (as received: `iter_any` would join them) gathered.
+
+    The room of each chunk is taken before its first piece is read (and corrected to
+    what the chunk holds when it goes out); the throttle is paid piece by piece.
+    """
     clock = asyncio.get_running_loop().time
     pieces: list[Piece] = []
-    gathered = 0
+    gathered = reserved = 0
     flush_at = 0.0
+
+    def out() -> list[Piece]:
+        nonlocal pieces, gathered, reserved
+        if share is not None:
+            share.force(gathered)
+            share.release(reserved)
+        handed, pieces, gathered, reserved = pieces, [], 0, 0
+        return handed
+
     try:
+        if share is not None:
+            await share.reserve(chunk_size)
+            reserved = chunk_size
         async for piece, _ in response.content.iter_chunks():
+            if throttle is not None:
+                await throttle.take(len(piece))
             if not pieces:
                 flush_at = clock() + FLUSH_AFTER_SECONDS
             pieces.append(piece)
             gathered += len(piece)
             if gathered >= chunk_size or clock() >= flush_at:
-                yield pieces
-                pieces, gathered = [], 0
+                yield out()
+                if share is not None:
+                    await share.reserve(chunk_size)
+                    reserved = chunk_size
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
         if gathered:
-            yield pieces  # what arrived before the break is kept
+            yield out()  # what arrived before the break is kept
         raise
+    finally:
+        if share is not None and reserved:
+            share.release(reserved)
     if gathered:
-        yield pieces
+        yield out()

@@ -7,7 +7,6 @@ the API client and its request budget. Used by one-shot passes, the daemon,
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -101,17 +100,21 @@ class Runtime:
         self._add_observers()
         session = self._download_session()
         self._stack.push_async_callback(session.close)
-        download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
+        transfer = settings.transfer
         downloader = Downloader(
             session,
-            download_limit=download_limit,
+            max_files=transfer.max_concurrent_downloads,
             retry_policy=RetryPolicy(
-                retries=settings.transfer.max_retries,
-                time_limit=settings.transfer.max_retry_time.total_seconds(),
+                retries=transfer.max_retries,
+                time_limit=transfer.max_retry_time.total_seconds(),
             ),
             stop=self.stop,
-            chunk_size=settings.transfer.chunk_size,
-            verify_etag=settings.transfer.verify_etag,
+            chunk_size=transfer.chunk_size,
+            verify_etag=transfer.verify_etag,
+            streams_per_file=transfer.streams_per_file,
+            segment_size=transfer.segment_size,
+            in_flight=transfer.in_flight,
+            bandwidth_limit=transfer.bandwidth_limit,
         )
         self.joiner = BackupJoiner(downloader, self.storage)
 
@@ -137,7 +140,8 @@ class Runtime:
 
     def _download_session(self) -> aiohttp.ClientSession:
         transfer = self.settings.transfer
-        limit = transfer.max_concurrent_downloads
+        # Every stream of every file in flight, with room for connections closing.
+        limit = transfer.max_concurrent_downloads * transfer.streams_per_file
         return aiohttp.ClientSession(
             # total=None: a big backup takes as long as it takes; sock_read catches stalls.
             timeout=aiohttp.ClientTimeout(

@@ -1,7 +1,8 @@
-"""How sizes and durations are written for people: `11.3 MiB`, `1h02m`."""
+"""How sizes and durations are written for people: `11.3 MiB`, `1h02m`; and sizes read back."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -30,3 +31,35 @@ def human_duration(delta: timedelta) -> str:
     if minutes:
         return f"{minutes}m{seconds:02d}s"
     return f"{seconds}s"
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]iB|B)?", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_byte_size(value: object, *, per_second: bool = False) -> int:
+    """A byte count (an integer) or a string with a binary unit: `16MiB`, `1.5 GiB`, `"0"`.
+
+    Decimal units (`MB`) and bare letters (`M`) are refused rather than guessed at:
+    `50M` means MiB to rclone and MB to others. With `per_second`, a trailing `/s`
+    is allowed (`50MiB/s`).
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 16777216 or \"16MiB\"")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size like 16777216 or \"16MiB\"")
+    text = value.strip()
+    if per_second:
+        text = text.removesuffix("/s").strip()
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a size: write a byte count or a number with a binary unit "
+            "(KiB, MiB, GiB), e.g. \"16MiB\""
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_BYTES[(unit or "B").lower()])
