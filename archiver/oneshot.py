@@ -26,5 +26,6 @@ async def archive_once(
     """Open everything, run one pass with the progress display, close everything."""
     enabled = sys.stderr.isatty() if show_progress is None else show_progress
     async with Runtime(settings, token) as runtime:
-        with PassProgress(enabled=enabled) as progress:
+        limit = settings.transfer.bandwidth_limit
+        with PassProgress(enabled=enabled, bandwidth_limit=limit) as progress:
             return await SyncPass(runtime, progress=progress).run()

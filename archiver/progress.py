@@ -1,6 +1,7 @@
 """A live progress display for one pass, on a terminal.
 
-One row a backup in flight, and a totals row (bytes, rate, ETA). rich
+One row a backup in flight, and a totals row (bytes, rate, ETA, and the
+bandwidth limit when one is set). rich
 redraws on its own thread a few times a second, so `advance` (called for
 every chunk) only moves counters. Disabled (the daemon, non-terminal runs),
 every method is a cheap no-op.
@@ -30,6 +31,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from archiver.units import human_bytes
+
 __all__ = ["PassProgress"]
 
 
@@ -49,8 +52,12 @@ class PassProgress:
     ignored: a progress display must never break a transfer.
     """
 
-    def __init__(self, enabled: bool, console: Console | None = None) -> None:
+    def __init__(
+        self, enabled: bool, console: Console | None = None, *, bandwidth_limit: int = 0
+    ) -> None:
         self.console = console if console is not None else Console(stderr=True)
+        # `[transfer] bandwidth_limit` (bytes/s, 0: none): named in the totals row.
+        self._limit = f", limit {human_bytes(bandwidth_limit)}/s" if bandwidth_limit else ""
         self._rows: dict[str, _Row] = {}
         self._finished = 0
         self._failed = 0
@@ -165,4 +172,4 @@ class PassProgress:
         label = f"[bold]total[/bold] ({self._finished} done"
         if self._failed:
             label += f", [red]{self._failed} failed[/red]"
-        return label + f", {len(self._rows)} active)"
+        return label + f", {len(self._rows)} active{self._limit})"

@@ -53,31 +53,44 @@ async def body_chunks(
     read_timeout: float | None,
     share: Share | None = None,
     throttle: TokenBucket | None = None,
+    prepaid: int = 0,
+    reserved: int = 0,
 ) -> AsyncGenerator[list[Piece], None]:
     """The body of `response` in chunks of about `chunk_size` bytes (lists of pieces).
 
     With a `share` of the in-flight budget, each chunk's room is taken from it before
     the chunk is received, and the consumer gives it back (`Share.release`) once the
     chunk is written; without room, reading stops. With a `throttle`, reading keeps to
-    its rate. Use with `contextlib.aclosing`, so the connection is released as soon as
-    the caller stops.
+    its rate. `prepaid` bytes of the throttle and `reserved` bytes of the share were
+    taken before the request, for what aiohttp reads with the headers (the first
+    chunk's room; without it, it is taken here). Use with `contextlib.aclosing`, so
+    the connection is released as soon as the caller stops.
     """
     plain = _plain_body(response)
     if plain is None:
+        if throttle is not None:
+            throttle.refund(prepaid)
+        if share is not None:
+            share.release(reserved)
         async for pieces in _through_aiohttp(response, chunk_size, share, throttle):
             yield pieces
         return
     size, transport, protocol = plain
-    reserved = min(chunk_size, size)
-    if share is not None:
+    if share is not None and not reserved:
+        reserved = min(chunk_size, size)
         await share.reserve(reserved)  # room for the first chunk, before any byte is taken
+    if share is not None and reserved > size:
+        share.release(reserved - size)
+        reserved = size
+    reserved = reserved or min(chunk_size, size)
     first = response.content.read_nowait(-1)  # what aiohttp received with the headers
+    if throttle is not None:  # paid before the request; the rest is refunded or charged
+        throttle.refund(prepaid - len(first))
+        throttle.charge(max(0, len(first) - prepaid))
     if len(first) >= size:
         if share is not None:
             share.force(len(first))
             share.release(reserved)
-        if throttle is not None:
-            throttle.charge(len(first))
         if first:
             yield [first]
         return
@@ -160,8 +173,10 @@ class _Receiver(asyncio.BufferedProtocol):
             assert self._buffer is not None
             count = min(len(view), len(self._buffer) - self._filled)
             self._buffer[self._filled : self._filled + count] = view[:count]
-            self.buffer_updated(count)
+            self._arrived(count)  # (the throttle was paid for `first` already)
             view = view[count:]
+        if self._throttle is not None and (delay := self._throttle.delay()) > 0:
+            self._throttle_for(delay)
 
     # -- asyncio.BufferedProtocol
 
@@ -173,17 +188,21 @@ class _Receiver(asyncio.BufferedProtocol):
         return memoryview(self._buffer)[self._filled : self._filled + self._read_limit]
 
     def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` more arrived in the current chunk; hand it out when full or old."""
+        """`nbytes` more arrived in the current chunk: pay the throttle, then take them."""
+        if self._throttle is not None:
+            delay = self._throttle.charge(nbytes)
+            if delay > 0:
+                self._throttle_for(delay)
+        self._arrived(nbytes)
+
+    def _arrived(self, nbytes: int) -> None:
+        """`nbytes` more in the current chunk; hand it out when full or old."""
         now = self._loop.time()
         self._last_data = now
         if not self._filled:
             self._first_at = now
         self._filled += nbytes
         self.left -= nbytes
-        if self._throttle is not None:
-            delay = self._throttle.charge(nbytes)
-            if delay > 0:
-                self._throttle_for(delay)
         assert self._buffer is not None
         if self._filled == len(self._buffer) or now - self._first_at >= FLUSH_AFTER_SECONDS:
             self._hand_out()

@@ -152,9 +152,10 @@ class Runtime:
             connector=aiohttp.TCPConnector(limit=limit * 2, limit_per_host=limit),
             # Sizes, hashes and Range offsets are about the stored bytes, never decoded ones.
             auto_decompress=False,
-            # aiohttp buffers up to twice this per connection before pausing the socket;
-            # the transfer gathers pieces into chunk_size hand-offs anyway. 256 KiB kept
-            # the same throughput as 1 MiB with 15 MiB less peak RSS in the benchmark.
-            read_bufsize=256 * 1024,
+            # aiohttp buffers up to twice this per connection before pausing the socket:
+            # what it reads of a body with the headers, before `archiver.receive` takes the
+            # connection over (and each GET takes room for that in the in-flight budget,
+            # `segment_fetch.FIRST_READ`); chunked bodies are read through it whole.
+            read_bufsize=64 * 1024,
             headers={"User-Agent": USER_AGENT},
         )

@@ -40,6 +40,12 @@ from archiver.urls import FreshUrls, url_expires_soon
 
 log = structlog.get_logger(__name__)
 
+# What aiohttp may read of a body with its headers before the receiver takes over: up
+# to twice its read_bufsize (64 KiB, see archiver.runtime), then one more socket read
+# (256 KiB). A GET takes that much room in the budget, and under a bandwidth limit pays
+# for it, before it is sent.
+FIRST_READ = 384 * 1024
+
 
 
 class FileRules(Protocol):
@@ -147,7 +153,9 @@ class SegmentFetch:
             ranged=request.ranged or segment.position > 0,
             etag=request.expected.etag if request.expected else None,
         )
-        session = self._connection.session
+        session, throttle = self._connection.session, self._connection.throttle
+        reserved = await self._reserve()
+        prepaid = await self._prepay()
         try:
             async with session.get(
                 yarl.URL(url, encoded=True), headers=headers, allow_redirects=True
@@ -159,13 +167,44 @@ class SegmentFetch:
                     expected=request.expected,
                 )
                 self._rules.check(segment, answer)
-                await self._stream(response, answer)
+                paid, room = prepaid, reserved
+                prepaid = reserved = 0  # the body settles them
+                await self._stream(response, answer, paid, room)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
             raise BrokenOff(type(error).__name__) from None
+        finally:
+            if throttle is not None:
+                throttle.refund(prepaid)
+            _release(segment.share, reserved)
         left = segment.left
         return left == 0 if left is not None else True
 
-    async def _stream(self, response: aiohttp.ClientResponse, answer: Answer) -> None:
+    def _first_read(self) -> int:
+        """The most the GET's first read (with the headers) may bring of this segment."""
+        left = self._segment.left
+        first = max(FIRST_READ, self._connection.chunk_size)
+        return first if left is None else max(1, min(first, left))
+
+    async def _reserve(self) -> int:
+        """Room for what the GET's first read may bring, before the GET is sent: a segment
+        that has to wait for room opens no connection meanwhile."""
+        share = self._segment.share
+        if share is None:
+            return 0
+        room = self._first_read()
+        await share.reserve(room)
+        return room
+
+    async def _prepay(self) -> int:
+        """Under a bandwidth limit, pay for what the GET's first read may take."""
+        throttle = self._connection.throttle
+        if throttle is None:
+            return 0
+        return await throttle.prepay(min(FIRST_READ, self._first_read()))
+
+    async def _stream(
+        self, response: aiohttp.ClientResponse, answer: Answer, prepaid: int, reserved: int
+    ) -> None:
         """Hand the body to the segment chunk by chunk, as it arrives.
 
         When the body breaks off, what already arrived is kept before the error is
@@ -179,6 +218,8 @@ class SegmentFetch:
             read_timeout=connection.session.timeout.sock_read,
             share=segment.share,
             throttle=connection.throttle,
+            prepaid=prepaid,
+            reserved=reserved,
         )
         async with contextlib.aclosing(chunks):
             async for pieces in chunks:

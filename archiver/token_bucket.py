@@ -5,7 +5,9 @@ downloads may ever get ahead of the rate: one second of it, and no more than 1 M
 (or an eighth of a second at rates above 8 MiB/s), so that a short transfer cannot
 go through on the burst alone. The bucket starts empty.
 
-Readers are charged *after* a read (`charge`): the bytes already crossed the link,
+A GET prepays what its first read may take (`prepay`, `refund`): aiohttp reads the
+first bytes of a body with its headers, before the reader can pause. Later reads
+are charged *after* they happen (`charge`): the bytes already crossed the link,
 so they may take the bucket into debt, and the answer is how long to pause before
 the next read. A reader that reads at most `quantum` bytes at a time overshoots the
 rate by at most that much; a reader that asks `delay` again before reading, after
@@ -51,7 +53,8 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        if self._tokens < self.capacity:  # (a refund may have taken it above: it stays)
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
     def charge(self, count: int) -> float:
@@ -74,3 +77,16 @@ class TokenBucket:
         delay = self.charge(count)
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def prepay(self, count: int) -> int:
+        """Pay for `count` bytes before they are asked for (what a GET's first read takes
+        before anyone can pause it); `refund` what did not come. Returns `count`."""
+        await self.take(count)
+        return count
+
+    def refund(self, count: int) -> None:
+        """Give back tokens paid for bytes that never came (they may exceed `capacity`:
+        they were paid for by waiting, not saved up while idle)."""
+        if count > 0:
+            self._refill()
+            self._tokens += count
