@@ -25,13 +25,15 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from archiver.encryption import parse_recipient, recipients_in_file
 from archiver.errors import ConfigError
 from archiver.retention import RetentionPolicy
-from archiver.units import human_bytes, parse_byte_size
+from archiver.units import at_least, human_bytes, parse_byte_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
 CONFIG_ENV = "C66_ARCHIVER_CONFIG"
@@ -97,17 +99,6 @@ def _check_remote_path(path: str) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
-
-
-def _at_least(minimum: int) -> AfterValidator:
-    def check(size: int) -> int:
-        if size < minimum:
-            raise ValueError(f"must be at least {human_bytes(minimum)}")
-        return size
-
-    return AfterValidator(check)
-
-
 BytesPerSecond = Annotated[int, BeforeValidator(lambda v: parse_byte_size(v, per_second=True))]
 CronExpression = Annotated[str, AfterValidator(check_cron)]
 StackUid = Annotated[str, AfterValidator(check_stack_uid)]
@@ -339,22 +330,26 @@ class TransferSettings(_Section):
     grace_period: Duration = timedelta(seconds=30)
     # Ranged GETs in flight for one file (1: one plain GET, as before).
     streams_per_file: Annotated[int, Field(ge=1, le=64, strict=True)] = 4
-    segment_size: Annotated[ByteSize, _at_least(64 * 1024)] = 16 * 1024 * 1024
+    segment_size: Annotated[ByteSize, AfterValidator(at_least(64 * 1024))] = 16 * 1024 * 1024
     # Bytes received but not yet written, over all downloads.
-    in_flight: Annotated[ByteSize, _at_least(1024 * 1024)] = 32 * 1024 * 1024
+    in_flight: Annotated[ByteSize, AfterValidator(at_least(1024 * 1024))] = 32 * 1024 * 1024
     # Bytes per second over all downloads; 0: no cap.
     bandwidth_limit: BytesPerSecond = 0
 
-    @model_validator(mode="after")
-    def _room_for_chunks(self) -> TransferSettings:
-        if self.in_flight < 2 * self.chunk_size:
-            raise ValueError(
-                f"in_flight ({human_bytes(self.in_flight)}) must hold at least two chunks "
-                f"(chunk_size {human_bytes(self.chunk_size)})"
-            )
-        if 0 < self.bandwidth_limit < 1024:
-            raise ValueError("bandwidth_limit must be 0 (no cap) or at least 1KiB (per second)")
-        return self
+    @field_validator("in_flight")
+    @classmethod
+    def _room_for_chunks(cls, in_flight: int, info: ValidationInfo) -> int:
+        chunk = info.data.get("chunk_size")
+        if chunk is not None and in_flight < 2 * chunk:
+            raise ValueError(f"must hold at least two chunks (chunk_size is {human_bytes(chunk)})")
+        return in_flight
+
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _some_bandwidth(cls, limit: int) -> int:
+        if 0 < limit < 1024:
+            raise ValueError('must be "0" (no cap) or at least "1KiB" (per second)')
+        return limit
 
 
 class StateSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -63,3 +64,14 @@ def parse_byte_size(value: object, *, per_second: bool = False) -> int:
         )
     number, unit = match.groups()
     return int(float(number) * _UNIT_BYTES[(unit or "B").lower()])
+
+
+def at_least(minimum: int) -> Callable[[int], int]:
+    """A check that a size is at least `minimum` bytes (for validators)."""
+
+    def check(size: int) -> int:
+        if size < minimum:
+            raise ValueError(f"must be at least {human_bytes(minimum)}")
+        return size
+
+    return check
