@@ -17,8 +17,9 @@ reaches storage as it arrives. Reading pauses (and the read timeout with it)
 while the consumer falls behind, while the in-flight budget has no room for the
 next chunk (`archiver.in_flight`: the room is taken before a chunk is received)
 and while the bandwidth throttle is in debt (`archiver.token_bucket`): each
-pause holds the sender back through TCP. The connection is closed afterwards:
-it is not handed back to aiohttp's pool.
+pause holds the sender back through TCP. A body that came whole hands its
+connection back to aiohttp's pool (kept alive for the next segment); one that
+did not is closed.
 
 Any other body (chunked, no length) is read through aiohttp, its pieces
 gathered into chunks the same way. Either way a body that breaks off yields
@@ -97,13 +98,34 @@ async def body_chunks(
     protocol.pause_reading()  # public on aiohttp's protocol: stops its reads and read timeout
     receiver = _Receiver(transport, size, chunk_size, read_timeout, share, throttle)
     transport.set_protocol(receiver)
+    whole = False
     try:
         receiver.start(reserved, first)
         while (chunk := await receiver.next_chunk()) is not None:
             yield [chunk]
+        whole = True
     finally:
         receiver.stop()
-        response.close()  # the connection carries our protocol now: it goes, never to the pool
+        if whole:
+            _hand_back(transport, protocol, response)
+        else:
+            response.close()  # the connection carries our protocol: it goes, never to the pool
+
+
+def _hand_back(
+    transport: asyncio.Transport, protocol: ResponseHandler, response: aiohttp.ClientResponse
+) -> None:
+    """The body came whole (and not a byte more was read): the connection goes back to
+    aiohttp's pool for the next GET, as if aiohttp had read the body itself. Segments of
+    one file follow each other on a kept connection, not a new TCP and TLS handshake each.
+
+    aiohttp's protocol takes the transport back, reading again; the end of the body is
+    then what aiohttp's parser would have signalled: it drops the read timeout and
+    releases the connection (the next request gives the protocol a fresh parser).
+    """
+    transport.set_protocol(protocol)
+    protocol.resume_reading()
+    response.content.feed_eof()
 
 
 def _plain_body(

@@ -30,6 +30,7 @@ BODY = os.urandom(3 * MiB + 777)
 
 
 _RELEASE: list[asyncio.Event] = []
+_PEER_PORTS: list[int] = []  # the client port of each /plain request
 
 
 async def _paced(request: web.Request, body: bytes, *, stop_at: int | None = None,
@@ -66,6 +67,8 @@ async def _chunked(request: web.Request) -> web.StreamResponse:
 async def base_url() -> AsyncIterator[str]:
     """A loopback server with one route per kind of body."""
     async def plain(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        _PEER_PORTS.append(request.transport.get_extra_info("peername")[1])
         return await _paced(request, BODY)
 
     async def cut(request: web.Request) -> web.StreamResponse:
@@ -163,15 +166,39 @@ async def test_a_chunked_body_goes_through_aiohttp(base_url: str) -> None:
     assert all(len(chunk) >= MiB for chunk in received[:-1])
 
 
-async def test_the_session_still_works_after_a_takeover(base_url: str) -> None:
-    """The taken-over connection is closed, not pooled: the next request gets a fresh one."""
+async def _plain_on(session: aiohttp.ClientSession, url: str, *, stop_after: int = 0) -> bytes:
+    """GET `url` through a takeover; with `stop_after`, stop after that many chunks."""
+    received = b""
+    async with session.get(url) as response:
+        chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
+        async with contextlib.aclosing(chunks):
+            count = 0
+            async for pieces in chunks:
+                received += b"".join(pieces)
+                count += 1
+                if count == stop_after:
+                    break
+    return received
+
+
+async def test_a_whole_body_hands_its_connection_back_for_the_next_get(base_url: str) -> None:
+    """After a body taken over and received whole, the next GET reuses the connection (no
+    new handshake per segment), and still gets every byte right."""
     async with aiohttp.ClientSession() as session:
-        for _ in range(2):
-            async with session.get(f"{base_url}/plain") as response:
-                chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
-                async with contextlib.aclosing(chunks):
-                    data = b"".join([b"".join(pieces) async for pieces in chunks])
-            assert data == BODY
+        for _ in range(3):
+            assert await _plain_on(session, f"{base_url}/plain") == BODY
+    assert len(set(_PEER_PORTS[-3:])) == 1
+
+
+async def test_a_body_left_early_or_cut_never_goes_back_to_the_pool(base_url: str) -> None:
+    """A body the consumer stopped reading, or one cut short, closes its connection: the next
+    GET gets a fresh one and a whole body."""
+    async with aiohttp.ClientSession() as session:
+        assert len(await _plain_on(session, f"{base_url}/plain", stop_after=1)) == MiB
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await _plain_on(session, f"{base_url}/cut")
+        assert await _plain_on(session, f"{base_url}/plain") == BODY
+    assert _PEER_PORTS[-1] != _PEER_PORTS[-2]
 
 
 async def test_a_stalled_download_resumes_and_completes(
