@@ -45,6 +45,7 @@ class Runtime:
     storage: Storage
     client: Cloud66Client
     joiner: BackupJoiner
+    downloader: Downloader
     budget: RequestBudget
     observers: list[PassObserver]
     metrics: Metrics
@@ -116,6 +117,7 @@ class Runtime:
             in_flight=transfer.in_flight,
             bandwidth_limit=transfer.bandwidth_limit,
         )
+        self.downloader = downloader
         self.joiner = BackupJoiner(downloader, self.storage)
 
     def _add_observers(self) -> None:

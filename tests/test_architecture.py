@@ -148,9 +148,14 @@ def test_the_api_knows_no_storage_and_storage_knows_no_api() -> None:
 
 
 def test_the_transfer_knows_no_cloud66_and_no_state() -> None:
-    """download and join get URLs from their caller: no Cloud 66 client, no state inside."""
+    """The transfer modules get URLs from their caller: no Cloud 66 client, no state inside."""
     graph = import_graph()
-    for module in ("archiver.download", "archiver.join"):
+    transfer = (
+        "archiver.download", "archiver.join", "archiver.backup_fetch", "archiver.part_fetch",
+        "archiver.segment_fetch", "archiver.segments", "archiver.range_request",
+        "archiver.part_writer", "archiver.part_source", "archiver.urls",
+    )
+    for module in transfer:
         reached = _reachable(graph, module)
         assert not {m for m in reached if m.startswith("archiver.cloud66")}
         assert "archiver.state" not in reached

@@ -18,8 +18,10 @@ from archiver.download import Downloader, PartSource
 from archiver.in_flight import InFlight
 from archiver.join import BackupJoiner
 from archiver.retry import RetryPolicy
+from archiver.runtime import Runtime
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.storage.memory import MemoryStorage, MemoryUpload
+from archiver.sync import SyncPass
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import (
     PART_SIZE,
@@ -384,3 +386,42 @@ async def test_a_slow_destination_holds_the_downloads_back(
     assert max(upload.held) > MiB // 2  # the segments ahead did fill the budget...
     assert downloader.budget.peak <= MiB + SEGMENT  # ...and never went past it
     assert downloader.budget.used == 0
+
+
+async def test_an_empty_file_is_one_get_and_archived(
+    big_sim: Simulator, big_server: SimulatorServer, workspace: Workspace
+) -> None:
+    """A 0-byte file answers its first range with 416 (nothing there): archived empty."""
+    backup_id = big_sim.add_backup("stack-a", size=0)
+    await archive(big_sim, big_server, workspace)
+    assert big_sim.stats.blob_ranges == [f"bytes=0-{SEGMENT - 1}"]
+    assert_exact(big_sim, workspace, backup_id)
+
+
+async def test_after_cuts_restarts_and_failures_the_budget_is_whole_again(
+    big_sim: Simulator, big_server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Cut bodies, an expired URL, a changed file and a backup that fails for good leave no
+    room taken in the in-flight budget (a leak would stall a daemon's later passes)."""
+    for name in ("cut", "changed", "lost"):
+        big_sim.add_backup("stack-a", database_name=name, size=SIZE)
+    big_sim.faults.cut_downloads = 3
+    big_sim.faults.changed_etags = 1
+    big_sim.faults.expire_urls_after_gets = 5
+    settings = settings_for(
+        workspace, big_server, "stack-a", transfer=wide(in_flight="2MiB", chunk_size=SEGMENT)
+    )
+    for path in big_sim.backup_content_path(3):
+        path.unlink()  # listed, but its file is gone: 404 for good
+    async with Runtime(settings, TOKEN) as runtime:
+        summary = await SyncPass(runtime).run()
+        budget = runtime.downloader.budget
+        assert (summary.archived, len(summary.failed)) == (2, 1)
+        assert budget.used == 0
+        big_sim.add_backup("stack-a", database_name="bent", size=20 * SEGMENT)
+        big_sim.faults.ranged_faults_after = 2  # then 416 for good, segments ahead in flight
+        big_sim.faults.unsatisfiable_ranges = 1000
+        summary = await SyncPass(runtime).run()
+        assert summary.archived == 0
+        assert budget.used == 0
+        assert 0 < budget.peak <= 2 * MiB + SEGMENT
