@@ -40,8 +40,10 @@ from archiver.urls import UrlSource, url_expires_soon
 
 MiB = 1024 * 1024
 # Room in the in-flight budget kept for each file being written, so its writer stays
-# busy while segments ahead of it fill the rest (at most half the budget for all).
-HEAD_ROOM = 8 * MiB
+# busy while segments ahead of it fill the rest (at most half the budget for all):
+# 4 chunks keep the hashing and writing threads busy on loopback (measured), and what
+# is not kept for heads lets segments ahead keep reading on a slow link.
+HEAD_ROOM = 4 * MiB
 
 __all__ = [
     "ByteCallback",

@@ -181,7 +181,8 @@ class PartFetch:
         return Span(start, end if size is None else min(end, size))
 
     async def _one_generation(self) -> None:
-        first = Segment(self._first_span(), self._settings.budget)
+        span = self._first_span()
+        first = Segment(span, self._settings.budget, self._base + span.start)
         first.started = True
         self._segments, self._next = [first], 1
         self._spawn(first)
@@ -308,7 +309,7 @@ class PartFetch:
         """The file's facts are known: plan its other segments and start their workers."""
         self._request.expected = Expected(facts.size, facts.etag)
         budget = self._settings.budget
-        self._segments = [first, *(Segment(span, budget) for span in rest)]
+        self._segments = [first, *(Segment(span, budget, self._base + span.start) for span in rest)]
         self._facts.set_result(facts)
         for _ in range(min(self._streams - 1, len(rest))):
             self._spawn(None)

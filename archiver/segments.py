@@ -62,10 +62,11 @@ class Segment:
     span is complete, or raises what ended it.
     """
 
-    def __init__(self, span: Span, budget: InFlight | None) -> None:
+    def __init__(self, span: Span, budget: InFlight | None, place: int = 0) -> None:
+        """`place`: where the span starts in the joined backup (nearest gets room first)."""
         self.span = span
         self.position = span.start
-        self.share = budget.share() if budget is not None else None
+        self.share = budget.share(priority=place) if budget is not None else None
         self.started = False
         self._chunks: deque[Chunk] = deque()
         self._complete = False

@@ -110,12 +110,13 @@ def _row(variant: Variant, measured: Measured, size: int, round_index: int) -> d
     }
 
 
-def run(size: int, rounds: int, rate: int, latency: float, baseline: Path | None) -> dict[str, Any]:
+def run(size: int, rounds: int, rate: int, latency: float, baseline: Path | None,
+        only: str | None = None) -> dict[str, Any]:
     """Serve the three data sets, run every variant each round (rotated), check each archive."""
     compile_sources([REPO_ROOT] + ([baseline] if baseline else []))
     root = Path(tempfile.mkdtemp(prefix="c66-wide-bench-", dir="/var/tmp"))
     pace = ["--connection-rate", str(rate), "--latency", str(latency)]
-    order = variants(baseline is not None)
+    order = [v for v in variants(baseline is not None) if only is None or only in v.name]
     rows: list[dict[str, Any]] = []
     try:
         with ExitStack() as stack:
@@ -200,7 +201,7 @@ def targets(result: dict[str, Any]) -> list[str]:
 
 
 def render(result: dict[str, Any]) -> str:
-    """The Markdown table of medians, then the targets."""
+    """The Markdown table of medians, then the targets (when every variant ran)."""
     size, rate = result["size"], result["rate"]
     lines = [
         f"`sync` of one {size / GIB:.2f} GiB backup, median of {result['rounds']} round(s), "
@@ -213,7 +214,8 @@ def render(result: dict[str, Any]) -> str:
     for name, figures in result["medians"].items():
         lines.append(f"| {name} | {figures['wall_s']:.2f} | {figures['mb_s']:.1f} | "
                      f"{figures['cpu_s_per_gib']:.2f} | {figures['rss_mib']:.1f} |")
-    return "\n".join([*lines, "", *targets(result)])
+    complete = all(v.name in result["medians"] for v in variants(False))
+    return "\n".join([*lines, "", *(targets(result) if complete else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per answer")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="a source tree of the archiver before wide transfers")
+    parser.add_argument("--only", default=None,
+                        help="run only the variants whose name holds this text (no targets)")
     args = parser.parse_args(argv)
     size = args.size or (128 * MIB if args.quick else GIB)
     result = run(size, args.rounds or (1 if args.quick else 3), args.rate, args.latency,
-                 args.baseline)
+                 args.baseline, args.only)
     print(render(result))
     print(json.dumps(result), file=sys.stderr)
     return 0

@@ -31,6 +31,7 @@ from archiver.simulator.refusals import Refused, s3_error
 BLOB_PREFIX = "/blobs"
 ACCESS_KEY_ID = "SIMKEY"
 _ROUTE = BLOB_PREFIX + r"/{stack}/backups/{db}/{bid:\d+}/{fid}/{nonce}/{name}"
+_PACE_SLACK = 0.05  # seconds a paced body may catch up after the loop was late
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -394,7 +395,7 @@ async def _stream(
     With ``last``, the download is tallied complete just before its final chunk goes out.
     """
     chunk = CHUNK_SIZE if rate is None else max(1, min(CHUNK_SIZE, rate // 20))
-    began, sent = time.monotonic(), 0
+    due, sent = time.monotonic(), 0
     while sent < count:
         data = await asyncio.to_thread(_read_at, source, start + sent, min(chunk, count - sent))
         if not data:
@@ -405,8 +406,11 @@ async def _stream(
             tally.complete()
         await response.write(data)
         if rate is not None:
-            # Pace on the total so far, not per chunk, so sleeps do not drift.
-            await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
+            # Pace on a running deadline, so sleeps do not drift; but a reader that held
+            # the body back (TCP back-pressure) finds no saved-up time to burst through,
+            # as on a real link (a 50 ms allowance covers the loop's own jitter).
+            due = max(due, time.monotonic() - _PACE_SLACK) + len(data) / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
 def _drop_connection(request: web.Request) -> None:
