@@ -92,7 +92,7 @@ class Segment:
     def fail(self, error: BaseException) -> None:
         """The segment will not complete: `get` raises `error` at once (what it holds is
         dropped: it belongs to a file that starts over, or to a backup that failed)."""
-        if self._error is None and not self._complete:
+        if self._error is None:  # (even complete: what it holds is stale or unwanted now)
             self._error = error
             self.drop()
             self._wake()
