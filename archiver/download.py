@@ -32,7 +32,7 @@ from archiver.part_source import (
     UpstreamChanged,
 )
 from archiver.retry import RetryPolicy
-from archiver.segment_fetch import Connection
+from archiver.segment_fetch import FIRST_READ, Connection
 from archiver.segments import Window
 from archiver.stopping import StopSignal
 from archiver.token_bucket import TokenBucket
@@ -77,7 +77,11 @@ class Downloader:
         bandwidth_limit: int = 0,
     ) -> None:
         self.stop = stop or StopSignal()
-        self.budget = InFlight(in_flight, head_room=min(HEAD_ROOM, in_flight // 2))
+        self.budget = InFlight(
+            in_flight,
+            head_room=min(HEAD_ROOM, in_flight // 2),
+            cushion=max(FIRST_READ, chunk_size),  # a GET's first read (segment_fetch)
+        )
         self.throttle = TokenBucket(bandwidth_limit) if bandwidth_limit else None
         connection = Connection(session, chunk_size, retry_policy, self.stop, self.throttle)
         self.settings = FetchSettings(
@@ -93,7 +97,7 @@ class Downloader:
     ) -> tuple[BackupFetch, Window]:
         """The fetch of `parts` (the first one's byte 0 at `base` in the joined backup) and
         the window its writer moves, from `position` (the first byte it will write)."""
-        window = Window(self.window_size, consumed=position)
+        window = Window(self.window_size, consumed=position, on_wait=self.budget.regrant)
         fetch = BackupFetch(
             self.settings, self._slots, self.stop, parts, window=window, base=base
         )

@@ -13,6 +13,13 @@ always finds room to keep its writer busy; and a head holding nothing is granted
 one chunk even over the limit, so the bytes being written never wait on bytes
 that wait on them (the overshoot is one chunk per head).
 
+Reading ahead pays only while the writer waits for the network. When storage is
+the slower side (an S3 or SFTP upload, a slow disk), bytes ahead could only wait,
+so a share's `gate` (its backup's writer is waiting for bytes) must be open for it
+to take more than a head's `head_room`, or an ahead share's `cushion` (room for its
+GET's first read, so the next segments are asked for in time); the writer opens it
+whenever it has to wait.
+
 Waiting requests are granted heads first, then by `priority` (a share's place in
 its backup: the segment the writer needs soonest first). Granting round-robin
 instead keeps the segments ahead in lockstep: they fill and stall together, and
@@ -37,25 +44,40 @@ class _Request:
 class InFlight:
     """The budget: at most `limit` bytes received and not yet written."""
 
-    def __init__(self, limit: int, *, head_room: int) -> None:
+    def __init__(self, limit: int, *, head_room: int, cushion: int = 0) -> None:
         self.limit = limit
+        self._cushion = cushion
         self.used = 0
         self.peak = 0  # the most ever in use (tests, the benchmark)
         self._head_room = head_room
         self._heads = 0
         self._waiting: list[_Request] = []
 
-    def share(self, priority: float = 0.0) -> Share:
-        """A new share, ahead until `Share.make_head`; a lower `priority` is served first."""
-        return Share(self, priority)
+    def share(self, priority: float = 0.0, gate: Callable[[], bool] | None = None) -> Share:
+        """A new share, ahead until `Share.make_head`; a lower `priority` is served first,
+        and while `gate()` is False it gets no more than the cushion (see the docstring)."""
+        return Share(self, priority, gate)
 
     # -- used by Share
 
     def _has_room(self, share: Share, size: int) -> bool:
+        # While its writer is not waiting for the network, a share holds at most what
+        # keeps the writer busy (a head) or gets its GET going (ahead): more could only wait.
+        gated = share.gate is not None and not share.gate()
         if share.head:
-            return self.used + size <= self.limit or share.outstanding == 0
+            if not share.outstanding:
+                return True
+            if gated and share.outstanding + size > self._head_room:
+                return False
+            return self.used + size <= self.limit
+        if gated and share.outstanding + size > self._cushion:
+            return False
         reserved = min(self.limit // 2, self._heads * self._head_room)
         return self.used + size <= self.limit - reserved
+
+    def regrant(self) -> None:
+        """A gate opened (a writer waits for the network): grant what waits and now may."""
+        self._grant_waiting()
 
     def _take(self, share: Share, size: int) -> None:
         self.used += size
@@ -113,9 +135,12 @@ class InFlight:
 class Share:
     """One reader's part of the budget: what it holds, and whether it is a file's head."""
 
-    def __init__(self, budget: InFlight, priority: float = 0.0) -> None:
+    def __init__(
+        self, budget: InFlight, priority: float = 0.0, gate: Callable[[], bool] | None = None
+    ) -> None:
         self._budget = budget
         self.priority = priority
+        self.gate = gate
         self.head = False
         self.outstanding = 0
         self.closed = False

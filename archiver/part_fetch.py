@@ -130,10 +130,21 @@ class PartFetch:
                 return
             segment = self._segments[index]
             segment.make_head()
-            while (chunk := await segment.get()) is not None:
+            while (chunk := await self._next_chunk(segment)) is not None:
                 yield chunk
             segment.taken()
             index += 1
+
+    async def _next_chunk(self, segment: Segment) -> Chunk | None:
+        """The head's next chunk; while the writer waits for it, the window says so."""
+        window = self._window
+        if window is None or segment.ready:
+            return await segment.get()
+        window.waiting(True)
+        try:
+            return await segment.get()
+        finally:
+            window.waiting(False)
 
     # -- fetching
 
@@ -182,7 +193,7 @@ class PartFetch:
 
     async def _one_generation(self) -> None:
         span = self._first_span()
-        first = Segment(span, self._settings.budget, self._base + span.start)
+        first = Segment(span, self._settings.budget, self._base + span.start, self._window)
         first.started = True
         self._segments, self._next = [first], 1
         self._spawn(first)
@@ -309,7 +320,9 @@ class PartFetch:
         """The file's facts are known: plan its other segments and start their workers."""
         self._request.expected = Expected(facts.size, facts.etag)
         budget = self._settings.budget
-        self._segments = [first, *(Segment(span, budget, self._base + span.start) for span in rest)]
+        self._segments = [
+            first, *(Segment(span, budget, self._base + span.start, self._window) for span in rest)
+        ]
         self._facts.set_result(facts)
         for _ in range(min(self._streams - 1, len(rest))):
             self._spawn(None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from archiver.in_flight import InFlight, Share
@@ -62,11 +63,15 @@ class Segment:
     span is complete, or raises what ended it.
     """
 
-    def __init__(self, span: Span, budget: InFlight | None, place: int = 0) -> None:
-        """`place`: where the span starts in the joined backup (nearest gets room first)."""
+    def __init__(
+        self, span: Span, budget: InFlight | None, place: int = 0, window: Window | None = None
+    ) -> None:
+        """`place`: where the span starts in the joined backup (nearest gets room first);
+        `window`: its backup's, whose writer says when reading ahead is worth it."""
         self.span = span
         self.position = span.start
-        self.share = budget.share(priority=place) if budget is not None else None
+        gate = window.writer_waits if window is not None else None
+        self.share = budget.share(priority=place, gate=gate) if budget is not None else None
         self.started = False
         self._chunks: deque[Chunk] = deque()
         self._complete = False
@@ -113,6 +118,11 @@ class Segment:
         if self.share is not None:
             self.share.done()
 
+    @property
+    def ready(self) -> bool:
+        """Whether `get` would return without waiting."""
+        return bool(self._chunks) or self._complete or self._error is not None
+
     async def get(self) -> Chunk | None:
         """The next chunk in order; None once the span is complete."""
         while not self._chunks:
@@ -133,17 +143,35 @@ class Segment:
 
 
 class Window:
-    """How far ahead of its writer one backup's GETs may start.
+    """How far ahead of its writer one backup's GETs may start, and whether reading
+    ahead pays now.
 
     `consumed` is where the writer is in the backup (bytes taken, all parts joined);
     a GET for bytes starting at `offset` (same count) waits until `offset - consumed`
-    is under `size`.
+    is under `size`. `writer_waits` says whether the writer is waiting for bytes now:
+    only while it does is the network, not storage, what sets the pace, and reading
+    ahead worth its memory (`archiver.in_flight`).
     """
 
-    def __init__(self, size: int, consumed: int = 0) -> None:
+    def __init__(
+        self, size: int, consumed: int = 0, on_wait: Callable[[], None] | None = None
+    ) -> None:
         self.size = size
         self.consumed = consumed
         self._moved = asyncio.Event()
+        self._waiting = False
+        self._on_wait = on_wait
+
+    def writer_waits(self) -> bool:
+        """Whether the writer is waiting for bytes now."""
+        return self._waiting
+
+    def waiting(self, waits: bool) -> None:
+        """The writer starts (True) or stops (False) waiting for bytes."""
+        opened = waits and not self._waiting
+        self._waiting = waits
+        if opened and self._on_wait is not None:
+            self._on_wait()
 
     def advance(self, count: int) -> None:
         """The writer took `count` more bytes."""

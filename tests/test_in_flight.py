@@ -74,3 +74,21 @@ def test_closing_gives_everything_back_and_forgets_the_request() -> None:
     assert budget.used == 0
     assert other.request(1000, lambda: None)
     assert granted == []
+
+
+def test_while_the_writer_has_bytes_to_spare_nobody_reads_far_ahead() -> None:
+    """Gate shut (storage is the slow side): an ahead share gets its cushion, a head its
+    room; once the writer waits for bytes (`regrant`), both may read on."""
+    writer_waits = False
+    budget = InFlight(100 * KiB, head_room=8 * KiB, cushion=2 * KiB)
+    ahead = budget.share(gate=lambda: writer_waits)
+    head = budget.share(gate=lambda: writer_waits)
+    head.make_head()
+    granted: list[str] = []
+    assert ahead.request(2 * KiB, lambda: None)
+    assert not ahead.request(KiB, lambda: granted.append("ahead"))
+    assert head.request(8 * KiB, lambda: None)
+    assert not head.request(KiB, lambda: granted.append("head"))
+    writer_waits = True
+    budget.regrant()
+    assert granted == ["head", "ahead"]
