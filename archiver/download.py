@@ -37,6 +37,7 @@ from archiver.segments import Window
 from archiver.stopping import StopSignal
 from archiver.token_bucket import TokenBucket
 from archiver.urls import UrlSource, url_expires_soon
+from archiver.writer_pace import WriterPace
 
 MiB = 1024 * 1024
 # Room in the in-flight budget kept for each file being written, so its writer stays
@@ -97,7 +98,8 @@ class Downloader:
     ) -> tuple[BackupFetch, Window]:
         """The fetch of `parts` (the first one's byte 0 at `base` in the joined backup) and
         the window its writer moves, from `position` (the first byte it will write)."""
-        window = Window(self.window_size, consumed=position, on_wait=self.budget.regrant)
+        pace = WriterPace(on_network_bound=self.budget.regrant)
+        window = Window(self.window_size, consumed=position, pace=pace)
         fetch = BackupFetch(
             self.settings, self._slots, self.stop, parts, window=window, base=base
         )

@@ -13,12 +13,12 @@ always finds room to keep its writer busy; and a head holding nothing is granted
 one chunk even over the limit, so the bytes being written never wait on bytes
 that wait on them (the overshoot is one chunk per head).
 
-Reading ahead pays only while the writer waits for the network. When storage is
-the slower side (an S3 or SFTP upload, a slow disk), bytes ahead could only wait,
-so a share's `gate` (its backup's writer is waiting for bytes) must be open for it
-to take more than a head's `head_room`, or an ahead share's `cushion` (room for its
-GET's first read, so the next segments are asked for in time); the writer opens it
-whenever it has to wait.
+Reading ahead pays only while the network sets the writer's pace. When storage is
+the slower side (an S3 or SFTP upload, a slow disk, the hashing threads), bytes
+ahead could only wait, so a share's `gate` (`archiver.writer_pace`: its backup's
+writer is network-bound) must be open for it to take more than a head's
+`head_room`, or an ahead share's `cushion` (room for its GET's first read, so the
+next segments are asked for in time); `regrant` when it opens.
 
 Waiting requests are granted heads first, then by `priority` (a share's place in
 its backup: the segment the writer needs soonest first). Granting round-robin

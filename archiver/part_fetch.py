@@ -38,6 +38,7 @@ from archiver.retry import Retrier, RetriesExhausted
 from archiver.segment_fetch import Connection, SegmentFetch, SegmentRequest
 from archiver.segments import Chunk, Segment, Span, Window, plan
 from archiver.urls import FreshUrls
+from archiver.writer_pace import WAITING, WORKING
 
 log = structlog.get_logger(__name__)
 
@@ -136,15 +137,15 @@ class PartFetch:
             index += 1
 
     async def _next_chunk(self, segment: Segment) -> Chunk | None:
-        """The head's next chunk; while the writer waits for it, the window says so."""
+        """The head's next chunk; while the writer waits for it, its pace says so."""
         window = self._window
         if window is None or segment.ready:
             return await segment.get()
-        window.waiting(True)
+        window.pace.enter(WAITING)
         try:
             return await segment.get()
         finally:
-            window.waiting(False)
+            window.pace.enter(WORKING)
 
     # -- fetching
 

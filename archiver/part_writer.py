@@ -21,6 +21,7 @@ from archiver.part_fetch import FileRestarted, PartFetch
 from archiver.part_source import ByteCallback, FactsCallback, PartFacts, ResumePoint
 from archiver.segments import Window
 from archiver.storage.base import Upload
+from archiver.writer_pace import STORING, WORKING
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,11 @@ async def _take_all(
         got += chunk.size
         window.advance(chunk.size)
         on_bytes(chunk.size)
-        await sink.put(chunk.pieces, chunk.size, chunk.written)
+        window.pace.enter(STORING)  # (storage, or the hashing threads, may hold it up)
+        try:
+            await sink.put(chunk.pieces, chunk.size, chunk.written)
+        finally:
+            window.pace.enter(WORKING)
     return got
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from archiver.in_flight import InFlight, Share
 from archiver.storage.base import Piece
+from archiver.writer_pace import WriterPace
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Segment:
         `window`: its backup's, whose writer says when reading ahead is worth it."""
         self.span = span
         self.position = span.start
-        gate = window.writer_waits if window is not None else None
+        gate = window.pace.network_bound if window is not None else None
         self.share = budget.share(priority=place, gate=gate) if budget is not None else None
         self.started = False
         self._chunks: deque[Chunk] = deque()
@@ -143,35 +143,19 @@ class Segment:
 
 
 class Window:
-    """How far ahead of its writer one backup's GETs may start, and whether reading
-    ahead pays now.
+    """How far ahead of its writer one backup's GETs may start, and what sets its pace.
 
     `consumed` is where the writer is in the backup (bytes taken, all parts joined);
     a GET for bytes starting at `offset` (same count) waits until `offset - consumed`
-    is under `size`. `writer_waits` says whether the writer is waiting for bytes now:
-    only while it does is the network, not storage, what sets the pace, and reading
-    ahead worth its memory (`archiver.in_flight`).
+    is under `size`. `pace` says whether the network or storage holds the writer up
+    (`archiver.writer_pace`): segments ahead read on only when it is the network.
     """
 
-    def __init__(
-        self, size: int, consumed: int = 0, on_wait: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, size: int, consumed: int = 0, pace: WriterPace | None = None) -> None:
         self.size = size
         self.consumed = consumed
+        self.pace = pace or WriterPace()
         self._moved = asyncio.Event()
-        self._waiting = False
-        self._on_wait = on_wait
-
-    def writer_waits(self) -> bool:
-        """Whether the writer is waiting for bytes now."""
-        return self._waiting
-
-    def waiting(self, waits: bool) -> None:
-        """The writer starts (True) or stops (False) waiting for bytes."""
-        opened = waits and not self._waiting
-        self._waiting = waits
-        if opened and self._on_wait is not None:
-            self._on_wait()
 
     def advance(self, count: int) -> None:
         """The writer took `count` more bytes."""
