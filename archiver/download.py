@@ -40,11 +40,14 @@ from archiver.urls import UrlSource, url_expires_soon
 from archiver.writer_pace import WriterPace
 
 MiB = 1024 * 1024
-# Room in the in-flight budget kept for each file being written, so its writer stays
-# busy while segments ahead of it fill the rest (at most half the budget for all):
-# 4 chunks keep the hashing and writing threads busy on loopback (measured), and what
-# is not kept for heads lets segments ahead keep reading on a slow link.
-HEAD_ROOM = 4 * MiB
+# What the hashing and writing threads of one file may hold (`archiver.chunks`): 4 MiB
+# keep them busy on loopback (measured), and a sink that is full makes the writer wait
+# on storage, which is how its pace tells storage is the slow side (`writer_pace`).
+SINK_IN_FLIGHT = 4 * MiB
+# Room in the in-flight budget kept for each file being written (at most half the
+# budget for all): the sink's, and as much again ready behind it; what is not kept
+# for heads lets segments ahead keep reading on a slow link.
+HEAD_ROOM = 2 * SINK_IN_FLIGHT
 
 __all__ = [
     "ByteCallback",
@@ -88,7 +91,7 @@ class Downloader:
         self.settings = FetchSettings(
             connection, self.budget, streams_per_file, segment_size, verify_etag
         )
-        self.in_flight = in_flight
+        self.sink_in_flight = min(SINK_IN_FLIGHT, in_flight // 2)
         # How far ahead of its writer a backup's GETs may start: the span its streams cover.
         self.window_size = streams_per_file * segment_size
         self._slots = asyncio.Semaphore(max_files)

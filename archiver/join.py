@@ -231,7 +231,7 @@ class _Join:
                     self._hashes = self._next_hashes(index)
                 fetch = await fetches.part(index)
                 target = WriteTarget(
-                    self._upload, index, self._offset, window, self._downloader.in_flight
+                    self._upload, index, self._offset, window, self._downloader.sink_in_flight
                 )
                 progress = PartProgress(
                     callbacks.size_of_part(part_resume),
