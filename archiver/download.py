@@ -32,7 +32,7 @@ from archiver.part_source import (
     UpstreamChanged,
 )
 from archiver.retry import RetryPolicy
-from archiver.segment_fetch import FIRST_READ, Connection
+from archiver.segment_fetch import Connection
 from archiver.segments import Window
 from archiver.stopping import StopSignal
 from archiver.token_bucket import TokenBucket
@@ -84,7 +84,10 @@ class Downloader:
         self.budget = InFlight(
             in_flight,
             head_room=min(HEAD_ROOM, in_flight // 2),
-            cushion=max(FIRST_READ, chunk_size),  # a GET's first read (segment_fetch)
+            # Behind a slower destination, a segment ahead does not even send its GET:
+            # an open connection would only wait (measured on loopback: 4 streams with
+            # a 1 MiB cushion each were 15% slower than one).
+            cushion=0,
         )
         self.throttle = TokenBucket(bandwidth_limit) if bandwidth_limit else None
         connection = Connection(session, chunk_size, retry_policy, self.stop, self.throttle)

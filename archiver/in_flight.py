@@ -17,8 +17,8 @@ Reading ahead pays only while the network sets the writer's pace. When storage i
 the slower side (an S3 or SFTP upload, a slow disk, the hashing threads), bytes
 ahead could only wait, so a share's `gate` (`archiver.writer_pace`: its backup's
 writer is network-bound) must be open for it to take more than a head's
-`head_room`, or an ahead share's `cushion` (room for its GET's first read, so the
-next segments are asked for in time); `regrant` when it opens.
+`head_room`, or an ahead share's `cushion` (none as the downloader sets it: a
+segment ahead does not even send its GET); `regrant` when it opens.
 
 Waiting requests are granted heads first, then by `priority` (a share's place in
 its backup: the segment the writer needs soonest first). Granting round-robin

@@ -111,6 +111,13 @@ class PartFetch:
         """What the first answer of the file (as it is now) said of it."""
         return await asyncio.shield(self._facts)
 
+    async def writer_facts(self) -> PartFacts:
+        """`facts`, for the writer: the file's first segment is its head from now on (the
+        writer waits on its answer, which may not wait for room behind segments ahead)."""
+        if self._segments:
+            self._segments[0].make_head()
+        return await self.facts()
+
     async def size(self) -> int:
         """The file's size: from its first answer, or once it all arrived (a chunked 200)."""
         facts = await self.facts()
@@ -122,7 +129,7 @@ class PartFetch:
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The file's bytes (from `start`) in order; raises `FileRestarted` when it starts over."""
         generation = self.generation
-        await self.facts()
+        await self.writer_facts()
         index = 0
         while True:
             if generation != self.generation:

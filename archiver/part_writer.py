@@ -83,7 +83,7 @@ async def _begin(
     again: bool = False,
 ) -> PartFacts:
     """The part's facts, told to the caller; fresh digests unless it resumes."""
-    facts = await fetch.facts()
+    facts = await fetch.writer_facts()
     if not resumed:  # (a resumed part's facts are recorded, its first bytes hashed already)
         hashes.restart(md5=facts.md5 is not None)
         if progress.on_facts is not None:

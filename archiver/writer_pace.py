@@ -14,6 +14,7 @@ it mostly waits for storage, and bytes read ahead would only wait with it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ class WriterPace:
         self._phase = WORKING
         self._since = clock()
         self._shares = {WAITING: 0.0, STORING: 0.0}
+        self._recheck: asyncio.TimerHandle | None = None
 
     def network_bound(self) -> bool:
         """Whether the writer lately waited for the network, and more than for storage."""
@@ -50,8 +52,21 @@ class WriterPace:
         """The writer starts `WAITING`, `STORING` or `WORKING`."""
         self._shares, self._since = self._recent(), self._clock()
         self._phase = phase
-        if phase == WAITING and self._on_network_bound is not None and self.network_bound():
-            self._on_network_bound()  # reading ahead may pay again: grant what waits
+        if phase == WAITING:
+            self._check_while_waiting()
+
+    def _check_while_waiting(self) -> None:
+        """While the writer waits, tell (now, then every eighth of a second) once the wait
+        makes it network-bound: reading ahead may pay again, so what waits may be granted."""
+        self._recheck = None
+        if self._phase != WAITING or self._on_network_bound is None:
+            return
+        if self.network_bound():
+            self._on_network_bound()
+        else:
+            self._recheck = asyncio.get_running_loop().call_later(
+                HALF_LIFE / 4, self._check_while_waiting
+            )
 
     def _recent(self) -> dict[str, float]:
         decay: float = 0.5 ** ((self._clock() - self._since) / HALF_LIFE)

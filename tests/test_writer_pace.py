@@ -25,7 +25,7 @@ def _cycle(pace: WriterPace, clock: Clock, waiting: float, storing: float, times
         pace.enter(WORKING)
 
 
-def test_a_writer_that_mostly_waits_for_bytes_is_network_bound() -> None:
+async def test_a_writer_that_mostly_waits_for_bytes_is_network_bound() -> None:
     """40 ms waiting for each 1 ms chunk (a capped link): reading ahead pays."""
     clock = Clock()
     called: list[bool] = []
@@ -35,7 +35,7 @@ def test_a_writer_that_mostly_waits_for_bytes_is_network_bound() -> None:
     assert called  # each wait while network-bound lets the budget grant again
 
 
-def test_a_writer_held_up_by_storage_is_not() -> None:
+async def test_a_writer_held_up_by_storage_is_not() -> None:
     """Short waits between long uploads (S3 behind a fast download): no reading ahead."""
     clock = Clock()
     pace = WriterPace(clock=clock)
@@ -43,7 +43,7 @@ def test_a_writer_held_up_by_storage_is_not() -> None:
     assert not pace.network_bound()
 
 
-def test_the_first_wait_of_a_transfer_proves_nothing() -> None:
+async def test_the_first_wait_of_a_transfer_proves_nothing() -> None:
     """The wait for the very first bytes alone does not open the gate."""
     clock = Clock()
     pace = WriterPace(clock=clock)
