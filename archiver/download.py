@@ -32,7 +32,7 @@ from archiver.part_source import (
     UpstreamChanged,
 )
 from archiver.retry import RetryPolicy
-from archiver.segment_fetch import Connection
+from archiver.segment_fetch import FIRST_READ, Connection
 from archiver.segments import Window
 from archiver.stopping import StopSignal
 from archiver.token_bucket import TokenBucket
@@ -44,9 +44,8 @@ MiB = 1024 * 1024
 # keep them busy on loopback (measured), and a sink that is full makes the writer wait
 # on storage, which is how its pace tells storage is the slow side (`writer_pace`).
 SINK_IN_FLIGHT = 4 * MiB
-# Room in the in-flight budget kept for each file being written (at most half the
-# budget for all): the sink's, and as much again ready behind it; what is not kept
-# for heads lets segments ahead keep reading on a slow link.
+# What a file being written may hold while storage is the slow side: the sink's, and
+# as much again ready behind it.
 HEAD_ROOM = 2 * SINK_IN_FLIGHT
 
 __all__ = [
@@ -61,6 +60,11 @@ __all__ = [
     "UrlSource",
     "url_expires_soon",
 ]
+
+
+def sink_share(in_flight: int) -> int:
+    """What one file's hashing and writing threads may hold, within `in_flight`."""
+    return min(SINK_IN_FLIGHT, in_flight // 2)
 
 
 class Downloader:
@@ -84,17 +88,20 @@ class Downloader:
         self.budget = InFlight(
             in_flight,
             head_room=min(HEAD_ROOM, in_flight // 2),
-            # Behind a slower destination, a segment ahead does not even send its GET:
-            # an open connection would only wait (measured on loopback: 4 streams with
-            # a 1 MiB cushion each were 15% slower than one).
-            cushion=0,
+            # ...of which only the sink's is kept from segments ahead: when they may read
+            # (the writer waits for the network) the head holds little, and every MiB
+            # ahead keeps a stream reading on a link that caps each connection.
+            kept_for_heads=sink_share(in_flight),
+            # A segment ahead may always have its GET answered and its first read in,
+            # so the writer never waits a round trip at a segment's start.
+            cushion=max(FIRST_READ, chunk_size),
         )
         self.throttle = TokenBucket(bandwidth_limit) if bandwidth_limit else None
         connection = Connection(session, chunk_size, retry_policy, self.stop, self.throttle)
         self.settings = FetchSettings(
             connection, self.budget, streams_per_file, segment_size, verify_etag
         )
-        self.sink_in_flight = min(SINK_IN_FLIGHT, in_flight // 2)
+        self.sink_in_flight = sink_share(in_flight)
         # How far ahead of its writer a backup's GETs may start: the span its streams cover.
         self.window_size = streams_per_file * segment_size
         self._slots = asyncio.Semaphore(max_files)

@@ -8,8 +8,8 @@ and memory stays bounded by the budget, never by a file's size or its streams.
 Two kinds of share draw on one budget. A file's *head* (the segment being written
 now) has its bytes written as they come; shares *ahead* of it hold segments that
 wait their turn. Ahead shares may fill the budget only up to `limit` less some
-room kept for the heads (`head_room` each, half the budget at most), so a head
-always finds room to keep its writer busy; and a head holding nothing is granted
+room kept for the heads (`kept_for_heads` each, half the budget at most), so a
+head always finds room to keep its writer busy; and a head holding nothing is granted
 one chunk even over the limit, so the bytes being written never wait on bytes
 that wait on them (the overshoot is one chunk per head).
 
@@ -17,8 +17,9 @@ Reading ahead pays only while the network sets the writer's pace. When storage i
 the slower side (an S3 or SFTP upload, a slow disk, the hashing threads), bytes
 ahead could only wait, so a share's `gate` (`archiver.writer_pace`: its backup's
 writer is network-bound) must be open for it to take more than a head's
-`head_room`, or an ahead share's `cushion` (none as the downloader sets it: a
-segment ahead does not even send its GET); `regrant` when it opens.
+`head_room`, or an ahead share's `cushion` (room for its GET's first read, so
+the writer never waits a round trip at the start of a segment); `regrant` when
+it opens.
 
 Waiting requests are granted heads first, then by `priority` (a share's place in
 its backup: the segment the writer needs soonest first). Granting round-robin
@@ -44,12 +45,15 @@ class _Request:
 class InFlight:
     """The budget: at most `limit` bytes received and not yet written."""
 
-    def __init__(self, limit: int, *, head_room: int, cushion: int = 0) -> None:
+    def __init__(
+        self, limit: int, *, head_room: int, kept_for_heads: int | None = None, cushion: int = 0
+    ) -> None:
         self.limit = limit
         self._cushion = cushion
         self.used = 0
         self.peak = 0  # the most ever in use (tests, the benchmark)
         self._head_room = head_room
+        self._kept = head_room if kept_for_heads is None else kept_for_heads
         self._heads = 0
         self._waiting: list[_Request] = []
 
@@ -72,7 +76,7 @@ class InFlight:
             return self.used + size <= self.limit
         if gated and share.outstanding + size > self._cushion:
             return False
-        reserved = min(self.limit // 2, self._heads * self._head_room)
+        reserved = min(self.limit // 2, self._heads * self._kept)
         return self.used + size <= self.limit - reserved
 
     def regrant(self) -> None:
