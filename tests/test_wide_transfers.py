@@ -329,7 +329,7 @@ async def test_the_bandwidth_limit_holds_over_all_downloads_together(
 
 
 class _SlowUpload(MemoryUpload):
-    """A destination that takes 64 KiB every 10 ms (about 6.5 MB/s), and says how much
+    """A destination that takes 64 KiB every 5 ms (about 13 MB/s), and says how much
     the downloads held in memory whenever it is written to."""
 
     def __init__(self, storage: MemoryStorage, key: str, budget: InFlight) -> None:
@@ -340,7 +340,7 @@ class _SlowUpload(MemoryUpload):
     async def write_at(self, chunk: bytes, offset: int) -> None:
         """Write slowly, noting the budget in use."""
         self.held.append(self.budget.used)
-        await asyncio.sleep(0.01 * len(chunk) / SEGMENT)
+        await asyncio.sleep(0.005 * len(chunk) / SEGMENT)
         await super().write_at(chunk, offset)
 
 
@@ -372,14 +372,14 @@ async def _public_url(server: SimulatorServer, backup_id: int, file_id: str) -> 
 async def test_a_slow_destination_holds_the_downloads_back(
     big_sim: Simulator, big_server: SimulatorServer
 ) -> None:
-    """8 MiB in four streams of 1 MiB ranges into storage that takes 6.5 MB/s, 8 MiB in
+    """16 MiB in four streams of 4 MiB ranges into storage that takes 13 MB/s, 8 MiB in
     flight allowed: the file being written holds its 4 MiB of room and each segment
     ahead its first read, never the budget (bytes ahead could only wait); exact result."""
-    backup_id = big_sim.add_backup("stack-a", size=8 * MiB)
+    backup_id = big_sim.add_backup("stack-a", size=16 * MiB)
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         downloader = Downloader(
             session, max_files=4, retry_policy=RetryPolicy(retries=2), chunk_size=SEGMENT,
-            streams_per_file=4, segment_size=MiB, in_flight=8 * MiB,
+            streams_per_file=4, segment_size=4 * MiB, in_flight=8 * MiB,
         )
         storage = _SlowStorage(downloader.budget)
 
