@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from archiver.cloud66.budget import RequestBudget
-from archiver.metrics import Metrics
-from archiver.state import RunRecord, StateStore, VerifyRun
+from archiver.service.metrics import Metrics
+from archiver.state.store import RunRecord, StateStore, VerifyRun
 from tests.conftest import REPO_ROOT
 
 PROMTOOL = shutil.which("promtool")

@@ -101,20 +101,20 @@ def test_the_graph_sees_lazy_and_relative_imports() -> None:
     """Imports inside functions and `from . import x` count as edges."""
     graph = import_graph()
     assert "archiver.storage.local" in graph["archiver.storage"]
-    assert "archiver.schedule" in graph["archiver.daemon"]
+    assert "archiver.service.schedule" in graph["archiver.service.daemon"]
 
 
 def test_status_and_health_load_neither_the_daemon_nor_the_http_server() -> None:
     """`status` and `health` reach the schedule's arithmetic without the daemon or aiohttp.web."""
     graph = import_graph()
-    for start in ("archiver.status", "archiver.health"):
+    for start in ("archiver.commands.status", "archiver.service.health"):
         reachable, pending = set(), [start]
         while pending:
             for target in graph[pending.pop()] - reachable:
                 reachable.add(target)
                 pending.append(target)
-        assert "archiver.daemon" not in reachable
-        assert "archiver.http" not in reachable
+        assert "archiver.service.daemon" not in reachable
+        assert "archiver.service.http" not in reachable
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -134,7 +134,7 @@ def _modules_under(graph: dict[str, set[str]], package: str) -> list[str]:
 def test_the_api_knows_no_storage_and_storage_knows_no_api() -> None:
     """cloud66/ and storage/ never reach each other, the state or the pass (ARCHITECTURE.md)."""
     graph = import_graph()
-    pass_modules = {"archiver.sync", "archiver.state", "archiver.download", "archiver.join"}
+    pass_modules = {"archiver.sync.sync_pass", "archiver.state.store", "archiver.transfer.download", "archiver.transfer.join"}
     for side, other in (
         ("archiver.cloud66", "archiver.storage"),
         ("archiver.storage", "archiver.cloud66"),
@@ -150,11 +150,11 @@ def test_the_api_knows_no_storage_and_storage_knows_no_api() -> None:
 def test_the_transfer_knows_no_cloud66_and_no_state() -> None:
     """download and join get URLs from their caller: no Cloud 66 client, no state inside."""
     graph = import_graph()
-    for module in ("archiver.download", "archiver.join"):
+    for module in ("archiver.transfer.download", "archiver.transfer.join"):
         reached = _reachable(graph, module)
         assert not {m for m in reached if m.startswith("archiver.cloud66")}
-        assert "archiver.state" not in reached
-        assert "archiver.sync" not in reached
+        assert "archiver.state.store" not in reached
+        assert "archiver.sync.sync_pass" not in reached
 
 
 def test_the_simulator_stands_alone() -> None:

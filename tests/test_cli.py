@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.conftest import (
     TOKEN,
     CliResult,

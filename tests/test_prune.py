@@ -9,11 +9,11 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import load_settings, settings_from_dict
-from archiver.manifest import ArchivedBackup
-from archiver.prune import Pruner, plan_prune
+from archiver.config.settings import load_settings, settings_from_dict
+from archiver.lifecycle.prune import Pruner, plan_prune
+from archiver.model.manifest import ArchivedBackup
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from archiver.storage.local import LocalStorage
 from tests.conftest import Workspace, run_cli, run_pass, start_cli
 

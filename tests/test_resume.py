@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import TOKEN, Workspace, run_cli, start_cli
 

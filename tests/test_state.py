@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from archiver.errors import EXIT_LOCKED, ArchiverError, LockHeld, exit_code_for
-from archiver.layout import backup_keys
-from archiver.manifest import ArchivedBackup, Manifest, PartRecord
-from archiver.rebuild import rebuild_from_storage
-from archiver.state import RunRecord, StateStore
+from archiver.core.errors import EXIT_LOCKED, ArchiverError, LockHeld, exit_code_for
+from archiver.lifecycle.rebuild import rebuild_from_storage
+from archiver.model.layout import backup_keys
+from archiver.model.manifest import ArchivedBackup, Manifest, PartRecord
+from archiver.state.store import RunRecord, StateStore
 from archiver.storage.local import LocalStorage
 from tests.storage_conformance import sha256_hex, write_upload
 
@@ -220,8 +220,8 @@ def test_a_second_holder_of_the_lock_gets_lock_held(tmp_path: Path) -> None:
 LOCK_SCRIPT = """
 import sys
 from pathlib import Path
-from archiver.errors import LockHeld, exit_code_for
-from archiver.state import StateStore
+from archiver.core.errors import LockHeld, exit_code_for
+from archiver.state.store import StateStore
 state = StateStore.open(Path(sys.argv[1]))
 try:
     state.acquire_lock()
@@ -251,7 +251,7 @@ def test_a_second_process_is_refused_the_lock(tmp_path: Path) -> None:
 WRITER_SCRIPT = """
 import sys
 from pathlib import Path
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.test_state import archived_record
 state = StateStore.open(Path(sys.argv[1]))
 for backup_id in range(1_000_000):

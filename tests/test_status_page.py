@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from archiver.config import load_settings
-from archiver.health import evaluate
-from archiver.log import add_secret
-from archiver.manifest import ArchivedBackup
-from archiver.page import day_classes, freshness, render_page
+from archiver.config.settings import load_settings
+from archiver.core.secrets import add_secret
+from archiver.model.manifest import ArchivedBackup
+from archiver.service.health import evaluate
+from archiver.service.page import day_classes, freshness, render_page
+from archiver.service.status_document import status_document
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import RunRecord, StateStore
-from archiver.status import status_document
+from archiver.state.store import RunRecord, StateStore
 from tests.conftest import REPO_ROOT, TOKEN, Workspace, run_pass
 from tests.daemon_process import (
     free_port,

@@ -7,9 +7,9 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import load_settings
+from archiver.config.settings import load_settings
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.conftest import PART_SIZE, Workspace, file_sha256, run_pass, settings_for
 
 
@@ -263,7 +263,7 @@ async def test_status_document_lists_archived_backups_and_last_run(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
     """The status object carries each archive's location and the last run's outcome."""
-    from archiver.status import status_document
+    from archiver.service.status_document import status_document
 
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", database_name="db", size=10)

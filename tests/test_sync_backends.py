@@ -6,7 +6,7 @@ import json
 import shutil
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import PART_SIZE, Workspace, run_cli
 

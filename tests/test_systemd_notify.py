@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver import systemd
+from archiver.service import systemd
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import Workspace, cli_env, start_cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from archiver.errors import PermanentStorageError, StorageError, TransientStorageError
+from archiver.core.errors import PermanentStorageError, StorageError, TransientStorageError
 
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 NO_UPLOAD = {"404", "NoSuchUpload"}

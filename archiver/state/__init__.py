@@ -1,0 +1,1 @@
+"""What is archived, pruned, under way and when: the crash-safe state and its lock."""
