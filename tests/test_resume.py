@@ -148,7 +148,7 @@ async def test_leftovers_of_a_backup_no_longer_due_are_removed(
     assert not list(workspace.archive.rglob("*.part"))
     state = StateStore.open(workspace.state)
     try:
-        assert state.transfers() == []
+        assert state.transfers.all() == []
     finally:
         state.close()
 

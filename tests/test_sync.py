@@ -244,7 +244,7 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     settings = settings_for(workspace, server, "stack-a")
     await run_pass(settings)
     state = StateStore.open(workspace.state)
-    state.forget("stack-a", backup_id)
+    state.archived.forget("stack-a", backup_id)
     state.close()
     sim.stats.reset()
 
@@ -254,7 +254,7 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     assert summary.already == 1
     state = StateStore.open(workspace.state)
     try:
-        assert state.is_archived("stack-a", backup_id)
+        assert state.archived.contains("stack-a", backup_id)
     finally:
         state.close()
 

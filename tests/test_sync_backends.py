@@ -34,7 +34,7 @@ async def test_a_deleted_state_is_rebuilt_from_storage_and_nothing_is_downloaded
     assert sim.stats.downloads_started == 0
     state = StateStore.open(workspace.state)
     try:
-        assert len(state.archived()) == 3
+        assert len(state.archived.all()) == 3
     finally:
         state.close()
 

@@ -10,16 +10,9 @@ from typing import Any
 
 import click
 
-from archiver.cloud66.budget import RequestBudget
-from archiver.cloud66.client import Cloud66Client, PostAnswer
-from archiver.config.settings import Settings
+from archiver.cloud66.client import PostAnswer
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError
 from archiver.core.secrets import redact
-
-
-def admin_client(settings: Settings, token: str) -> Cloud66Client:
-    budget = RequestBudget(settings.api.requests_per_hour)
-    return Cloud66Client(settings.api, token, budget=budget)
 
 
 async def admin_call(call: Any) -> PostAnswer:

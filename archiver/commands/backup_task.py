@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.commands.admin_posts import admin_call, admin_client, check_argument, report
+from archiver.commands.admin_posts import admin_call, check_argument, report
 from archiver.config.settings import DB_TYPES, Settings, check_cron, check_stack_uid
 from archiver.core.errors import ConfigError
+from archiver.sync.api_client import api_client
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,6 @@ def checked_task(
 
 async def run_backup_task_create(settings: Settings, token: str, task: BackupTask) -> int:
     """Send the task; exit 0 when Cloud 66 accepted it, 1 when it said not ok."""
-    async with admin_client(settings, token) as client:
+    async with api_client(settings, token) as client:
         answer = await admin_call(client.create_backup_task(task.stack_uid, task.params()))
     return report(answer, f"backup task for {task.db_types} on stack {task.stack_uid}")

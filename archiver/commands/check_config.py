@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from archiver.cloud66.budget import RequestBudget
-from archiver.cloud66.client import Cloud66Client
 from archiver.config.settings import Settings
 from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
+from archiver.sync.api_client import api_client
 
 
 async def check_everything(settings: Settings, token: str) -> int:
@@ -24,8 +23,7 @@ async def check_everything(settings: Settings, token: str) -> int:
 
 
 async def _check_api(settings: Settings, token: str) -> bool:
-    budget = RequestBudget(settings.api.requests_per_hour)
-    async with Cloud66Client(settings.api, token, budget=budget) as client:
+    async with api_client(settings, token) as client:
         try:
             visible = {stack.uid for stack in await client.list_stacks()}
         except AuthError:

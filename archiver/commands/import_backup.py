@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.commands.admin_posts import admin_call, admin_client, check_argument, report
+from archiver.commands.admin_posts import admin_call, check_argument, report
 from archiver.config.settings import DB_TYPES, Settings, check_stack_uid
 from archiver.core.errors import ConfigError
 from archiver.core.secrets import add_secret
@@ -21,6 +21,7 @@ from archiver.lifecycle.import_staging import stage_plaintext
 from archiver.lifecycle.restore import find_backup
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import Manifest
+from archiver.sync.api_client import api_client
 
 # SigV4 pre-signed URLs live at most 7 days.
 MAX_URL_LIFETIME = timedelta(days=7)
@@ -44,7 +45,7 @@ async def run_import(
         assert backup_id is not None  # the CLI requires exactly one of --url and --backup
         remote_url, what = await _archived_copy_url(settings, backup_id, expires, identity)
     add_secret(remote_url)  # a pre-signed URL is a key: never in a log line
-    async with admin_client(settings, token) as client:
+    async with api_client(settings, token) as client:
         call = client.import_backup(stack_uid, group=group, db_type=db_type, remote_url=remote_url)
         answer = await admin_call(call)
     return report(answer, f"import of {what} into {db_type} group {group} of {stack_uid}")
@@ -61,7 +62,7 @@ async def _archived_copy_url(
     if not timedelta(minutes=1) <= expires <= MAX_URL_LIFETIME:
         raise ConfigError("--expires must be between 1m and 7d (S3 pre-signed URLs' limit)")
     async with open_archive(settings, lock=False) as archive:
-        record = find_backup(archive.state.archived(), backup_id, None)
+        record = find_backup(archive.state.archived.all(), backup_id, None)
         storage = archive.storage
         probe = await storage.shareable_url(record.tar_key, expires)
         key = record.tar_key

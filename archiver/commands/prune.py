@@ -22,7 +22,7 @@ from archiver.model.summary import Failure
 async def run_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     """Plan from the state; remove unless `dry_run`; print; exit 0, or 1 when a removal failed."""
     async with open_archive(settings, lock=True) as archive:
-        plan = plan_prune(settings, archive.state.archived())
+        plan = plan_prune(settings, archive.state.archived.all())
         failures = [] if dry_run else await Pruner(archive.state, archive.storage).carry_out(plan)
     if as_json:
         document = plan.as_json(dry_run=dry_run)

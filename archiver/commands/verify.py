@@ -26,7 +26,8 @@ from archiver.lifecycle.verify import CheckResult, Verifier, select_backups
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import ArchivedBackup, utc_now_iso
 from archiver.service.alerts import AlertSender, alerts_configured
-from archiver.state.store import StateStore, Verification, VerifyRun
+from archiver.state.records import Verification, VerifyRun
+from archiver.state.store import StateStore
 from archiver.sync.progress import PassProgress
 
 # Backups checked at once: enough to overlap one's latency with another's hashing.
@@ -44,7 +45,7 @@ async def run_verify(
 ) -> int:
     """Check the selected backups; print; exit 0 when all are intact, else 1."""
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
-        chosen = select_backups(archive.state.archived(), subset=subset, percent=percent)
+        chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
         encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
         identities = identities_for(settings, identity) if deep and encrypted else []
         verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
@@ -80,7 +81,7 @@ async def _check_all(
 
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:
     now = utc_now_iso()
-    state.record_verification(
+    state.verifications.record(
         [
             Verification(r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep)
             for r in results

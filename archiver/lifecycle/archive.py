@@ -42,8 +42,8 @@ async def open_archive(
         state = StateStore.open(settings.state.path)
         stack.callback(state.close)
         if lock:
-            state.acquire_lock()
-            stack.callback(state.release_lock)
+            state.lock.acquire()
+            stack.callback(state.lock.release)
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="c66-io")
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
         storage = open_storage(settings.storage, executor=executor)

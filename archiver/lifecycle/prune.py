@@ -37,7 +37,8 @@ from archiver.model.layout import TOMBSTONE_NAME, sibling_key
 from archiver.model.manifest import ArchivedBackup, Tombstone, utc_now_iso
 from archiver.model.retention import decide
 from archiver.model.summary import Failure
-from archiver.state.store import PrunedBackup, StateStore
+from archiver.state.records import PrunedBackup
+from archiver.state.store import StateStore
 from archiver.storage.base import Storage
 
 log = structlog.get_logger(__name__)
@@ -129,7 +130,7 @@ class Pruner:
     async def carry_out(self, plan: PrunePlan) -> list[Failure]:
         """Finish interrupted prunes, then remove the plan's backups; return what failed."""
         failures: list[Failure] = []
-        for pruned in self._state.unfinished_prunes():
+        for pruned in self._state.pruned.unfinished():
             await self._finish_guarded(pruned, "", failures)
         for verdict in plan.remove:
             pruned = self._start(verdict)
@@ -143,7 +144,7 @@ class Pruner:
             record.backup_date, record.tar_key, record.manifest_key,
             pruned_at=utc_now_iso(), complete=False,
         )
-        self._state.record_pruned(pruned)
+        self._state.pruned.record(pruned)
         return pruned
 
     async def _finish_guarded(
@@ -165,7 +166,7 @@ class Pruner:
             await self._storage.write_small(tombstone_key, _tombstone(pruned, policy).to_json())
         await self._storage.remove(pruned.manifest_key)
         await self._storage.remove(pruned.tar_key)
-        self._state.record_pruned(dataclasses.replace(pruned, complete=True))
+        self._state.pruned.record(dataclasses.replace(pruned, complete=True))
         log.info("backup pruned", stack_uid=pruned.stack_uid, backup_id=pruned.backup_id,
                  location=self._storage.location(pruned.tar_key))
 

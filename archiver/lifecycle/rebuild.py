@@ -13,7 +13,8 @@ import structlog
 
 from archiver.model.layout import MANIFEST_NAME, TOMBSTONE_NAME, sibling_key
 from archiver.model.manifest import ArchivedBackup, Manifest, Tombstone
-from archiver.state.store import PrunedBackup, StateStore
+from archiver.state.records import PrunedBackup
+from archiver.state.store import StateStore
 from archiver.storage.base import Storage
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,7 @@ async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
         if record is None:
             skipped += 1
             continue
-        state.record_archived(record)
+        state.archived.record(record)
         recorded += 1
     log.info("state rebuilt from storage", recorded=recorded, skipped=skipped, pruned=len(pruned))
     return recorded
@@ -58,7 +59,7 @@ async def _record_tombstones(state: StateStore, storage: Storage, keys: set[str]
         manifest_key = sibling_key(key, MANIFEST_NAME)
         tar_key = sibling_key(key, tombstone.file) if tombstone.file else manifest_key
         leftovers = manifest_key in keys or tar_key in keys
-        state.record_pruned(
+        state.pruned.record(
             PrunedBackup(
                 tombstone.stack_uid, tombstone.backup_id, tombstone.db_type,
                 tombstone.database_name, tombstone.backup_date, tar_key, manifest_key,

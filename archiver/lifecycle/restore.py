@@ -75,7 +75,7 @@ async def run_restore(
 ) -> int:
     """Restore one backup to `output` (a path or '-'); exit 0, 1 on a mismatch, 2 if unknown."""
     async with open_archive(settings, lock=False) as archive:
-        record = find_backup(archive.state.archived(), backup_id, stack_uid)
+        record = find_backup(archive.state.archived.all(), backup_id, stack_uid)
         manifest = await _manifest(archive, record)
         chunks = archive.storage.read_chunks(record.tar_key)
         if manifest.encrypted:

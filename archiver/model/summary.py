@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from archiver.core.errors import EXIT_AUTH, EXIT_OK, EXIT_PARTIAL, AuthError
 from archiver.core.units import human_bytes
-from archiver.state.store import RunRecord
+from archiver.state.records import RunRecord
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from typing import Any
 from archiver.config.settings import Settings
 from archiver.core.units import human_duration
 from archiver.service.schedule import max_age_for
-from archiver.state.store import StateStore, state_db_path
+from archiver.state.database import state_db_path
+from archiver.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def evaluate(
 ) -> HealthReport:
     """Apply the rule: fresh enough (or within start-up grace), and storage writable."""
     max_age = max_age_for(settings)
-    last = state.last_success_at()
+    last = state.runs.last_success_at()
     reasons: list[str] = []
     notes: list[str] = []
     if last is None:

@@ -143,7 +143,7 @@ class HttpServer:
         now = datetime.now(UTC)
         configured = [stack.uid for stack in self._settings.stacks]
         document = status_document(self._runtime.state, configured=configured, now=now)
-        pruned = self._runtime.state.pruned_days(since=now - timedelta(days=HISTORY_DAYS))
+        pruned = self._runtime.state.pruned.days(since=now - timedelta(days=HISTORY_DAYS))
         body = render_page(document, await self._health(now), now=now, pruned_days=pruned)
         return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 

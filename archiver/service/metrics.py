@@ -155,14 +155,14 @@ class _LiveCollector(Collector):
 
     def _from_state(self) -> Iterator[Metric]:
         state = self._state
-        run = state.last_run()
+        run = state.runs.last()
         if run is not None:  # from the state, so a restart does not forget a failed pass
             yield _gauge(
                 "last_pass_failures",
                 "Backups (or stacks) that failed in the last pass; 0 when it succeeded.",
                 len(run.failed),
             )
-        last = state.last_success_at()
+        last = state.runs.last_success_at()
         if last is not None:
             yield _gauge(
                 "last_success_timestamp_seconds",
@@ -174,17 +174,17 @@ class _LiveCollector(Collector):
             "When every due backup of the stack was last archived (Unix time).",
             labels=["stack_uid"],
         )
-        for stack_uid, at in sorted(state.stack_successes().items()):
+        for stack_uid, at in sorted(state.runs.stack_successes().items()):
             per_stack.add_metric([stack_uid], at.timestamp())
         yield per_stack
-        yield _gauge("state_archived_backups", "Backups in the state.", state.archived_count())
+        yield _gauge("state_archived_backups", "Backups in the state.", state.archived.count())
         yield from _verify_gauge_values(state)
-        yield _gauge("state_file_bytes", "Size of the state database.", state.size_bytes())
+        yield _gauge("state_file_bytes", "Size of the state database.", state.database.size_bytes())
 
 
 def _verify_gauge_values(state: StateStore) -> Iterator[Metric]:
     """The last `verify` run's failures and time; absent before the first, like last success."""
-    verify_run = state.last_verify_run()
+    verify_run = state.verifications.last_run()
     if verify_run is None:
         return
     yield _gauge(

@@ -12,19 +12,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.model.manifest import ArchivedBackup
-from archiver.state.store import RunRecord, StateStore, Verification, VerifyRun
+from archiver.state.records import RunRecord, Verification, VerifyRun
+from archiver.state.store import StateStore
 
 
 def status_document(
     state: StateStore, *, configured: Iterable[str] = (), now: datetime | None = None
 ) -> dict[str, Any]:
     """The contract's `status --json` object, plus a per-stack summary."""
-    archived = state.archived()
-    checks = state.verifications()
-    last_run = _run_entry(state.last_run())
+    archived = state.archived.all()
+    checks = state.verifications.latest()
+    last_run = _run_entry(state.runs.last())
     stacks = _stack_entries(
         archived,
-        state.stack_successes(),
+        state.runs.stack_successes(),
         last_run["failed"] if last_run else [],
         configured,
         now or datetime.now(UTC),
@@ -35,8 +36,8 @@ def status_document(
         "archived": [_archived_entry(record, checks) for record in archived],
         "last_run": last_run,
         "stacks": stacks,
-        "last_verify": _verify_run_entry(state.last_verify_run()),
-        "pruned": state.pruned_count(),
+        "last_verify": _verify_run_entry(state.verifications.last_run()),
+        "pruned": state.pruned.count(),
     }
 
 

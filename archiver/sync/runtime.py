@@ -8,7 +8,6 @@ the API client and its request budget. Used by one-shot passes, the daemon,
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -29,13 +28,13 @@ from archiver.service.metrics import Metrics
 from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
 from archiver.storage.base import Storage
+from archiver.sync.api_client import build_client, shared_budget
 from archiver.transfer.download import Downloader
 from archiver.transfer.encryption import FORMAT, EncryptionInfo
 from archiver.transfer.join import BackupJoiner
 
 log = structlog.get_logger(__name__)
 
-_HOUR = 3600.0
 
 
 class Runtime:
@@ -90,13 +89,9 @@ class Runtime:
             open_archive(settings, lock=True, workers=workers)
         )
         self.state, self.storage = self.archive.state, self.archive.storage
-        self.budget = self._request_budget()
-        self.client = Cloud66Client(
-            settings.api,
-            self._token,
-            budget=self.budget,
-            stop=self.stop,
-            on_request=self.metrics.api_request,
+        self.budget = shared_budget(settings, self.state)
+        self.client = build_client(
+            settings, self._token, self.budget, stop=self.stop, on_request=self.metrics.api_request
         )
         self._stack.push_async_callback(self.client.aclose)
         self._add_observers()
@@ -124,17 +119,6 @@ class Runtime:
             alerts = AlertSender(self.settings.notify, stop=self.stop)
             self._stack.push_async_callback(alerts.aclose)
             self.observers.append(alerts)
-
-    def _request_budget(self) -> RequestBudget:
-        """A budget that remembers requests across restarts, so cron one-shots respect it too."""
-        state = self.state
-        now = time.time()
-        state.prune_api_request_times(before=now - _HOUR)
-        return RequestBudget(
-            self.settings.api.requests_per_hour,
-            history=state.api_request_times(since=now - _HOUR),
-            on_acquire=state.add_api_request_time,
-        )
 
     def _download_session(self) -> aiohttp.ClientSession:
         transfer = self.settings.transfer

@@ -92,7 +92,7 @@ class SyncPass:
         finally:
             self._summary.seconds = time.monotonic() - started
             self._summary.finished_at = utc_now_iso()
-            self._rt.state.record_run(self._summary.as_run_record())
+            self._rt.state.runs.record(self._summary.as_run_record())
         log.info("pass finished", summary=self._summary.one_line(), ok=self._summary.ok)
         summary = self._summary
         await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
@@ -154,9 +154,9 @@ class SyncPass:
         return backups
 
     def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
-        archived = self._rt.state.archived_ids(stack_uid)
+        archived = self._rt.state.archived.ids(stack_uid)
         # Pruned by retention: Cloud 66 may list them for a long while yet.
-        pruned = self._rt.state.pruned_ids(stack_uid)
+        pruned = self._rt.state.pruned.ids(stack_uid)
         jobs = []
         for backup in backups:
             if backup.id in archived:
@@ -173,7 +173,7 @@ class SyncPass:
     def _skip(self, stack_uid: str, backup: Backup) -> None:
         self._summary.skipped += 1
         reason = f"backup_status {backup.backup_status}"
-        if self._rt.state.note_skipped(stack_uid, backup.id, reason):
+        if self._rt.state.runs.note_skipped(stack_uid, backup.id, reason):
             log.warning(
                 "backup is not Ok upstream; skipped",
                 backup_id=backup.id,
@@ -264,7 +264,7 @@ class SyncPass:
             )
         except BaseException as error:
             if not resumable(error):
-                state.end_transfer(job.stack_uid, backup_id)
+                state.transfers.end(job.stack_uid, backup_id)
             raise
 
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
@@ -285,7 +285,7 @@ class SyncPass:
         manifest = _manifest_for(job, joined, self._rt.encryption_info)
         await storage.write_small(job.keys.manifest, manifest.to_json())
         record = self._archived_record(job, manifest)
-        self._rt.state.record_archived(record)
+        self._rt.state.archived.record(record)
         return record
 
     def _archived_record(self, job: _Job, manifest: Manifest) -> ArchivedBackup:
@@ -300,7 +300,7 @@ class SyncPass:
         record = await record_from_manifest(self._rt.storage, job.keys.manifest)
         if record is None:
             return False
-        self._rt.state.record_archived(record)
+        self._rt.state.archived.record(record)
         self._summary.already += 1
         log.info("backup already in storage; recorded")
         return True
@@ -313,7 +313,7 @@ class SyncPass:
         if not self._summary.ok or self._stop.is_set():
             log.info("no prune after this pass: it did not archive everything due")
             return
-        plan = plan_prune(self._rt.settings, self._rt.state.archived())
+        plan = plan_prune(self._rt.settings, self._rt.state.archived.all())
         failures = await Pruner(self._rt.state, self._rt.storage).carry_out(plan)
         self._summary.pruned = len(plan.remove) - len(failures)
         self._summary.failed.extend(failures)
@@ -329,7 +329,7 @@ class SyncPass:
         now = datetime.now(UTC)
         for stack_uid in self._planned_stacks:
             if stack_uid not in failed:
-                self._rt.state.record_stack_success(stack_uid, now)
+                self._rt.state.runs.record_stack_success(stack_uid, now)
 
     def _fail(self, stack_uid: str, backup_id: int | None, reason: str) -> None:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason))

@@ -16,7 +16,8 @@ from collections.abc import Collection
 import structlog
 
 from archiver.model.manifest import utc_now_iso
-from archiver.state.store import StateStore, TransferPart
+from archiver.state.records import TransferPart
+from archiver.state.store import StateStore
 from archiver.storage.base import Storage
 from archiver.transfer.download import PartFacts
 from archiver.transfer.join import KnownPart, PartFactsCallback
@@ -26,12 +27,12 @@ log = structlog.get_logger(__name__)
 
 def start(state: StateStore, stack_uid: str, backup_id: int, tar_key: str) -> list[KnownPart]:
     """The parts an earlier transfer of this backup recorded (to resume), or a fresh record."""
-    earlier = state.transfer(stack_uid, backup_id)
+    earlier = state.transfers.get(stack_uid, backup_id)
     if earlier is not None and earlier.tar_key == tar_key and earlier.parts:
         return [
             KnownPart(part.id, PartFacts(part.size, part.etag, part.md5)) for part in earlier.parts
         ]
-    state.begin_transfer(stack_uid, backup_id, tar_key, utc_now_iso())
+    state.transfers.begin(stack_uid, backup_id, tar_key, utc_now_iso())
     return []
 
 
@@ -40,7 +41,7 @@ def recorder(state: StateStore, stack_uid: str, backup_id: int) -> PartFactsCall
 
     def record(index: int, part_id: str, facts: PartFacts) -> None:
         part = TransferPart(part_id, facts.size or 0, facts.etag, facts.md5)
-        state.note_transfer_part(stack_uid, backup_id, index, part)
+        state.transfers.note_part(stack_uid, backup_id, index, part)
 
     return record
 
@@ -51,11 +52,11 @@ async def keep_only_due(
     """Forget transfers of backups not due now, and remove every unfinished upload but
     those of the due ones (what an earlier pass or a crashed process left)."""
     kept = []
-    for transfer in state.transfers():
+    for transfer in state.transfers.all():
         if (transfer.stack_uid, transfer.backup_id) in due:
             kept.append(transfer.tar_key)
         else:
-            state.end_transfer(transfer.stack_uid, transfer.backup_id)
+            state.transfers.end(transfer.stack_uid, transfer.backup_id)
     removed = await storage.remove_incomplete(keep=kept)
     if removed or kept:
         log.info("unfinished uploads", removed=removed, kept_to_resume=len(kept))
