@@ -29,7 +29,9 @@ from pydantic import (
 )
 
 from archiver.config.keys import parse_recipient, recipients_in_file
+from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
 from archiver.core.errors import ConfigError
+from archiver.core.units import parse_duration as parse_duration  # re-exported: cli, tests
 from archiver.model.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
@@ -37,32 +39,6 @@ CONFIG_ENV = "C66_ARCHIVER_CONFIG"
 TOKEN_ENV = "C66_API_TOKEN"  # noqa: S105 -- the name of the variable, not a token
 CREDENTIAL_NAME = "api-token"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse "90s", "5m", "1h30m", "1d" or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        if _DURATION_PART.sub("", text):
-            raise ValueError(f"{value!r} is not a duration like '30s', '5m', '1h30m'")
-        seconds = sum(
-            float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)
-        )
-    else:
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return timedelta(seconds=seconds)
-
 
 def check_cron(expression: str) -> str:
     """The cron line, or ValueError saying why it is not one (5 fields, crontab rules)."""
@@ -194,6 +170,8 @@ class StackSettings(_Section):
     group: Int | str | None = None
     # keep_* rules for this stack's series, key by key over [retention].
     retention: RetentionOverride | None = None
+    # The watch's thresholds for this stack, over [watch].
+    watch: StackWatchSettings | None = None
 
 
 class DiscoverSettings(_Section):
@@ -409,13 +387,15 @@ class EncryptionSettings(_Section):
 
 
 class NotifySettings(_Section):
-    """`[notify]`: dead-man's-switch pings and a webhook about passes."""
+    """`[notify]`: dead-man's-switch pings, a webhook and Apprise URLs: passes and findings."""
 
     healthchecks_url: HttpUrl | None = None
     webhook_url: HttpUrl | None = None
     webhook_on_success: Bool = False
     timeout: Duration = timedelta(seconds=10)
     retries: NonNegativeInt = 3
+    # Any Apprise URL (Slack, Discord, Telegram, e-mail, ntfy, ...): findings and failures.
+    apprise_urls: tuple[AppriseUrl, ...] = ()
 
 
 class Settings(_Section):
@@ -433,6 +413,7 @@ class Settings(_Section):
     notify: NotifySettings = NotifySettings()
     encryption: EncryptionSettings | None = None
     retention: RetentionSettings | None = None
+    watch: WatchSettings = WatchSettings()
     # Where this configuration came from, for error messages.
     source: Path | None = Field(default=None, exclude=True)
 
@@ -458,6 +439,14 @@ class Settings(_Section):
                     "remove every backup of the stack, so it is refused"
                 )
         return self
+
+
+def max_backup_age_for(settings: Settings, stack_uid: str) -> timedelta | None:
+    """The stack's `watch.max_backup_age`, else `[watch] max_backup_age`; None: inferred."""
+    override = next((s.watch for s in settings.stacks if s.uid == stack_uid), None)
+    if override is not None and override.max_backup_age is not None:
+        return override.max_backup_age
+    return settings.watch.max_backup_age
 
 
 def policy_for(settings: Settings, stack_uid: str) -> RetentionPolicy | None:

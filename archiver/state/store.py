@@ -14,8 +14,12 @@ from pathlib import Path
 from archiver.state.api_requests import RequestLog
 from archiver.state.archived import ArchivedBackups
 from archiver.state.database import Database, state_db_path
+from archiver.state.findings import Findings
 from archiver.state.lock import InstanceLock
 from archiver.state.runs import PassHistory
+from archiver.state.seen import SeenBackups
+from archiver.state.series_facts import WatchSeries
+from archiver.state.stack_names import StackNames
 from archiver.state.tombstones import PrunedBackups
 from archiver.state.transfers import Transfers
 from archiver.state.verifications import Verifications
@@ -32,6 +36,11 @@ class StateStore:
         self.verifications = Verifications(database)
         self.runs = PassHistory(database)
         self.api_requests = RequestLog(database)
+        # The watch over Cloud 66: backups seen listed, judged series, findings, names.
+        self.seen = SeenBackups(database)
+        self.series = WatchSeries(database)
+        self.findings = Findings(database)
+        self.stack_names = StackNames(database)
         self.lock = InstanceLock(database.path.with_name(database.path.name + ".lock"))
 
     @classmethod
