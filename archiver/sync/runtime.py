@@ -49,6 +49,7 @@ class Runtime:
     budget: RequestBudget
     observers: list[PassObserver]
     metrics: Metrics
+    alerts: AlertSender | None
 
     def __init__(self, settings: Settings, token: str, *, stop: StopSignal | None = None) -> None:
         self.settings = settings
@@ -65,6 +66,8 @@ class Runtime:
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
         self.metrics = Metrics()
+        # Also how the watch tells its findings (archiver.sync.watch_step).
+        self.alerts = None
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -116,9 +119,12 @@ class Runtime:
         self.metrics.bind(self.state, self.budget)
         self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
-            alerts = AlertSender(self.settings.notify, stop=self.stop)
+            alerts = AlertSender(
+                self.settings.notify, stop=self.stop, stack_names=self.state.stack_names.names
+            )
             self._stack.push_async_callback(alerts.aclose)
             self.observers.append(alerts)
+            self.alerts = alerts
 
     def _download_session(self) -> aiohttp.ClientSession:
         transfer = self.settings.transfer

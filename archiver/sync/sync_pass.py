@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from archiver.cloud66.models import Backup, BackupFile, Stack
+from archiver.cloud66.models import Backup, BackupFile, Listing, Stack
 from archiver.cloud66.parts import join_order
 from archiver.config.settings import StackSettings
 from archiver.core.errors import (
@@ -35,6 +35,7 @@ from archiver.model.summary import Failure, PassSummary
 from archiver.service.observers import tell_observers
 from archiver.sync.progress import PassProgress
 from archiver.sync.runtime import Runtime
+from archiver.sync.watch_step import WatchStep
 from archiver.transfer import resume as transfers
 from archiver.transfer.download import PartSource
 from archiver.transfer.join import JoinedResult, resumable
@@ -65,6 +66,9 @@ class SyncPass:
         self._stop = runtime.stop
         self._summary = PassSummary(started_at=utc_now_iso())
         self._planned_stacks: list[str] = []
+        # The watch judges what the plan read; without [discover] every stack is known.
+        self._watch = WatchStep(runtime)
+        self._every_stack_known = not runtime.settings.discover.enabled
         settings = runtime.settings.transfer
         # Backups in flight: each holds an open upload, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
@@ -81,7 +85,9 @@ class SyncPass:
             await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
             await self._archive_all(jobs)
             self._record_stack_successes()
+            await self._watch.judge(self._planned_stacks, every_stack_known=self._every_stack_known)
             await self._prune_after_pass()
+            await self._watch.tell()
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
@@ -126,32 +132,37 @@ class SyncPass:
     async def _discoverable_stacks(self) -> list[Stack]:
         """Every stack the token sees; on failure the configured stacks still run."""
         try:
-            return await self._rt.client.list_stacks()
+            listing = await self._rt.client.read_stacks()
         except AuthError:
             raise
         except ApiError as error:
             self._fail("*", None, f"could not list stacks for [discover]: {redact(str(error))}")
             return []
+        self._watch.discovered(listing)
+        self._every_stack_known = listing.complete
+        return listing.items
 
     async def _plan_stack(self, stack: StackSettings) -> list[_Job]:
         with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
             try:
-                backups = await self._list_backups(stack)
+                listing = await self._list_backups(stack)
             except AuthError:
                 raise
             except ApiError as error:
                 self._fail(stack.uid, None, f"could not list backups: {redact(str(error))}")
                 return []
-            return self._due(stack.uid, backups)
+            self._watch.read(stack, listing)
+            return self._due(stack.uid, listing.items)
 
-    async def _list_backups(self, stack: StackSettings) -> list[Backup]:
+    async def _list_backups(self, stack: StackSettings) -> Listing[Backup]:
         # One db_type can be filtered by the API (fewer pages); several are filtered here,
         # because one unfiltered listing costs fewer requests than one per type.
         only_one = stack.db_types[0] if stack.db_types and len(stack.db_types) == 1 else None
-        backups = await self._rt.client.list_backups(stack.uid, db_type=only_one, group=stack.group)
+        listing = await self._rt.client.read_backups(stack.uid, db_type=only_one, group=stack.group)
         if stack.db_types:
-            backups = [backup for backup in backups if backup.db_type in stack.db_types]
-        return backups
+            wanted = [backup for backup in listing.items if backup.db_type in stack.db_types]
+            listing = Listing(wanted, listing.complete)
+        return listing
 
     def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
         archived = self._rt.state.archived.ids(stack_uid)
