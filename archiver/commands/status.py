@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.status_watch import print_watch, stack_cell
 from archiver.config.settings import Settings
 from archiver.core.units import human_bytes, human_duration
 from archiver.service.schedule import max_age_for
@@ -49,8 +50,10 @@ def _console() -> Console:
 def render_status(
     document: dict[str, Any], console: Console, *, max_age: timedelta, all: bool = False
 ) -> None:
-    """Per-stack summary, optionally every archived backup, then the last pass and failures."""
+    """Per-stack summary, the watch's findings (if any), optionally every archived backup,
+    then the last pass and failures."""
     console.print(_stacks_table(document["stacks"], max_age))
+    print_watch(document["watch"], console)
     if all:
         console.print(_backups_table(document["archived"]))
     _print_last_run(document["last_run"], console)
@@ -74,7 +77,7 @@ def _stacks_table(stacks: list[dict[str, Any]], max_age: timedelta) -> Table:
         last = stack["last_backup"]
         age = stack["last_backup_age_seconds"]
         table.add_row(
-            stack["stack_uid"],
+            stack_cell(stack["stack_uid"], stack.get("stack_name")),
             _last_backup_cell(last),
             human_duration(timedelta(seconds=age)) if age is not None else "-",
             str(stack["archived_count"]),

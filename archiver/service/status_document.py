@@ -1,8 +1,10 @@
-"""The `status --json` document: what is archived, the last pass and verify, per-stack freshness.
+"""The `status --json` document: what is archived, the last pass and verify, per-stack freshness,
+and the watch's findings.
 
 Built here, below the commands, because the `status` command prints it and the
 HTTP server serves it (and the status page draws from it). It is a contract:
-fields are only ever added (`stacks` came with the service issue), never removed.
+fields are only ever added (`stacks` came with the service issue, `watch` and
+the stacks' names with the watch), never removed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore
+from archiver.watch.messages import SECTIONS
 
 
 def status_document(
@@ -30,15 +33,37 @@ def status_document(
         configured,
         now or datetime.now(UTC),
     )
+    names = state.stack_names.names()
     for stack in stacks:
         stack.update(_verify_summary(stack["stack_uid"], archived, checks))
+        stack["stack_name"] = names.get(stack["stack_uid"])
     return {
         "archived": [_archived_entry(record, checks) for record in archived],
         "last_run": last_run,
         "stacks": stacks,
         "last_verify": _verify_run_entry(state.verifications.last_run()),
         "pruned": state.pruned.count(),
+        "watch": watch_document(state),
     }
+
+
+def watch_document(state: StateStore | None) -> dict[str, list[dict[str, Any]]]:
+    """The contract's `watch` object: each kind's findings that hold (empty lists without
+    a state). Entries add the stack's name and when the finding was noticed."""
+    sections: dict[str, list[dict[str, Any]]] = {section: [] for section in SECTIONS.values()}
+    if state is None:
+        return sections
+    names = state.stack_names.names()
+    for finding in state.findings.current():
+        entry = {"stack_uid": finding.stack_uid, "stack_name": names.get(finding.stack_uid)}
+        entry.update(finding.details)
+        entry["noticed_at"] = finding.noticed_at
+        sections[SECTIONS[finding.kind]].append(entry)
+    for entries in sections.values():
+        entries.sort(key=lambda entry: (entry["stack_uid"], entry.get("db_type") or "",
+                                        entry.get("database_name") or "",
+                                        entry.get("backup_id") or 0))
+    return sections
 
 
 def _archived_entry(

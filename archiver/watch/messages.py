@@ -96,6 +96,31 @@ def describe(finding: Finding, stack_name: str | None) -> tuple[str, str]:
     return redact(title), redact(text)
 
 
+def summary(kind: str, entry: dict[str, Any]) -> str:
+    """One short line about a finding's `status --json` entry (its stack aside)."""
+    series = f"{entry.get('db_type')}/{entry.get('database_name')}"
+    if kind == MISSED:
+        return (
+            f"{series} #{entry['backup_id']} taken {_when(entry.get('backup_date'))}: "
+            "gone from Cloud 66, never archived"
+        )
+    if kind == LATE:
+        limit = human_duration(timedelta(seconds=entry["late_after_seconds"]))
+        return (
+            f"{series}: newest good #{entry['newest_backup_id']} taken "
+            f"{_when(entry.get('newest_backup_date'))}, due within {limit}"
+        )
+    if kind == UPSTREAM_FAILED:
+        return (
+            f"{series} #{entry['backup_id']} taken {_when(entry.get('backup_date'))}: "
+            f"{entry.get('result') or 'no reason given'}"
+        )
+    return (
+        f"{series} #{entry['backup_id']}: {human_bytes(entry['size'])}, "
+        f"typically {human_bytes(entry['typical_size'])}"
+    )
+
+
 def digest(events: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """One title and text for many findings (a burst is told in one message, not fifty)."""
     title = f"c66-archiver: {len(events)} new findings about Cloud 66 backups"
