@@ -171,7 +171,7 @@ def _route_stdlib_logging(handler: logging.Handler, level_number: int) -> None:
     _handler = handler
 
 
-_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore")
+_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore", "apprise")
 
 
 def _level_number(level: str) -> int:

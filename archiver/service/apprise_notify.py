@@ -84,8 +84,9 @@ class AppriseChannels:
                         reason=type(error).__name__)
             return False
         if not result:
-            log.warning("apprise notification failed", target=target.described,
-                        reason=str(getattr(result, "status", "not delivered")))
+            status = getattr(result, "status", None)
+            reason = getattr(status, "name", None) or "not delivered"
+            log.warning("apprise notification failed", target=target.described, reason=reason)
             return False
         return True
 
