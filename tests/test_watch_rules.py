@@ -43,7 +43,7 @@ def test_the_longest_interval_counts_only_among_the_last_thirty() -> None:
     recent = _every(DAY, 31)  # 30 daily intervals
     old_gap = [recent[-1] - 7 * DAY]
     assert rules.late_after(recent + old_gap, None) == 2 * DAY
-    within = _every(DAY, 30) + [_every(DAY, 30)[-1] - 7 * DAY]
+    within = [*_every(DAY, 30), _every(DAY, 30)[-1] - 7 * DAY]
     assert rules.late_after(within, None) == 7 * DAY
 
 
