@@ -168,10 +168,13 @@ class Account:
         by_series: dict[tuple[str, str, str], list[Backup]] = collections.defaultdict(list)
         for backup in self.sorted_backups(stack_uid):  # newest first
             by_series[backup.series].append(backup)
-        rotated = [b.id for backups in by_series.values() for b in backups[keep:]]
-        for backup_id in rotated:
-            self.remove_backup(backup_id)
-        return rotated
+        rotated = sorted(
+            (b for backups in by_series.values() for b in backups[keep:]),
+            key=lambda b: (b.backup_date, b.id),
+        )
+        for backup in rotated:
+            self.remove_backup(backup.id)
+        return [backup.id for backup in rotated]
 
     def _claim_id(self, backup_id: int | None) -> int:
         """The id of a new backup: the next free one, or ``backup_id`` unless it is taken."""
