@@ -20,6 +20,7 @@ import structlog
 from archiver.cloud66.models import Backup, Listing, Stack
 from archiver.config.settings import StackSettings, max_backup_age_for
 from archiver.core.errors import ApiError
+from archiver.core.stopping import Stopped
 from archiver.model.manifest import ArchivedBackup
 from archiver.service.telling import FindingsTeller
 from archiver.state.findings import Finding, Outbox
@@ -68,13 +69,16 @@ class WatchStep:
         """Refresh names; judge each stack read; forget stacks no longer archived."""
         try:
             now = datetime.now(UTC)
-            await self._refresh_names(now)
+            if not self._rt.stop.is_set():
+                await self._refresh_names(now)
             if not self.enabled:
                 self._forget_everything()
                 return
             self._judge_all(now)
             if every_stack_known:
                 self._forget_stacks_except(planned)
+        except Stopped:
+            log.info("stopping: the watch judges at the next pass")
         except Exception:  # a bug in the watch must not cost the pass
             log.exception("the watch failed; the pass is not affected")
 
