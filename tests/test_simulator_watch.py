@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
@@ -108,3 +109,39 @@ def test_the_simulator_command_line_sets_up_each_scene(tmp_path: Path) -> None:
     mysql = [b for b in backups if b.db_type == "mysql"]
     assert len(mysql) == 3  # rotated to keep_count
     assert (mysql[0].status, mysql[1].status, mysql[1].size) == (1, 0, 300)
+
+
+async def test_a_list_cut_by_the_page_cap_is_not_complete(
+    sim: Simulator, client: Cloud66Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server still paging at the cap: what was read is kept, marked incomplete."""
+    monkeypatch.setattr("archiver.cloud66.client.MAX_PAGES", 2)
+    sim.per_page = 1
+    sim.add_series("stack-a", cadence(NIGHT, 3, timedelta(days=1)))
+
+    listing = await client.read_backups("stack-a")
+
+    assert (len(listing.items), listing.complete) == (2, False)
+
+
+async def test_a_record_that_cannot_be_read_makes_the_list_incomplete() -> None:
+    """A backup without an id is skipped (logged), and the list no longer counts as whole."""
+
+    async def broken(request: web.Request) -> web.Response:
+        del request
+        return web.json_response({"response": [{"db_type": "mysql"}], "pagination": {}})
+
+    app = web.Application()
+    app.router.add_get("/api/3/stacks/{uid}/backups", broken)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    api = ApiSettings(base_url=f"http://127.0.0.1:{port}/api/3", max_retries=0)
+    try:
+        async with Cloud66Client(api, TOKEN, budget=RequestBudget(3000)) as other:
+            listing = await other.read_backups("stack-a")
+    finally:
+        await runner.cleanup()
+    assert (listing.items, listing.complete) == ([], False)
