@@ -71,6 +71,8 @@ class Findings:
         noticed and take their fresh details.
         """
         wanted = {(finding.kind, finding.identity): finding for finding in current}
+        if self._unchanged(stack_uid, kinds, wanted):
+            return []  # the common case: no write at all
         with self._db.transaction() as cursor:
             stored = _stack_findings(cursor, stack_uid, kinds)
             for key in stored.keys() - wanted.keys():
@@ -85,8 +87,20 @@ class Findings:
             _insert(cursor, new, outbox)
         return sorted(new, key=lambda finding: (finding.kind, finding.identity))
 
+    def _unchanged(
+        self, stack_uid: str, kinds: Collection[str], wanted: dict[tuple[str, str], Finding]
+    ) -> bool:
+        marks = ", ".join("?" for _ in kinds)
+        query = "SELECT kind, identity, details FROM watch_findings WHERE stack_uid = ?"
+        rows = self._db.query(f"{query} AND kind IN ({marks})", (stack_uid, *kinds))
+        stored = {(kind, identity): json.loads(details) for kind, identity, details in rows}
+        return stored == {key: finding.details for key, finding in wanted.items()}
+
     def add(self, findings: Iterable[Finding], outbox: Outbox) -> list[Finding]:
         """Store (and queue) those not stored yet; return them. For missed backups."""
+        findings = list(findings)
+        if not findings:
+            return []
         with self._db.transaction() as cursor:
             new = [
                 finding

@@ -42,11 +42,16 @@ class SeenBackups:
         self._db = database
 
     def remember(self, seen: Iterable[SeenBackup]) -> None:
-        """Insert or refresh rows of backups listed now (a listed backup is not gone)."""
+        """Insert or refresh rows of backups listed now (a listed backup is not gone).
+
+        Each write is a durable transaction: callers pass only rows that changed.
+        """
         rows = [
             (s.stack_uid, s.backup_id, s.db_type, s.database_name, s.backup_date, s.listing)
             for s in seen
         ]
+        if not rows:
+            return
         with self._db.transaction() as cursor:
             cursor.executemany(
                 f"INSERT OR REPLACE INTO watch_seen ({_COLUMNS})"  # noqa: S608 constant
@@ -64,19 +69,21 @@ class SeenBackups:
 
     def mark_gone(self, stack_uid: str, backup_ids: Iterable[int]) -> None:
         """These backups are no longer listed."""
+        keys = [(stack_uid, backup_id) for backup_id in backup_ids]
+        if not keys:
+            return
         with self._db.transaction() as cursor:
             cursor.executemany(
-                "UPDATE watch_seen SET gone = 1 WHERE stack_uid = ? AND backup_id = ?",
-                [(stack_uid, backup_id) for backup_id in backup_ids],
+                "UPDATE watch_seen SET gone = 1 WHERE stack_uid = ? AND backup_id = ?", keys
             )
 
     def forget(self, stack_uid: str, backup_ids: Iterable[int]) -> None:
         """Drop these rows (no longer needed, or of a series no longer watched)."""
+        keys = [(stack_uid, backup_id) for backup_id in backup_ids]
+        if not keys:
+            return
         with self._db.transaction() as cursor:
-            cursor.executemany(
-                "DELETE FROM watch_seen WHERE stack_uid = ? AND backup_id = ?",
-                [(stack_uid, backup_id) for backup_id in backup_ids],
-            )
+            cursor.executemany("DELETE FROM watch_seen WHERE stack_uid = ? AND backup_id = ?", keys)
 
     def forget_stacks_except(self, stack_uids: Iterable[str]) -> None:
         """Drop the rows of every stack not in `stack_uids` (no longer archived)."""

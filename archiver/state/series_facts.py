@@ -2,7 +2,8 @@
 
 Newest good backup, its late threshold and whether it is late, whether the newest
 backup failed upstream, the newest archived size and the typical one. Rewritten
-per stack at each pass that read the stack's list; kept as they are otherwise.
+per stack when a pass that read the stack's list judged them different; kept as
+they are otherwise (`judged_at` says when they last changed).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ class WatchSeries:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def replace_stack(self, stack_uid: str, facts: Iterable[SeriesFacts]) -> None:
-        """The stack's series are now exactly `facts`."""
+    def update_stack(self, stack_uid: str, facts: Iterable[SeriesFacts]) -> None:
+        """The stack's series are now exactly `facts` (no write when only `judged_at` differs)."""
         rows = [astuple(fact) for fact in facts]
+        if [row[:-1] for row in rows] == [astuple(f)[:-1] for f in self.of_stack(stack_uid)]:
+            return
         with self._db.transaction() as cursor:
             cursor.execute("DELETE FROM watch_series WHERE stack_uid = ?", (stack_uid,))
             cursor.executemany(
@@ -52,6 +55,15 @@ class WatchSeries:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+
+    def of_stack(self, stack_uid: str) -> list[SeriesFacts]:
+        """One stack's series, ordered by db type, database."""
+        rows = self._db.query(
+            f"SELECT {_COLUMNS} FROM watch_series WHERE stack_uid = ?"  # noqa: S608 constant
+            " ORDER BY db_type, database_name",
+            (stack_uid,),
+        )
+        return [_from_row(row) for row in rows]
 
     def all(self) -> list[SeriesFacts]:
         """Every series, ordered by stack, db type, database."""

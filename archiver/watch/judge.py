@@ -55,7 +55,7 @@ def judge_stack(
     judged = _SeriesJudge(reading, thresholds, now)
     facts, current = judged.all(rows.values(), archived)
     new += state.findings.reconcile(reading.stack_uid, JUDGED_EACH_PASS, current, outbox)
-    state.series.replace_stack(reading.stack_uid, facts)
+    state.series.update_stack(reading.stack_uid, facts)
     state.seen.forget(reading.stack_uid, _beyond_history(rows.values()))
     return new
 
@@ -78,8 +78,9 @@ def _refresh_seen(state: StateStore, reading: StackReading) -> dict[int, SeenBac
         for backup in reading.backups
         if backup.ok and reading.watches(backup.db_type)
     ]
-    state.seen.remember(listed)
     rows = {row.backup_id: row for row in before if row.backup_id not in set(out_of_scope)}
+    # Only what changed is written: a steady pass costs the state no write at all.
+    state.seen.remember(row for row in listed if rows.get(row.backup_id) != row)
     rows.update({row.backup_id: row for row in listed})
     return rows
 
