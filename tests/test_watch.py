@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,24 @@ async def test_a_nightly_series_without_a_backup_for_three_days_is_late_until_on
     await run_pass(settings)
 
     assert _watch(workspace)["late"] == []
+
+
+async def test_a_state_rebuilt_from_storage_keeps_a_series_cadence_from_the_archive(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Cloud 66 keeps two backups; the state is lost: the archived ones still give the
+    series its cadence, so it is judged late (and nothing is called missed)."""
+    sim.add_series("stack-a", [_ago(d) for d in range(10, 2, -1)], sizes=300)
+    settings = _settings(workspace, server, "stack-a")
+    assert (await run_pass(settings)).archived == 8
+    sim.set_keep_count("stack-a", 2)
+    shutil.rmtree(workspace.state)
+
+    await run_pass(settings)
+
+    watch = _watch(workspace)
+    assert [entry["late_after_seconds"] for entry in watch["late"]] == [2 * 86400]
+    assert watch["missed"] == []
 
 
 async def test_max_backup_age_per_stack_and_globally_judges_short_histories(

@@ -6,7 +6,9 @@ For a stack whose list a pass read:
    judged missed;
 2. when the list was read whole, remembered backups it no longer holds are gone;
    those never archived (nor pruned) are missed findings;
-3. each series is judged (late, newest failed upstream, size anomaly), its facts
+3. each series is judged (late, newest failed upstream, size anomaly) from its good
+   backups (those seen listed, and those archived: a longer history than Cloud 66
+   keeps when keep_count is small), its facts
    stored for /metrics (`state.series`) and the stack's findings of those kinds
    reconciled (`state.findings`): new ones queued in the outbox, cleared ones gone;
 4. gone rows a series' cadence no longer needs are forgotten.
@@ -168,6 +170,13 @@ class _SeriesJudge:
             if key in histories:
                 histories[key].archived.append(record)
         for history in histories.values():
+            # What was archived was good too: a history longer than Cloud 66 keeps.
+            known = {backup_id for _, backup_id in history.good}
+            history.good.extend([
+                (date, record.backup_id)
+                for record in history.archived
+                if record.backup_id not in known and (date := parse_iso(record.backup_date))
+            ])
             history.good.sort(reverse=True)
         return histories
 
