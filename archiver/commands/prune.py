@@ -1,29 +1,40 @@
 """`c66-archiver prune`: show or carry out what `[retention]` keeps and removes.
 
-A writer: it takes the state lock (exit 3 beside a running daemon; the daemon
-prunes by itself with `after_pass = true`). `--dry-run` changes nothing.
+`--dry-run` changes nothing and takes no lock: it runs beside anything. For real,
+prune takes the state's pass lock (`archiver.state.lock`): beside a daemon that
+sleeps between passes it runs (the daemon reads the state afresh at its next
+pass, so nothing pruned is downloaded again); while a pass runs it exits 3 at
+once, or waits for the pass to end with `wait`.
 """
 
 from __future__ import annotations
 
 import json
 
+import structlog
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from archiver.config.settings import Settings
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
-from archiver.lifecycle.archive import open_archive
+from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.prune import PrunePlan, Pruner, Verdict, plan_prune
 from archiver.model.summary import Failure
 
+log = structlog.get_logger(__name__)
 
-async def run_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
+
+async def run_prune(
+    settings: Settings, *, dry_run: bool, as_json: bool, wait: bool = False
+) -> int:
     """Plan from the state; remove unless `dry_run`; print; exit 0, or 1 when a removal failed."""
-    async with open_archive(settings, lock=True) as archive:
-        plan = plan_prune(settings, archive.state.archived.all())
-        failures = [] if dry_run else await Pruner(archive.state, archive.storage).carry_out(plan)
+    async with open_archive(settings, lock=False) as archive:
+        if dry_run:
+            plan = plan_prune(settings, archive.state.archived.all())
+            failures: list[Failure] = []
+        else:
+            plan, failures = await _prune(archive, wait=wait)
     if as_json:
         document = plan.as_json(dry_run=dry_run)
         document["failed"] = [failure.as_dict() for failure in failures]
@@ -31,6 +42,24 @@ async def run_prune(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     else:
         _print_plan(plan, failures, dry_run=dry_run, retention_set=settings.retention is not None)
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+async def _prune(archive: Archive, *, wait: bool) -> tuple[PrunePlan, list[Failure]]:
+    """Under the pass lock: plan from the state as it is now, then remove."""
+    pass_lock = archive.state.pass_lock
+    if wait:
+        await pass_lock.acquire_waiting(on_wait=_waiting_for_pass)
+    else:
+        pass_lock.acquire()
+    try:
+        plan = plan_prune(archive.settings, archive.state.archived.all())
+        return plan, await Pruner(archive.state, archive.storage).carry_out(plan)
+    finally:
+        pass_lock.release()
+
+
+def _waiting_for_pass(pid: str) -> None:
+    log.info("a pass is running on this state; prune starts when it ends", pid=pid)
 
 
 def _print_plan(

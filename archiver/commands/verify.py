@@ -49,7 +49,8 @@ async def run_verify(
         encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
         identities = identities_for(settings, identity) if deep and encrypted else []
         verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
-        results = await _check_all(verifier, chosen, show_progress=not as_json)
+        checked = await _check_all(verifier, chosen, show_progress=not as_json)
+        results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
@@ -77,6 +78,21 @@ async def _check_all(
                 return result
 
         return list(await asyncio.gather(*(check(record) for record in records)))
+
+
+def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> list[CheckResult]:
+    """Drop the backups a `prune` beside us removed while they were being checked.
+
+    Their objects went on purpose: calling them missing would be a false alarm.
+    """
+    pruned = {
+        stack_uid: state.pruned.ids(stack_uid)
+        for stack_uid in {result.record.stack_uid for result in results if not result.ok}
+    }
+    return [
+        result for result in results
+        if result.ok or result.record.backup_id not in pruned[result.record.stack_uid]
+    ]
 
 
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:

@@ -7,9 +7,11 @@ The token is kept out of `Settings` so that no repr or dump can print it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
+import typing
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -94,6 +97,24 @@ def _check_remote_path(path: str) -> str:
     return path
 
 
+@functools.cache
+def _path_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The names of a section's fields that hold a local path."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation is Path or Path in typing.get_args(field.annotation)
+    )
+
+
+def _anchored(value: object, folder: Path) -> object:
+    """`value` as a path under `folder` when it is a relative path string; else as it was."""
+    if not isinstance(value, str | Path) or not str(value):
+        return value
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 CronExpression = Annotated[str, AfterValidator(check_cron)]
 StackUid = Annotated[str, AfterValidator(check_stack_uid)]
@@ -107,8 +128,29 @@ PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
+# Validation context key: the folder relative paths in the config are read from.
+CONFIG_FOLDER = "config_folder"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_from_config_folder(cls, data: Any, info: ValidationInfo) -> Any:
+        """A relative path key means relative to the config file's folder, not the cwd.
+
+        Runs before the fields are validated, so validators that read a file
+        (`recipients_file`) read the right one. `~` is the user's home, as in a shell.
+        """
+        folder = (info.context or {}).get(CONFIG_FOLDER)
+        if folder is None or not isinstance(data, dict):
+            return data
+        path_keys = _path_fields(cls)
+        return {
+            key: _anchored(value, folder) if key in path_keys else value
+            for key, value in data.items()
+        }
 
 
 class ApiSettings(_Section):
@@ -495,8 +537,9 @@ def load_settings(path: Path) -> Settings:
 def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) -> Settings:
     """Validate an already parsed document (used by `load_settings` and the demo)."""
     where = str(source) if source else "<config>"
+    context = {CONFIG_FOLDER: source.absolute().parent} if source else None
     try:
-        settings = Settings.model_validate(document)
+        settings = Settings.model_validate(document, context=context)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(where, error)) from None
     return settings.model_copy(update={"source": source})

@@ -54,6 +54,13 @@ class Database:
         # A file created but never given a schema (a crash in the first open) is new too.
         return cls(db_path, connection, created=new_file or fresh_schema)
 
+    @classmethod
+    def in_memory(cls) -> Database:
+        """An empty database that lives in memory only: what "no state yet" reads as."""
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        _migrate(connection, Path(":memory:"))
+        return cls(Path(":memory:"), connection, created=True)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
