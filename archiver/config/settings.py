@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from archiver.config.keys import parse_recipient, recipients_in_file
+from archiver.config.messages import describe_validation_error
 from archiver.core.errors import ConfigError
 from archiver.model.retention import RetentionPolicy
 
@@ -67,8 +68,32 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+# The crontab shorthands (man 5 crontab), as their five fields; @reboot has no meaning here.
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def expand_cron_alias(expression: str) -> str:
+    """`@daily` -> `0 0 * * *` (any crontab shorthand); any other line as it is."""
+    return CRON_ALIASES.get(expression.strip().lower(), expression)
+
+
 def check_cron(expression: str) -> str:
-    """The cron line, or ValueError saying why it is not one (5 fields, crontab rules)."""
+    """The cron line (a shorthand such as @daily spelt out), or ValueError saying why it is
+    not one (5 fields, crontab rules)."""
+    expression = expand_cron_alias(expression)
+    if expression.startswith("@"):
+        raise ValueError(
+            f"{expression!r} is not a cron expression: the shorthands are "
+            + ", ".join(CRON_ALIASES)
+        )
     try:
         CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as error:
@@ -546,16 +571,7 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
 
 
 def _describe_validation_error(where: str, error: ValidationError) -> str:
-    lines = []
-    for problem in error.errors():
-        key = _dotted_key(problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif problem["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{where}: {key or '(top level)'}: {message}")
-    return "\n".join(lines)
+    return describe_validation_error(where, error, root=Settings, dotted_key=_dotted_key)
 
 
 def _dotted_key(location: tuple[int | str, ...]) -> str:
