@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 
 import structlog
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.tables import (
+    add_grouped_rows,
+    add_stack_column,
+    command_table,
+    short_date,
+)
 from archiver.config.settings import Settings
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
+from archiver.core.terminal import stdout_console
 from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.prune import PrunePlan, Pruner, Verdict, plan_prune
 from archiver.model.summary import Failure
@@ -65,9 +71,7 @@ def _waiting_for_pass(pid: str) -> None:
 def _print_plan(
     plan: PrunePlan, failures: list[Failure], *, dry_run: bool, retention_set: bool
 ) -> None:
-    console = Console(stderr=False, highlight=False)
-    if not console.is_terminal:
-        console = Console(width=200, highlight=False)
+    console = stdout_console()
     verdicts = sorted(plan.keep + plan.remove, key=_series_order)
     if verdicts:
         console.print(_table(verdicts))
@@ -88,19 +92,27 @@ def _series_order(verdict: Verdict) -> tuple[str, str, str, str, int]:
 
 
 def _table(verdicts: list[Verdict]) -> Table:
-    table = Table(title="Retention", show_lines=False)
-    table.add_column("stack", overflow="fold")
-    for column in ("db", "database", "backup", "date", "verdict"):
-        table.add_column(column, justify="right" if column == "backup" else "left")
-    for verdict in verdicts:
-        record = verdict.record
-        outcome = (
-            f"[green]keep[/green]: {escape(', '.join(verdict.reasons))}"
-            if verdict.keep
-            else "[red]remove[/red]"
-        )
-        table.add_row(
-            escape(record.stack_uid), record.db_type, escape(record.database_name),
-            str(record.backup_id), record.backup_date or "-", outcome,
-        )
+    """Per stack, each series oldest first: the backup, when it was taken, the verdict."""
+    table = command_table("Retention")
+    add_stack_column(table)
+    table.add_column("backup", overflow="fold")
+    table.add_column("taken")
+    table.add_column("verdict", overflow="fold")
+    add_grouped_rows(
+        table,
+        verdicts,
+        lambda verdict: verdict.record.stack_uid,
+        lambda verdict: [
+            f"#{verdict.record.backup_id} {verdict.record.db_type}/"
+            f"{escape(verdict.record.database_name)}",
+            short_date(verdict.record.backup_date),
+            _outcome(verdict),
+        ],
+    )
     return table
+
+
+def _outcome(verdict: Verdict) -> str:
+    if verdict.keep:
+        return f"[green]keep[/green]: {escape(', '.join(verdict.reasons))}"
+    return "[red]remove[/red]"

@@ -9,11 +9,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.tables import (
+    add_grouped_rows,
+    add_stack_column,
+    command_table,
+    short_date,
+    stack_cell,
+)
 from archiver.config.settings import Settings
 from archiver.core.terminal import stdout_console
 from archiver.core.units import human_bytes, human_duration
@@ -55,26 +61,19 @@ def render_status(
     _print_last_verify(document["last_verify"], document["archived"], console, now)
 
 
-# Designed for 80 columns: no outer or inner rules, five narrow columns; what does
-# not fit wraps inside its cell (stack uids fold: they are copied into commands).
-def _table(title: str, caption: str | None = None) -> Table:
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
-                 caption_justify="left", pad_edge=False)
-
-
 def stacks_table(stacks: list[dict[str, Any]], max_age: timedelta, now: datetime) -> Table:
     """One row a stack: its newest backup and age, totals, last success, last check."""
     stale = any(_is_stale(stack["last_success_at"], now, max_age) for stack in stacks)
     caption = f"[red]red[/red]: no success for more than {human_duration(max_age)}"
-    table = _table("Stacks", caption if stale else None)
-    table.add_column("stack", overflow="fold", min_width=16)
+    table = command_table("Stacks", caption if stale else None)
+    add_stack_column(table)
     table.add_column("last backup", overflow="fold")
     table.add_column("archived", justify="right")
     table.add_column("success")
     table.add_column("verified")
     for stack in stacks:
         table.add_row(
-            _stack_cell(stack["stack_uid"], stack.get("name")),
+            stack_cell(stack["stack_uid"], stack.get("name")),
             _last_backup_cell(stack["last_backup"], stack["last_backup_age_seconds"], now),
             f"{stack['archived_count']}, {human_bytes(stack['archived_bytes'])}",
             _success_cell(stack["last_success_at"], len(stack["failures"]), now, max_age),
@@ -86,25 +85,6 @@ def stacks_table(stacks: list[dict[str, Any]], max_age: timedelta, now: datetime
 def _names(stacks: list[dict[str, Any]]) -> dict[str, str]:
     """Stack uid -> name, for the stacks whose name is known."""
     return {stack["stack_uid"]: stack["name"] for stack in stacks if stack.get("name")}
-
-
-def _stack_cell(stack_uid: str, name: str | None) -> str:
-    """The name people know over the uid commands take; the uid alone when no name is known."""
-    if name:
-        return f"[bold]{escape(name)}[/bold]\n{escape(stack_uid)}"
-    return escape(stack_uid)
-
-
-def short_date(text: str | None, now: datetime) -> str:
-    """`Dec 04 09:25` (UTC) this year, `2025-12-04` before; `-` for none."""
-    if not text:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return escape(text)
-    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    return f"{moment:%b %d %H:%M}" if moment.year == now.year else f"{moment:%Y-%m-%d}"
 
 
 def _last_backup_cell(last: dict[str, Any] | None, age: float | None, now: datetime) -> str:
@@ -148,25 +128,24 @@ def backups_table(
     archived: list[dict[str, Any]], names: dict[str, str], now: datetime
 ) -> Table:
     """Every archived backup, grouped by stack (named once, on its first row)."""
-    table = _table("Archived backups")
-    table.add_column("stack", overflow="fold", min_width=16)
+    table = command_table("Archived backups")
+    add_stack_column(table)
     table.add_column("backup", overflow="fold")
     table.add_column("taken")
     table.add_column("size", justify="right")
     table.add_column("verified", overflow="fold")
-    ordered = sorted(archived, key=lambda entry: entry["stack_uid"])
-    for index, entry in enumerate(ordered):
-        stack_uid = entry["stack_uid"]
-        first = index == 0 or ordered[index - 1]["stack_uid"] != stack_uid
-        last = index == len(ordered) - 1 or ordered[index + 1]["stack_uid"] != stack_uid
-        table.add_row(
-            _stack_cell(stack_uid, names.get(stack_uid)) if first else "",
+    add_grouped_rows(
+        table,
+        sorted(archived, key=lambda entry: entry["stack_uid"]),
+        lambda entry: entry["stack_uid"],
+        lambda entry: [
             f"#{entry['backup_id']} {entry['db_type']}/{escape(entry['database_name'])}",
             short_date(entry["backup_date"] or entry["archived_at"], now),
             human_bytes(entry["size"]),
             _backup_check_cell(entry, now),
-            end_section=last,
-        )
+        ],
+        names,
+    )
     return table
 
 
