@@ -183,3 +183,35 @@ async def test_a_pass_at_an_80_column_terminal(
     assert "more than" not in text
     assert UID_A[:12] in text  # folded whole over two lines (the table tests check it)
     assert UID_A[-8:] in text
+
+
+def test_the_prune_and_verify_tables_fit_80_columns() -> None:
+    """prune's and verify's tables, real uids and long reasons: nothing cut, lines within 80."""
+    from archiver.commands.prune import _table as prune_table
+    from archiver.commands.verify import _table as verify_table
+    from archiver.lifecycle.prune import Verdict
+    from archiver.lifecycle.verify import CheckResult
+    from archiver.model.manifest import ArchivedBackup
+
+    def record(uid: str, backup_id: int) -> ArchivedBackup:
+        return ArchivedBackup(
+            stack_uid=uid, backup_id=backup_id, db_type="postgresql",
+            database_name="shop_production", size=123_456_789, sha256="0" * 64,
+            location=f"s3://acme-db-backups/cloud66/{uid}/shop.tar", archived_at="",
+            tar_key="k", manifest_key="m", backup_date="2026-11-27T03:00:00Z",
+        )
+
+    reasons = ("last 1", "daily 2026-11-27", "weekly 2026-W48", "monthly 2026-11")
+    verdicts = [Verdict(record(UID_A, 8), reasons, "p"), Verdict(record(UID_A, 1), (), "p"),
+                Verdict(record(UID_B, 3), ("last 1",), "p")]
+    results = [CheckResult(record(UID_A, 8), None),
+               CheckResult(record(UID_B, 3), "got 1000 bytes, the manifest says 123456789")]
+    for table in (prune_table(verdicts), verify_table(results)):
+        drawn = _drawn(table)
+        assert "…" not in drawn
+        assert max(len(line) for line in drawn.splitlines()) <= 80
+    prune_rows = _rows(prune_table(verdicts), 80)
+    assert prune_rows[1][3] == _squash("keep: " + ", ".join(reasons))
+    assert [row[0] for row in prune_rows[1:]] == [UID_A, "", UID_B]
+    verify_rows = _rows(verify_table(results), 80)
+    assert verify_rows[1][4] == _squash("got 1000 bytes, the manifest says 123456789")
