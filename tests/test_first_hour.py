@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from archiver.cli import main
 from archiver.simulator import Simulator, SimulatorServer
-from tests.conftest import Workspace, cli_env, run_cli
+from tests.conftest import TOKEN, Workspace, cli_env, run_cli
 
 SCRIPT = Path(sys.executable).with_name("c66-archiver")
 
@@ -120,3 +120,37 @@ async def _script(env: dict[str, str]) -> str:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr
     return stdout.decode()
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+async def test_the_example_config_works_as_copied_outside_systemd(
+    sim: Simulator, server: SimulatorServer, tmp_path: Path
+) -> None:
+    """config.example.toml copied, only the API and the two paths pointed elsewhere: a pass
+    runs with the token from C66_API_TOKEN (no systemd credential), or from a token_file
+    beside it; without either, the error says where a token can come from."""
+    for uid in ("5999b763474b0eafa5fafb64bff0ba80", "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"):
+        sim.add_stack(uid)
+        sim.add_backup(uid, db_type="mysql", size=500)
+    text = EXAMPLE.read_text()
+    assert "come with their issue" not in text
+    text = text.replace("https://app.cloud66.com/api/3", server.base_url)
+    text = text.replace('"/var/lib/c66-archiver/archive"', '"archive"', 1)
+    text = text.replace('path = "/var/lib/c66-archiver/state"', 'path = "state"')
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    env = cli_env()
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    missing = await run_cli("--config", str(config), "sync", env=env)
+    assert missing.code == 2
+    assert "C66_API_TOKEN" in missing.stderr
+    assert "/run/credentials" not in missing.stderr
+    with_env = await run_cli("--config", str(config), "sync", env={**env, "C66_API_TOKEN": TOKEN})
+    assert with_env.code == 0, with_env.stderr
+    assert len(list((tmp_path / "archive").rglob("manifest.json"))) == 2
+    (tmp_path / "api-token").write_text(TOKEN + "\n")
+    config.write_text(text.replace('# token_file = "api-token"', 'token_file = "api-token"'))
+    with_file = await run_cli("--config", str(config), "sync", env=env, cwd=Path("/"))
+    assert with_file.code == 0, with_file.stderr
