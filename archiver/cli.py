@@ -389,7 +389,7 @@ def verify(
     _run(
         lambda: run_verify(
             settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
-            identity=identity,
+            identity=identity, quiet=setup.quiet,
         )
     )
 
@@ -561,7 +561,7 @@ def backup_task_create(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("c66-demo"),
     show_default=True,
-    help="Where the demo's archive and state go.",
+    help="Where the demo's archive, state and config.toml go.",
 )
 @click.pass_obj
 def demo(setup: _Setup, directory: Path) -> None:
@@ -569,14 +569,16 @@ def demo(setup: _Setup, directory: Path) -> None:
 
     Starts the embedded Cloud 66 simulator on loopback with a few stacks (one
     multi-part backup, one failed backup), archives them into DIR/archive with
-    the progress display, and prints the status table.
+    the progress display, and prints the status table. It leaves
+    DIR/config.toml, so the other commands can be tried on the demo's archive.
 
     \b
-    Example:
+    Examples:
       c66-archiver demo --dir /tmp/c66-demo && ls -R /tmp/c66-demo/archive
+      c66-archiver --config /tmp/c66-demo/config.toml verify --deep
     """
     from archiver.commands.demo import run_demo
 
     setup.configure_logging()
     absolute = directory.absolute()
-    _run(lambda: run_demo(absolute))
+    _run(lambda: run_demo(absolute, quiet=setup.quiet))

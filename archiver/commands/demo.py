@@ -62,10 +62,11 @@ def demo_settings(directory: Path, base_url: str, stack_uids: list[str]) -> Sett
     return load_settings(write_demo_config(directory, base_url, stack_uids))
 
 
-async def run_demo(directory: Path) -> int:
+async def run_demo(directory: Path, *, quiet: bool = False) -> int:
     """Serve a few stacks from the simulator, archive them, print the status; exit code.
 
     `directory` must be absolute: the config made from it outlives the current folder.
+    `quiet` (-q): no progress display.
     """
     token = secrets.token_urlsafe(24)
     add_secret(token)
@@ -76,7 +77,7 @@ async def run_demo(directory: Path) -> int:
             f"Simulated Cloud 66 API at {server.base_url}; archiving into {directory}", err=True
         )
         settings = demo_settings(directory, server.base_url, simulator.stack_uids())
-        summary = await archive_once(settings, token)
+        summary = await archive_once(settings, token, show_progress=False if quiet else None)
     tell_summary(summary)
     await print_status(settings, as_json=False, show_all=True)
     click.echo(_next_steps(directory), err=True)

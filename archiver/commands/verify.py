@@ -48,14 +48,17 @@ async def run_verify(
     deep: bool,
     as_json: bool,
     identity: Path | None = None,
+    quiet: bool = False,
 ) -> int:
-    """Check the selected backups; print; exit 0 when all are intact, else 1."""
+    """Check the selected backups; print; exit 0 when all are intact, else 1.
+
+    The progress display shows on a terminal, unless `quiet` or `as_json`."""
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
         chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
         encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
         identities = identities_for(settings, identity) if deep and encrypted else []
         verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
-        checked = await _check_all(verifier, chosen, show_progress=not as_json)
+        checked = await _check_all(verifier, chosen, show_progress=not (as_json or quiet))
         results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
