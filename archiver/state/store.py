@@ -9,8 +9,10 @@ package reads no storage.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from archiver.core.errors import ArchiverError
 from archiver.state.api_requests import RequestLog
 from archiver.state.archived import ArchivedBackups
 from archiver.state.database import Database, state_db_path
@@ -43,9 +45,17 @@ class StateStore:
     @classmethod
     def open_existing(cls, path: Path) -> StateStore | None:
         """The state at `path` if it exists, else None: creates nothing (for readers)."""
-        db_path = state_db_path(path)
-        if not db_path.is_file():
-            return None
+        try:
+            db_path = state_db_path(path)
+            if not db_path.is_file():
+                return None
+            if not os.access(db_path, os.R_OK | os.W_OK):
+                raise PermissionError
+        except PermissionError:
+            raise ArchiverError(
+                f"state {path} cannot be read: permission denied "
+                "(run as the user the archiver runs as)"
+            ) from None
         return cls(Database.open(db_path))
 
     @classmethod
