@@ -32,9 +32,3 @@ def print_watch(watch: dict[str, list[dict[str, Any]]], console: Console) -> Non
                 line += f" (`{ack}`)"
             console.print(f"  [{colour}]{label}[/{colour}] {escape(line)}", highlight=False)
 
-
-def stack_cell(uid: str, name: str | None) -> str:
-    """`Shop` over its uid; the uid alone when no name is known."""
-    if not name or name == uid:
-        return escape(uid)
-    return f"{escape(name)}\n[dim]{escape(uid)}[/dim]"

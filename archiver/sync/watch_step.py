@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from archiver.cloud66.models import Backup, Listing, Stack
-from archiver.config.settings import StackSettings, max_backup_age_for
+from archiver.config.settings import Settings, StackSettings
 from archiver.core.errors import ApiError
 from archiver.core.stopping import Stopped
 from archiver.model.manifest import ArchivedBackup
@@ -130,7 +130,7 @@ class WatchStep:
 
     def _thresholds(self, stack_uid: str) -> Thresholds:
         settings = self._rt.settings
-        return Thresholds(max_backup_age_for(settings, stack_uid), settings.watch.shrink_ratio)
+        return Thresholds(_max_backup_age(settings, stack_uid), settings.watch.shrink_ratio)
 
     def _outbox(self) -> Outbox:
         state = self._rt.state
@@ -156,6 +156,14 @@ class WatchStep:
         state.seen.forget_all()
         state.series.forget_all()
         state.findings.clear()
+
+
+def _max_backup_age(settings: Settings, stack_uid: str) -> timedelta | None:
+    """The stack's `watch.max_backup_age`, else `[watch] max_backup_age`; None: inferred."""
+    override = next((s.watch for s in settings.stacks if s.uid == stack_uid), None)
+    if override is not None and override.max_backup_age is not None:
+        return override.max_backup_age
+    return settings.watch.max_backup_age
 
 
 def _listed(backup: Backup) -> Listed:
