@@ -157,6 +157,14 @@ async def test_a_bad_apprise_url_is_named_by_position_and_scheme_never_whole(
         assert result.code == 2, command
         assert "notify.apprise_urls[1]: Apprise cannot use a nosuchservice:// URL" in result.stderr
         assert secret not in result.stderr + result.stdout
+    schemeless = f"hooks.slack.com/services/T0/B0/{secret}"
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], notify={"apprise_urls": [schemeless]}
+    )
+    result = await run_cli("--config", str(config), "check-config")
+    assert result.code == 2
+    assert "notify.apprise_urls[0]: Apprise cannot use text without a scheme://" in result.stderr
+    assert secret not in result.stderr + result.stdout
 
 
 async def test_check_config_names_each_apprise_url_by_position_and_scheme(
