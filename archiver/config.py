@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +29,7 @@ from pydantic import (
 
 from archiver.encryption import parse_recipient, recipients_in_file
 from archiver.errors import ConfigError
+from archiver.extras import missing_extra_message, missing_storage_modules
 from archiver.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
@@ -66,6 +66,9 @@ def parse_duration(value: object) -> timedelta:
 
 def check_cron(expression: str) -> str:
     """The cron line, or ValueError saying why it is not one (5 fields, crontab rules)."""
+    # Only a config with a cron line pays for APScheduler's import (2 MiB resident).
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as error:
@@ -108,7 +111,7 @@ NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
 
 class ApiSettings(_Section):
@@ -499,6 +502,10 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
         settings = Settings.model_validate(document)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(where, error)) from None
+    kind = settings.storage.type
+    missing = missing_storage_modules(kind)
+    if missing:  # before anything is attempted, and without importing the backend
+        raise ConfigError(f"{where}: [storage] {missing_extra_message(kind, missing)}")
     return settings.model_copy(update={"source": source})
 
 

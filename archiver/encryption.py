@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyrage
-from pyrage import ssh, x25519
+from archiver.lazy_import import lazy_module
+
+# Loaded on first use: a run without [encryption] or a key never pays for pyrage.
+pyrage = lazy_module("pyrage")
+ssh = lazy_module("pyrage", "ssh")
+x25519 = lazy_module("pyrage", "x25519")
 
 FORMAT = "age-v1"
 

@@ -17,18 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich is imported only for a display that shows (2 MiB resident)
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 __all__ = ["PassProgress"]
 
@@ -50,21 +43,36 @@ class PassProgress:
     """
 
     def __init__(self, enabled: bool, console: Console | None = None) -> None:
-        self.console = console if console is not None else Console(stderr=True)
         self._rows: dict[str, _Row] = {}
         self._finished = 0
         self._failed = 0
         # Bytes moved by rows already taken off the display.
         self._settled_bytes = 0
         self._progress: Progress | None = None
-        self._totals = TaskID(0)
+        self.console: Console | None = None  # set when enabled
+        self._totals: TaskID = 0  # type: ignore[assignment]  # a TaskID is an int
+        if not enabled:
+            return
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True)
+        console = self.console
         # Off the terminal the bars would only add noise to a log file.
-        if enabled and self.console.is_terminal:
-            self._progress = self._build(self.console)
+        if console.is_terminal:
+            self._progress = self._build(console)
             self._totals = self._progress.add_task(self._totals_description(), total=None)
 
     @staticmethod
     def _build(console: Console) -> Progress:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -104,6 +112,8 @@ class PassProgress:
             # A retry: the first attempt's bytes were moved, so they stay in the totals.
             self._progress.remove_task(old.task_id)
             self._settled_bytes += old.done
+        from rich.markup import escape
+
         task_id = self._progress.add_task(escape(description), total=total)
         self._rows[key] = _Row(task_id, total)
         self._update_totals()

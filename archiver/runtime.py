@@ -11,7 +11,7 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -25,12 +25,14 @@ from archiver.config import Settings
 from archiver.download import Downloader
 from archiver.encryption import FORMAT, EncryptionInfo, Recipient, parse_recipient
 from archiver.join import BackupJoiner
-from archiver.metrics import Metrics
 from archiver.observers import PassObserver
 from archiver.retry import RetryPolicy
 from archiver.state import StateStore
 from archiver.stopping import StopSignal
 from archiver.storage.base import Storage
+
+if TYPE_CHECKING:
+    from archiver.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +50,17 @@ class Runtime:
     joiner: BackupJoiner
     budget: RequestBudget
     observers: list[PassObserver]
-    metrics: Metrics
+    metrics: Metrics | None
 
-    def __init__(self, settings: Settings, token: str, *, stop: StopSignal | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        token: str,
+        *,
+        stop: StopSignal | None = None,
+        metrics: bool = False,
+    ) -> None:
+        """`metrics`: keep Prometheus metrics (the daemon with [http] serves them)."""
         self.settings = settings
         # Set on SIGTERM: every wait (budget, backoff, queue) ends at once.
         self.stop = stop or StopSignal()
@@ -64,7 +74,11 @@ class Runtime:
         )
         # Notifications and metrics register here (see archiver.observers).
         self.observers = []
-        self.metrics = Metrics()
+        self.metrics = None
+        if metrics:  # prometheus_client costs 1.5 MiB resident: only where it is served
+            from archiver.metrics import Metrics
+
+            self.metrics = Metrics()
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -95,7 +109,7 @@ class Runtime:
             self._token,
             budget=self.budget,
             stop=self.stop,
-            on_request=self.metrics.api_request,
+            on_request=self.metrics.api_request if self.metrics is not None else None,
         )
         self._stack.push_async_callback(self.client.aclose)
         self._add_observers()
@@ -116,9 +130,10 @@ class Runtime:
         self.joiner = BackupJoiner(downloader, self.storage)
 
     def _add_observers(self) -> None:
-        """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
-        self.metrics.bind(self.state, self.budget)
-        self.observers.append(self.metrics)
+        """Metrics when kept; alerts when [notify] names a target."""
+        if self.metrics is not None:
+            self.metrics.bind(self.state, self.budget)
+            self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
             alerts = AlertSender(self.settings.notify, stop=self.stop)
             self._stack.push_async_callback(alerts.aclose)
