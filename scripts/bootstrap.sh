@@ -1,12 +1,18 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
 
 bootstrap_venv() {
-    # $1: what to install, '.' (the program) or '.[test]' (with the test tools).
-    if [ ! -x .venv/bin/python ]; then
-        python3 -m venv .venv
+    # $1: the lock to install, 'requirements.lock' (the program with every extra) or
+    # 'requirements-test.lock' (with the test tools); $2: the venv (default .venv).
+    # Exactly the locked, hash-checked packages (scripts/lock.sh refreshes them), then
+    # this tree, editable, with no dependency of its own and the locked build backend.
+    local lock=${1:-requirements.lock} venv=${2:-.venv}
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
     fi
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e "${1:-.}"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+        --no-deps -r "$lock" -r requirements-build.lock
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --no-build-isolation -e .
 }
 
 apt_install() {
