@@ -181,6 +181,11 @@ age --version
 age-keygen --version
 /opt/c66-archiver/bin/python -c 'import archiver.storage.s3, archiver.storage.sftp, pyrage
 import aiohttp; print(aiohttp.__version__)'
+/opt/c66-archiver/bin/python -c 'import botocore.session  # the models kept: S3 and STS
+session = botocore.session.get_session()
+for service in ("s3", "sts"):
+    session.create_client(service, region_name="eu-west-1", aws_access_key_id="k",
+                          aws_secret_access_key="s")'
 test ! -e /opt/c66-archiver/bin/pip && echo no-pip
 """
 
