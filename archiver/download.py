@@ -29,7 +29,7 @@ from archiver.chunks import ChunkSink, PartHashes
 from archiver.errors import IntegrityError, TransferError, UrlExpired
 from archiver.etags import bare_etag, md5_from_etag
 from archiver.manifest import PartRecord
-from archiver.receive import body_chunks
+from archiver.receive import RECEIVER_CHUNKS, body_chunks
 from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
 from archiver.stopping import StopSignal
 from archiver.storage.base import Piece, SegmentWriter
@@ -183,9 +183,13 @@ class Downloader:
         return self._verified(part, progress)
 
     def _in_flight_share(self) -> int:
-        """This part's share of the bytes in flight, asked at every hand-off."""
+        """This part's share of the bytes in flight, asked at every hand-off.
+
+        Less what its receiver may hold besides (`archiver.receive`): the budget is
+        every byte received and not yet written.
+        """
         share = self._in_flight_budget // max(1, self._parts_downloading)
-        return max(2 * self._chunk_size, share)
+        return max(2 * self._chunk_size, share - RECEIVER_CHUNKS * self._chunk_size)
 
     async def _download(
         self,

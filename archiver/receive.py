@@ -66,6 +66,12 @@ _TRANSPORT_METHODS = ("set_protocol", "pause_reading", "resume_reading", "close"
 FLUSH_AFTER_SECONDS = 0.5
 # Full chunks waiting for the consumer before reading pauses.
 _READY_LIMIT = 2
+# The most chunks held on the way to a sink besides the sink's own: those waiting or the
+# one filling (a paused receiver has none filling), the one the consumer holds while the
+# sink makes room for it, and the one before it, still referenced by the consumer's
+# loop until the next arrives (measured with tracemalloc). The in-flight budget counts
+# them (archiver.download).
+RECEIVER_CHUNKS = _READY_LIMIT + 2
 
 
 async def body_chunks(
@@ -200,7 +206,8 @@ class _Receiver(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.left = size  # bytes still to receive
         self._chunk_size = chunk_size
-        self._buffer = bytearray(min(chunk_size, size))
+        # The chunk filling; made when reading needs it, so a paused receiver holds none.
+        self._buffer: bytearray | None = None
         self._filled = 0
         self._first_at = 0.0
         self.ready: deque[memoryview] = deque()
@@ -216,7 +223,7 @@ class _Receiver(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         """The free end of the current chunk (never more than the body has left)."""
         del sizehint
-        return memoryview(self._buffer)[self._filled :]
+        return memoryview(self._filling())[self._filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` more arrived in the current chunk; hand it out when full or old."""
@@ -226,7 +233,7 @@ class _Receiver(asyncio.BufferedProtocol):
             self._first_at = now
         self._filled += nbytes
         self.left -= nbytes
-        if self._filled == len(self._buffer) or now - self._first_at >= FLUSH_AFTER_SECONDS:
+        if self._filled == len(self._filling()) or now - self._first_at >= FLUSH_AFTER_SECONDS:
             self._hand_out()
 
     def eof_received(self) -> bool:
@@ -259,8 +266,9 @@ class _Receiver(asyncio.BufferedProtocol):
         """Bytes aiohttp received before the takeover, in front of everything else."""
         view = memoryview(data)
         while view:
-            count = min(len(view), len(self._buffer) - self._filled)
-            self._buffer[self._filled : self._filled + count] = view[:count]
+            buffer = self._filling()
+            count = min(len(view), len(buffer) - self._filled)
+            buffer[self._filled : self._filled + count] = view[:count]
             self.buffer_updated(count)
             view = view[count:]
 
@@ -288,12 +296,18 @@ class _Receiver(asyncio.BufferedProtocol):
     # -- internals
 
     def _hand_out(self) -> None:
-        self.ready.append(memoryview(self._buffer)[: self._filled])
-        self._buffer = bytearray(min(self._chunk_size, self.left))
+        self.ready.append(memoryview(self._filling())[: self._filled])
+        self._buffer = None
         self._filled = 0
         if not self.left or len(self.ready) >= _READY_LIMIT:
             self._pause()
         self._wake()
+
+    def _filling(self) -> bytearray:
+        """The chunk being filled, made on first need (never past the body's end)."""
+        if self._buffer is None:
+            self._buffer = bytearray(min(self._chunk_size, self.left))
+        return self._buffer
 
     def _pause(self) -> None:
         if not self._paused:
