@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -264,7 +265,8 @@ class SyncPass:
             known_size += size
             self._progress.set_total(job.keys.tar, known_size)
 
-        with self._rt.metrics.transfer():
+        timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
+        with timed:
             joined = await self._transfer(job, files, part_size_known)
         record = await self._commit(job, joined)
         self._summary.archived += 1
