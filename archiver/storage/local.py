@@ -26,6 +26,7 @@ from archiver.errors import (
     IntegrityError,
     PermanentStorageError,
     StorageError,
+    StorageFull,
     TransientStorageError,
 )
 from archiver.private_files import create_private_file, fsync_folder, make_private_folders
@@ -52,7 +53,7 @@ _T = TypeVar("_T")
 def classify_os_error(error: OSError, path: Path | str) -> StorageError:
     """Class an OSError: a full disk or a refusal is permanent, anything else transient."""
     if error.errno in _NO_SPACE:
-        return PermanentStorageError(f"no space left on {path}")
+        return StorageFull(f"no space left on {path}")
     if error.errno in _NOT_ALLOWED:
         return PermanentStorageError(f"permission denied on {path} ({error.strerror})")
     return TransientStorageError(f"storage error on {path}: {error.strerror or error}")
