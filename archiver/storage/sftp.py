@@ -287,6 +287,9 @@ class SftpStorage:
         self._connection: asyncssh.SSHClientConnection | None = None
         self._client: Client | None = None
         self._fsync_supported = True
+        # Temporary files of small writes in flight. `remove_incomplete` leaves them be: in
+        # the daemon a /readyz probe writes while a pass cleans up.
+        self._writing: set[str] = set()
 
     # --- naming -----------------------------------------------------------------------------
 
@@ -568,17 +571,21 @@ class SftpStorage:
     async def _write_small(self, client: Client, final: str, data: bytes) -> None:
         await self._ensure_folder(client, posixpath.dirname(final))
         temporary = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
-        handle = await self._create_private(client, temporary)
+        self._writing.add(temporary)  # before it exists: no cleanup takes it for a leftover
         try:
+            handle = await self._create_private(client, temporary)
             try:
-                await handle.write(data, 0)
-                await self.fsync(handle)
-            finally:
-                await handle.close()
-            await self.rename_into_place(client, temporary, final)
-        except BaseException:
-            await asyncio.shield(self._remove_quietly(client, temporary))
-            raise
+                try:
+                    await handle.write(data, 0)
+                    await self.fsync(handle)
+                finally:
+                    await handle.close()
+                await self.rename_into_place(client, temporary, final)
+            except BaseException:
+                await asyncio.shield(self._remove_quietly(client, temporary))
+                raise
+        finally:
+            self._writing.discard(temporary)
 
     @staticmethod
     async def _remove_quietly(client: Client, path: str) -> None:
@@ -689,11 +696,13 @@ class SftpStorage:
             folder = posixpath.dirname(folder)
 
     async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        """Delete every `*.part` under the root but those of keys in `keep` and the temp
+        files of small writes in flight here; return how many."""
         kept = {self._remote(key) for key in keep}
         removed = 0
         async for path in self._walk(self._root):
-            if not _is_part(path) or _final_of(path) in kept:
+            # Asked per file, as the walk goes: a small write may start meanwhile.
+            if not _is_part(path) or _final_of(path) in kept or path in self._writing:
                 continue
             if await self.run(self.url(path), functools.partial(_remove_if_present, path=path)):
                 removed += 1
