@@ -110,6 +110,17 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (stack_uid, backup_id)
     );
     """,
+    # Commits under way: data about to reach (or at) its final name, its manifest not yet.
+    """
+    CREATE TABLE commits (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
 )
 
 _ARCHIVED_FIELDS = tuple(field.name for field in fields(ArchivedBackup))
@@ -154,6 +165,20 @@ class Transfer:
     tar_key: str
     started_at: str
     parts: list[TransferPart]
+
+
+@dataclass(frozen=True)
+class PendingCommit:
+    """A backup whose data is committed (or about to be) and whose manifest is not written yet.
+
+    `manifest` is the manifest to write (JSON), so a later pass can finish the commit.
+    """
+
+    stack_uid: str
+    backup_id: int
+    tar_key: str
+    manifest_key: str
+    manifest: str
 
 
 @dataclass(frozen=True)
@@ -313,10 +338,11 @@ class StateStore:
         """Insert or replace one archived backup, in one durable transaction."""
         with self._transaction() as cursor:
             cursor.execute(_INSERT_ARCHIVED, astuple(record))
-            cursor.execute(
-                "DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?",
-                (record.stack_uid, record.backup_id),
-            )
+            for table in ("transfers", "commits"):  # the commit is complete, its transfer over
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE stack_uid = ? AND backup_id = ?",  # noqa: S608
+                    (record.stack_uid, record.backup_id),
+                )
             # Archived now: a skip noted earlier (e.g. a failed attempt) no longer applies.
             cursor.execute(
                 "DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?",
@@ -435,6 +461,32 @@ class StateStore:
             cursor.execute(
                 "DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?",
                 (stack_uid, backup_id),
+            )
+
+    # --- commits under way (data committed, manifest not yet) ----------------
+
+    def begin_commit(self, pending: PendingCommit) -> None:
+        """Remember a commit before its data reaches the final name (replacing an older one)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO commits (stack_uid, backup_id, tar_key, manifest_key,"
+                " manifest) VALUES (?, ?, ?, ?, ?)",
+                astuple(pending),
+            )
+
+    def pending_commits(self) -> list[PendingCommit]:
+        """Commits an earlier pass or process left unfinished."""
+        rows = self._query(
+            "SELECT stack_uid, backup_id, tar_key, manifest_key, manifest FROM commits"
+            " ORDER BY stack_uid, backup_id"
+        )
+        return [PendingCommit(row[0], int(row[1]), *row[2:]) for row in rows]
+
+    def end_commit(self, stack_uid: str, backup_id: int) -> None:
+        """The commit was undone (or found never to have reached storage): forget it."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM commits WHERE stack_uid = ? AND backup_id = ?", (stack_uid, backup_id)
             )
 
     # --- verification --------------------------------------------------------

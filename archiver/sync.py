@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from archiver import transfers
+from archiver import commits, transfers
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.cloud66.parts import join_order
 from archiver.config import StackSettings
@@ -30,12 +30,13 @@ from archiver.import_staging import remove_expired_staging
 from archiver.join import JoinedResult, resumable
 from archiver.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
 from archiver.log import redact
-from archiver.manifest import ArchivedBackup, Manifest, utc_now_iso
+from archiver.manifest import Manifest, utc_now_iso
 from archiver.observers import tell_observers
 from archiver.progress import PassProgress
 from archiver.prune import Pruner, plan_prune
 from archiver.rebuild import record_from_manifest
 from archiver.runtime import Runtime
+from archiver.state import PendingCommit
 from archiver.stopping import Stopped
 from archiver.summary import Failure, PassSummary
 
@@ -76,8 +77,11 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             await remove_expired_staging(self._rt.storage)
+            # Before the plan reads the state: a finished commit makes its backup archived.
+            unfinished = await commits.settle(self._rt.state, self._rt.storage)
             jobs = await self._plan()
             due = {(job.stack_uid, job.backup.id) for job in jobs}
+            self._report_unfinished(unfinished, due)
             await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
             await self._archive_all(jobs)
             self._record_stack_successes()
@@ -97,6 +101,17 @@ class SyncPass:
         summary = self._summary
         await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
         return summary
+
+    def _report_unfinished(
+        self, unfinished: list[tuple[PendingCommit, StorageError | OSError]],
+        due: set[tuple[str, int]],
+    ) -> None:
+        """A commit that could not be finished fails its backup, unless the backup is due
+        now (this pass tries it again and reports how that went)."""
+        for pending, error in unfinished:
+            if (pending.stack_uid, pending.backup_id) not in due:
+                reason = f"an interrupted commit could not be finished: {redact(str(error))}"
+                self._fail(pending.stack_uid, pending.backup_id, reason)
 
     # -- plan ---------------------------------------------------------------------------
 
@@ -236,8 +251,8 @@ class SyncPass:
             self._progress.set_total(job.keys.tar, known_size)
 
         with self._rt.metrics.transfer():
-            joined = await self._transfer(job, files, part_size_known)
-        record = await self._commit(job, joined)
+            joined, pending = await self._transfer(job, files, part_size_known)
+        record = await commits.finish(self._rt.state, self._rt.storage, pending)
         self._summary.archived += 1
         self._summary.bytes += joined.size
         self._progress.finish(job.keys.tar, ok=True)
@@ -247,13 +262,20 @@ class SyncPass:
 
     async def _transfer(
         self, job: _Job, files: Sequence[BackupFile], on_size: Callable[[int], None]
-    ) -> JoinedResult:
-        """Join the backup's files into storage, resuming an unfinished upload of it."""
+    ) -> tuple[JoinedResult, PendingCommit]:
+        """Join the backup's files into storage, resuming an unfinished upload of it; the
+        commit is recorded (`archiver.commits`) before the data reaches its final name."""
         state, backup_id = self._rt.state, job.backup.id
         encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
         known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
+        pending: list[PendingCommit] = []
+
+        def intend(joined: JoinedResult) -> None:
+            manifest = _manifest_for(job, joined, self._rt.encryption_info)
+            pending.append(commits.intend(state, job.keys, manifest))
+
         try:
-            return await self._rt.joiner.archive(
+            joined = await self._rt.joiner.archive(
                 job.keys.tar,
                 self._part_sources(job, files),
                 on_size=on_size,
@@ -261,11 +283,15 @@ class SyncPass:
                 encrypt_to=self._rt.recipients if encrypted else (),
                 known=known,
                 on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
+                before_commit=intend,
             )
         except BaseException as error:
             if not resumable(error):
                 state.end_transfer(job.stack_uid, backup_id)
+            if pending:  # the data commit failed: it may have left data under the final name
+                await asyncio.shield(commits.abandon(state, self._rt.storage, pending[0]))
             raise
+        return joined, pending[0]
 
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
@@ -278,22 +304,6 @@ class SyncPass:
             return PartSource(id=file_id, name=name, fresh_url=fetch)
 
         return [fresh_url(file.id) for file in files]
-
-    async def _commit(self, job: _Job, joined: JoinedResult) -> ArchivedBackup:
-        """Manifest after the data, state after the manifest: each step safe to repeat."""
-        storage = self._rt.storage
-        manifest = _manifest_for(job, joined, self._rt.encryption_info)
-        await storage.write_small(job.keys.manifest, manifest.to_json())
-        record = self._archived_record(job, manifest)
-        self._rt.state.record_archived(record)
-        return record
-
-    def _archived_record(self, job: _Job, manifest: Manifest) -> ArchivedBackup:
-        return manifest.archived_record(
-            tar_key=job.keys.tar,
-            manifest_key=job.keys.manifest,
-            location=self._rt.storage.location(job.keys.tar),
-        )
 
     async def _adopt_existing(self, job: _Job) -> bool:
         """A manifest already in storage (state lost, or a crash after the manifest) counts."""
