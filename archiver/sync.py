@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from archiver.errors import (
     AuthError,
     PermanentStorageError,
     StorageError,
+    StorageFull,
 )
 from archiver.import_staging import remove_expired_staging
 from archiver.join import JoinedResult, resumable
@@ -35,6 +36,7 @@ from archiver.observers import tell_observers
 from archiver.progress import PassProgress
 from archiver.prune import Pruner, plan_prune
 from archiver.rebuild import record_from_manifest
+from archiver.room import RoomLedger
 from archiver.runtime import Runtime
 from archiver.state import PendingCommit
 from archiver.stopping import Stopped
@@ -50,6 +52,19 @@ class _Job:
     stack_uid: str
     backup: Backup
     keys: BackupKeys
+
+
+@dataclass
+class _Attempt:
+    """One try at a backup: how big it is known to be, how many of its bytes were written."""
+
+    size: int = 0
+    written: int = 0
+
+    @property
+    def lacking(self) -> int | None:
+        """Bytes it still needed (a lower bound before every part's size is known)."""
+        return max(0, self.size - self.written) if self.size else None
 
 
 class SyncPass:
@@ -69,6 +84,8 @@ class SyncPass:
         settings = runtime.settings.transfer
         # Backups in flight: each holds an open upload, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
+        # Out of room: what failed uploads gave back, and who may try again (archiver.room).
+        self._room: RoomLedger[_Job] = RoomLedger()
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
@@ -200,10 +217,22 @@ class SyncPass:
     # -- transfer and commit -----------------------------------------------------------
 
     async def _archive_all(self, jobs: list[_Job]) -> None:
+        """Every due backup, side by side; then, one at a time, those that ran out of room
+        while others' partial uploads held it and that the room given back since may fit."""
         if jobs:
             log.info("backups due", count=len(jobs))
+        await self._archive_each(jobs)
+        again, given_up = self._room.take()
+        for job, error in given_up:
+            self._record_failure(job, error)
+        for job in again:  # alone: no other upload competes for the room given back
+            log.info("room was given back: trying a backup that ran out of it again",
+                     stack_uid=job.stack_uid, backup_id=job.backup.id)
+            await self._archive_each([job], last_try=True)
+
+    async def _archive_each(self, jobs: list[_Job], *, last_try: bool = False) -> None:
         results = await asyncio.gather(
-            *(self._archive_one(job) for job in jobs), return_exceptions=True
+            *(self._archive_one(job, last_try=last_try) for job in jobs), return_exceptions=True
         )
         for result in results:
             if isinstance(result, AuthError):
@@ -211,47 +240,59 @@ class SyncPass:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _archive_one(self, job: _Job) -> None:
+    async def _archive_one(self, job: _Job, *, last_try: bool) -> None:
         backup = job.backup
         context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
+        attempt = _Attempt()
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
-                    await self._archive_due(job)
+                    await self._archive_due(job, attempt)
             except Stopped:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
             except AuthError:
                 raise
             except ArchiverError as error:
-                self._record_failure(job, error)
+                self._failed(job, attempt, error, last_try=last_try)
             except OSError as error:  # a backend's raw error: name it, keep going
-                self._record_failure(job, PermanentStorageError(str(error)))
+                self._failed(job, attempt, PermanentStorageError(str(error)), last_try=last_try)
             except Exception as error:  # a bug must cost one backup, not the pass
                 log.exception("unexpected error archiving a backup")
                 self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
+
+    def _failed(
+        self, job: _Job, attempt: _Attempt, error: ArchiverError, *, last_try: bool
+    ) -> None:
+        """A try failed: unless its upload is kept to resume, the room it held is given back;
+        one that ran out of room waits to see whether others give back enough."""
+        kept = resumable(error) and not job.keys.tar.endswith(ENCRYPTED_SUFFIX)
+        if not kept:
+            self._room.gave_back(job, attempt.written)
+        if isinstance(error, StorageFull) and not last_try:
+            self._room.ran_out(job, error, attempt.lacking)
+            self._progress.finish(job.keys.tar, ok=False)
+            log.warning(
+                "storage is full; tried again in this pass if other backups give room back",
+                stack_uid=job.stack_uid, backup_id=job.backup.id, reason=redact(str(error)),
+            )
+            return
+        self._record_failure(job, error)
 
     def _record_failure(self, job: _Job, error: ArchiverError) -> None:
         reason = redact(str(error))
         self._fail(job.stack_uid, job.backup.id, reason)
         self._progress.finish(job.keys.tar, ok=False)
 
-    async def _archive_due(self, job: _Job) -> None:
+    async def _archive_due(self, job: _Job, attempt: _Attempt) -> None:
         if await self._adopt_existing(job):
             return
         files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
         description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
         self._progress.add_backup(job.keys.tar, description, total=None)
         log.info("archiving backup", files=len(files), database_name=job.backup.database_name)
-        known_size = 0
-
-        def part_size_known(size: int) -> None:
-            nonlocal known_size
-            known_size += size
-            self._progress.set_total(job.keys.tar, known_size)
-
         with self._rt.metrics.transfer():
-            joined, pending = await self._transfer(job, files, part_size_known)
+            joined, pending = await self._transfer(job, files, attempt)
         record = await commits.finish(self._rt.state, self._rt.storage, pending)
         self._summary.archived += 1
         self._summary.bytes += joined.size
@@ -261,7 +302,7 @@ class SyncPass:
         )
 
     async def _transfer(
-        self, job: _Job, files: Sequence[BackupFile], on_size: Callable[[int], None]
+        self, job: _Job, files: Sequence[BackupFile], attempt: _Attempt
     ) -> tuple[JoinedResult, PendingCommit]:
         """Join the backup's files into storage, resuming an unfinished upload of it; the
         commit is recorded (`archiver.commits`) before the data reaches its final name."""
@@ -274,12 +315,20 @@ class SyncPass:
             manifest = _manifest_for(job, joined, self._rt.encryption_info)
             pending.append(commits.intend(state, job.keys, manifest))
 
+        def size_known(size: int) -> None:
+            attempt.size += size
+            self._progress.set_total(job.keys.tar, attempt.size)
+
+        def written(count: int) -> None:
+            attempt.written += count
+            self._progress.advance(job.keys.tar, count)
+
         try:
             joined = await self._rt.joiner.archive(
                 job.keys.tar,
                 self._part_sources(job, files),
-                on_size=on_size,
-                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+                on_size=size_known,
+                on_bytes=written,
                 encrypt_to=self._rt.recipients if encrypted else (),
                 known=known,
                 on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ from archiver.simulator import Simulator, SimulatorServer
 from loopback.seaweedfs import S3Server
 from loopback.sshd import SftpServer
 from tests.archive_backends import s3_backend
-from tests.conftest import Workspace, run_cli, run_pass, settings_for, start_cli
+from tests.conftest import (
+    Workspace,
+    archived_sha256s,
+    run_cli,
+    run_pass,
+    settings_for,
+    start_cli,
+)
 from tests.s3_fault_proxy import S3FaultProxy, is_manifest_put
 
 MiB = 1024 * 1024
@@ -36,6 +43,7 @@ class TinyDestination:
     storage: dict[str, Any]
     files: Callable[[], Awaitable[list[str]]]
     make_room: Callable[[], None]
+    root: Path | None = None  # on this machine's disk (local, and SFTP's server)
 
 
 def mount_tmpfs(mount_point: Path, size: str, owner: tuple[int, int] | None = None) -> None:
@@ -67,35 +75,39 @@ class _S3Bucket:
     secret_file: Path
 
 
-@pytest.fixture(params=["local", "sftp", "s3"])
-def tiny_backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[TinyDestination | _S3Bucket]:
-    """Each backend in turn: local and SFTP on a mounted 1 MiB tmpfs, S3 as a bucket."""
-    if request.param == "s3":
-        server: S3Server = request.getfixturevalue("s3_server")
-        secret_file = tmp_path / "s3-secret"
-        secret_file.write_text(server.secret_key + "\n")
-        yield _S3Bucket(server, request.getfixturevalue("s3_bucket"), secret_file)
-        return
+def tmpfs_destination(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, size: str
+) -> TinyDestination:
+    """A local or SFTP destination on a real tmpfs of `size`, unmounted after the test."""
     owner: tuple[int, int] | None = None
     base = tmp_path
-    if request.param == "sftp":
+    if kind == "sftp":
         sshd: SftpServer = request.getfixturevalue("sftp_server")
         base = request.getfixturevalue("sftp_folder")
         owner = (sshd.uid, sshd.gid)
     disk = base / "disk"
-    mount_tmpfs(disk, "1m", owner)
+    mount_tmpfs(disk, size, owner)
+    request.addfinalizer(
+        lambda: subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+    )
     root = disk / "archive"
     storage = sshd.storage_table(root) if owner else {"type": "local", "path": str(root)}
 
     async def files() -> list[str]:
         return files_under(root)
 
-    try:
-        yield TinyDestination(request.param, storage, files, lambda: grow_tmpfs(disk, "8m"))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+    return TinyDestination(kind, storage, files, lambda: grow_tmpfs(disk, "16m"), root)
+
+
+@pytest.fixture(params=["local", "sftp", "s3"])
+def tiny_backend(request: pytest.FixtureRequest, tmp_path: Path) -> TinyDestination | _S3Bucket:
+    """Each backend in turn: local and SFTP on a mounted 1 MiB tmpfs, S3 as a bucket."""
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        secret_file = tmp_path / "s3-secret"
+        secret_file.write_text(server.secret_key + "\n")
+        return _S3Bucket(server, request.getfixturevalue("s3_bucket"), secret_file)
+    return tmpfs_destination(request, tmp_path, request.param, "1m")
 
 
 @pytest.fixture
@@ -221,3 +233,57 @@ async def test_kill_9_between_the_data_and_its_manifest_on_a_full_disk_is_cleane
     [failure] = status["last_run"]["failed"]
     assert failure["backup_id"] == backup_id
     assert "could not be finished: no space left on" in failure["reason"]
+
+
+@pytest.fixture(params=["local", "sftp"])
+def three_mib_disk(request: pytest.FixtureRequest, tmp_path: Path) -> TinyDestination:
+    """A local or SFTP destination on a real 3 MiB tmpfs."""
+    return tmpfs_destination(request, tmp_path, request.param, "3m")
+
+
+async def _until(check: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until `check()` holds (it only ever turns true), failing after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_partial_that_fills_the_disk_does_not_starve_a_backup_that_fits(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace,
+    three_mib_disk: TinyDestination,
+) -> None:
+    """A big backup's partial upload fills the disk while a small one writes: the small one
+    runs out of room, then the big one does too and its partial is removed (never kept to
+    resume), and the small one, tried again alone in the same pass, is archived. The pass
+    exits 1 naming the full disk for the big one; with room, the next pass archives it."""
+    big = sim.add_backup("stack-a", database_name="big", size=6 * MiB)  # 24 parts of 256 KiB
+    small = sim.add_backup("stack-a", database_name="small", size=300_000)
+    big_paused = sim.gate(big, 11)  # 11 parts written before it: 2.75 of the 3 MiB
+    small_waits = sim.gate(small, 0)
+    settings = settings_for(workspace, server, "stack-a", storage=three_mib_disk.storage)
+    root = three_mib_disk.root
+    assert root is not None
+
+    def small_failed(logs: list[dict[str, Any]]) -> bool:
+        return any(e.get("backup_id") == small and e["log_level"] != "info" for e in logs)
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(run_pass(settings))
+        await asyncio.wait_for(big_paused.arrived.wait(), 60)
+        small_waits.opened.set()  # into the last 256 KiB, with the big partial in place
+        await _until(lambda: small_failed(logs))
+        big_paused.opened.set()  # the big one fills the disk and fails; its partial goes
+        summary = await asyncio.wait_for(running, 120)
+
+    assert summary.exit_code == 1
+    (failure,) = summary.failed
+    assert failure.backup_id == big
+    assert "no space left on" in failure.reason
+    assert archived_sha256s(root) == {small: sim.expected_sha256(small)}
+    assert not list(root.rglob("*.part"))
+    three_mib_disk.make_room()
+    assert (await run_pass(settings)).exit_code == 0
+    assert archived_sha256s(root) == {
+        small: sim.expected_sha256(small), big: sim.expected_sha256(big)
+    }
