@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from archiver.startup import pause_collector
+from archiver.core.startup import pause_collector
 
 
 def main() -> None:
-    """The command line, imported with the garbage collector paused (`archiver.startup`)."""
+    """The command line, imported with the garbage collector paused (`archiver.core.startup`)."""
     pause_collector()
     from archiver.cli import main as command_line  # only now: start-up runs without the GC
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from archiver import __version__
-from archiver.config import (
+from archiver.config.settings import (
     DB_TYPES,
     Settings,
     load_settings,
@@ -24,10 +24,11 @@ from archiver.config import (
     parse_duration,
     resolve_config_path,
 )
-from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
-from archiver.log import add_secret, configure_logging, redact
-from archiver.malloc_tuning import tame_malloc
-from archiver.startup import startup_done
+from archiver.core.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
+from archiver.core.log import configure_logging
+from archiver.core.malloc_tuning import tame_malloc
+from archiver.core.secrets import add_secret, redact
+from archiver.core.startup import startup_done
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
@@ -130,7 +131,7 @@ def main(
 
 
 def _run_daemon(setup: _Setup) -> NoReturn:
-    from archiver.daemon import Daemon
+    from archiver.service.daemon import Daemon
 
     settings = setup.settings()
     token = setup.token(settings)
@@ -149,7 +150,7 @@ def sync(setup: _Setup) -> None:
     Example (cron, every hour at :15):
       15 * * * *  c66-archiver --config /etc/c66-archiver/config.toml sync
     """
-    from archiver.oneshot import run_one_pass
+    from archiver.sync.oneshot import run_one_pass
 
     settings = setup.settings()
     token = setup.token(settings)
@@ -171,7 +172,7 @@ def status(setup: _Setup, as_json: bool, show_all: bool) -> None:
       c66-archiver status --all                   # every archived backup too
       c66-archiver status --json | jq '.stacks[] | {stack_uid, archived_count}'
     """
-    from archiver.status import print_status
+    from archiver.commands.status import print_status
 
     settings = setup.settings()
     _run(lambda: print_status(settings, as_json=as_json, show_all=show_all))
@@ -191,7 +192,7 @@ def health(setup: _Setup) -> None:
       c66-archiver --config /etc/c66-archiver/config.toml health
       HEALTHCHECK --start-period=1h CMD ["c66-archiver", "health"]   # Dockerfile
     """
-    from archiver.health import check_health
+    from archiver.service.health import check_health
 
     settings = setup.settings()
     _run(lambda: check_health(settings))
@@ -210,7 +211,7 @@ def check_config(setup: _Setup) -> None:
     Example:
       C66_API_TOKEN=... c66-archiver --config ./config.toml check-config
     """
-    from archiver.checks import check_everything
+    from archiver.commands.check_config import check_everything
 
     settings = setup.settings()
     token = setup.token(settings)
@@ -237,7 +238,7 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
       c66-archiver prune --dry-run
       c66-archiver prune --json | jq '.remove | length'
     """
-    from archiver.prune_command import run_prune
+    from archiver.commands.prune import run_prune
 
     settings = setup.settings()
     _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json))
@@ -296,7 +297,7 @@ def verify(
       c66-archiver verify --percent 5 --deep
       c66-archiver verify --json | jq '.checked[] | select(.ok | not)'
     """
-    from archiver.verify_command import run_verify
+    from archiver.commands.verify import run_verify
 
     if subset is not None and percent is not None:
         raise click.UsageError("--subset and --percent cannot be combined")
@@ -341,7 +342,7 @@ def restore(
       c66-archiver restore 4711 -o shop.tar
       c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
     """
-    from archiver.restore import run_restore
+    from archiver.lifecycle.restore import run_restore
 
     settings = setup.settings()
     _run(
@@ -398,7 +399,7 @@ def import_(
       c66-archiver import --stack UID --db-type mysql --group 5 --backup 4711
       c66-archiver import --stack UID --db-type redis --group 2 --url https://host/redis.tar
     """
-    from archiver.upstream import run_import
+    from archiver.commands.import_backup import run_import
 
     if (url is None) == (backup_id is None):
         raise click.UsageError("give exactly one of --url and --backup")
@@ -448,7 +449,7 @@ def backup_task_create(
       c66-archiver backup-task create --stack UID --db-type mysql,redis \\
           --frequency "0 */6 * * *" --keep-count 20 --gzip
     """
-    from archiver.upstream import checked_task, run_backup_task_create
+    from archiver.commands.backup_task import checked_task, run_backup_task_create
 
     settings = setup.settings()
     try:
@@ -482,7 +483,7 @@ def demo(setup: _Setup, directory: Path) -> None:
     Example:
       c66-archiver demo --dir /tmp/c66-demo && ls -R /tmp/c66-demo/archive
     """
-    from archiver.demo import run_demo
+    from archiver.commands.demo import run_demo
 
     setup.configure_logging()
     absolute = directory.absolute()

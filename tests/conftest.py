@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
+from archiver.config.settings import Settings, load_settings
+from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.summary import PassSummary
+from archiver.sync.oneshot import archive_once
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import pytest
 
-from archiver.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
 from archiver.storage.base import Storage, Upload
 
 MiB = 1024 * 1024

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.conftest import (
     TOKEN,
     CliResult,
@@ -124,11 +124,11 @@ async def test_lock_held_exits_3_at_once(
     sim.add_stack("stack-a")
     config = workspace.write_config(server.base_url, [{"uid": "stack-a"}])
     holder = StateStore.open(workspace.state)
-    holder.acquire_lock()
+    holder.lock.acquire()
     try:
         result = await run_cli("--config", str(config), "sync", timeout=20)
     finally:
-        holder.release_lock()
+        holder.lock.release()
         holder.close()
     assert result.code == 3
     assert "lock" in result.stderr.lower()
@@ -154,7 +154,7 @@ async def test_kill_9_mid_transfer_then_a_clean_pass_finishes_the_job(
 
     assert set(archived_sha256s(workspace.archive)) == {done_id}
     state = StateStore.open(workspace.state)
-    assert not state.is_archived("stack-a", slow_id)
+    assert not state.archived.contains("stack-a", slow_id)
     state.close()
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0, result.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from archiver.config import (
+from archiver.config.settings import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     TOKEN_ENV,
@@ -21,7 +21,7 @@ from archiver.config import (
     parse_duration,
     resolve_config_path,
 )
-from archiver.errors import ConfigError
+from archiver.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 UID = "5999b763474b0eafa5fafb64bff0ba80"

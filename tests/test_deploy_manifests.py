@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from archiver.config import load_settings
+from archiver.config.settings import load_settings
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"

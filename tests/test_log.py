@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
-from archiver.log import REDACTED, add_secret, configure_logging, get_logger, redact
+from archiver.core.log import configure_logging, get_logger
+from archiver.core.secrets import REDACTED, add_secret, redact
 
 TOKEN = "c66tok_9f8e7d6c5b4a"
 PRESIGNED = (
@@ -57,11 +58,11 @@ def assert_no_leaks(text: str) -> None:
 def test_json_lines_when_not_a_terminal(stream: io.StringIO) -> None:
     """Off a terminal each event is one JSON object with ISO UTC timestamp, level, event, logger."""
     configure_logging(stream=stream)
-    get_logger("archiver.sync").info("pass started", stacks=2)
+    get_logger("archiver.sync.sync_pass").info("pass started", stacks=2)
     (line,) = json_lines(stream)
     assert line["event"] == "pass started"
     assert line["level"] == "info"
-    assert line["logger"] == "archiver.sync"
+    assert line["logger"] == "archiver.sync.sync_pass"
     assert line["stacks"] == 2
     assert line["timestamp"].endswith("Z")
     assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
@@ -71,7 +72,7 @@ def test_console_lines_on_a_terminal() -> None:
     """On a terminal, format auto renders console lines with colours, not JSON."""
     terminal = TerminalStream()
     configure_logging(stream=terminal)
-    get_logger("archiver.sync").info("pass started", stacks=2)
+    get_logger("archiver.sync.sync_pass").info("pass started", stacks=2)
     output = terminal.getvalue()
     assert "pass started" in output
     assert "\x1b[" in output

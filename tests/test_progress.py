@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from archiver.progress import PassProgress
+from archiver.sync.progress import PassProgress
 
 
 def _plain(text: str) -> str:

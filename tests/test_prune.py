@@ -9,11 +9,11 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import load_settings, settings_from_dict
-from archiver.manifest import ArchivedBackup
-from archiver.prune import Pruner, plan_prune
+from archiver.config.settings import load_settings, settings_from_dict
+from archiver.lifecycle.prune import Pruner, plan_prune
+from archiver.model.manifest import ArchivedBackup
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from archiver.storage.local import LocalStorage
 from tests.conftest import Workspace, run_cli, run_pass, start_cli
 
@@ -68,8 +68,8 @@ async def test_kill_9_mid_prune_leaves_nothing_half_gone_and_the_next_prune_fini
     assert sim.stats.downloads_started == 0
     state = StateStore.open(workspace.state)
     try:
-        assert state.archived_ids("stack-a") == set(ids[-10:])
-        assert state.unfinished_prunes() == []
+        assert state.archived.ids("stack-a") == set(ids[-10:])
+        assert state.pruned.unfinished() == []
     finally:
         state.close()
 
@@ -83,7 +83,7 @@ class _RecordingStorage(LocalStorage):
         self.calls = calls
 
     def _note(self, action: str, key: str) -> None:
-        unfinished = len(self._state.unfinished_prunes())
+        unfinished = len(self._state.pruned.unfinished())
         self.calls.append(f"{action} {key.rpartition('/')[2]} (unfinished prunes: {unfinished})")
 
     async def write_small(self, key: str, data: bytes) -> None:
@@ -109,11 +109,11 @@ async def test_removal_order_is_state_tombstone_manifest_then_data(
     state = StateStore.open(workspace.state)
     storage = _RecordingStorage(workspace.archive, state, calls)
     try:
-        plan = plan_prune(settings, state.archived())
+        plan = plan_prune(settings, state.archived.all())
         [doomed] = plan.remove
         assert await Pruner(state, storage).carry_out(plan) == []
-        assert state.unfinished_prunes() == []
-        assert state.pruned_ids("stack-a") == {doomed.record.backup_id}
+        assert state.pruned.unfinished() == []
+        assert state.pruned.ids("stack-a") == {doomed.record.backup_id}
     finally:
         await storage.aclose()
         state.close()
@@ -158,11 +158,11 @@ async def test_prune_beside_a_running_daemon_exits_3(
     )
     assert (await run_cli("--config", str(config), "sync")).code == 0
     holder = StateStore.open(workspace.state)
-    holder.acquire_lock()
+    holder.lock.acquire()
     try:
         result = await run_cli("--config", str(config), "prune")
     finally:
-        holder.release_lock()
+        holder.lock.release()
         holder.close()
     assert result.code == 3
     assert len(list(workspace.archive.rglob("manifest.json"))) == 3

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from archiver import receive
-from archiver.receive import body_chunks
 from archiver.simulator import Simulator, SimulatorServer
+from archiver.transfer import receive
+from archiver.transfer.receive import body_chunks
 from tests.conftest import Workspace, archived_sha256s, run_pass, settings_for
 
 KiB = 1024

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from archiver.errors import StorageFull
-from archiver.room import RoomLedger
+from archiver.core.errors import StorageFull
+from archiver.sync.room import RoomLedger
 
 FULL = StorageFull("no space left on /archive")
 

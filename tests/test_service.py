@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archiver.http import PROBE_CACHE_SECONDS, PROBE_FAILURE_CACHE_SECONDS, StorageProbe
+from archiver.service.http import PROBE_CACHE_SECONDS, PROBE_FAILURE_CACHE_SECONDS, StorageProbe
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.storage.local import LocalStorage
 from tests.conftest import TOKEN, Workspace, run_cli

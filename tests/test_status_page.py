@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from archiver.config import load_settings
-from archiver.health import evaluate
-from archiver.log import add_secret
-from archiver.manifest import ArchivedBackup
-from archiver.page import day_classes, freshness, render_page
+from archiver.config.settings import load_settings
+from archiver.core.secrets import add_secret
+from archiver.model.manifest import ArchivedBackup
+from archiver.service.health import evaluate
+from archiver.service.page import day_classes, freshness, render_page
+from archiver.service.status_document import status_document
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import RunRecord, StateStore
-from archiver.status import status_document
+from archiver.state.records import RunRecord
+from archiver.state.store import StateStore
 from tests.conftest import REPO_ROOT, TOKEN, Workspace, run_pass
 from tests.daemon_process import (
     free_port,
@@ -194,8 +195,8 @@ async def _four_stacks(sim: Simulator, server: SimulatorServer, workspace: Works
     first = workspace.write_config(server.base_url, [{"uid": u} for u in (GREEN, STALE, ODD)])
     assert (await run_pass(load_settings(first))).ok
     state = StateStore.open(workspace.state)
-    state.record_stack_success(STALE, now - timedelta(days=3))
-    records = state.archived()
+    state.runs.record_stack_success(STALE, now - timedelta(days=3))
+    records = state.archived.all()
     state.close()
     sim.faults.malformed_json_stacks = {STALE, NEW}
     days: dict[str, Counter[date]] = {}
@@ -335,7 +336,7 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
     add_secret(secret)
     state = StateStore.open(tmp_path / "state")
     uid = '"><script>alert(1)</script>'
-    state.record_archived(
+    state.archived.record(
         ArchivedBackup(
             stack_uid=uid,
             backup_id=7,
@@ -352,7 +353,7 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
     reason = f"GET https://s3.example/b/k?X-Amz-Signature=abc123&X-Amz-Credential=AKIA {secret}"
     failure = {"stack_uid": uid, "backup_id": 8, "reason": reason}
     now = datetime.now(UTC)
-    state.record_run(RunRecord(now.isoformat(), now.isoformat(), False, 0, 0, [failure], 0))
+    state.runs.record(RunRecord(now.isoformat(), now.isoformat(), False, 0, 0, [failure], 0))
     health = evaluate(load_settings(_minimal_config(tmp_path)), state, now)
     page = render_page(status_document(state, now=now), health, now=now)
     state.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.errors import PermanentStorageError, StorageFull, TransientStorageError
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage.base import SegmentWriter
 from archiver.storage.local import LocalStorage, classify_os_error
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload

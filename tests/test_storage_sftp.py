@@ -15,8 +15,8 @@ import asyncssh
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.config import SftpStorageSettings
-from archiver.errors import PermanentStorageError, StorageFull, TransientStorageError
+from archiver.config.settings import SftpStorageSettings
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage

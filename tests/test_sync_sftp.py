@@ -8,10 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
+from archiver.config.settings import Settings, load_settings
+from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.summary import PassSummary
+from archiver.sync.oneshot import archive_once
 from loopback.sshd import SftpServer
 from tests.conftest import PART_SIZE, TOKEN, Workspace, file_sha256, run_cli, start_cli
 

@@ -29,16 +29,16 @@ from yarl import URL
 from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.models import Backup, BackupFile, Stack
-from archiver.config import ApiSettings
-from archiver.errors import (
+from archiver.config.settings import ApiSettings
+from archiver.core.errors import (
     ApiError,
     ApiResponseError,
     ApiUnavailable,
     AuthError,
     ThrottledError,
 )
-from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
-from archiver.stopping import StopSignal
+from archiver.core.retry import Retrier, RetriesExhausted, RetryPolicy
+from archiver.core.stopping import StopSignal
 
 log = structlog.get_logger(__name__)
 

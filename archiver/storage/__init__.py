@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from archiver.config import (
+from archiver.config.settings import (
     LocalStorageSettings,
     S3StorageSettings,
     SftpStorageSettings,
     StorageSettings,
 )
-from archiver.errors import ConfigError
+from archiver.core.errors import ConfigError
 from archiver.storage.base import ObjectInfo, SegmentWriter, Storage, Upload
 from archiver.storage.local import LocalStorage
 

@@ -1,6 +1,6 @@
 """The Storage protocol: what every backend (local, S3, SFTP, memory) promises.
 
-Keys are relative, '/'-separated, and already sanitised by `archiver.layout`;
+Keys are relative, '/'-separated, and already sanitised by `archiver.model.layout`;
 a backend still refuses any key that could escape its root (`check_key`).
 
 Big files are written through an `Upload`: the data is invisible under its
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
-from archiver.errors import PermanentStorageError, StorageError
+from archiver.core.errors import PermanentStorageError, StorageError
 
 # How much a streamed read hands over at a time: big enough that per-chunk overhead
 # vanishes next to hashing, small enough that memory stays flat.

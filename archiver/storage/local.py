@@ -3,7 +3,7 @@
 Every blocking call runs in one dedicated thread pool (never the loop's default
 pool, which DNS lookups share). Unfinished uploads live at `<key>.part`, so a
 final name only ever holds a complete, fsynced file. Files are created 0600 and
-folders 0700 whatever the umask (`archiver.private_files`).
+folders 0700 whatever the umask (`archiver.core.private_files`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
-from archiver.errors import (
+from archiver.core.errors import (
     IntegrityError,
     PermanentStorageError,
     StorageError,
     StorageFull,
     TransientStorageError,
 )
-from archiver.private_files import create_private_file, fsync_folder, make_private_folders
+from archiver.core.private_files import create_private_file, fsync_folder, make_private_folders
 from archiver.storage.base import (
     PART_SUFFIX,
     READ_CHUNK_SIZE,

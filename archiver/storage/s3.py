@@ -26,12 +26,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archiver.config import S3StorageSettings
-from archiver.errors import (
+from archiver.config.settings import S3StorageSettings
+from archiver.core.errors import (
     ConfigError,
     PermanentStorageError,
 )
-from archiver.retry import Backoff, RetryPolicy, retrying
+from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
     PART_SUFFIX,
     READ_CHUNK_SIZE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from archiver.errors import (
+from archiver.core.errors import (
     PermanentStorageError,
     StorageError,
     StorageFull,

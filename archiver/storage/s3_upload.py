@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from archiver.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
 
 log = structlog.get_logger(__name__)
 

@@ -31,15 +31,15 @@ from typing import TypeVar
 import asyncssh
 import structlog
 
-from archiver.config import SftpStorageSettings
-from archiver.errors import (
+from archiver.config.settings import SftpStorageSettings
+from archiver.core.errors import (
     IntegrityError,
     PermanentStorageError,
     StorageFull,
     TransientStorageError,
 )
-from archiver.private_files import FILE_MODE, FOLDER_MODE
-from archiver.retry import Backoff, RetryPolicy, retrying
+from archiver.core.private_files import FILE_MODE, FOLDER_MODE
+from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
     PART_SUFFIX,
     READ_CHUNK_SIZE,

@@ -1,0 +1,131 @@
+"""`c66-archiver verify`: check stored backups, remember the results, alert on corruption.
+
+A reader: it takes no state lock, so a weekly timer can run it beside the
+daemon (whose /metrics then shows the results). Results go to the state (per
+backup, and the run), to `status`, and, when something is wrong, to the
+failure ping and the webhook of `[notify]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from archiver.config.settings import Settings
+from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
+from archiver.core.units import human_bytes
+from archiver.lifecycle.archive import open_archive
+from archiver.lifecycle.identity import identities_for
+from archiver.lifecycle.verify import CheckResult, Verifier, select_backups
+from archiver.model.layout import ENCRYPTED_SUFFIX
+from archiver.model.manifest import ArchivedBackup, utc_now_iso
+from archiver.service.alerts import AlertSender, alerts_configured
+from archiver.state.records import Verification, VerifyRun
+from archiver.state.store import StateStore
+from archiver.sync.progress import PassProgress
+
+# Backups checked at once: enough to overlap one's latency with another's hashing.
+_CONCURRENT_CHECKS = 2
+
+
+async def run_verify(
+    settings: Settings,
+    *,
+    subset: tuple[int, int] | None,
+    percent: float | None,
+    deep: bool,
+    as_json: bool,
+    identity: Path | None = None,
+) -> int:
+    """Check the selected backups; print; exit 0 when all are intact, else 1."""
+    async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
+        chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
+        encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
+        identities = identities_for(settings, identity) if deep and encrypted else []
+        verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
+        results = await _check_all(verifier, chosen, show_progress=not as_json)
+        _record(archive.state, results, deep=deep)
+    failed = [result for result in results if not result.ok]
+    if failed and alerts_configured(settings.notify):
+        await _alert(settings, failed, checked=len(results))
+    if as_json:
+        document = {"ok": not failed, "checked": [result.as_dict() for result in results]}
+        print(json.dumps(document, indent=2))
+    else:
+        _print_results(results, deep=deep)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+async def _check_all(
+    verifier: Verifier, records: list[ArchivedBackup], *, show_progress: bool
+) -> list[CheckResult]:
+    limit = asyncio.Semaphore(_CONCURRENT_CHECKS)
+    with PassProgress(enabled=show_progress and sys.stderr.isatty()) as progress:
+
+        async def check(record: ArchivedBackup) -> CheckResult:
+            key = f"{record.stack_uid}/{record.backup_id}"
+            async with limit:
+                progress.add_backup(key, f"{record.stack_uid[:8]} #{record.backup_id}", record.size)
+                result = await verifier.check(record, lambda n: progress.advance(key, n))
+                progress.finish(key, ok=result.ok)
+                return result
+
+        return list(await asyncio.gather(*(check(record) for record in records)))
+
+
+def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:
+    now = utc_now_iso()
+    state.verifications.record(
+        [
+            Verification(r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep)
+            for r in results
+        ],
+        VerifyRun(now, checked=len(results), failed=sum(1 for r in results if not r.ok)),
+    )
+
+
+async def _alert(settings: Settings, failed: list[CheckResult], *, checked: int) -> None:
+    alerts = AlertSender(settings.notify)
+    try:
+        await alerts.verify_failed(
+            [(r.record.stack_uid, r.record.backup_id, r.problem or "") for r in failed],
+            checked=checked,
+        )
+    finally:
+        await alerts.aclose()
+
+
+def _print_results(results: list[CheckResult], *, deep: bool) -> None:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(width=200, highlight=False)
+    if results:
+        console.print(_table(results))
+    failed = sum(1 for result in results if not result.ok)
+    checked_bytes = sum(result.record.size for result in results)
+    kind = "deep (sha256 and tar)" if deep else "sha256"
+    verdict = "[green]all intact[/green]" if not failed else f"[red]{failed} corrupt[/red]"
+    console.print(
+        f"checked {len(results)} backups, {human_bytes(checked_bytes)}, {kind}: {verdict}"
+    )
+
+
+def _table(results: list[CheckResult]) -> Table:
+    table = Table(title="Verify")
+    table.add_column("stack", overflow="fold")
+    for column in ("backup", "date", "size", "result"):
+        table.add_column(column, justify="right" if column in ("backup", "size") else "left")
+    for result in results:
+        record = result.record
+        outcome = "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]"
+        table.add_row(
+            escape(record.stack_uid), str(record.backup_id), record.backup_date or "-",
+            human_bytes(record.size), outcome,
+        )
+    return table

@@ -1,0 +1,206 @@
+"""`c66-archiver restore`: stream an archived backup back out, checked as it goes.
+
+To a file: written under a temporary name beside it (0600), fsynced, and
+renamed to its name only when size and sha256 match the manifest; on a
+mismatch nothing is left at the path and the exit code is 1. To `-`: bytes go
+to stdout as they are read (for `| tar -x`), logs to stderr only; a mismatch
+found at the end is reported on stderr with exit 1, and the reader must
+discard what it got.
+
+A reader: it takes no state lock, and works on a fresh machine with only the
+config (the state is rebuilt from storage first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from archiver.config.keys import Identity
+from archiver.config.settings import Settings
+from archiver.core.errors import EXIT_OK, EXIT_PARTIAL, ArchiverError, ConfigError
+from archiver.core.private_files import create_private_file, fsync_folder
+from archiver.lifecycle.archive import Archive, open_archive
+from archiver.lifecycle.identity import identities_for
+from archiver.model.manifest import ArchivedBackup, Manifest
+from archiver.transfer.encryption import AgeStream, CorruptCiphertext, WrongIdentity
+
+log = structlog.get_logger(__name__)
+
+STDOUT = "-"
+
+
+class RestoreMismatch(ArchiverError):
+    """Permanent: the stored data does not match its manifest. Exit 1."""
+
+
+def find_backup(
+    records: list[ArchivedBackup], backup_id: int, stack_uid: str | None
+) -> ArchivedBackup:
+    """The one archived backup with this id (in this stack); a ConfigError (exit 2) otherwise."""
+    matches = [
+        record
+        for record in records
+        if record.backup_id == backup_id and stack_uid in (None, record.stack_uid)
+    ]
+    if not matches:
+        where = f" of stack {stack_uid}" if stack_uid else ""
+        raise ConfigError(
+            f"no archived backup {backup_id}{where} (`c66-archiver status --all` lists them)"
+        )
+    if len(matches) > 1:
+        stacks = ", ".join(sorted(record.stack_uid for record in matches))
+        raise ConfigError(
+            f"backup id {backup_id} is archived for several stacks ({stacks}): "
+            "pick one with --stack"
+        )
+    return matches[0]
+
+
+async def run_restore(
+    settings: Settings,
+    backup_id: int,
+    *,
+    stack_uid: str | None,
+    output: str,
+    identity: Path | None = None,
+) -> int:
+    """Restore one backup to `output` (a path or '-'); exit 0, 1 on a mismatch, 2 if unknown."""
+    async with open_archive(settings, lock=False) as archive:
+        record = find_backup(archive.state.archived.all(), backup_id, stack_uid)
+        manifest = await _manifest(archive, record)
+        chunks = archive.storage.read_chunks(record.tar_key)
+        if manifest.encrypted:
+            chunks = _decrypted(chunks, identities_for(settings, identity), backup_id)
+        try:
+            if output == STDOUT:
+                await _to_stdout(chunks, manifest)
+            else:
+                await _to_file(chunks, manifest, Path(output))
+        except RestoreMismatch as mismatch:
+            log.error("restore failed: the data does not match its manifest",
+                      backup_id=backup_id, problem=str(mismatch))
+            print(f"c66-archiver: error: {mismatch}", file=sys.stderr)
+            return EXIT_PARTIAL
+    log.info("backup restored", backup_id=backup_id, stack_uid=record.stack_uid,
+             size=manifest.size, sha256=manifest.sha256, output=output)
+    return EXIT_OK
+
+
+async def _manifest(archive: Archive, record: ArchivedBackup) -> Manifest:
+    try:
+        return Manifest.from_json(await archive.storage.read_small(record.manifest_key))
+    except FileNotFoundError:
+        raise RestoreMismatch(f"the manifest of backup {record.backup_id} is missing") from None
+    except (ValueError, KeyError, TypeError):
+        raise RestoreMismatch(f"the manifest of backup {record.backup_id} is unreadable") from None
+
+
+class _Checked:
+    """Size and sha256 of what went through, compared with the manifest at the end."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    def check(self) -> None:
+        expected = self._manifest
+        if self.size != expected.size:
+            raise RestoreMismatch(f"got {self.size} bytes, the manifest says {expected.size}")
+        if self._digest.hexdigest() != expected.sha256:
+            raise RestoreMismatch("sha256 differs from the manifest")
+
+
+async def _to_stdout(chunks: AsyncIterator[bytes], manifest: Manifest) -> None:
+    checked = _Checked(manifest)
+    out = sys.stdout.buffer
+    try:
+        async for chunk in _read(chunks):
+            await asyncio.to_thread(_hash_and_write, checked, chunk, out)
+        await asyncio.to_thread(out.flush)
+    except BrokenPipeError:
+        raise RestoreMismatch("the reader of stdout went away before the end") from None
+    checked.check()
+
+
+async def _to_file(chunks: AsyncIterator[bytes], manifest: Manifest, path: Path) -> None:
+    """Write to a temporary name beside `path`; rename only when everything matched."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        descriptor = create_private_file(temporary, os.O_WRONLY)
+    except OSError as error:
+        raise ConfigError(f"--output {path}: cannot write there ({error.strerror})") from None
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            checked = _Checked(manifest)
+            async for chunk in _read(chunks):
+                await asyncio.to_thread(_hash_and_write, checked, chunk, out)
+            await asyncio.to_thread(_flush_and_sync, out)
+        checked.check()
+        await asyncio.to_thread(_publish, temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+async def _decrypted(
+    chunks: AsyncIterator[bytes], identities: list[Identity], backup_id: int
+) -> AsyncIterator[bytes]:
+    """The plaintext of an age file, decrypted as it streams."""
+    stream = AgeStream.decrypting(identities)
+    try:
+        async for chunk in chunks:
+            if plaintext := await stream.feed(chunk):
+                yield plaintext
+        if rest := await stream.finish():
+            yield rest
+    except WrongIdentity:
+        stream.abort()
+        raise ConfigError(
+            f"the identity cannot decrypt backup {backup_id} (it was encrypted to other keys)"
+        ) from None
+    except CorruptCiphertext as error:
+        stream.abort()
+        raise RestoreMismatch(str(error)) from None
+    except BaseException:
+        stream.abort()
+        raise
+
+
+async def _read(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stored bytes; a missing object is a mismatch (its manifest says it exists)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except FileNotFoundError:
+        raise RestoreMismatch("the archived file is missing") from None
+
+
+def _hash_and_write(checked: _Checked, chunk: bytes, out: BinaryIO) -> None:
+    """One worker-thread hop per chunk: hash it and write it from the same buffer."""
+    checked.add(chunk)
+    out.write(chunk)
+
+
+def _publish(temporary: Path, path: Path) -> None:
+    """Rename into place and make the rename durable."""
+    os.replace(temporary, path)
+    fsync_folder(path.absolute().parent)
+
+
+def _flush_and_sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())

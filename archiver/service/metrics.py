@@ -1,0 +1,203 @@
+"""Prometheus metrics on a registry of our own, served by `archiver.service.http` at /metrics.
+
+Counters about passes come from the pass summary (this object is a pass
+observer); per-request counts come through the API client's `on_request`
+callback (so `cloud66/` never imports this module); transfers are timed by
+`SyncPass` with `Metrics.transfer()`. Gauges about the state and the request
+budget are read at scrape time, so they are right even after a restart.
+
+Labels carry route templates (`/stacks/:id/backups`), results and stack uids:
+never a URL, a token or a key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from archiver.cloud66.budget import RequestBudget
+from archiver.model.summary import PassSummary
+from archiver.state.store import StateStore
+
+PREFIX = "c66_archiver"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Backups take seconds to hours: buckets from 1 s to 4 h.
+_TRANSFER_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+
+
+class Metrics:
+    """Every metric of one process, on a dedicated registry; also a pass observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        # process_start_time_seconds lets an alert give a new daemon the same start-up
+        # grace as /readyz; the rest (CPU, RSS, fds) is what any exporter offers.
+        ProcessCollector(registry=self.registry)
+        self._passes = self._counter("passes", "Passes run, by result (ok or failed).", ["result"])
+        self._archived = self._counter("backups_archived", "Backups archived.")
+        self._failed = self._counter("backups_failed", "Backups (or stacks) that failed a pass.")
+        self._bytes = self._counter("bytes_archived", "Bytes of backups archived.")
+        self._last_pass_seconds = Gauge(
+            f"{PREFIX}_last_pass_duration_seconds",
+            "How long the last pass took.",
+            registry=self.registry,
+        )
+        self._transfer_seconds = Histogram(
+            f"{PREFIX}_transfer_duration_seconds",
+            "Seconds to download and store one backup (successful transfers).",
+            buckets=_TRANSFER_BUCKETS,
+            registry=self.registry,
+        )
+        self._in_flight = Gauge(
+            f"{PREFIX}_transfers_in_flight",
+            "Backups being transferred now.",
+            registry=self.registry,
+        )
+        self._requests = self._counter(
+            "api_requests", "Cloud 66 API requests, by route and result.", ["route", "result"]
+        )
+        self._throttles = self._counter(
+            "api_throttles", "Cloud 66 API answers that throttled us, by route.", ["route"]
+        )
+        self._max_age = Gauge(
+            f"{PREFIX}_max_age_seconds",
+            "The [http] max_age in force: older last successes are stale.",
+            registry=self.registry,
+        )
+
+    def _counter(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
+        return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
+
+    def bind(self, state: StateStore, budget: RequestBudget) -> None:
+        """Read the state and the request budget at every scrape."""
+        self.registry.register(_LiveCollector(state, budget))
+
+    def set_max_age(self, seconds: float) -> None:
+        """Publish max_age, so alert rules and dashboards judge freshness as /readyz does."""
+        self._max_age.set(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    # -- feeds ---------------------------------------------------------------------------
+
+    def api_request(self, route: str, result: str) -> None:
+        """The API client's `on_request` callback: one request sent and how it ended."""
+        self._requests.labels(route=route, result=result).inc()
+        if result == "throttled":
+            self._throttles.labels(route=route).inc()
+
+    @contextmanager
+    def transfer(self) -> Iterator[None]:
+        """Count a backup in flight while the block runs; time it when it succeeds."""
+        started = time.monotonic()
+        self._in_flight.inc()
+        try:
+            yield
+        finally:
+            self._in_flight.dec()
+        self._transfer_seconds.observe(time.monotonic() - started)
+
+    async def pass_started(self) -> None:
+        """Nothing to count until the pass ends."""
+
+    async def pass_finished(self, summary: PassSummary) -> None:
+        """Count the pass and what it archived."""
+        self._passes.labels(result="ok" if summary.ok else "failed").inc()
+        self._archived.inc(summary.archived)
+        self._bytes.inc(summary.bytes)
+        self._failed.inc(len(summary.failed))
+        self._last_pass_seconds.set(summary.seconds)
+
+
+class _LiveCollector(Collector):
+    """Gauges computed at scrape time from the state and the request budget."""
+
+    def __init__(self, state: StateStore, budget: RequestBudget) -> None:
+        self._state = state
+        self._budget = budget
+
+    def describe(self) -> list[Metric]:
+        """Empty: the registry must not call `collect` (and read the state) when registering."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The budget, the last successes and the state's size, as of now."""
+        yield _gauge(
+            "request_budget_remaining",
+            "API requests that may still be sent in the trailing hour.",
+            self._budget.remaining,
+        )
+        yield _gauge(
+            "request_budget_per_hour",
+            "The configured API request budget per trailing hour.",
+            self._budget.requests_per_hour,
+        )
+        try:
+            yield from self._from_state()
+        except sqlite3.ProgrammingError:  # the state closed during shutdown: nothing to say
+            return
+
+    def _from_state(self) -> Iterator[Metric]:
+        state = self._state
+        run = state.runs.last()
+        if run is not None:  # from the state, so a restart does not forget a failed pass
+            yield _gauge(
+                "last_pass_failures",
+                "Backups (or stacks) that failed in the last pass; 0 when it succeeded.",
+                len(run.failed),
+            )
+        last = state.runs.last_success_at()
+        if last is not None:
+            yield _gauge(
+                "last_success_timestamp_seconds",
+                "When the last pass without failures finished (Unix time).",
+                last.timestamp(),
+            )
+        per_stack = GaugeMetricFamily(
+            f"{PREFIX}_stack_last_success_timestamp_seconds",
+            "When every due backup of the stack was last archived (Unix time).",
+            labels=["stack_uid"],
+        )
+        for stack_uid, at in sorted(state.runs.stack_successes().items()):
+            per_stack.add_metric([stack_uid], at.timestamp())
+        yield per_stack
+        yield _gauge("state_archived_backups", "Backups in the state.", state.archived.count())
+        yield from _verify_gauge_values(state)
+        yield _gauge("state_file_bytes", "Size of the state database.", state.database.size_bytes())
+
+
+def _verify_gauge_values(state: StateStore) -> Iterator[Metric]:
+    """The last `verify` run's failures and time; absent before the first, like last success."""
+    verify_run = state.verifications.last_run()
+    if verify_run is None:
+        return
+    yield _gauge(
+        "verify_failures",
+        "Backups found corrupt, short or missing by the last `verify` run.",
+        verify_run.failed,
+    )
+    yield _gauge(
+        "last_verify_timestamp_seconds",
+        "When the last `verify` run finished (Unix time).",
+        datetime.fromisoformat(verify_run.finished_at).timestamp(),
+    )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)

@@ -1,0 +1,97 @@
+"""The state's schema, one migration per version; `PRAGMA user_version` says how many ran.
+
+Only ever append: a database written by an older version is brought up to date
+when it is opened; one from a newer version is refused.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE archived (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        location TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        backup_date TEXT,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE skipped (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        archived INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        failed TEXT NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE TABLE stack_success (stack_uid TEXT PRIMARY KEY, at TEXT NOT NULL);
+    CREATE TABLE api_requests (at REAL NOT NULL);
+    CREATE INDEX api_requests_at ON api_requests (at);
+    """,
+    # Retention and verify: what was pruned (never downloaded again), what was checked.
+    """
+    CREATE TABLE pruned (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        backup_date TEXT,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        pruned_at TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE verified (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        verified_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        problem TEXT,
+        deep INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE verify_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished_at TEXT NOT NULL,
+        checked INTEGER NOT NULL,
+        failed INTEGER NOT NULL
+    );
+    """,
+    # Transfers under way: what a later pass needs to resume one (its parts so far).
+    """
+    CREATE TABLE transfers (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
+    # Commits under way: data about to reach (or at) its final name, its manifest not yet.
+    """
+    CREATE TABLE commits (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
+)
