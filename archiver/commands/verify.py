@@ -13,12 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.tables import (
+    add_grouped_rows,
+    add_stack_column,
+    command_table,
+    short_date,
+)
 from archiver.config.settings import Settings
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
+from archiver.core.terminal import stdout_console
 from archiver.core.units import human_bytes
 from archiver.lifecycle.archive import open_archive
 from archiver.lifecycle.identity import identities_for
@@ -42,14 +48,18 @@ async def run_verify(
     deep: bool,
     as_json: bool,
     identity: Path | None = None,
+    quiet: bool = False,
 ) -> int:
-    """Check the selected backups; print; exit 0 when all are intact, else 1."""
+    """Check the selected backups; print; exit 0 when all are intact, else 1.
+
+    The progress display shows on a terminal, unless `quiet` or `as_json`."""
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
         chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
         encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
         identities = identities_for(settings, identity) if deep and encrypted else []
         verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
-        results = await _check_all(verifier, chosen, show_progress=not as_json)
+        checked = await _check_all(verifier, chosen, show_progress=not (as_json or quiet))
+        results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
@@ -79,6 +89,21 @@ async def _check_all(
         return list(await asyncio.gather(*(check(record) for record in records)))
 
 
+def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> list[CheckResult]:
+    """Drop the backups a `prune` beside us removed while they were being checked.
+
+    Their objects went on purpose: calling them missing would be a false alarm.
+    """
+    pruned = {
+        stack_uid: state.pruned.ids(stack_uid)
+        for stack_uid in {result.record.stack_uid for result in results if not result.ok}
+    }
+    return [
+        result for result in results
+        if result.ok or result.record.backup_id not in pruned[result.record.stack_uid]
+    ]
+
+
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:
     now = utc_now_iso()
     state.verifications.record(
@@ -102,9 +127,7 @@ async def _alert(settings: Settings, failed: list[CheckResult], *, checked: int)
 
 
 def _print_results(results: list[CheckResult], *, deep: bool) -> None:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(width=200, highlight=False)
+    console = stdout_console()
     if results:
         console.print(_table(results))
     failed = sum(1 for result in results if not result.ok)
@@ -117,15 +140,23 @@ def _print_results(results: list[CheckResult], *, deep: bool) -> None:
 
 
 def _table(results: list[CheckResult]) -> Table:
-    table = Table(title="Verify")
-    table.add_column("stack", overflow="fold")
-    for column in ("backup", "date", "size", "result"):
-        table.add_column(column, justify="right" if column in ("backup", "size") else "left")
-    for result in results:
-        record = result.record
-        outcome = "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]"
-        table.add_row(
-            escape(record.stack_uid), str(record.backup_id), record.backup_date or "-",
-            human_bytes(record.size), outcome,
-        )
+    """Per stack: each backup checked, when it was taken, its size, what is wrong if anything."""
+    table = command_table("Verify")
+    add_stack_column(table)
+    table.add_column("backup", overflow="fold")
+    table.add_column("taken")
+    table.add_column("size", justify="right")
+    table.add_column("result", overflow="fold")
+    add_grouped_rows(
+        table,
+        sorted(results, key=lambda result: result.record.stack_uid),
+        lambda result: result.record.stack_uid,
+        lambda result: [
+            f"#{result.record.backup_id} {result.record.db_type}/"
+            f"{escape(result.record.database_name)}",
+            short_date(result.record.backup_date),
+            human_bytes(result.record.size),
+            "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]",
+        ],
+    )
     return table

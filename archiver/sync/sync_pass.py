@@ -89,7 +89,24 @@ class SyncPass:
         self._room: RoomLedger[_Job] = RoomLedger()
 
     async def run(self) -> PassSummary:
-        """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
+        """Plan, transfer and commit; never raises for one stack's or one backup's trouble.
+
+        Holds the state's pass lock throughout, so a `prune` run by hand waits for the
+        pass (or exits 3), and a pass that falls due during a prune waits for it. The
+        state is read afresh at each pass: nothing of it is kept between passes.
+        """
+        pass_lock = self._rt.state.pass_lock
+        try:
+            await pass_lock.acquire_waiting(self._stop, on_wait=_waiting_for_prune)
+        except Stopped:
+            log.info("stopping before the pass started")
+            return self._summary
+        try:
+            return await self._run()
+        finally:
+            pass_lock.release()
+
+    async def _run(self) -> PassSummary:
         started = time.monotonic()
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
@@ -291,7 +308,8 @@ class SyncPass:
         files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
         description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
         self._progress.add_backup(job.keys.tar, description, total=None)
-        log.info("archiving backup", files=len(files), database_name=job.backup.database_name)
+        # Debug: at info a person sees the backup once, when it is archived (and its bar).
+        log.debug("archiving backup", files=len(files), database_name=job.backup.database_name)
         with self._rt.metrics.transfer():
             joined, pending = await self._transfer(job, files, attempt)
         record = await commit.finish(self._rt.state, self._rt.storage, pending)
@@ -394,6 +412,10 @@ class SyncPass:
     def _fail(self, stack_uid: str, backup_id: int | None, reason: str) -> None:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason))
         log.error("could not archive", stack_uid=stack_uid, backup_id=backup_id, reason=reason)
+
+
+def _waiting_for_prune(pid: str) -> None:
+    log.info("a prune is running on this state; the pass starts when it ends", pid=pid)
 
 
 def _keys_for(stack_uid: str, backup: Backup, encrypted: bool) -> BackupKeys:
