@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +33,7 @@ from pydantic import (
 from archiver.config.keys import parse_recipient, recipients_in_file
 from archiver.config.messages import describe_validation_error
 from archiver.core.errors import ConfigError
+from archiver.core.extras import missing_extra_message, missing_storage_modules
 from archiver.model.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
@@ -88,6 +88,9 @@ def expand_cron_alias(expression: str) -> str:
 def check_cron(expression: str) -> str:
     """The cron line (a shorthand such as @daily spelt out), or ValueError saying why it is
     not one (5 fields, crontab rules)."""
+    # Only a config with a cron line pays for APScheduler's import (2 MiB resident).
+    from apscheduler.triggers.cron import CronTrigger
+
     expression = expand_cron_alias(expression)
     if expression.startswith("@"):
         raise ValueError(
@@ -158,7 +161,7 @@ CONFIG_FOLDER = "config_folder"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -567,6 +570,10 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
         settings = Settings.model_validate(document, context=context)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(where, error)) from None
+    kind = settings.storage.type
+    missing = missing_storage_modules(kind)
+    if missing:  # before anything is attempted, and without importing the backend
+        raise ConfigError(f"{where}: [storage] {missing_extra_message(kind, missing)}")
     return settings.model_copy(update={"source": source})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -310,7 +311,8 @@ class SyncPass:
         self._progress.add_backup(job.keys.tar, description, total=None)
         # Debug: at info a person sees the backup once, when it is archived (and its bar).
         log.debug("archiving backup", files=len(files), database_name=job.backup.database_name)
-        with self._rt.metrics.transfer():
+        timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
+        with timed:
             joined, pending = await self._transfer(job, files, attempt)
         record = await commit.finish(self._rt.state, self._rt.storage, pending)
         self._summary.archived += 1
