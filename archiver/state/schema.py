@@ -83,4 +83,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (stack_uid, backup_id)
     );
     """,
+    # Commits under way: data about to reach (or at) its final name, its manifest not yet.
+    """
+    CREATE TABLE commits (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
 )
