@@ -314,13 +314,14 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
                 astuple(archived_record(backup_id)),
             )
     big = statements_of(state, lambda: state.archived.record(archived_record(20_001)))
-    # BEGIN, upsert, clear the skip note, end the transfer record, COMMIT
-    assert len(small) == len(big) == 5
+    # BEGIN, upsert, end the transfer and the commit records, clear the skip note, COMMIT
+    assert len(small) == len(big) == 6
     connection = state.database._connection
     for query in (
         "SELECT 1 FROM archived WHERE stack_uid = 'stack' AND backup_id = 5",
         "SELECT backup_id FROM archived WHERE stack_uid = 'stack'",
         "DELETE FROM skipped WHERE stack_uid = 'stack' AND backup_id = 5",
+        "DELETE FROM commits WHERE stack_uid = 'stack' AND backup_id = 5",
     ):
         plan = " ".join(row[-1] for row in connection.execute(f"EXPLAIN QUERY PLAN {query}"))
         assert plan.startswith("SEARCH"), plan

@@ -80,6 +80,15 @@ class PermanentStorageError(StorageError):
     """Permanent for this backup: no space left, permission denied, bucket missing."""
 
 
+class StorageFull(PermanentStorageError):
+    """Permanent for this attempt: the destination has no room left (ENOSPC, a quota).
+
+    What the attempt wrote is removed, never kept for a resume (it would hold the
+    room every other backup needs); the pass tries the backup once more when other
+    uploads give room back (`archiver.sync.room`).
+    """
+
+
 def exit_code_for(error: BaseException) -> int:
     """Map an error that ends a run to the contract's exit code."""
     if isinstance(error, ConfigError):

@@ -2,8 +2,10 @@
 
 Served on the same loop as the passes, so /livez answering proves the loop is
 not stuck. /readyz applies `archiver.service.health`'s rule and probes the storage
-with a write (cached, so a scrape every few seconds costs one probe a minute).
-The page (`archiver.service.page`, off with `page = false`) shows the same health.
+with a write (a success cached a minute, so a scrape every few seconds costs one
+probe a minute; a failure only a few seconds, so a storage that heals is ready again
+at once). The page (`archiver.service.page`, off with `page = false`) shows the same
+health.
 
     async with HttpServer(settings, runtime) as server:
         print(server.port)   # the real port, also for `listen = "127.0.0.1:0"`
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -30,36 +32,49 @@ from archiver.service.page import HEADERS as PAGE_HEADERS
 from archiver.service.page import HISTORY_DAYS, render_page
 from archiver.service.schedule import max_age_for
 from archiver.service.status_document import status_document
+from archiver.storage.base import Storage
 from archiver.sync.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-# A storage probe result is reused this long; a probe slower than the timeout is a failure.
+# A good probe is reused this long; a failed one only a few seconds (a storage that heals,
+# a blip, must not read as broken for a minute). A probe slower than the timeout failed.
 PROBE_CACHE_SECONDS = 60.0
+PROBE_FAILURE_CACHE_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 10.0
 
 
 class StorageProbe:
     """Whether the storage takes a write, probed at most once per cache period."""
 
-    def __init__(self, runtime: Runtime, *, cache_seconds: float = PROBE_CACHE_SECONDS) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        cache_seconds: float = PROBE_CACHE_SECONDS,
+        failure_cache_seconds: float = PROBE_FAILURE_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
         self._cache_seconds = cache_seconds
-        self._checked_at = -float("inf")
+        self._failure_cache_seconds = min(failure_cache_seconds, cache_seconds)
+        self._clock = clock
+        self._fresh_until = -float("inf")
         self._problem: str | None = None
         self._lock = asyncio.Lock()
 
     async def problem(self) -> str | None:
         """None when the storage took a probe write recently, else what went wrong."""
         async with self._lock:  # concurrent scrapes share one probe
-            if time.monotonic() - self._checked_at >= self._cache_seconds:
+            if self._clock() >= self._fresh_until:
                 self._problem = await self._probe()
-                self._checked_at = time.monotonic()
+                kept = self._failure_cache_seconds if self._problem else self._cache_seconds
+                self._fresh_until = self._clock() + kept
             return self._problem
 
     async def _probe(self) -> str | None:
         try:
-            await asyncio.wait_for(self._runtime.storage.probe(), PROBE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self._storage.probe(), PROBE_TIMEOUT_SECONDS)
         except TimeoutError:
             return f"a probe write took longer than {PROBE_TIMEOUT_SECONDS:g}s"
         except (StorageError, OSError) as error:
@@ -75,7 +90,7 @@ class HttpServer:
         self._settings = settings
         self._http: HttpSettings = settings.http
         self._runtime = runtime
-        self._probe = StorageProbe(runtime)
+        self._probe = StorageProbe(runtime.storage)
         self._started_at = datetime.now(UTC)
         assert runtime.metrics is not None, "the runtime keeps metrics when [http] is set"
         self._metrics_kept = runtime.metrics

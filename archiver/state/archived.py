@@ -37,13 +37,14 @@ class ArchivedBackups:
     def record(self, record: ArchivedBackup) -> None:
         """Insert or replace one archived backup, in one durable transaction.
 
-        Its transfer record and any skip noted earlier (a failed attempt) go in
-        the same transaction: they no longer apply.
+        Its transfer and commit records and any skip noted earlier (a failed attempt)
+        go in the same transaction: they no longer apply.
         """
         key = (record.stack_uid, record.backup_id)
         with self._db.transaction() as cursor:
             cursor.execute(_INSERT, astuple(record))
             cursor.execute("DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?", key)
+            cursor.execute("DELETE FROM commits WHERE stack_uid = ? AND backup_id = ?", key)
             cursor.execute("DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?", key)
 
     def all(self) -> list[ArchivedBackup]:

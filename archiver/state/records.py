@@ -42,6 +42,20 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class PendingCommit:
+    """A backup whose data is committed (or about to be) and whose manifest is not written yet.
+
+    `manifest` is the manifest to write (JSON), so a later pass can finish the commit.
+    """
+
+    stack_uid: str
+    backup_id: int
+    tar_key: str
+    manifest_key: str
+    manifest: str
+
+
+@dataclass(frozen=True)
 class Verification:
     """The last check of one archived backup."""
 

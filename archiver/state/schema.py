@@ -83,6 +83,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (stack_uid, backup_id)
     );
     """,
+    # Commits under way: data about to reach (or at) its final name, its manifest not yet.
+    """
+    CREATE TABLE commits (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
     # The watch over Cloud 66: good backups seen listed (for missed and cadence), each
     # series' judged facts (for metrics), findings, what each channel still has to be
     # told, and the stacks' names (read from GET /stacks at most once a day).

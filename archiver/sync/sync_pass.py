@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from archiver.core.errors import (
     AuthError,
     PermanentStorageError,
     StorageError,
+    StorageFull,
 )
 from archiver.core.secrets import redact
 from archiver.core.stopping import Stopped
@@ -31,12 +32,15 @@ from archiver.lifecycle.import_staging import remove_expired_staging
 from archiver.lifecycle.prune import Pruner, plan_prune
 from archiver.lifecycle.rebuild import record_from_manifest
 from archiver.model.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
-from archiver.model.manifest import ArchivedBackup, Manifest, utc_now_iso
+from archiver.model.manifest import Manifest, utc_now_iso
 from archiver.model.summary import Failure, PassSummary
 from archiver.service.observers import tell_observers
+from archiver.state.records import PendingCommit
 from archiver.sync.progress import PassProgress
+from archiver.sync.room import RoomLedger
 from archiver.sync.runtime import Runtime
 from archiver.sync.watch_step import WatchStep
+from archiver.transfer import commit
 from archiver.transfer import resume as transfers
 from archiver.transfer.download import PartSource
 from archiver.transfer.join import JoinedResult, resumable
@@ -51,6 +55,19 @@ class _Job:
     stack_uid: str
     backup: Backup
     keys: BackupKeys
+
+
+@dataclass
+class _Attempt:
+    """One try at a backup: how big it is known to be, how many of its bytes were written."""
+
+    size: int = 0
+    written: int = 0
+
+    @property
+    def lacking(self) -> int | None:
+        """Bytes it still needed (a lower bound before every part's size is known)."""
+        return max(0, self.size - self.written) if self.size else None
 
 
 class SyncPass:
@@ -73,6 +90,8 @@ class SyncPass:
         settings = runtime.settings.transfer
         # Backups in flight: each holds an open upload, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
+        # Out of room: what failed uploads gave back, and who may try again (archiver.sync.room).
+        self._room: RoomLedger[_Job] = RoomLedger()
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble.
@@ -98,8 +117,11 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             await remove_expired_staging(self._rt.storage)
+            # Before the plan reads the state: a finished commit makes its backup archived.
+            unfinished = await commit.settle(self._rt.state, self._rt.storage)
             jobs = await self._plan()
             due = {(job.stack_uid, job.backup.id) for job in jobs}
+            self._report_unfinished(unfinished, due)
             await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
             await self._archive_all(jobs)
             self._record_stack_successes()
@@ -121,6 +143,17 @@ class SyncPass:
         summary = self._summary
         await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
         return summary
+
+    def _report_unfinished(
+        self, unfinished: list[tuple[PendingCommit, StorageError | OSError]],
+        due: set[tuple[str, int]],
+    ) -> None:
+        """A commit that could not be finished fails its backup, unless the backup is due
+        now (this pass tries it again and reports how that went)."""
+        for pending, error in unfinished:
+            if (pending.stack_uid, pending.backup_id) not in due:
+                reason = f"an interrupted commit could not be finished: {redact(str(error))}"
+                self._fail(pending.stack_uid, pending.backup_id, reason)
 
     # -- plan ---------------------------------------------------------------------------
 
@@ -214,10 +247,22 @@ class SyncPass:
     # -- transfer and commit -----------------------------------------------------------
 
     async def _archive_all(self, jobs: list[_Job]) -> None:
+        """Every due backup, side by side; then, one at a time, those that ran out of room
+        while others' partial uploads held it and that the room given back since may fit."""
         if jobs:
             log.info("backups due", count=len(jobs))
+        await self._archive_each(jobs)
+        again, given_up = self._room.take()
+        for job, error in given_up:
+            self._record_failure(job, error)
+        for job in again:  # alone: no other upload competes for the room given back
+            log.info("room was given back: trying a backup that ran out of it again",
+                     stack_uid=job.stack_uid, backup_id=job.backup.id)
+            await self._archive_each([job], last_try=True)
+
+    async def _archive_each(self, jobs: list[_Job], *, last_try: bool = False) -> None:
         results = await asyncio.gather(
-            *(self._archive_one(job) for job in jobs), return_exceptions=True
+            *(self._archive_one(job, last_try=last_try) for job in jobs), return_exceptions=True
         )
         for result in results:
             if isinstance(result, AuthError):
@@ -225,32 +270,51 @@ class SyncPass:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _archive_one(self, job: _Job) -> None:
+    async def _archive_one(self, job: _Job, *, last_try: bool) -> None:
         backup = job.backup
         context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
+        attempt = _Attempt()
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
-                    await self._archive_due(job)
+                    await self._archive_due(job, attempt)
             except Stopped:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
             except AuthError:
                 raise
             except ArchiverError as error:
-                self._record_failure(job, error)
+                self._failed(job, attempt, error, last_try=last_try)
             except OSError as error:  # a backend's raw error: name it, keep going
-                self._record_failure(job, PermanentStorageError(str(error)))
+                self._failed(job, attempt, PermanentStorageError(str(error)), last_try=last_try)
             except Exception as error:  # a bug must cost one backup, not the pass
                 log.exception("unexpected error archiving a backup")
                 self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
+
+    def _failed(
+        self, job: _Job, attempt: _Attempt, error: ArchiverError, *, last_try: bool
+    ) -> None:
+        """A try failed: unless its upload is kept to resume, the room it held is given back;
+        one that ran out of room waits to see whether others give back enough."""
+        kept = resumable(error) and not job.keys.tar.endswith(ENCRYPTED_SUFFIX)
+        if not kept:
+            self._room.gave_back(job, attempt.written)
+        if isinstance(error, StorageFull) and not last_try:
+            self._room.ran_out(job, error, attempt.lacking)
+            self._progress.finish(job.keys.tar, ok=False)
+            log.warning(
+                "storage is full; tried again in this pass if other backups give room back",
+                stack_uid=job.stack_uid, backup_id=job.backup.id, reason=redact(str(error)),
+            )
+            return
+        self._record_failure(job, error)
 
     def _record_failure(self, job: _Job, error: ArchiverError) -> None:
         reason = redact(str(error))
         self._fail(job.stack_uid, job.backup.id, reason)
         self._progress.finish(job.keys.tar, ok=False)
 
-    async def _archive_due(self, job: _Job) -> None:
+    async def _archive_due(self, job: _Job, attempt: _Attempt) -> None:
         if await self._adopt_existing(job):
             return
         files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
@@ -258,17 +322,10 @@ class SyncPass:
         self._progress.add_backup(job.keys.tar, description, total=None)
         # Debug: at info a person sees the backup once, when it is archived (and its bar).
         log.debug("archiving backup", files=len(files), database_name=job.backup.database_name)
-        known_size = 0
-
-        def part_size_known(size: int) -> None:
-            nonlocal known_size
-            known_size += size
-            self._progress.set_total(job.keys.tar, known_size)
-
         timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
         with timed:
-            joined = await self._transfer(job, files, part_size_known)
-        record = await self._commit(job, joined)
+            joined, pending = await self._transfer(job, files, attempt)
+        record = await commit.finish(self._rt.state, self._rt.storage, pending)
         self._summary.archived += 1
         self._summary.bytes += joined.size
         self._progress.finish(job.keys.tar, ok=True)
@@ -277,26 +334,45 @@ class SyncPass:
         )
 
     async def _transfer(
-        self, job: _Job, files: Sequence[BackupFile], on_size: Callable[[int], None]
-    ) -> JoinedResult:
-        """Join the backup's files into storage, resuming an unfinished upload of it."""
+        self, job: _Job, files: Sequence[BackupFile], attempt: _Attempt
+    ) -> tuple[JoinedResult, PendingCommit]:
+        """Join the backup's files into storage, resuming an unfinished upload of it; the
+        commit is recorded (`archiver.transfer.commit`) before the data reaches its final name."""
         state, backup_id = self._rt.state, job.backup.id
         encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
         known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
+        pending: list[PendingCommit] = []
+
+        def intend(joined: JoinedResult) -> None:
+            manifest = _manifest_for(job, joined, self._rt.encryption_info)
+            pending.append(commit.intend(state, job.keys, manifest))
+
+        def size_known(size: int) -> None:
+            attempt.size += size
+            self._progress.set_total(job.keys.tar, attempt.size)
+
+        def written(count: int) -> None:
+            attempt.written += count
+            self._progress.advance(job.keys.tar, count)
+
         try:
-            return await self._rt.joiner.archive(
+            joined = await self._rt.joiner.archive(
                 job.keys.tar,
                 self._part_sources(job, files),
-                on_size=on_size,
-                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
+                on_size=size_known,
+                on_bytes=written,
                 encrypt_to=self._rt.recipients if encrypted else (),
                 known=known,
                 on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
+                before_commit=intend,
             )
         except BaseException as error:
             if not resumable(error):
                 state.transfers.end(job.stack_uid, backup_id)
+            if pending:  # the data commit failed: it may have left data under the final name
+                await asyncio.shield(commit.abandon(state, self._rt.storage, pending[0]))
             raise
+        return joined, pending[0]
 
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
@@ -309,22 +385,6 @@ class SyncPass:
             return PartSource(id=file_id, name=name, fresh_url=fetch)
 
         return [fresh_url(file.id) for file in files]
-
-    async def _commit(self, job: _Job, joined: JoinedResult) -> ArchivedBackup:
-        """Manifest after the data, state after the manifest: each step safe to repeat."""
-        storage = self._rt.storage
-        manifest = _manifest_for(job, joined, self._rt.encryption_info)
-        await storage.write_small(job.keys.manifest, manifest.to_json())
-        record = self._archived_record(job, manifest)
-        self._rt.state.archived.record(record)
-        return record
-
-    def _archived_record(self, job: _Job, manifest: Manifest) -> ArchivedBackup:
-        return manifest.archived_record(
-            tar_key=job.keys.tar,
-            manifest_key=job.keys.manifest,
-            location=self._rt.storage.location(job.keys.tar),
-        )
 
     async def _adopt_existing(self, job: _Job) -> bool:
         """A manifest already in storage (state lost, or a crash after the manifest) counts."""
