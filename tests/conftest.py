@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,14 @@ def settings_for(
 async def run_pass(settings: Settings) -> PassSummary:
     """One pass in process, without the progress display."""
     return await archive_once(settings, TOKEN, show_progress=False)
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `check` until it holds; fail the test after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
 
 
 def file_sha256(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,17 @@ from archiver.oneshot import archive_once
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.summary import PassSummary
 from loopback.sshd import SftpServer
-from tests.conftest import PART_SIZE, TOKEN, Workspace, file_sha256, run_cli, start_cli
+from tests.conftest import (
+    PART_SIZE,
+    TOKEN,
+    Workspace,
+    file_sha256,
+    run_cli,
+    start_cli,
+    wait_until,
+)
+
+MiB = 1024 * 1024
 
 
 def _settings(
@@ -138,3 +149,51 @@ async def test_a_killed_process_leaves_nothing_visible_and_the_next_pass_finishe
     [tar] = remote.rglob("db.tar")
     assert file_sha256(tar) == sim.expected_sha256(backup_id)
     assert not list(remote.rglob("*.part"))
+
+
+async def test_a_stalled_sftp_server_stops_the_download_instead_of_buffering_it(
+    workspace: Workspace, sftp_server: SftpServer, sftp_folder: Path, tmp_path: Path
+) -> None:
+    """The server stops taking bytes mid-pass: the download stops with it (what was served
+    stays far below the backup's size, so it is not held in memory); once the server goes
+    on, the pass ends with the right bytes."""
+    size = 128 * MiB
+    sim = Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=size + 1)
+    remote = sftp_folder / "archive"
+    backup_id = sim.add_backup("stack-a", database_name="db", size=size)
+    # Paced (far above what SFTP takes) so that the simulator counts bytes as they go out.
+    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 1, 1024 * MiB
+    async with SimulatorServer(sim) as server:
+        workspace.write_config(
+            server.base_url, [{"uid": "stack-a"}], storage=sftp_server.storage_table(remote)
+        )
+        process = await start_cli("--config", str(workspace.config), "sync")
+        try:
+            await wait_until(lambda: _part_size(remote) >= 4 * MiB)
+            with sftp_server.stalled():
+                served = await _settled(lambda: sim.stats.bytes_served)
+                assert served < size // 2, served
+            _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    [tar] = remote.rglob("db.tar")
+    assert file_sha256(tar) == sim.expected_sha256(backup_id)
+
+
+def _part_size(remote: Path) -> int:
+    return sum(path.stat().st_size for path in remote.rglob("*.part")) if remote.exists() else 0
+
+
+async def _settled(value: Callable[[], int], still_for: float = 1.5) -> int:
+    """The value once it stopped changing for `still_for` seconds (at most 60 s of waiting)."""
+    loop = asyncio.get_running_loop()
+    deadline, last, since = loop.time() + 60, value(), loop.time()
+    while loop.time() - since < still_for:
+        assert loop.time() < deadline, "the value kept changing"
+        await asyncio.sleep(0.1)
+        if value() != last:
+            last, since = value(), loop.time()
+    return last
