@@ -31,7 +31,7 @@ from archiver.download import (
     PartSource,
     ResumePoint,
 )
-from archiver.encryption import Recipient
+from archiver.encryption import AgeEncryption
 from archiver.errors import IntegrityError, PermanentStorageError, StorageError, TransferError
 from archiver.etags import bare_etag
 from archiver.manifest import PartRecord
@@ -92,7 +92,7 @@ class BackupJoiner:
         *,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
-        encrypt_to: Sequence[Recipient] = (),
+        encrypt_to: AgeEncryption | None = None,
         known: Sequence[KnownPart] = (),
         on_facts: PartFactsCallback | None = None,
     ) -> JoinedResult:
@@ -131,7 +131,7 @@ class BackupJoiner:
         return joined
 
     async def _open(
-        self, key: str, encrypt_to: Sequence[Recipient], known: Sequence[KnownPart]
+        self, key: str, encrypt_to: AgeEncryption | None, known: Sequence[KnownPart]
     ) -> tuple[Upload, int]:
         """The upload to write, and how many of its first bytes are already there."""
         if known and not encrypt_to:  # an encrypted upload never resumes (its key is gone)

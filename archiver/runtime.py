@@ -17,13 +17,20 @@ import aiohttp
 import structlog
 
 from archiver import USER_AGENT
+from archiver.age_process import choose_binary
 from archiver.alerts import AlertSender, alerts_configured
 from archiver.archive import Archive, open_archive
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
 from archiver.download import Downloader
-from archiver.encryption import FORMAT, EncryptionInfo, Recipient, parse_recipient
+from archiver.encryption import (
+    FORMAT,
+    AgeEncryption,
+    EncryptionInfo,
+    Recipient,
+    parse_recipient,
+)
 from archiver.join import BackupJoiner
 from archiver.metrics import Metrics
 from archiver.observers import PassObserver
@@ -59,6 +66,7 @@ class Runtime:
         # [encryption]: the parsed public keys, and what the manifest says of them.
         settings_keys = settings.encryption.all_recipients() if settings.encryption else []
         self.recipients: list[Recipient] = [parse_recipient(text) for text in settings_keys]
+        self.encryption: AgeEncryption | None = None  # with its engine, once opened
         self.encryption_info: dict[str, Any] | None = (
             EncryptionInfo(FORMAT, tuple(settings_keys)).as_dict() if settings_keys else None
         )
@@ -84,6 +92,8 @@ class Runtime:
 
     async def _open(self) -> None:
         settings = self.settings
+        if self.recipients:
+            self.encryption = await asyncio.to_thread(self._age_encryption)
         workers = 2 + 2 * settings.transfer.max_concurrent_downloads
         self.archive = await self._stack.enter_async_context(
             open_archive(settings, lock=True, workers=workers)
@@ -114,6 +124,14 @@ class Runtime:
             verify_etag=settings.transfer.verify_etag,
         )
         self.joiner = BackupJoiner(downloader, self.storage)
+
+    def _age_encryption(self) -> AgeEncryption:
+        """The recipients and the engine: the age binary when it works (tried once here)."""
+        assert self.settings.encryption is not None
+        texts = tuple(self.settings.encryption.all_recipients())
+        binary, engine = choose_binary(self.settings.encryption.engine, texts)
+        log.info("backups are encrypted", engine=engine, recipients=len(texts))
+        return AgeEncryption(tuple(self.recipients), texts, binary)
 
     def _add_observers(self) -> None:
         """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
