@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import click
 
+from archiver.age_process import choose_binary
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
 from archiver.config import Settings
-from archiver.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
+from archiver.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    ApiError,
+    AuthError,
+    ConfigError,
+    StorageError,
+)
 from archiver.log import redact
 from archiver.storage import describe_storage, open_storage
 
@@ -20,7 +29,8 @@ async def check_everything(settings: Settings, token: str) -> int:
     click.echo(f"ok      config {settings.source}")
     api_ok = await _check_api(settings, token)
     storage_ok = await _check_storage(settings)
-    return EXIT_OK if api_ok and storage_ok else EXIT_CONFIG
+    encryption_ok = await _check_encryption(settings)
+    return EXIT_OK if api_ok and storage_ok and encryption_ok else EXIT_CONFIG
 
 
 async def _check_api(settings: Settings, token: str) -> bool:
@@ -61,4 +71,19 @@ async def _check_storage(settings: Settings) -> bool:
             await storage.aclose()
     elapsed = time.monotonic() - started
     click.echo(f"ok      storage {where}: write, read back, delete ({elapsed:.2f}s)")
+    return True
+
+
+async def _check_encryption(settings: Settings) -> bool:
+    """Which engine would encrypt: the age binary is tried as a pass would try it."""
+    encryption = settings.encryption
+    if encryption is None:
+        return True
+    recipients = encryption.all_recipients()
+    try:
+        _, engine = await asyncio.to_thread(choose_binary, encryption.engine, recipients)
+    except ConfigError as error:
+        click.echo(f"FAILED  encryption: {error}", err=True)
+        return False
+    click.echo(f"ok      encryption: {len(recipients)} recipient(s), by {engine}")
     return True

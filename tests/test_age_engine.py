@@ -200,3 +200,23 @@ async def test_sigterm_mid_encryption_stops_at_once_and_leaves_nothing(
     await wait_until(lambda: not _running(age), timeout=5)
     assert not list(workspace.archive.rglob("*.part"))
     assert not list(workspace.archive.rglob("manifest.json"))
+
+
+async def test_check_config_names_the_engine_and_fails_a_missing_age(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """check-config says what will encrypt; engine = "age" without the binary is exit 2."""
+    _, public = _age_key(workspace.root)
+    sim.add_stack("stack-a")
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}],
+        encryption={"recipients": [public], "engine": "age"},
+    )
+    good = await run_cli("--config", str(config), "check-config")
+    assert good.code == 0, good.stderr
+    assert f"ok      encryption: 1 recipient(s), by age ({AGE})" in good.stdout
+    no_age = workspace.root / "empty-path"
+    no_age.mkdir()
+    bad = await run_cli("--config", str(config), "check-config", env=cli_env(PATH=str(no_age)))
+    assert bad.code == 2
+    assert 'FAILED  encryption: [encryption] engine = "age": no age binary on PATH' in bad.stderr
