@@ -17,6 +17,11 @@ RUN python3 -m venv /opt/c66-archiver \
 
 # Final stage: the same base (the venv points at its python3), the venv, no build files.
 FROM ${BASE}
+# The age binary: [encryption] runs it in a process of its own, about twice as fast on
+# two cores as pyrage in process (the fallback without it).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends age \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/c66-archiver /opt/c66-archiver
 # A fixed non-root uid (65532, "nonroot" in distroless) so volume ownership is predictable.
 # /data holds the state and a local archive; the config is mounted at /config/config.toml.
