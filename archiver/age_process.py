@@ -14,7 +14,10 @@ What age writes is an age v1 file exactly as `age -r ... < backup.tar` makes
 it. To abandon a stream the process is killed (SIGKILL) before its stdin is
 closed, so it never writes the final chunk of a valid-looking but truncated
 file; a kill -9 of this process closes the stdin from under age, which then
-finds its stdout closed too and dies without anything reaching storage. Every
+finds its stdout closed too and dies without anything reaching storage. age
+runs in a process group of its own, so a terminal's Ctrl-C reaches only the
+archiver, which stops as it always does (systemd units use KillMode=mixed for
+the same reason). Every
 process started is waited for (no zombie): at the end of the stream, after a
 failure, or when killed.
 """
@@ -116,6 +119,9 @@ class AgeProcess:
             encrypt_command(binary, recipients),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             bufsize=0, close_fds=True,
+            # Its own process group: a Ctrl-C meant for the archiver (which then lets
+            # transfers finish within the grace period) must not kill the encryptor.
+            process_group=0,
         )
         self._stdin, self._stdout, self._stderr_pipe = _pipes(self._process)
         for pipe in (self._stdin, self._stdout):

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from archiver.simulator import Simulator, SimulatorServer
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import (
     PART_SIZE,
+    REPO_ROOT,
     Workspace,
     cli_env,
     run_cli,
@@ -220,3 +222,29 @@ async def test_check_config_names_the_engine_and_fails_a_missing_age(
     bad = await run_cli("--config", str(config), "check-config", env=cli_env(PATH=str(no_age)))
     assert bad.code == 2
     assert 'FAILED  encryption: [encryption] engine = "age": no age binary on PATH' in bad.stderr
+
+
+async def test_ctrl_c_to_the_terminal_lets_an_encrypted_transfer_finish(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """SIGINT to the whole process group (Ctrl-C): age, in a group of its own, is spared,
+    so the daemon's transfer in flight ends within its grace period and decrypts."""
+    key, public = _age_key(workspace.root)
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=250_000)  # one part
+    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 1, 100_000
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], transfer={"grace_period": "30s"},
+        encryption={"recipients": [public], "engine": "age"},
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=cli_env(), cwd=str(REPO_ROOT), start_new_session=True,  # a terminal's group
+    )
+    await wait_until(lambda: sim.stats.downloads_started == 1 and bool(
+        _age_children(process.pid)))
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    [stored] = workspace.archive.rglob("shop.tar.age")
+    assert _age_decrypt(key, stored.read_bytes()).stdout == _plaintext(sim, backup_id)
