@@ -71,8 +71,11 @@ def _known_hosts(server: SftpServer, ports: list[int], folder: Path) -> Path:
     return path
 
 
-def _storage(server: SftpServer, port: int, known_hosts: Path, remote: Path) -> list[str]:
-    return [
+def _storage(
+    server: SftpServer, port: int, known_hosts: Path, remote: Path, writes: int | None
+) -> list[str]:
+    extra = [] if writes is None else [f"max_concurrent_writes = {writes}"]
+    return [*extra,
         'type = "sftp"', 'host = "127.0.0.1"', f"port = {port}",
         f"username = {quoted(server.username)}",
         f"private_key_file = {quoted(str(server.private_key_file))}",
@@ -92,13 +95,13 @@ def _stored_sha256(remote: Path) -> str:
 
 def _one_run(
     root: Path, server: SftpServer, base_url: str, port: int, known_hosts: Path,
-    tree: Path | None, expected: str,
+    tree: Path | None, expected: str, writes: int | None,
 ) -> Any:
     folder = fresh_dir(root / "run")
     remote = fresh_dir(server.base / "bench")
     os.chown(remote, server.uid, server.gid)
     config = write_config(folder, base_url, [STACK], storage=_storage(
-        server, port, known_hosts, remote))
+        server, port, known_hosts, remote, writes))
     measured = run_archiver_sync(folder, config, tree)
     if measured.returncode != 0:
         raise RuntimeError(f"sync exited {measured.returncode}:\n{log_tail(folder)}")
@@ -108,7 +111,10 @@ def _one_run(
     return measured
 
 
-def run(size: int, rounds: int, delay: float, rate: float, baseline: Path | None) -> dict[str, Any]:
+def run(
+    size: int, rounds: int, delay: float, rate: float, baseline: Path | None,
+    writes: int | None = None,
+) -> dict[str, Any]:
     """Every (link, tree) variant in each round, trees alternating ABBA; medians."""
     trees: list[tuple[str, Path | None]] = [("now", None)]
     if baseline is not None:
@@ -133,14 +139,14 @@ def run(size: int, rounds: int, delay: float, rate: float, baseline: Path | None
                 for link, port in links.items():
                     for name, tree in order:
                         measured = _one_run(root, server, base_url, port, known_hosts, tree,
-                                            expected)
+                                            expected, writes)
                         rows.append(row(f"{name}, {link}", measured, size))
                         progress(f"{rows[-1]['name']}: {rows[-1]['mb_s']:.0f} MB/s")
     finally:
         if not os.environ.get("C66_BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
     names = list(dict.fromkeys(r["name"] for r in rows))
-    return {"size": size, "rounds": rounds, "delay": delay, "rate": rate,
+    return {"size": size, "rounds": rounds, "delay": delay, "rate": rate, "writes": writes,
             "medians": medians(rows, names), "rows": rows}
 
 
@@ -162,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.010, help="one-way latency, seconds")
     parser.add_argument("--rate", type=float, default=0.0, help="bytes/s per connection (0: none)")
     parser.add_argument("--baseline", type=Path, help="another tree's archiver, same rounds")
+    parser.add_argument("--writes", type=int, help="[storage] max_concurrent_writes (default: "
+                        "the archiver's)")
     args = parser.parse_args(argv)
     size = (64 if args.quick else args.size_mib) * MIB
-    result = run(size, 1 if args.quick else args.rounds, args.delay, args.rate, args.baseline)
+    result = run(size, 1 if args.quick else args.rounds, args.delay, args.rate, args.baseline,
+                 args.writes)
     print(render(result))
     print(json.dumps(result), file=sys.stderr)
     return 0
