@@ -129,8 +129,12 @@ class Runtime:
         """The recipients and the engine: the age binary when it works (tried once here)."""
         assert self.settings.encryption is not None
         texts = tuple(self.settings.encryption.all_recipients())
-        binary, engine = choose_binary(self.settings.encryption.engine, texts)
-        log.info("backups are encrypted", engine=engine, recipients=len(texts))
+        chosen = self.settings.encryption.engine
+        binary, engine = choose_binary(chosen, texts)
+        fell_back = binary is None and chosen == "auto"
+        (log.warning if fell_back else log.info)(
+            "backups are encrypted", engine=engine, recipients=len(texts)
+        )
         return AgeEncryption(tuple(self.recipients), texts, binary)
 
     def _add_observers(self) -> None:

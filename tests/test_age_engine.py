@@ -144,7 +144,9 @@ async def test_without_an_age_binary_auto_falls_back_and_age_refuses_to_start(
         result = await run_cli("--config", str(config), "sync", env=env)
         assert result.code == code, result.stderr
     assert "no age binary on PATH" in result.stderr
-    assert '"engine": "pyrage (no age binary on PATH' in result.stderr
+    [said] = [line for line in result.stderr.splitlines() if "backups are encrypted" in line]
+    assert '"level": "warning"' in said
+    assert '"engine": "pyrage (no age binary on PATH' in said
     [stored] = workspace.archive.rglob("shop.tar.age")
     assert _age_decrypt(key, stored.read_bytes()).stdout == _plaintext(sim, backup_id)
 
