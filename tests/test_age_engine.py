@@ -250,3 +250,21 @@ async def test_ctrl_c_to_the_terminal_lets_an_encrypted_transfer_finish(
     assert process.returncode == 0, stderr.decode(errors="replace")
     [stored] = workspace.archive.rglob("shop.tar.age")
     assert _age_decrypt(key, stored.read_bytes()).stdout == _plaintext(sim, backup_id)
+
+
+async def test_a_full_disk_under_age_is_named_as_such_and_leaves_nothing(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, tiny_disk: Path
+) -> None:
+    """Storage refuses the ciphertext (ENOSPC): the failure says "no space left", not a
+    vague encryption error; no file and no age process are left behind."""
+    _, public = _age_key(workspace.root)
+    sim.add_backup("stack-a", database_name="big", size=3 * 1024 * 1024)
+    workspace.archive = tiny_disk / "archive"
+    settings = settings_for(
+        workspace, server, "stack-a", encryption={"recipients": [public], "engine": "age"}
+    )
+    summary = await run_pass(settings)
+    [failure] = summary.failed
+    assert "no space left on" in failure.reason
+    assert not list(workspace.archive.rglob("*.part"))
+    assert _age_children(os.getpid()) == []
