@@ -269,11 +269,6 @@ class AgeEncryption:
     recipient_texts: tuple[str, ...]  # as configured, for `age --recipient`
     age_binary: str | None = None
 
-    @property
-    def engine(self) -> str:
-        """What encrypts: `age` (the binary, its path) or `pyrage`."""
-        return f"age ({self.age_binary})" if self.age_binary else "pyrage"
-
 
 @dataclass(frozen=True)
 class EncryptionInfo:
