@@ -179,7 +179,10 @@ def _children(pid: int) -> list[int]:
     """Child processes of every thread of `pid` (the age encryptor among them)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
     return found
 
 
