@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,10 +10,18 @@ import click
 
 from archiver.config.settings import Settings
 from archiver.config.watch import describe_apprise_url
-from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
+from archiver.core.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    ApiError,
+    AuthError,
+    ConfigError,
+    StorageError,
+)
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
 from archiver.sync.api_client import api_client
+from archiver.transfer.age_process import choose_binary
 
 
 async def check_everything(settings: Settings, token: str) -> int:
@@ -21,7 +30,8 @@ async def check_everything(settings: Settings, token: str) -> int:
     api_ok = await _check_api(settings, token)
     storage_ok = await _check_storage(settings)
     _describe_notify(settings)
-    return EXIT_OK if api_ok and storage_ok else EXIT_CONFIG
+    encryption_ok = await _check_encryption(settings)
+    return EXIT_OK if api_ok and storage_ok and encryption_ok else EXIT_CONFIG
 
 
 def _describe_notify(settings: Settings) -> None:
@@ -67,4 +77,19 @@ async def _check_storage(settings: Settings) -> bool:
             await storage.aclose()
     elapsed = time.monotonic() - started
     click.echo(f"ok      storage {where}: write, read back, delete ({elapsed:.2f}s)")
+    return True
+
+
+async def _check_encryption(settings: Settings) -> bool:
+    """Which engine would encrypt: the age binary is tried as a pass would try it."""
+    encryption = settings.encryption
+    if encryption is None:
+        return True
+    recipients = encryption.all_recipients()
+    try:
+        _, engine = await asyncio.to_thread(choose_binary, encryption.engine, recipients)
+    except ConfigError as error:
+        click.echo(f"FAILED  encryption: {error}", err=True)
+        return False
+    click.echo(f"ok      encryption: {len(recipients)} recipient(s), by {engine}")
     return True

@@ -329,6 +329,7 @@ class SftpStorageSettings(_Section):
     insecure_skip_host_key_check: bool = False
     path: Annotated[str, AfterValidator(_check_remote_path)]
     connect_timeout: Duration = timedelta(seconds=15)
+    # Writes sent and not yet answered, over every upload: pipelining, and its bound.
     max_concurrent_writes: PositiveInt = 4
 
 
@@ -423,6 +424,10 @@ class EncryptionSettings(_Section):
     recipients_file: Path | None = None
     # The private key for `restore` and `verify --deep` (never needed to archive).
     identity_file: Path | None = None
+    # What encrypts: "auto" = the `age` binary when one on PATH works, else pyrage in
+    # process (about half the speed on two cores: it holds the GIL); "age" = the binary,
+    # or the pass refuses to start; "pyrage" = always in process. Same age v1 file.
+    engine: Literal["auto", "age", "pyrage"] = "auto"
 
     @model_validator(mode="after")
     def _readable_recipients(self) -> EncryptionSettings:

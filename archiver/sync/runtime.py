@@ -28,8 +28,9 @@ from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
 from archiver.storage.base import Storage
 from archiver.sync.api_client import build_client, shared_budget
+from archiver.transfer.age_process import choose_binary
 from archiver.transfer.download import Downloader
-from archiver.transfer.encryption import FORMAT, EncryptionInfo
+from archiver.transfer.encryption import FORMAT, AgeEncryption, EncryptionInfo
 from archiver.transfer.join import BackupJoiner
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class Runtime:
         # [encryption]: the parsed public keys, and what the manifest says of them.
         settings_keys = settings.encryption.all_recipients() if settings.encryption else []
         self.recipients: list[Recipient] = [parse_recipient(text) for text in settings_keys]
+        self.encryption: AgeEncryption | None = None  # with its engine, once opened
         self.encryption_info: dict[str, Any] | None = (
             EncryptionInfo(FORMAT, tuple(settings_keys)).as_dict() if settings_keys else None
         )
@@ -101,6 +103,8 @@ class Runtime:
 
     async def _open(self) -> None:
         settings = self.settings
+        if self.recipients:
+            self.encryption = await asyncio.to_thread(self._age_encryption)
         workers = 2 + 2 * settings.transfer.max_concurrent_downloads
         self.archive = await self._stack.enter_async_context(
             open_archive(settings, lock=True, workers=workers)
@@ -128,6 +132,18 @@ class Runtime:
             verify_etag=settings.transfer.verify_etag,
         )
         self.joiner = BackupJoiner(downloader, self.storage)
+
+    def _age_encryption(self) -> AgeEncryption:
+        """The recipients and the engine: the age binary when it works (tried once here)."""
+        assert self.settings.encryption is not None
+        texts = tuple(self.settings.encryption.all_recipients())
+        chosen = self.settings.encryption.engine
+        binary, engine = choose_binary(chosen, texts)
+        fell_back = binary is None and chosen == "auto"
+        (log.warning if fell_back else log.info)(
+            "backups are encrypted", engine=engine, recipients=len(texts)
+        )
+        return AgeEncryption(tuple(self.recipients), texts, binary)
 
     def _add_observers(self) -> None:
         """Metrics when kept; alerts when [notify] names a target."""

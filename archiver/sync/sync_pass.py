@@ -361,7 +361,7 @@ class SyncPass:
                 self._part_sources(job, files),
                 on_size=size_known,
                 on_bytes=written,
-                encrypt_to=self._rt.recipients if encrypted else (),
+                encrypt_to=self._rt.encryption if encrypted else None,
                 known=known,
                 on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
                 before_commit=intend,
