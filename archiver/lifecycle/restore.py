@@ -19,11 +19,13 @@ config (the state is rebuilt from storage first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,13 +84,22 @@ async def run_restore(
 ) -> int:
     """Restore one backup to `output` (a path, a folder or '-'); exit 0, 1 on a mismatch, 2 if
     unknown or if the output file exists without `force`."""
-    async with open_archive(settings, lock=False) as archive:
+    async with open_archive(settings, lock=False) as archive, AsyncExitStack() as stack:
         record = find_backup(archive.state.archived.all(), backup_id, stack_uid)
         target = None if output == STDOUT else output_file(Path(output), record, force=force)
         manifest = await _manifest(archive, record)
-        chunks = archive.storage.read_chunks(record.tar_key)
+        # Closed here, whatever ends the restore (a closed pipe too), while the archive's
+        # threads still run: a generator left to the garbage collector would close later.
+        stored = await stack.enter_async_context(
+            contextlib.aclosing(archive.storage.read_chunks(record.tar_key))
+        )
+        chunks: AsyncIterator[bytes] = stored
         if manifest.encrypted:
-            chunks = _decrypted(chunks, identities_for(settings, identity), backup_id)
+            chunks = await stack.enter_async_context(
+                contextlib.aclosing(
+                    _decrypted(stored, identities_for(settings, identity), backup_id)
+                )
+            )
         try:
             if target is None:
                 await _to_stdout(chunks, manifest)
@@ -191,7 +202,7 @@ async def _to_file(
 
 async def _decrypted(
     chunks: AsyncIterator[bytes], identities: list[Identity], backup_id: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The plaintext of an age file, decrypted as it streams."""
     stream = AgeStream.decrypting(identities)
     try:

@@ -12,7 +12,7 @@ sequentially from its own offset; segments may be written concurrently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
@@ -153,7 +153,9 @@ class Storage(Protocol):
     async def read_small(self, key: str) -> bytes:
         """Read a small object whole. Raises FileNotFoundError when it does not exist."""
 
-    def read_chunks(self, key: str, *, chunk_size: int = READ_CHUNK_SIZE) -> AsyncIterator[bytes]:
+    def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncGenerator[bytes, None]:
         """Stream a completed object from its first byte, at most `chunk_size` bytes a chunk.
 
         Raises FileNotFoundError (when iteration starts) if there is no such object.

@@ -15,7 +15,7 @@ parts into the `<key>.part` object and copying that server side into a new uploa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -386,7 +386,7 @@ class S3Storage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """GetObject, streamed; FileNotFoundError when there is no such key."""
         response = await self._get_object(key)
         pending = bytearray()
