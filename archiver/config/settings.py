@@ -18,17 +18,28 @@ from typing import Annotated, Any, Literal
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from archiver.config.keys import parse_recipient, recipients_in_file
+from archiver.config.storage import (
+    DEFAULT_DESTINATION,
+    STORAGE_TYPES,
+    LocalStorageSettings,
+    S3StorageSettings,
+    SftpStorageSettings,
+    check_destination_name,
+    same_place,
+)
+from archiver.config.values import Bool, Duration, Int, NonNegativeInt, PositiveInt
+from archiver.config.values import Section as _Section
+from archiver.config.values import parse_duration as parse_duration
 from archiver.core.errors import ConfigError
 from archiver.model.retention import RetentionPolicy
 
@@ -37,31 +48,6 @@ CONFIG_ENV = "C66_ARCHIVER_CONFIG"
 TOKEN_ENV = "C66_API_TOKEN"  # noqa: S105 -- the name of the variable, not a token
 CREDENTIAL_NAME = "api-token"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse "90s", "5m", "1h30m", "1d" or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        if _DURATION_PART.sub("", text):
-            raise ValueError(f"{value!r} is not a duration like '30s', '5m', '1h30m'")
-        seconds = sum(
-            float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)
-        )
-    else:
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return timedelta(seconds=seconds)
 
 
 def check_cron(expression: str) -> str:
@@ -88,27 +74,10 @@ def check_stack_uid(uid: str) -> str:
     return uid
 
 
-def _check_remote_path(path: str) -> str:
-    if not path.startswith("/"):
-        raise ValueError("must be an absolute path on the server")
-    return path
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 CronExpression = Annotated[str, AfterValidator(check_cron)]
 StackUid = Annotated[str, AfterValidator(check_stack_uid)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
-# Strict: TOML has real integers and booleans, so `true` or "3000" where a
-# number belongs is a mistake to report, not something to coerce.
-Int = Annotated[int, Field(strict=True)]
-Bool = Annotated[bool, Field(strict=True)]
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
 class ApiSettings(_Section):
@@ -230,82 +199,6 @@ class ScheduleSettings(_Section):
         return self.interval or timedelta(hours=1)
 
 
-class LocalStorageSettings(_Section):
-    """`[storage] type = "local"`: a folder on this machine."""
-
-    type: Literal["local"] = "local"
-    path: Path = Path("/var/lib/c66-archiver/archive")
-
-
-class S3StorageSettings(_Section):
-    """`[storage] type = "s3"`: a bucket on AWS S3 or any S3-compatible service."""
-
-    type: Literal["s3"]
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
-    prefix: str = ""
-    region: str | None = None
-    endpoint_url: str | None = None
-    storage_class: str | None = None
-    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
-    sse_kms_key_id: str | None = None
-    # Credentials: the standard AWS environment variables, or these two keys.
-    access_key_id: str | None = None
-    secret_access_key_file: Path | None = None
-    # Size of each multipart-upload part kept in memory while it uploads (5 MiB minimum).
-    # 10,000 parts at most: 8 MiB parts carry objects up to 78 GiB; raise it for bigger.
-    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=512 * 1024 * 1024)] = 8 * 1024 * 1024
-    max_concurrent_part_uploads: PositiveInt = 4
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> S3StorageSettings:
-        if (self.access_key_id is None) != (self.secret_access_key_file is None):
-            raise ValueError("set access_key_id and secret_access_key_file together")
-        if self.sse_kms_key_id and self.server_side_encryption != "aws:kms":
-            raise ValueError('sse_kms_key_id needs server_side_encryption = "aws:kms"')
-        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ValueError("endpoint_url must start with http:// or https://")
-        return self
-
-
-class SftpStorageSettings(_Section):
-    """`[storage] type = "sftp"`: a folder on a server reached over SSH."""
-
-    type: Literal["sftp"]
-    host: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(gt=0, lt=65536)] = 22
-    username: Annotated[str, Field(min_length=1)]
-    private_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-    # Turning host key checks off exposes the archive to a man in the middle; logged loudly.
-    insecure_skip_host_key_check: bool = False
-    path: Annotated[str, AfterValidator(_check_remote_path)]
-    connect_timeout: Duration = timedelta(seconds=15)
-    max_concurrent_writes: PositiveInt = 4
-
-
-_STORAGE_TYPES = ("local", "s3", "sftp")
-
-
-def _storage_type(value: object) -> str:
-    """The `type` key picks the backend; without it, local storage."""
-    if isinstance(value, dict):
-        return str(value.get("type", "local"))
-    return str(getattr(value, "type", "local"))
-
-
-StorageSettings = Annotated[
-    Annotated[LocalStorageSettings, Tag("local")]
-    | Annotated[S3StorageSettings, Tag("s3")]
-    | Annotated[SftpStorageSettings, Tag("sftp")],
-    Discriminator(
-        _storage_type,
-        custom_error_type="storage_type",
-        custom_error_message='type must be one of "local", "s3", "sftp"',
-    ),
-]
-
-
 class TransferSettings(_Section):
     """`[transfer]`: how downloads run."""
 
@@ -408,6 +301,120 @@ class EncryptionSettings(_Section):
         return list(dict.fromkeys([*self.recipients, *self.file_recipients()]))
 
 
+class DestinationRetention(RetentionOverride):
+    """`[[storage]] retention = {...}`: keep_* rules for one destination, key by key over
+    [retention] and the stack's (the destination's win)."""
+
+    # Prune this destination after each good pass; unset: [retention] after_pass.
+    after_pass: Bool | None = None
+
+
+def _encryption_kind(value: object) -> str | None:
+    """`false` turns encryption off here; a table is keys of this destination's own."""
+    if value is False:
+        return "plaintext"
+    if isinstance(value, dict | EncryptionSettings):
+        return "keys"
+    return None
+
+
+# Tags of the tagged unions: not keys the user wrote, so left out of error messages.
+_UNION_TAGS = {"storage": set(STORAGE_TYPES), "encryption": {"plaintext", "keys"}}
+DestinationEncryption = Annotated[
+    Annotated[Literal[False], Tag("plaintext")] | Annotated[EncryptionSettings, Tag("keys")],
+    Discriminator(
+        _encryption_kind,
+        custom_error_type="encryption",
+        custom_error_message="expected a table (e.g. { recipients = [\"age1...\"] }), or false "
+        "to store plaintext in this destination",
+    ),
+]
+
+
+class _DestinationKeys(_Section):
+    """What every destination has besides its backend's keys."""
+
+    name: Annotated[str, AfterValidator(check_destination_name)] = DEFAULT_DESTINATION
+    retention: DestinationRetention | None = None
+    # Overrides [encryption] here: a table of its own, or false for plaintext here.
+    encryption: DestinationEncryption | None = None
+
+
+class _NoObjectLock(_Section):
+    """Only S3 can lock objects: say so instead of calling the key unknown."""
+
+    object_lock: Any = None
+
+    @field_validator("object_lock")
+    @classmethod
+    def _refused(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("only S3 destinations can lock objects (S3 Object Lock)")
+
+
+class LocalDestination(_DestinationKeys, _NoObjectLock, LocalStorageSettings):
+    """`[storage]` / `[[storage]]` with type = "local"."""
+
+
+class S3Destination(_DestinationKeys, S3StorageSettings):
+    """`[storage]` / `[[storage]]` with type = "s3"."""
+
+
+class SftpDestination(_DestinationKeys, _NoObjectLock, SftpStorageSettings):
+    """`[storage]` / `[[storage]]` with type = "sftp"."""
+
+
+def _storage_type(value: object) -> str:
+    """The `type` key picks the backend; without it, local storage."""
+    if isinstance(value, dict):
+        return str(value.get("type", "local"))
+    return str(getattr(value, "type", "local"))
+
+
+StorageSettings = Annotated[
+    Annotated[LocalDestination, Tag("local")]
+    | Annotated[S3Destination, Tag("s3")]
+    | Annotated[SftpDestination, Tag("sftp")],
+    Discriminator(
+        _storage_type,
+        custom_error_type="storage_type",
+        custom_error_message='type must be one of "local", "s3", "sftp"',
+    ),
+]
+
+
+def _as_list(value: object) -> object:
+    """`[storage]` (one table) is a list of one destination."""
+    return [value] if isinstance(value, dict) else value
+
+
+def check_destinations(destinations: tuple[StorageSettings, ...]) -> None:
+    """Names given and unique; no two destinations in one place. ValueError says which."""
+    if not destinations:
+        raise ValueError("at least one destination is needed")
+    if len(destinations) > 1:
+        for index, destination in enumerate(destinations):
+            if "name" not in destination.model_fields_set:
+                raise ValueError(
+                    f"each of several destinations needs a name (storage[{index}] has none)"
+                )
+    seen: dict[str, int] = {}
+    for index, destination in enumerate(destinations):
+        if destination.name in seen:
+            raise ValueError(
+                f"two destinations are named {destination.name!r} "
+                f"(storage[{seen[destination.name]}] and storage[{index}])"
+            )
+        seen[destination.name] = index
+    for index, destination in enumerate(destinations):
+        for other in destinations[:index]:
+            if same_place(other, destination):
+                raise ValueError(
+                    f"destinations {other.name!r} and {destination.name!r} are the same place "
+                    "(the same or nested folders, or one bucket with overlapping prefixes)"
+                )
+
+
 class NotifySettings(_Section):
     """`[notify]`: dead-man's-switch pings and a webhook about passes."""
 
@@ -425,7 +432,10 @@ class Settings(_Section):
     stacks: tuple[StackSettings, ...] = ()
     discover: DiscoverSettings = DiscoverSettings()
     schedule: ScheduleSettings = ScheduleSettings()
-    storage: StorageSettings = Field(default_factory=LocalStorageSettings)
+    # [storage] (one table, named "default") or [[storage]] (several, each named).
+    storage: Annotated[tuple[StorageSettings, ...], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: (LocalDestination(),)
+    )
     transfer: TransferSettings = TransferSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
@@ -446,6 +456,28 @@ class Settings(_Section):
             raise ValueError(f"stack listed twice in [[stacks]]: {', '.join(duplicates)}")
         return self
 
+    @field_validator("storage")
+    @classmethod
+    def _destinations(cls, value: tuple[StorageSettings, ...]) -> tuple[StorageSettings, ...]:
+        check_destinations(value)
+        return value
+
+    @model_validator(mode="after")
+    def _no_empty_destination_policy(self) -> Settings:
+        overrides = [stack.retention for stack in self.stacks if stack.retention is not None]
+        for index, destination in enumerate(self.storage):
+            if destination.retention is None:
+                continue
+            for override in [None, *overrides]:
+                base = override.merged_over(self.retention) if override else self.retention
+                if destination.retention.merged_over(base).policy().is_empty():
+                    raise ValueError(
+                        f"storage[{index}].retention: no keep_* rule is left once merged over "
+                        "[retention] and the stacks' overrides: that would remove every backup "
+                        f"in {destination.name!r}, so it is refused"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _no_empty_stack_policy(self) -> Settings:
         for index, stack in enumerate(self.stacks):
@@ -460,12 +492,43 @@ class Settings(_Section):
         return self
 
 
-def policy_for(settings: Settings, stack_uid: str) -> RetentionPolicy | None:
-    """The retention policy of a stack's series; None means keep everything."""
+def policy_for(
+    settings: Settings, stack_uid: str, destination: StorageSettings | None = None
+) -> RetentionPolicy | None:
+    """The retention policy of a stack's series (in a destination); None keeps everything.
+
+    Key by key: [retention], then the stack's override, then the destination's.
+    """
+    merged: RetentionOverride | None = settings.retention
     override = next((s.retention for s in settings.stacks if s.uid == stack_uid), None)
-    if override is not None:
-        return override.merged_over(settings.retention).policy()
-    return settings.retention.policy() if settings.retention else None
+    for layer in (override, destination.retention if destination else None):
+        if layer is not None:
+            merged = layer.merged_over(merged)
+    return merged.policy() if merged is not None else None
+
+
+def prunes_after_pass(settings: Settings, destination: StorageSettings) -> bool:
+    """Whether a good pass ends by pruning this destination (its after_pass, else [retention]'s)."""
+    own = destination.retention.after_pass if destination.retention else None
+    if own is not None:
+        return own
+    return settings.retention.after_pass if settings.retention else False
+
+
+def encryption_for(settings: Settings, destination: StorageSettings) -> EncryptionSettings | None:
+    """The encryption of one destination: its own, none (false), or [encryption]."""
+    if destination.encryption is False:
+        return None
+    return destination.encryption or settings.encryption
+
+
+def destination_named(settings: Settings, name: str) -> StorageSettings:
+    """The destination called `name`; a ConfigError (exit 2) listing the names otherwise."""
+    for destination in settings.storage:
+        if destination.name == name:
+            return destination
+    names = ", ".join(repr(destination.name) for destination in settings.storage)
+    raise ConfigError(f"--storage {name!r}: no such destination (configured: {names})")
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -498,14 +561,15 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
     try:
         settings = Settings.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_describe_validation_error(where, error)) from None
+        one_table = isinstance(document.get("storage"), dict)
+        raise ConfigError(_describe_validation_error(where, error, one_table)) from None
     return settings.model_copy(update={"source": source})
 
 
-def _describe_validation_error(where: str, error: ValidationError) -> str:
+def _describe_validation_error(where: str, error: ValidationError, one_storage: bool) -> str:
     lines = []
     for problem in error.errors():
-        key = _dotted_key(problem["loc"])
+        key = _dotted_key(problem["loc"], one_storage)
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
@@ -515,18 +579,24 @@ def _describe_validation_error(where: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _dotted_key(location: tuple[int | str, ...]) -> str:
+def _dotted_key(location: tuple[int | str, ...], one_storage: bool = False) -> str:
     parts: list[str] = []
-    previous: int | str | None = None
-    for item in location:
+    keys = [item for item in location if isinstance(item, str)]
+    for position, item in enumerate(location):
         if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif previous == "storage" and item in _STORAGE_TYPES:
-            pass  # the discriminator tag is not a key the user wrote
+            if not (position == 1 and location[0] == "storage" and one_storage):
+                parts.append(f"[{item}]")  # ([storage] is one table: no index to show)
+        elif position and item in _UNION_TAGS.get(_last_key(keys, item), set()):
+            pass  # a tagged union's tag is not a key the user wrote
         else:
             parts.append(("." if parts else "") + item)
-        previous = item
     return "".join(parts)
+
+
+def _last_key(keys: list[str], item: str) -> str:
+    """The key before `item` among the string parts of an error location."""
+    index = keys.index(item)
+    return keys[index - 1] if index else ""
 
 
 def load_token(settings: Settings, environ: dict[str, str] | None = None) -> str:
