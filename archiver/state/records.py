@@ -18,6 +18,7 @@ class PrunedBackup:
     manifest_key: str
     pruned_at: str
     complete: bool
+    storage: str = "default"  # the destination it was pruned from
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Verification:
-    """The last check of one archived backup."""
+    """The last check of one archived copy."""
 
     stack_uid: str
     backup_id: int
@@ -51,6 +52,7 @@ class Verification:
     ok: bool
     problem: str | None
     deep: bool
+    storage: str = "default"  # the destination whose copy was checked
 
 
 @dataclass(frozen=True)

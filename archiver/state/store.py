@@ -14,6 +14,7 @@ from pathlib import Path
 from archiver.state.api_requests import RequestLog
 from archiver.state.archived import ArchivedBackups
 from archiver.state.database import Database, state_db_path
+from archiver.state.destinations import DestinationRecords
 from archiver.state.lock import InstanceLock
 from archiver.state.runs import PassHistory
 from archiver.state.tombstones import PrunedBackups
@@ -32,6 +33,7 @@ class StateStore:
         self.verifications = Verifications(database)
         self.runs = PassHistory(database)
         self.api_requests = RequestLog(database)
+        self.destinations = DestinationRecords(database)
         self.lock = InstanceLock(database.path.with_name(database.path.name + ".lock"))
 
     @classmethod
