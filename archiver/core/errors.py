@@ -7,6 +7,8 @@ Messages must never carry the API token or a URL query string.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_CONFIG = 2
@@ -78,6 +80,14 @@ class TransientStorageError(StorageError):
 
 class PermanentStorageError(StorageError):
     """Permanent for this backup: no space left, permission denied, bucket missing."""
+
+
+class ObjectLocked(PermanentStorageError):
+    """Permanent until a date: S3 Object Lock keeps the object; it can be removed after `until`."""
+
+    def __init__(self, message: str, *, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -31,7 +31,7 @@ from typing import TypeVar
 import asyncssh
 import structlog
 
-from archiver.config.settings import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import (
     IntegrityError,
     PermanentStorageError,
