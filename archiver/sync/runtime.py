@@ -1,6 +1,6 @@
 """The long-lived parts of a run, built once from the settings and closed together.
 
-HTTP sessions, the thread pool, the storage backend, the state and its lock,
+HTTP sessions, the thread pool, the destinations, the state and its lock,
 the API client and its request budget. Used by one-shot passes, the daemon,
 `check-config` and the demo alike.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 import structlog
@@ -18,7 +17,6 @@ import structlog
 from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
-from archiver.config.keys import Recipient, parse_recipient
 from archiver.config.settings import Settings
 from archiver.core.retry import RetryPolicy
 from archiver.core.stopping import StopSignal
@@ -27,11 +25,9 @@ from archiver.service.alerts import AlertSender, alerts_configured
 from archiver.service.metrics import Metrics
 from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
-from archiver.storage.base import Storage
+from archiver.storage.destinations import Destination
 from archiver.sync.api_client import build_client, shared_budget
 from archiver.transfer.download import Downloader
-from archiver.transfer.encryption import FORMAT, EncryptionInfo
-from archiver.transfer.join import BackupJoiner
 
 log = structlog.get_logger(__name__)
 
@@ -43,9 +39,9 @@ class Runtime:
     settings: Settings
     archive: Archive
     state: StateStore
-    storage: Storage
+    destinations: tuple[Destination, ...]
     client: Cloud66Client
-    joiner: BackupJoiner
+    downloader: Downloader
     budget: RequestBudget
     observers: list[PassObserver]
     metrics: Metrics
@@ -56,12 +52,6 @@ class Runtime:
         self.stop = stop or StopSignal()
         self._token = token
         self._stack = AsyncExitStack()
-        # [encryption]: the parsed public keys, and what the manifest says of them.
-        settings_keys = settings.encryption.all_recipients() if settings.encryption else []
-        self.recipients: list[Recipient] = [parse_recipient(text) for text in settings_keys]
-        self.encryption_info: dict[str, Any] | None = (
-            EncryptionInfo(FORMAT, tuple(settings_keys)).as_dict() if settings_keys else None
-        )
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
         self.metrics = Metrics()
@@ -88,7 +78,7 @@ class Runtime:
         self.archive = await self._stack.enter_async_context(
             open_archive(settings, lock=True, workers=workers)
         )
-        self.state, self.storage = self.archive.state, self.archive.storage
+        self.state, self.destinations = self.archive.state, self.archive.destinations
         self.budget = shared_budget(settings, self.state)
         self.client = build_client(
             settings, self._token, self.budget, stop=self.stop, on_request=self.metrics.api_request
@@ -98,7 +88,7 @@ class Runtime:
         session = self._download_session()
         self._stack.push_async_callback(session.close)
         download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
-        downloader = Downloader(
+        self.downloader = Downloader(
             session,
             download_limit=download_limit,
             retry_policy=RetryPolicy(
@@ -109,11 +99,10 @@ class Runtime:
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
         )
-        self.joiner = BackupJoiner(downloader, self.storage)
 
     def _add_observers(self) -> None:
         """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
-        self.metrics.bind(self.state, self.budget)
+        self.metrics.bind(self.state, self.budget, [d.name for d in self.destinations])
         self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
             alerts = AlertSender(self.settings.notify, stop=self.stop)

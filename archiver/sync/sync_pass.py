@@ -1,22 +1,27 @@
-"""One pass: plan (API -> what is new) -> transfer -> commit (manifest, then state) -> report.
+"""One pass: plan (API -> what each destination lacks) -> transfer -> commit -> report.
 
-This is the only module where Cloud 66, storage and state meet.
+This is the only module where Cloud 66, storage and state meet. Per backup that
+some destinations lack (`archiver.sync.plan`): a manifest already there is
+adopted; a destination that stores it like another destination's copy gets
+that copy (`archiver.sync.fill_in`); the rest get one download, streamed into
+all of them at once (`archiver.transfer.fan_out`), while Cloud 66 lists the
+backup, else a converted copy, else a report. Each destination commits on its
+own (`archiver.sync.commit`): one that fails fails only its own copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 
 import structlog
 
 from archiver.cloud66.models import Backup, BackupFile, Stack
 from archiver.cloud66.parts import join_order
-from archiver.config.settings import StackSettings
+from archiver.config.settings import Settings, StackSettings, policy_for, prunes_after_pass
 from archiver.core.errors import (
     ApiError,
     ArchiverError,
@@ -29,26 +34,23 @@ from archiver.core.stopping import Stopped
 from archiver.lifecycle.import_staging import remove_expired_staging
 from archiver.lifecycle.prune import Pruner, plan_prune
 from archiver.lifecycle.rebuild import record_from_manifest
-from archiver.model.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
-from archiver.model.manifest import ArchivedBackup, Manifest, utc_now_iso
+from archiver.model.layout import safe_component
+from archiver.model.manifest import utc_now_iso
+from archiver.model.retention import RetentionPolicy
 from archiver.model.summary import Failure, PassSummary
 from archiver.service.observers import tell_observers
+from archiver.storage.destinations import Destination
+from archiver.sync.commit import Committer, downloaded_manifest
+from archiver.sync.fill_in import FillIn
+from archiver.sync.plan import Job, Planner
 from archiver.sync.progress import PassProgress
 from archiver.sync.runtime import Runtime
 from archiver.transfer import resume as transfers
 from archiver.transfer.download import PartSource
-from archiver.transfer.join import JoinedResult, resumable
+from archiver.transfer.fan_out import FanOut
+from archiver.transfer.join import BackupJoiner, JoinedResult, resumable
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A backup that is due, with where it goes."""
-
-    stack_uid: str
-    backup: Backup
-    keys: BackupKeys
 
 
 class SyncPass:
@@ -65,9 +67,13 @@ class SyncPass:
         self._stop = runtime.stop
         self._summary = PassSummary(started_at=utc_now_iso())
         self._planned_stacks: list[str] = []
+        self._usable: list[Destination] = []
         settings = runtime.settings.transfer
-        # Backups in flight: each holds an open upload, so bound them like downloads.
+        # Backups in flight: each holds open uploads, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
+        self._committer = Committer(runtime.state, self._fail_destination)
+        self._fill = FillIn(runtime.settings, runtime.state, self._committer,
+                            self._fail_destination)
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
@@ -75,13 +81,13 @@ class SyncPass:
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
-            await remove_expired_staging(self._rt.storage)
             jobs = await self._plan()
-            due = {(job.stack_uid, job.backup.id) for job in jobs}
-            await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
+            await self._tidy_destinations(jobs)
             await self._archive_all(jobs)
+            self._summary.filled = self._fill.copies_made
             self._record_stack_successes()
             await self._prune_after_pass()
+            await self._committer.lock_pending(self._usable)
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
@@ -98,9 +104,36 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
         return summary
 
+    # -- destinations ----------------------------------------------------------------------
+
+    async def _tidy_destinations(self, jobs: list[Job]) -> None:
+        """Per destination: expired import staging goes, and unfinished uploads of backups
+        not due. A destination that fails this is left out of the pass (and named)."""
+        due = {(job.stack_uid, job.backup_id) for job in jobs if job.backup is not None}
+        kept = transfers.forget_not_due(self._rt.state, due)
+        for destination in list(self._usable):
+            try:
+                await remove_expired_staging(destination.storage)
+                await transfers.remove_unfinished(destination.storage, kept, destination.name)
+            except (StorageError, OSError) as error:
+                self._destination_down(destination, redact(str(error)))
+
+    def _destination_down(self, destination: Destination, reason: str) -> None:
+        self._usable.remove(destination)
+        self._summary.failed.append(
+            Failure("*", None, f"destination unusable this pass: {reason}", destination.name)
+        )
+        log.error("destination unusable this pass", storage=destination.name, reason=reason)
+
     # -- plan ---------------------------------------------------------------------------
 
-    async def _plan(self) -> list[_Job]:
+    async def _plan(self) -> list[Job]:
+        archive = self._rt.archive
+        self._usable = [d for d in archive.destinations if d.name not in archive.unreadable]
+        for name, reason in archive.unreadable.items():
+            self._summary.failed.append(
+                Failure("*", None, f"destination could not be read: {reason}", name)
+            )
         stacks = await self._stacks()
         self._planned_stacks = [stack.uid for stack in stacks]
         per_stack = await asyncio.gather(*(self._plan_stack(stack) for stack in stacks))
@@ -133,16 +166,21 @@ class SyncPass:
             self._fail("*", None, f"could not list stacks for [discover]: {redact(str(error))}")
             return []
 
-    async def _plan_stack(self, stack: StackSettings) -> list[_Job]:
+    async def _plan_stack(self, stack: StackSettings) -> list[Job]:
         with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
+            backups: list[Backup] | None
             try:
                 backups = await self._list_backups(stack)
             except AuthError:
                 raise
             except ApiError as error:
                 self._fail(stack.uid, None, f"could not list backups: {redact(str(error))}")
-                return []
-            return self._due(stack.uid, backups)
+                backups = None
+            plan = Planner(self._rt.state, self._usable).plan_stack(stack.uid, backups)
+            self._summary.already += plan.already
+            for backup in plan.not_ok:
+                self._skip(stack.uid, backup)
+            return plan.jobs
 
     async def _list_backups(self, stack: StackSettings) -> list[Backup]:
         # One db_type can be filtered by the API (fewer pages); several are filtered here,
@@ -152,23 +190,6 @@ class SyncPass:
         if stack.db_types:
             backups = [backup for backup in backups if backup.db_type in stack.db_types]
         return backups
-
-    def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
-        archived = self._rt.state.archived.ids(stack_uid)
-        # Pruned by retention: Cloud 66 may list them for a long while yet.
-        pruned = self._rt.state.pruned.ids(stack_uid)
-        jobs = []
-        for backup in backups:
-            if backup.id in archived:
-                self._summary.already += 1
-            elif backup.id in pruned:
-                continue
-            elif not backup.is_ok:
-                self._skip(stack_uid, backup)
-            else:
-                encrypted = bool(self._rt.recipients)
-                jobs.append(_Job(stack_uid, backup, _keys_for(stack_uid, backup, encrypted)))
-        return jobs
 
     def _skip(self, stack_uid: str, backup: Backup) -> None:
         self._summary.skipped += 1
@@ -184,7 +205,7 @@ class SyncPass:
 
     # -- transfer and commit -----------------------------------------------------------
 
-    async def _archive_all(self, jobs: list[_Job]) -> None:
+    async def _archive_all(self, jobs: list[Job]) -> None:
         if jobs:
             log.info("backups due", count=len(jobs))
         results = await asyncio.gather(
@@ -196,9 +217,8 @@ class SyncPass:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _archive_one(self, job: _Job) -> None:
-        backup = job.backup
-        context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
+    async def _archive_one(self, job: Job) -> None:
+        context = {"stack_uid": job.stack_uid, "backup_id": job.backup_id}
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
@@ -208,6 +228,8 @@ class SyncPass:
                 log.info("stopping: backup left for the next pass")
             except AuthError:
                 raise
+            except _Reported:
+                self._progress.finish(job.keys.tar, ok=False)
             except ArchiverError as error:
                 self._record_failure(job, error)
             except OSError as error:  # a backend's raw error: name it, keep going
@@ -216,18 +238,82 @@ class SyncPass:
                 log.exception("unexpected error archiving a backup")
                 self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
 
-    def _record_failure(self, job: _Job, error: ArchiverError) -> None:
-        reason = redact(str(error))
-        self._fail(job.stack_uid, job.backup.id, reason)
+    def _record_failure(self, job: Job, error: ArchiverError) -> None:
+        self._fail(job.stack_uid, job.backup_id, redact(str(error)))
         self._progress.finish(job.keys.tar, ok=False)
 
-    async def _archive_due(self, job: _Job) -> None:
-        if await self._adopt_existing(job):
-            return
-        files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
-        description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
-        self._progress.add_backup(job.keys.tar, description, total=None)
-        log.info("archiving backup", files=len(files), database_name=job.backup.database_name)
+    async def _archive_due(self, job: Job) -> None:
+        """Adopt, fill in, download: each destination that lacks the backup, the cheapest way."""
+        copies_before = self._fill.copies_made
+        missing = await self._adopt_existing(job)
+        if missing and job.holders:
+            sources = await self._fill.sources(job)
+            missing = await self._fill.fill_same_form(job, sources, missing, self._no_progress)
+            if missing and job.backup is None:
+                missing = await self._fill.fill_converted(job, sources, missing, self._no_progress)
+        downloaded = bool(missing) and job.backup is not None and await self._download(job, missing)
+        if downloaded or self._fill.copies_made > copies_before:
+            self._summary.archived += 1
+
+    @staticmethod
+    def _no_progress(_count: int) -> None:
+        """Copies between destinations are not drawn (downloads are)."""
+
+    async def _adopt_existing(self, job: Job) -> list[Destination]:
+        """A manifest already in a destination (state lost, or a crash after the manifest)
+        counts; return the destinations still lacking the backup."""
+        missing = []
+        for destination in job.missing:
+            try:
+                record = await record_from_manifest(
+                    destination.storage, job.keys.manifest, destination.name
+                )
+            except (StorageError, OSError) as error:
+                self._fail_destination(job.stack_uid, job.backup_id, destination.name,
+                                       redact(str(error)))
+                continue
+            if record is None:
+                missing.append(destination)
+                continue
+            self._rt.state.archived.record(record)
+            log.info("backup already in storage; recorded", storage=destination.name)
+        if not missing and len(missing) < len(job.missing):
+            self._summary.already += 1
+        return missing
+
+    async def _download(self, job: Job, destinations: Sequence[Destination]) -> bool:
+        """One download into every destination of `destinations`; True when one committed."""
+        assert job.backup is not None
+        backup = job.backup
+        files = join_order(await self._rt.client.list_files(job.stack_uid, backup.id))
+        self._progress.add_backup(job.keys.tar, f"{job.label} {backup.db_type}", total=None)
+        log.info("archiving backup", files=len(files), database_name=backup.database_name,
+                 destinations=[d.name for d in destinations])
+        fan_out = FanOut(destinations, job.keys.tar)
+        with self._rt.metrics.transfer():
+            joined = await self._transfer(job, files, fan_out)
+        for member in fan_out.failed():
+            self._fail_destination(job.stack_uid, backup.id, member.destination.name,
+                                   redact(str(member.error)))
+        committed = 0
+        for member in fan_out.committed():
+            manifest = downloaded_manifest(
+                job.stack_uid, backup, member, joined.size, joined.sha256, joined.parts
+            )
+            if await self._committer.commit(member.destination, job.keys, manifest):
+                committed += 1
+        self._summary.bytes += joined.size
+        self._progress.finish(job.keys.tar, ok=committed > 0)
+        log.info("backup archived", size=joined.size, sha256=joined.sha256, copies=committed)
+        return committed > 0
+
+    async def _transfer(
+        self, job: Job, files: Sequence[BackupFile], fan_out: FanOut
+    ) -> JoinedResult:
+        """Join the backup's files into every destination, resuming an unfinished upload."""
+        state, backup_id = self._rt.state, job.backup_id
+        encrypted = fan_out.encrypted
+        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
         known_size = 0
 
         def part_size_known(size: int) -> None:
@@ -235,88 +321,53 @@ class SyncPass:
             known_size += size
             self._progress.set_total(job.keys.tar, known_size)
 
-        with self._rt.metrics.transfer():
-            joined = await self._transfer(job, files, part_size_known)
-        record = await self._commit(job, joined)
-        self._summary.archived += 1
-        self._summary.bytes += joined.size
-        self._progress.finish(job.keys.tar, ok=True)
-        log.info(
-            "backup archived", size=joined.size, sha256=joined.sha256, location=record.location
-        )
-
-    async def _transfer(
-        self, job: _Job, files: Sequence[BackupFile], on_size: Callable[[int], None]
-    ) -> JoinedResult:
-        """Join the backup's files into storage, resuming an unfinished upload of it."""
-        state, backup_id = self._rt.state, job.backup.id
-        encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
-        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
         try:
-            return await self._rt.joiner.archive(
+            return await BackupJoiner(self._rt.downloader, fan_out).archive(
                 job.keys.tar,
                 self._part_sources(job, files),
-                on_size=on_size,
+                on_size=part_size_known,
                 on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
-                encrypt_to=self._rt.recipients if encrypted else (),
                 known=known,
                 on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
             )
         except BaseException as error:
             if not resumable(error):
                 state.transfers.end(job.stack_uid, backup_id)
+            for member in fan_out.failed():  # destinations that failed on their own side
+                self._fail_destination(job.stack_uid, backup_id, member.destination.name,
+                                       redact(str(member.error)))
+            if any(error is member.error for member in fan_out.failed()):
+                raise _Reported() from None  # every destination failed: each is named
             raise
 
-    def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
+    def _part_sources(self, job: Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
 
         def fresh_url(file_id: str) -> PartSource:
             async def fetch() -> str:
-                return await client.public_url(job.stack_uid, job.backup.id, file_id)
+                return await client.public_url(job.stack_uid, job.backup_id, file_id)
 
             name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
             return PartSource(id=file_id, name=name, fresh_url=fetch)
 
         return [fresh_url(file.id) for file in files]
 
-    async def _commit(self, job: _Job, joined: JoinedResult) -> ArchivedBackup:
-        """Manifest after the data, state after the manifest: each step safe to repeat."""
-        storage = self._rt.storage
-        manifest = _manifest_for(job, joined, self._rt.encryption_info)
-        await storage.write_small(job.keys.manifest, manifest.to_json())
-        record = self._archived_record(job, manifest)
-        self._rt.state.archived.record(record)
-        return record
-
-    def _archived_record(self, job: _Job, manifest: Manifest) -> ArchivedBackup:
-        return manifest.archived_record(
-            tar_key=job.keys.tar,
-            manifest_key=job.keys.manifest,
-            location=self._rt.storage.location(job.keys.tar),
-        )
-
-    async def _adopt_existing(self, job: _Job) -> bool:
-        """A manifest already in storage (state lost, or a crash after the manifest) counts."""
-        record = await record_from_manifest(self._rt.storage, job.keys.manifest)
-        if record is None:
-            return False
-        self._rt.state.archived.record(record)
-        self._summary.already += 1
-        log.info("backup already in storage; recorded")
-        return True
-
     async def _prune_after_pass(self) -> None:
-        """`[retention] after_pass`: prune after a pass that archived everything due."""
-        retention = self._rt.settings.retention
-        if retention is None or not retention.after_pass:
+        """Prune each destination whose `after_pass` says so, after a pass that archived
+        everything due."""
+        settings = self._rt.settings
+        pruning = [d for d in self._usable if prunes_after_pass(settings, d.settings)]
+        if not pruning:
             return
         if not self._summary.ok or self._stop.is_set():
             log.info("no prune after this pass: it did not archive everything due")
             return
-        plan = plan_prune(self._rt.settings, self._rt.state.archived.all())
-        failures = await Pruner(self._rt.state, self._rt.storage).carry_out(plan)
-        self._summary.pruned = len(plan.remove) - len(failures)
-        self._summary.failed.extend(failures)
+        for destination in pruning:
+            copies = self._rt.state.archived.all(destination.name)
+            plan = plan_prune(partial(_policy, settings, destination), copies)
+            outcome = await Pruner(self._rt.state, destination).carry_out(plan)
+            self._summary.pruned += outcome.removed
+            self._summary.failed.extend(outcome.failures)
 
     def _record_stack_successes(self) -> None:
         """Every stack whose due backups are all archived now succeeded (freshness metrics).
@@ -335,36 +386,16 @@ class SyncPass:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason))
         log.error("could not archive", stack_uid=stack_uid, backup_id=backup_id, reason=reason)
 
-
-def _keys_for(stack_uid: str, backup: Backup, encrypted: bool) -> BackupKeys:
-    return backup_keys(
-        stack_uid=stack_uid,
-        db_type=backup.db_type,
-        database_name=backup.database_name,
-        backup_date=backup.backup_date_iso,
-        backup_id=backup.id,
-        encrypted=encrypted,
-    )
+    def _fail_destination(self, stack_uid: str, backup_id: int, storage: str, reason: str) -> None:
+        self._summary.failed.append(Failure(stack_uid, backup_id, reason, storage))
+        log.error("could not archive in a destination", stack_uid=stack_uid,
+                  backup_id=backup_id, storage=storage, reason=reason)
 
 
-def _manifest_for(
-    job: _Job, joined: JoinedResult, encryption: dict[str, Any] | None
-) -> Manifest:
-    backup = job.backup
-    date = backup.backup_date_iso
-    return Manifest(
-        stack_uid=job.stack_uid,
-        backup_id=backup.id,
-        db_type=str(backup.db_type),
-        database_name=str(backup.database_name),
-        backup_date=date.isoformat().replace("+00:00", "Z") if date else None,
-        size=joined.size,
-        sha256=joined.sha256,
-        parts=joined.parts,
-        archived_at=utc_now_iso(),
-        file=job.keys.tar.rsplit("/", 1)[-1],
-        source=backup.raw,
-        stored_size=joined.stored_size,
-        stored_sha256=joined.stored_sha256,
-        encryption=encryption if joined.stored_sha256 is not None else None,
-    )
+def _policy(settings: Settings, destination: Destination, stack_uid: str) -> RetentionPolicy | None:
+    return policy_for(settings, stack_uid, destination.settings)
+
+
+class _Reported(ArchiverError):
+    """Internal: every destination failed, and each failure is in the summary already."""
+
