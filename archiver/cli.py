@@ -53,6 +53,13 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     sys.exit(code)
 
 
+def _storage_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--storage", "storage", metavar="NAME",
+        help=f"Only the destination named NAME ([[storage]] name). Default: {what}.",
+    )
+
+
 class _Setup:
     """Settings and token, loaded once per invocation with errors mapped to exit 2."""
 
@@ -221,8 +228,9 @@ def check_config(setup: _Setup) -> None:
 @main.command(context_settings=_CONTEXT)
 @click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@_storage_option("every destination, each with its own policy")
 @click.pass_obj
-def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
+def prune(setup: _Setup, dry_run: bool, as_json: bool, storage: str | None) -> None:
     """Remove the backups [retention] does not keep (restic `forget` rules, per series).
 
     Each series (stack, db type, database) keeps the newest backup of each of its
@@ -230,18 +238,22 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
     and everything newer than keep_within before its newest backup. A pruned
     backup is never downloaded again, though Cloud 66 may still list it.
     Try --dry-run first: it shows each backup with the rules that keep it.
+    Each destination is pruned by its own policy ([retention], then the stack's,
+    then the destination's retention, key by key); what S3 Object Lock still
+    keeps is listed with its locked_until and left in place.
     Exit 0, or 1 when a removal failed; 3 while the daemon runs (it prunes by
     itself after each good pass with [retention] after_pass = true).
 
     \b
     Examples:
       c66-archiver prune --dry-run
+      c66-archiver prune --storage offsite --dry-run
       c66-archiver prune --json | jq '.remove | length'
     """
     from archiver.commands.prune import run_prune
 
     settings = setup.settings()
-    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json))
+    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, storage=storage))
 
 
 def _parse_subset(
@@ -276,10 +288,11 @@ def _parse_subset(
     help="With --deep on an encrypted archive: the private key that decrypts it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@_storage_option("every destination's copies")
 @click.pass_obj
 def verify(
     setup: _Setup, subset: tuple[int, int] | None, percent: float | None, deep: bool,
-    identity: Path | None, as_json: bool,
+    identity: Path | None, as_json: bool, storage: str | None,
 ) -> None:
     """Re-read archived backups and check size and sha256 against their manifests.
 
@@ -295,6 +308,7 @@ def verify(
       c66-archiver verify                      # everything
       c66-archiver verify --subset 3/7         # one seventh: all of it over a week of days
       c66-archiver verify --percent 5 --deep
+      c66-archiver verify --storage offsite    # only the copies in one destination
       c66-archiver verify --json | jq '.checked[] | select(.ok | not)'
     """
     from archiver.commands.verify import run_verify
@@ -305,7 +319,7 @@ def verify(
     _run(
         lambda: run_verify(
             settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
-            identity=identity,
+            identity=identity, storage=storage,
         )
     )
 
@@ -324,9 +338,11 @@ def verify(
     "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
     help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
 )
+@_storage_option("the first destination (in the config's order) that holds it")
 @click.pass_obj
 def restore(
-    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, identity: Path | None
+    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, identity: Path | None,
+    storage: str | None,
 ) -> None:
     """Stream an archived backup back out of storage, checking its sha256 as it goes.
 
@@ -340,6 +356,7 @@ def restore(
     \b
     Examples:
       c66-archiver restore 4711 -o shop.tar
+      c66-archiver restore 4711 --storage offsite -o shop.tar
       c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
     """
     from archiver.lifecycle.restore import run_restore
@@ -347,7 +364,8 @@ def restore(
     settings = setup.settings()
     _run(
         lambda: run_restore(
-            settings, backup_id, stack_uid=stack_uid, output=output, identity=identity
+            settings, backup_id, stack_uid=stack_uid, output=output, identity=identity,
+            storage=storage,
         )
     )
 

@@ -1,4 +1,5 @@
-"""`c66-archiver check-config`: the config loads, the token works, the storage takes writes."""
+"""`c66-archiver check-config`: the config loads, the token works, every destination takes writes
+(and, where it asks for Object Lock, its bucket has it)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from archiver.config.settings import Settings
+from archiver.config.settings import S3Destination, Settings, StorageSettings
 from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
+from archiver.storage.base import Lockable, Storage
 from archiver.sync.api_client import api_client
 
 
@@ -46,17 +48,38 @@ async def _check_api(settings: Settings, token: str) -> bool:
 
 
 async def _check_storage(settings: Settings) -> bool:
+    """Probe every destination (and, where it asks for Object Lock, the bucket's lock)."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="c66-check") as executor:
-        storage = open_storage(settings.storage, executor=executor)
-        where = describe_storage(settings.storage)
-        started = time.monotonic()
-        try:
-            await storage.probe()
-        except StorageError as error:
-            click.echo(f"FAILED  storage {where}: {error}", err=True)
+        checks = [await _check_destination(d, executor) for d in settings.storage]
+    return all(checks)
+
+
+async def _check_destination(destination: StorageSettings, executor: ThreadPoolExecutor) -> bool:
+    storage = open_storage(destination, executor=executor)
+    where = f"storage {destination.name!r} {describe_storage(destination)}"
+    started = time.monotonic()
+    try:
+        lock_problem = await _lock_problem(destination, storage)
+        if lock_problem is not None:
+            click.echo(f"FAILED  {where}: object_lock: {lock_problem}", err=True)
             return False
-        finally:
-            await storage.aclose()
+        await storage.probe()
+    except StorageError as error:
+        click.echo(f"FAILED  {where}: {error}", err=True)
+        return False
+    finally:
+        await storage.aclose()
     elapsed = time.monotonic() - started
-    click.echo(f"ok      storage {where}: write, read back, delete ({elapsed:.2f}s)")
+    locked = ", Object Lock on" if isinstance(destination, S3Destination) and (
+        destination.object_lock
+    ) else ""
+    click.echo(f"ok      {where}: write, read back, delete{locked} ({elapsed:.2f}s)")
     return True
+
+
+async def _lock_problem(destination: StorageSettings, storage: Storage) -> str | None:
+    if not isinstance(destination, S3Destination) or destination.object_lock is None:
+        return None
+    if not isinstance(storage, Lockable):
+        return "this storage cannot lock objects"
+    return await storage.lock_problem()

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from archiver.config.settings import Settings
 from archiver.core.units import human_bytes, human_duration
+from archiver.lifecycle.destinations import adopt_legacy_rows
 from archiver.service.schedule import max_age_for
 from archiver.service.status_document import status_document
 from archiver.state.store import StateStore
@@ -30,7 +31,12 @@ async def print_status(
     """Print the status as tables or JSON; exit 0."""
     state = StateStore.open(settings.state.path)
     try:
-        document = status_document(state, configured=[stack.uid for stack in settings.stacks])
+        adopt_legacy_rows(state, settings.storage)  # a state from before several destinations
+        document = status_document(
+            state,
+            destinations=settings.storage,
+            configured=[stack.uid for stack in settings.stacks],
+        )
     finally:
         state.close()
     if as_json:
@@ -51,6 +57,8 @@ def render_status(
 ) -> None:
     """Per-stack summary, optionally every archived backup, then the last pass and failures."""
     console.print(_stacks_table(document["stacks"], max_age))
+    if len(document.get("storage", [])) > 1:
+        console.print(_destinations_table(document["storage"]))
     if all:
         console.print(_backups_table(document["archived"]))
     _print_last_run(document["last_run"], console)
@@ -118,9 +126,30 @@ def _failure_count(count: int) -> str:
     return f"[red]{count}[/red]" if count else "[green]0[/green]"
 
 
+def _destinations_table(destinations: list[dict[str, Any]]) -> Table:
+    """Per destination what it holds, and what a later pass fills in."""
+    table = Table(title="Destinations")
+    table.add_column("name")
+    table.add_column("where", overflow="fold")
+    for column in ("backups", "size", "missing"):
+        table.add_column(column, justify="right")
+    for entry in destinations:
+        missing = entry["missing"]
+        lock = " [dim](object lock)[/dim]" if entry.get("object_lock") else ""
+        table.add_row(
+            escape(entry["name"]),
+            escape(entry["location"]) + lock,
+            str(entry["backups"]),
+            human_bytes(entry["bytes"]),
+            f"[yellow]{missing}[/yellow]" if missing else "[green]0[/green]",
+        )
+    return table
+
+
 def _backups_table(archived: list[dict[str, Any]]) -> Table:
     table = Table(title="Archived backups", show_lines=False)
-    for column in ("stack", "db", "database", "backup", "date", "size", "archived at", "verified"):
+    for column in ("stack", "db", "database", "backup", "date", "size", "archived at", "copies",
+                   "verified"):
         table.add_column(column, justify="right" if column in ("backup", "size") else "left")
     for entry in archived:
         table.add_row(
@@ -131,6 +160,7 @@ def _backups_table(archived: list[dict[str, Any]]) -> Table:
             entry["backup_date"] or "-",
             human_bytes(entry["size"]),
             entry["archived_at"],
+            escape(" ".join(copy["storage"] for copy in entry.get("copies", []))),
             _backup_check_cell(entry),
         )
     return table
@@ -175,9 +205,10 @@ def _print_last_run(run: dict[str, Any] | None, console: Console) -> None:
         f"archived {run['archived']}, skipped {run['skipped']}, {human_bytes(run['bytes'])}"
     )
     for failure in run["failed"]:
+        where = f" in {failure['storage']}" if failure.get("storage") else ""
         console.print(
-            f"  [red]failed[/red] stack {failure['stack_uid']} backup {failure['backup_id']}: "
-            f"{escape(str(failure['reason']))}",
+            f"  [red]failed[/red] stack {failure['stack_uid']} backup {failure['backup_id']}"
+            f"{escape(where)}: {escape(str(failure['reason']))}",
             markup=True,
             highlight=False,
         )

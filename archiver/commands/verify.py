@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from archiver.config.settings import Settings
+from archiver.config.settings import Settings, destination_named
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
 from archiver.core.units import human_bytes
-from archiver.lifecycle.archive import open_archive
+from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.identity import identities_for
 from archiver.lifecycle.verify import CheckResult, Verifier, select_backups
 from archiver.model.layout import ENCRYPTED_SUFFIX
@@ -28,6 +28,7 @@ from archiver.model.manifest import ArchivedBackup, utc_now_iso
 from archiver.service.alerts import AlertSender, alerts_configured
 from archiver.state.records import Verification, VerifyRun
 from archiver.state.store import StateStore
+from archiver.storage.destinations import Destination
 from archiver.sync.progress import PassProgress
 
 # Backups checked at once: enough to overlap one's latency with another's hashing.
@@ -42,18 +43,25 @@ async def run_verify(
     deep: bool,
     as_json: bool,
     identity: Path | None = None,
+    storage: str | None = None,
 ) -> int:
-    """Check the selected backups; print; exit 0 when all are intact, else 1."""
+    """Check the selected copies (every destination's, or `storage`'s); print; exit 0 when all
+    are intact, else 1."""
+    if storage is not None:
+        destination_named(settings, storage)  # an unknown name is exit 2, before anything
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
-        chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
-        encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
-        identities = identities_for(settings, identity) if deep and encrypted else []
-        verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
-        results = await _check_all(verifier, chosen, show_progress=not as_json)
+        verifiers = {
+            d.name: _LazyVerifier(archive, d, deep=deep, identity=identity)
+            for d in archive.destinations
+            if storage in (None, d.name)
+        }
+        copies = [r for r in archive.state.archived.all() if r.storage in verifiers]
+        chosen = select_backups(copies, subset=subset, percent=percent)
+        results = await _check_all(verifiers, chosen, show_progress=not as_json)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
-        await _alert(settings, failed, checked=len(results))
+        await _alert(settings, failed, checked=len(results), several=len(settings.storage) > 1)
     if as_json:
         document = {"ok": not failed, "checked": [result.as_dict() for result in results]}
         print(json.dumps(document, indent=2))
@@ -62,39 +70,76 @@ async def run_verify(
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
+class _LazyVerifier:
+    """A destination's verifier, made when first needed: the identity is loaded (and its
+    absence reported) only when a deep check meets an encrypted copy there."""
+
+    def __init__(
+        self, archive: Archive, destination: Destination, *, deep: bool, identity: Path | None
+    ) -> None:
+        self._archive = archive
+        self._destination = destination
+        self._deep = deep
+        self._identity = identity
+        self._made: dict[bool, Verifier] = {}
+
+    def for_record(self, record: ArchivedBackup) -> Verifier:
+        encrypted = self._deep and record.tar_key.endswith(ENCRYPTED_SUFFIX)
+        if encrypted not in self._made:
+            settings = self._archive.settings
+            identities = (
+                identities_for(settings, self._identity, self._destination.encryption)
+                if encrypted else []
+            )
+            self._made[encrypted] = Verifier(
+                self._destination, self._archive.executor, deep=self._deep, identities=identities
+            )
+        return self._made[encrypted]
+
+
 async def _check_all(
-    verifier: Verifier, records: list[ArchivedBackup], *, show_progress: bool
+    verifiers: dict[str, _LazyVerifier], records: list[ArchivedBackup], *, show_progress: bool
 ) -> list[CheckResult]:
     limit = asyncio.Semaphore(_CONCURRENT_CHECKS)
+    # Identities load before any check starts, so a missing one is exit 2 with nothing read.
+    chosen = [(record, verifiers[record.storage].for_record(record)) for record in records]
     with PassProgress(enabled=show_progress and sys.stderr.isatty()) as progress:
 
-        async def check(record: ArchivedBackup) -> CheckResult:
-            key = f"{record.stack_uid}/{record.backup_id}"
+        async def check(record: ArchivedBackup, verifier: Verifier) -> CheckResult:
+            key = f"{record.stack_uid}/{record.backup_id}/{record.storage}"
             async with limit:
-                progress.add_backup(key, f"{record.stack_uid[:8]} #{record.backup_id}", record.size)
+                label = f"{record.stack_uid[:8]} #{record.backup_id} {record.storage}"
+                progress.add_backup(key, label, record.size)
                 result = await verifier.check(record, lambda n: progress.advance(key, n))
                 progress.finish(key, ok=result.ok)
                 return result
 
-        return list(await asyncio.gather(*(check(record) for record in records)))
+        return list(await asyncio.gather(*(check(record, v) for record, v in chosen)))
 
 
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:
     now = utc_now_iso()
     state.verifications.record(
         [
-            Verification(r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep)
+            Verification(
+                r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep,
+                r.record.storage,
+            )
             for r in results
         ],
         VerifyRun(now, checked=len(results), failed=sum(1 for r in results if not r.ok)),
     )
 
 
-async def _alert(settings: Settings, failed: list[CheckResult], *, checked: int) -> None:
+async def _alert(
+    settings: Settings, failed: list[CheckResult], *, checked: int, several: bool
+) -> None:
     alerts = AlertSender(settings.notify)
     try:
         await alerts.verify_failed(
-            [(r.record.stack_uid, r.record.backup_id, r.problem or "") for r in failed],
+            [(r.record.stack_uid, r.record.backup_id,
+              f"{r.record.storage}: {r.problem}" if several else (r.problem or ""))
+             for r in failed],
             checked=checked,
         )
     finally:
@@ -119,13 +164,13 @@ def _print_results(results: list[CheckResult], *, deep: bool) -> None:
 def _table(results: list[CheckResult]) -> Table:
     table = Table(title="Verify")
     table.add_column("stack", overflow="fold")
-    for column in ("backup", "date", "size", "result"):
+    for column in ("backup", "date", "storage", "size", "result"):
         table.add_column(column, justify="right" if column in ("backup", "size") else "left")
     for result in results:
         record = result.record
         outcome = "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]"
         table.add_row(
             escape(record.stack_uid), str(record.backup_id), record.backup_date or "-",
-            human_bytes(record.size), outcome,
+            escape(record.storage), human_bytes(record.size), outcome,
         )
     return table

@@ -30,6 +30,7 @@ from archiver.service.page import HEADERS as PAGE_HEADERS
 from archiver.service.page import HISTORY_DAYS, render_page
 from archiver.service.schedule import max_age_for
 from archiver.service.status_document import status_document
+from archiver.storage.base import Storage
 from archiver.sync.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -58,12 +59,21 @@ class StorageProbe:
             return self._problem
 
     async def _probe(self) -> str | None:
+        problems = await asyncio.gather(
+            *(self._probe_one(d.name, d.storage) for d in self._runtime.destinations)
+        )
+        found = [problem for problem in problems if problem is not None]
+        return "; ".join(found) if found else None
+
+    @staticmethod
+    async def _probe_one(name: str, storage: Storage) -> str | None:
+        where = f"storage {name!r}"
         try:
-            await asyncio.wait_for(self._runtime.storage.probe(), PROBE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(storage.probe(), PROBE_TIMEOUT_SECONDS)
         except TimeoutError:
-            return f"a probe write took longer than {PROBE_TIMEOUT_SECONDS:g}s"
+            return f"{where}: a probe write took longer than {PROBE_TIMEOUT_SECONDS:g}s"
         except (StorageError, OSError) as error:
-            return redact(str(error))
+            return f"{where}: {redact(str(error))}"
         return None
 
 
@@ -142,9 +152,20 @@ class HttpServer:
     async def _page(self, _request: web.Request) -> web.Response:
         now = datetime.now(UTC)
         configured = [stack.uid for stack in self._settings.stacks]
-        document = status_document(self._runtime.state, configured=configured, now=now)
-        pruned = self._runtime.state.pruned.days(since=now - timedelta(days=HISTORY_DAYS))
-        body = render_page(document, await self._health(now), now=now, pruned_days=pruned)
+        document = status_document(
+            self._runtime.state, destinations=self._settings.storage, configured=configured,
+            now=now,
+        )
+        since = now - timedelta(days=HISTORY_DAYS)
+        pruned = self._runtime.state.pruned.days(since=since)
+        per_destination = {
+            d.name: self._runtime.state.pruned.days(since=since, storage=d.name)
+            for d in self._settings.storage
+        }
+        body = render_page(
+            document, await self._health(now), now=now, pruned_days=pruned,
+            pruned_by_storage=per_destination,
+        )
         return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 
