@@ -218,6 +218,34 @@ async def test_verify_and_restore_work_per_destination(
         )
 
 
+async def test_a_moved_archive_is_named_where_it_is_now(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """The state keeps keys, not paths: after the archive moved (and the config with it),
+    status and verify name the files at their new place, nothing downloaded again."""
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=2500)
+    before = config(workspace, server, [near(workspace)])
+    assert (await run_cli("--config", before, "sync")).code == 0
+    moved = workspace.root / "moved"
+    near_folder(workspace).rename(moved)
+    after = config(workspace, server, [near(workspace, path=str(moved))])
+    [tar] = moved.rglob("shop.tar")
+    data = bytearray(tar.read_bytes())
+    data[7] ^= 0x01
+    tar.write_bytes(bytes(data))
+    sim.stats.reset()
+
+    [entry] = (await status_json(after))["archived"]
+    verify = await run_cli("--config", after, "verify", "--json")
+
+    assert entry["backup_id"] == backup_id
+    assert entry["location"] == str(tar)
+    assert verify.code == 1
+    [checked] = json.loads(verify.stdout)["checked"]
+    assert checked["location"] == str(tar)
+    assert sim.stats.bytes_served == 0
+
+
 @pytest.mark.parametrize("several", [False, True])
 async def test_an_upgraded_state_reads_and_downloads_nothing_again(
     sim: Simulator, server: SimulatorServer, workspace: Workspace, several: bool

@@ -320,6 +320,8 @@ def _failure_line(failure: dict[str, Any], in_card: bool) -> str:
     where = [] if in_card else [str(failure["stack_uid"]).replace("*", "all stacks")]
     if failure.get("backup_id") is not None:
         where.append(f"backup {failure['backup_id']}")
+    if failure.get("storage"):
+        where.append(f"in {failure['storage']}")
     return f"{' '.join(where)}: {failure['reason']}" if where else str(failure["reason"])
 
 
