@@ -29,6 +29,7 @@ from archiver.core.log import configure_logging
 from archiver.core.malloc_tuning import tame_malloc
 from archiver.core.secrets import add_secret, redact
 from archiver.core.startup import startup_done
+from archiver.core.terminal import EXIT_CLOSED_PIPE, silence_closed_stdout
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
@@ -44,6 +45,11 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     startup_done()  # the command's imports are done: freeze them, resume the GC
     try:
         code = asyncio.run(coroutine_factory())
+        sys.stdout.flush()  # here, where a reader that went away can still be caught
+    except BrokenPipeError:
+        # `status --json | head -c5`: the reader had enough. Not an error of ours.
+        silence_closed_stdout()
+        sys.exit(EXIT_CLOSED_PIPE)
     except ArchiverError as error:
         _fail(str(error), exit_code_for(error))
     except KeyboardInterrupt:
@@ -61,14 +67,26 @@ def _storage_option(what: str) -> Callable[[Callable[..., None]], Callable[..., 
 
 
 class _Setup:
-    """Settings and token, loaded once per invocation with errors mapped to exit 2."""
+    """The global options, then settings and token loaded once with errors mapped to exit 2.
 
-    def __init__(self, config: str | None, log_format: str | None, verbose: bool) -> None:
-        self.config_path = resolve_config_path(config)
-        self.log_format = log_format
-        self.verbose = verbose
+    The global options may come before or after the subcommand: each occurrence
+    updates this one object (`_GLOBAL_OPTIONS`), and nothing reads them before the
+    subcommand runs.
+    """
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.log_format: str | None = None
+        self.verbose = False
+        self.quiet = False
+
+    @property
+    def config_path(self) -> Path:
+        """`--config`, else $C66_ARCHIVER_CONFIG, else the default path."""
+        return resolve_config_path(self.config)
 
     def settings(self) -> Settings:
+        self.log_level(None)  # -v with -q is a usage error before anything is read
         try:
             settings = load_settings(self.config_path)
         except ArchiverError as error:
@@ -76,11 +94,21 @@ class _Setup:
         self.configure_logging(settings)
         return settings
 
+    def log_level(self, settings: Settings | None) -> str:
+        """-v: debug; -q: warnings and errors only; else the config's level."""
+        if self.verbose and self.quiet:
+            raise click.UsageError("-v/--verbose and -q/--quiet cannot be combined")
+        if self.verbose:
+            return "debug"
+        if self.quiet:
+            return "warning"
+        return settings.log.level if settings else "info"
+
     def configure_logging(self, settings: Settings | None = None) -> None:
         log_settings = settings.log if settings else None
         configure_logging(
             format=self.log_format or (log_settings.format if log_settings else "auto"),  # type: ignore[arg-type]
-            level="debug" if self.verbose else (log_settings.level if log_settings else "info"),
+            level=self.log_level(settings),
         )
 
     def token(self, settings: Settings) -> str:
@@ -92,7 +120,60 @@ class _Setup:
         return token
 
 
+def _remember(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """A global option's callback: note a value given here (an absent one changes nothing)."""
+
+    def note(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(_Setup), attribute, value)
+
+    return note
+
+
+def _global_options() -> list[click.Parameter]:
+    """Fresh copies of the options every command takes, before or after its name."""
+    common: dict[str, Any] = {"expose_value": False}
+    return [
+        click.Option(
+            ["--config"], metavar="PATH", callback=_remember("config"), **common,
+            help="Config file. Default: $C66_ARCHIVER_CONFIG, then /etc/c66-archiver/config.toml.",
+        ),
+        click.Option(
+            ["-v", "--verbose"], is_flag=True, callback=_remember("verbose"), **common,
+            help="Log debug events too.",
+        ),
+        click.Option(
+            ["-q", "--quiet"], is_flag=True, callback=_remember("quiet"), **common,
+            help="Only warnings and errors; no progress display.",
+        ),
+        click.Option(
+            ["--log-format"], type=_LOG_FORMATS, callback=_remember("log_format"), **common,
+            help="Log lines as JSON or for humans (default: for humans on a terminal).",
+        ),
+    ]
+
+
+class _Commands(click.Group):
+    """A group whose commands (and their subcommands) all take the global options."""
+
+    group_class = type  # `@group.group()` makes a _Commands too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _add_global_options(cmd)
+        super().add_command(cmd, name)
+
+
+def _add_global_options(command: click.Command) -> None:
+    present = {param.name for param in command.params}
+    command.params.extend(p for p in _global_options() if p.name not in present)
+
+
 @click.group(
+    cls=_Commands,
     invoke_without_command=True,
     context_settings=_CONTEXT,
     epilog="""\b
@@ -104,23 +185,18 @@ Examples:
   c66-archiver status --json
   c66-archiver health                        # exit 0 when a pass succeeded recently
 
+\b
+--config, -v, -q and --log-format work before or after the subcommand.
+Shell completion, e.g. in ~/.bashrc (zsh_source, fish_source for those shells):
+  eval "$(_C66_ARCHIVER_COMPLETE=bash_source c66-archiver)"
+
 Exit codes: 0 all archived, 1 some backups failed, 2 usage or config error,
 3 another instance holds the state lock, 4 the API refused the token.""",
 )
-@click.option(
-    "--config",
-    "config",
-    metavar="PATH",
-    help="Config file. Default: $C66_ARCHIVER_CONFIG, then /etc/c66-archiver/config.toml.",
-)
 @click.option("--sync-now", is_flag=True, help="Run one pass and exit instead of the daemon.")
-@click.option("--log-format", type=_LOG_FORMATS, help="Log lines as JSON or for humans.")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
 @click.version_option(__version__, prog_name="c66-archiver")
 @click.pass_context
-def main(
-    ctx: click.Context, config: str | None, sync_now: bool, log_format: str | None, verbose: bool
-) -> None:
+def main(ctx: click.Context, sync_now: bool) -> None:
     """Archive Cloud 66 database backups into storage you own.
 
     Polls the Cloud 66 API for the backups of your stacks, downloads every new
@@ -129,7 +205,7 @@ def main(
     `sync`) it runs one pass and exits.
     """
     tame_malloc()
-    ctx.obj = _Setup(config, log_format, verbose)
+    ctx.ensure_object(_Setup)
     if ctx.invoked_subcommand is None:
         if sync_now:
             ctx.invoke(sync)
@@ -161,7 +237,8 @@ def sync(setup: _Setup) -> None:
 
     settings = setup.settings()
     token = setup.token(settings)
-    _run(lambda: run_one_pass(settings, token))
+    quiet = setup.quiet
+    _run(lambda: run_one_pass(settings, token, show_progress=False if quiet else None, quiet=quiet))
 
 
 @main.command(context_settings=_CONTEXT)
@@ -226,11 +303,14 @@ def check_config(setup: _Setup) -> None:
 
 
 @main.command(context_settings=_CONTEXT)
-@click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing")
+@click.option(
+    "-n", "--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@click.option("--wait", is_flag=True, help="While a pass runs, wait for it instead of exit 3.")
 @_storage_option("every destination, each with its own policy")
 @click.pass_obj
-def prune(setup: _Setup, dry_run: bool, as_json: bool, storage: str | None) -> None:
+def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool, storage: str | None) -> None:
     """Remove the backups [retention] does not keep (restic `forget` rules, per series).
 
     Each series (stack, db type, database) keeps the newest backup of each of its
@@ -241,19 +321,27 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, storage: str | None) -> N
     Each destination is pruned by its own policy ([retention], then the stack's,
     then the destination's retention, key by key); what S3 Object Lock still
     keeps is listed with its locked_until and left in place.
-    Exit 0, or 1 when a removal failed; 3 while the daemon runs (it prunes by
-    itself after each good pass with [retention] after_pass = true).
+
+    Runs beside a daemon that sleeps between passes (--dry-run beside anything);
+    while a pass is running it exits 3 at once, or waits for it with --wait.
+    Exit 0, or 1 when a removal failed. The daemon also prunes by itself after
+    each good pass with [retention] after_pass = true.
 
     \b
     Examples:
-      c66-archiver prune --dry-run
-      c66-archiver prune --storage offsite --dry-run
-      c66-archiver prune --json | jq '.remove | length'
+      c66-archiver prune -n
+      c66-archiver prune --wait
+      c66-archiver prune --storage offsite -n
+      c66-archiver prune --dry-run --json | jq '.remove | length'
     """
     from archiver.commands.prune import run_prune
 
     settings = setup.settings()
-    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, storage=storage))
+    _run(
+        lambda: run_prune(
+            settings, dry_run=dry_run, as_json=as_json, wait=wait, storage=storage
+        )
+    )
 
 
 def _parse_subset(
@@ -319,7 +407,7 @@ def verify(
     _run(
         lambda: run_verify(
             settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
-            identity=identity, storage=storage,
+            identity=identity, quiet=setup.quiet, storage=storage,
         )
     )
 
@@ -331,9 +419,11 @@ def verify(
     "--output",
     "-o",
     required=True,
-    metavar="PATH|-",
-    help="The file to write (renamed into place only when intact), or - for stdout.",
+    metavar="PATH|DIR|-",
+    help="The file to write (renamed into place only when intact), a folder to write "
+    "<database_name>.tar into, or - for stdout.",
 )
+@click.option("--force", is_flag=True, help="Replace a file that is already at the output path.")
 @click.option(
     "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
     help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
@@ -341,21 +431,25 @@ def verify(
 @_storage_option("the first destination (in the config's order) that holds it")
 @click.pass_obj
 def restore(
-    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, identity: Path | None,
-    storage: str | None,
+    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, force: bool,
+    identity: Path | None, storage: str | None,
 ) -> None:
     """Stream an archived backup back out of storage, checking its sha256 as it goes.
 
     A file is written under a temporary name and renamed to PATH only when its
     size and sha256 match the manifest; on a mismatch nothing is left at PATH
-    and the exit code is 1. With `-o -` the tar goes to stdout (logs to stderr)
-    and a mismatch found at the end exits 1. An unknown id, or one archived for
-    several stacks without --stack, exits 2. Takes no lock; works on a fresh
-    machine with only the config (the state is rebuilt from storage).
+    and the exit code is 1. An existing file is never replaced without --force
+    (exit 2). A folder as PATH gets the backup as <database_name>.tar inside it.
+    With `-o -` the tar goes to stdout (logs to stderr) and a mismatch found at
+    the end exits 1; a reader that stops early (`| head`) ends it quietly. An
+    unknown id, or one archived for several stacks without --stack, exits 2.
+    Takes no lock, so it runs beside the daemon; works on a fresh machine with
+    only the config (the state is rebuilt from storage).
 
     \b
     Examples:
       c66-archiver restore 4711 -o shop.tar
+      c66-archiver restore 4711 -o /srv/restores/        # -> /srv/restores/shop.tar
       c66-archiver restore 4711 --storage offsite -o shop.tar
       c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
     """
@@ -365,7 +459,7 @@ def restore(
     _run(
         lambda: run_restore(
             settings, backup_id, stack_uid=stack_uid, output=output, identity=identity,
-            storage=storage,
+            force=force, storage=storage,
         )
     )
 
@@ -487,7 +581,7 @@ def backup_task_create(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("c66-demo"),
     show_default=True,
-    help="Where the demo's archive and state go.",
+    help="Where the demo's archive, state and config.toml go.",
 )
 @click.pass_obj
 def demo(setup: _Setup, directory: Path) -> None:
@@ -495,14 +589,16 @@ def demo(setup: _Setup, directory: Path) -> None:
 
     Starts the embedded Cloud 66 simulator on loopback with a few stacks (one
     multi-part backup, one failed backup), archives them into DIR/archive with
-    the progress display, and prints the status table.
+    the progress display, and prints the status table. It leaves
+    DIR/config.toml, so the other commands can be tried on the demo's archive.
 
     \b
-    Example:
+    Examples:
       c66-archiver demo --dir /tmp/c66-demo && ls -R /tmp/c66-demo/archive
+      c66-archiver --config /tmp/c66-demo/config.toml verify --deep
     """
     from archiver.commands.demo import run_demo
 
     setup.configure_logging()
     absolute = directory.absolute()
-    _run(lambda: run_demo(absolute))
+    _run(lambda: run_demo(absolute, quiet=setup.quiet))

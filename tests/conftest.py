@@ -135,7 +135,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
+) -> asyncio.subprocess.Process:
     """Start `python -m archiver ARGS` as a real process."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -145,13 +147,15 @@ async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.su
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env or cli_env(),
-        cwd=str(REPO_ROOT),
+        cwd=str(cwd),
     )
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path = REPO_ROOT
+) -> CliResult:
     """Run the CLI to completion while the test's event loop keeps serving the simulator."""
-    process = await start_cli(*args, env=env)
+    process = await start_cli(*args, env=env, cwd=cwd)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     text = stdout.decode(errors="replace")

@@ -18,7 +18,7 @@ UNIT_DIR = REPO_ROOT / "deploy" / "systemd"
 UNITS = ["c66-archiver.service", "c66-archiver-sync.service", "c66-archiver-sync.timer"]
 SERVICES = [unit for unit in UNITS if unit.endswith(".service")]
 EXEC_START = "/opt/c66-archiver/bin/c66-archiver"
-# The README reports the score; a change to the units that raises it must be deliberate.
+# docs/deployment.md reports the score; a change to the units that raises it must be deliberate.
 MAX_EXPOSURE = 1.5
 
 needs_systemd_analyze = pytest.mark.skipif(

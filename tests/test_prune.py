@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -151,24 +152,29 @@ async def test_after_pass_prunes_after_a_good_pass_and_never_after_a_failed_one(
     assert len(list(workspace.archive.rglob("pruned.json"))) == 2
 
 
-async def test_prune_beside_a_running_daemon_exits_3(
+async def test_prune_while_a_pass_holds_the_pass_lock_exits_3(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
-    """prune is a writer: with the state lock held it refuses at once, changing nothing."""
+    """prune is a writer: while a pass runs (the pass lock held) it refuses at once, changing
+    nothing; the preview still runs."""
     _daily_backups(sim, 3)
     config = workspace.write_config(
         server.base_url, [{"uid": "stack-a"}], retention={"keep_last": 1}
     )
     assert (await run_cli("--config", str(config), "sync")).code == 0
     holder = StateStore.open(workspace.state)
-    holder.lock.acquire()
+    holder.pass_lock.acquire()
     try:
         result = await run_cli("--config", str(config), "prune")
+        preview = await run_cli("--config", str(config), "prune", "--dry-run")
     finally:
-        holder.lock.release()
+        holder.pass_lock.release()
         holder.close()
     assert result.code == 3
+    assert f"pid {os.getpid()}" in result.stderr
     assert len(list(workspace.archive.rglob("manifest.json"))) == 3
+    assert preview.code == 0, preview.stderr
+    assert "kept 1, would remove 2" in preview.stdout
 
 
 async def test_prune_without_a_policy_keeps_everything_and_says_so(

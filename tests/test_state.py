@@ -388,3 +388,37 @@ async def test_rebuild_records_only_manifests_with_their_tar(tmp_path: Path) -> 
     finally:
         state.close()
         await storage.aclose()
+
+
+def test_many_processes_opening_a_new_state_at_once_all_succeed(tmp_path: Path) -> None:
+    """A daemon creating the state while `status` opens it: one migrates, the others wait."""
+    import threading
+
+    from archiver.state.schema import MIGRATIONS
+
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    stores: list[StateStore] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            stores.append(StateStore.open(tmp_path / "state"))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(stores) == 8
+        version = stores[0].database.query("PRAGMA user_version")[0][0]
+        assert version == len(MIGRATIONS)
+        stores[0].archived.record(archived_record(1))
+        assert all(store.archived.count() == 1 for store in stores)
+    finally:
+        for store in stores:
+            store.close()

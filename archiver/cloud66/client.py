@@ -37,6 +37,7 @@ from archiver.core.errors import (
     AuthError,
     ThrottledError,
 )
+from archiver.core.net_errors import describe_connection_error
 from archiver.core.retry import Retrier, RetriesExhausted, RetryPolicy
 from archiver.core.stopping import StopSignal
 
@@ -317,7 +318,7 @@ class Cloud66Client:
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                     self._note_warning(response.headers.get("X-Cloud66-Warning"), request)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-                failure = f"{request}: {type(error).__name__}"
+                failure = f"{request}: {describe_connection_error(error)}"
                 raise _TransientFailure("unavailable", failure) from None
             except TimeoutError:
                 raise _TransientFailure("unavailable", f"{request}: timed out") from None

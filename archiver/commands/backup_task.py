@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from archiver.commands.admin_posts import admin_call, check_argument, report
-from archiver.config.settings import DB_TYPES, Settings, check_cron, check_stack_uid
+from archiver.config.settings import (
+    DB_TYPES,
+    Settings,
+    check_cron,
+    check_stack_uid,
+    expand_cron_alias,
+)
 from archiver.core.errors import ConfigError
 from archiver.sync.api_client import api_client
 
@@ -47,6 +53,7 @@ def checked_task(
     if db_types.strip() != "all" and not all(item in DB_TYPES for item in types):
         raise ConfigError(f"--db-type {db_types!r}: a comma list of {', '.join(DB_TYPES)}, or all")
     if frequency is not None:
+        frequency = expand_cron_alias(frequency)  # Cloud 66 gets five fields, not @daily
         check_argument(lambda: check_cron(frequency), "--frequency")
     if keep_count is not None and keep_count < 1:
         raise ConfigError("--keep-count must be at least 1")

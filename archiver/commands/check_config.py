@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from archiver.config.settings import S3Destination, Settings, StorageSettings
+from archiver.config.destinations import S3Destination, StorageSettings
+from archiver.config.settings import Settings
 from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage

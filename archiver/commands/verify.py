@@ -13,12 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.tables import (
+    add_grouped_rows,
+    add_stack_column,
+    command_table,
+    short_date,
+)
 from archiver.config.settings import Settings, destination_named
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
+from archiver.core.terminal import stdout_console
 from archiver.core.units import human_bytes
 from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.identity import identities_for
@@ -43,10 +49,13 @@ async def run_verify(
     deep: bool,
     as_json: bool,
     identity: Path | None = None,
+    quiet: bool = False,
     storage: str | None = None,
 ) -> int:
     """Check the selected copies (every destination's, or `storage`'s); print; exit 0 when all
-    are intact, else 1."""
+    are intact, else 1.
+
+    The progress display shows on a terminal, unless `quiet` or `as_json`."""
     if storage is not None:
         destination_named(settings, storage)  # an unknown name is exit 2, before anything
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
@@ -57,7 +66,8 @@ async def run_verify(
         }
         copies = [r for r in archive.state.archived.all() if r.storage in verifiers]
         chosen = select_backups(copies, subset=subset, percent=percent)
-        results = await _check_all(verifiers, chosen, show_progress=not as_json)
+        checked = await _check_all(verifiers, chosen, show_progress=not (as_json or quiet))
+        results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
@@ -117,6 +127,24 @@ async def _check_all(
         return list(await asyncio.gather(*(check(record, v) for record, v in chosen)))
 
 
+def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> list[CheckResult]:
+    """Drop the backups a `prune` beside us removed while they were being checked.
+
+    Their objects went on purpose: calling them missing would be a false alarm.
+    """
+    pruned = {
+        stack_uid: state.pruned.pruned_from(stack_uid)
+        for stack_uid in {result.record.stack_uid for result in results if not result.ok}
+    }
+    return [
+        result for result in results
+        if result.ok
+        or result.record.storage not in pruned[result.record.stack_uid].get(
+            result.record.backup_id, set()
+        )
+    ]
+
+
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:
     now = utc_now_iso()
     state.verifications.record(
@@ -147,9 +175,7 @@ async def _alert(
 
 
 def _print_results(results: list[CheckResult], *, deep: bool) -> None:
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(width=200, highlight=False)
+    console = stdout_console()
     if results:
         console.print(_table(results))
     failed = sum(1 for result in results if not result.ok)
@@ -162,15 +188,26 @@ def _print_results(results: list[CheckResult], *, deep: bool) -> None:
 
 
 def _table(results: list[CheckResult]) -> Table:
-    table = Table(title="Verify")
-    table.add_column("stack", overflow="fold")
-    for column in ("backup", "date", "storage", "size", "result"):
-        table.add_column(column, justify="right" if column in ("backup", "size") else "left")
-    for result in results:
-        record = result.record
-        outcome = "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]"
-        table.add_row(
-            escape(record.stack_uid), str(record.backup_id), record.backup_date or "-",
-            escape(record.storage), human_bytes(record.size), outcome,
-        )
+    """Per stack: each copy checked (with several destinations, in which), when it was taken,
+    its size, what is wrong if anything."""
+    several = len({result.record.storage for result in results}) > 1
+    table = command_table("Verify")
+    add_stack_column(table)
+    table.add_column("backup", overflow="fold")
+    table.add_column("taken")
+    table.add_column("size", justify="right")
+    table.add_column("result", overflow="fold")
+    add_grouped_rows(
+        table,
+        sorted(results, key=lambda result: result.record.stack_uid),
+        lambda result: result.record.stack_uid,
+        lambda result: [
+            f"#{result.record.backup_id} {result.record.db_type}/"
+            f"{escape(result.record.database_name)}"
+            + (f"\nin {escape(result.record.storage)}" if several else ""),
+            short_date(result.record.backup_date),
+            human_bytes(result.record.size),
+            "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]",
+        ],
+    )
     return table

@@ -6,7 +6,7 @@ The token is kept out of `Settings` so that no repr or dump can print it.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -19,25 +19,31 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BeforeValidator,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from archiver.config.keys import parse_recipient, recipients_in_file
-from archiver.config.storage import (
-    DEFAULT_DESTINATION,
-    STORAGE_TYPES,
-    LocalStorageSettings,
-    S3StorageSettings,
-    SftpStorageSettings,
-    check_destination_name,
-    same_place,
+from archiver.config.destinations import (
+    UNION_TAGS,
+    LocalDestination,
+    StorageSettings,
+    as_destination_list,
+    check_destinations,
 )
-from archiver.config.values import Bool, Duration, Int, NonNegativeInt, PositiveInt
+from archiver.config.destinations import S3Destination as S3Destination
+from archiver.config.destinations import SftpDestination as SftpDestination
+from archiver.config.messages import describe_validation_error
+from archiver.config.policies import (
+    DestinationRetention as DestinationRetention,
+)
+from archiver.config.policies import (
+    EncryptionSettings,
+    RetentionOverride,
+    RetentionSettings,
+)
+from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegativeInt, PositiveInt
 from archiver.config.values import Section as _Section
 from archiver.config.values import parse_duration as parse_duration
 from archiver.core.errors import ConfigError
@@ -49,9 +55,32 @@ TOKEN_ENV = "C66_API_TOKEN"  # noqa: S105 -- the name of the variable, not a tok
 CREDENTIAL_NAME = "api-token"
 DB_TYPES = ("mysql", "postgresql", "redis", "mongodb")
 
+# The crontab shorthands (man 5 crontab), as their five fields; @reboot has no meaning here.
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def expand_cron_alias(expression: str) -> str:
+    """`@daily` -> `0 0 * * *` (any crontab shorthand); any other line as it is."""
+    return CRON_ALIASES.get(expression.strip().lower(), expression)
+
 
 def check_cron(expression: str) -> str:
-    """The cron line, or ValueError saying why it is not one (5 fields, crontab rules)."""
+    """The cron line (a shorthand such as @daily spelt out), or ValueError saying why it is
+    not one (5 fields, crontab rules)."""
+    expression = expand_cron_alias(expression)
+    if expression.startswith("@"):
+        raise ValueError(
+            f"{expression!r} is not a cron expression: the shorthands are "
+            + ", ".join(CRON_ALIASES)
+        )
     try:
         CronTrigger.from_crontab(expression, timezone="UTC")
     except ValueError as error:
@@ -78,8 +107,6 @@ CronExpression = Annotated[str, AfterValidator(check_cron)]
 StackUid = Annotated[str, AfterValidator(check_stack_uid)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
-
-
 class ApiSettings(_Section):
     """`[api]`: where the Cloud 66 API is and how hard we may use it."""
 
@@ -97,61 +124,6 @@ class ApiSettings(_Section):
     def _http_url(self) -> ApiSettings:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        return self
-
-
-def _check_keep_within(within: timedelta) -> timedelta:
-    # restic counts keep-within in hours at the finest; a shorter one is almost surely
-    # "6m" meant as six months (here: minutes), which would remove nearly everything.
-    if timedelta(0) < within < timedelta(hours=1):
-        raise ValueError(
-            "must be at least 1h, or 0 to turn it off "
-            "('m' means minutes: write months as days, e.g. \"180d\")"
-        )
-    return within
-
-
-KeepWithin = Annotated[Duration, AfterValidator(_check_keep_within)]
-_KEEP_RULES = {field.name for field in dataclasses.fields(RetentionPolicy)}
-
-
-class RetentionOverride(_Section):
-    """`[[stacks]] retention = {...}`: keep_* rules replacing the global ones key by key."""
-
-    keep_last: NonNegativeInt = 0
-    keep_hourly: NonNegativeInt = 0
-    keep_daily: NonNegativeInt = 0
-    keep_weekly: NonNegativeInt = 0
-    keep_monthly: NonNegativeInt = 0
-    keep_yearly: NonNegativeInt = 0
-    keep_within: KeepWithin = timedelta(0)
-
-    def policy(self) -> RetentionPolicy:
-        """These rules as a policy for the engine (keep_within 0 means off)."""
-        rules = self.model_dump(include=_KEEP_RULES)
-        rules["keep_within"] = self.keep_within or None
-        return RetentionPolicy(**rules)
-
-    def merged_over(self, base: RetentionOverride | None) -> RetentionOverride:
-        """`base` with the keys this override sets replaced, key by key."""
-        if base is None:
-            return self
-        return base.model_copy(update={key: getattr(self, key) for key in self.model_fields_set})
-
-
-class RetentionSettings(RetentionOverride):
-    """`[retention]`: what prune keeps of each series; absent means keep everything."""
-
-    # Prune after a pass without failures (daemon and --sync-now).
-    after_pass: Bool = False
-
-    @model_validator(mode="after")
-    def _some_rule(self) -> RetentionSettings:
-        if self.policy().is_empty():
-            raise ValueError(
-                "no keep_* rule is set: that would remove every backup, so it is refused "
-                "(remove [retention] to keep everything)"
-            )
         return self
 
 
@@ -259,162 +231,6 @@ class HttpSettings(_Section):
     page: Bool = True
 
 
-class EncryptionSettings(_Section):
-    """`[encryption]`: store backups as age v1 files for these recipients."""
-
-    # age X25519 public keys (age1...) and OpenSSH ssh-ed25519 / ssh-rsa public keys.
-    recipients: tuple[str, ...] = ()
-    # A file of recipients, one a line, as `age -R` reads it.
-    recipients_file: Path | None = None
-    # The private key for `restore` and `verify --deep` (never needed to archive).
-    identity_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _readable_recipients(self) -> EncryptionSettings:
-        for index, text in enumerate(self.recipients):
-            try:
-                parse_recipient(text)
-            except ValueError as error:
-                raise ValueError(f"recipients[{index}]: {error}") from None
-        for index, text in enumerate(self.file_recipients()):
-            try:
-                parse_recipient(text)
-            except ValueError as error:
-                raise ValueError(f"recipients_file line {index + 1}: {error}") from None
-        if not self.all_recipients():
-            raise ValueError("no recipients: set recipients or recipients_file")
-        return self
-
-    def file_recipients(self) -> list[str]:
-        """The recipients in `recipients_file` (none without one)."""
-        if self.recipients_file is None:
-            return []
-        try:
-            return recipients_in_file(self.recipients_file)
-        except OSError as error:
-            raise ValueError(
-                f"recipients_file {self.recipients_file}: cannot read ({error.strerror})"
-            ) from None
-
-    def all_recipients(self) -> list[str]:
-        """Every public recipient, from the list and the file, without repeats."""
-        return list(dict.fromkeys([*self.recipients, *self.file_recipients()]))
-
-
-class DestinationRetention(RetentionOverride):
-    """`[[storage]] retention = {...}`: keep_* rules for one destination, key by key over
-    [retention] and the stack's (the destination's win)."""
-
-    # Prune this destination after each good pass; unset: [retention] after_pass.
-    after_pass: Bool | None = None
-
-
-def _encryption_kind(value: object) -> str | None:
-    """`false` turns encryption off here; a table is keys of this destination's own."""
-    if value is False:
-        return "plaintext"
-    if isinstance(value, dict | EncryptionSettings):
-        return "keys"
-    return None
-
-
-# Tags of the tagged unions: not keys the user wrote, so left out of error messages.
-_UNION_TAGS = {"storage": set(STORAGE_TYPES), "encryption": {"plaintext", "keys"}}
-DestinationEncryption = Annotated[
-    Annotated[Literal[False], Tag("plaintext")] | Annotated[EncryptionSettings, Tag("keys")],
-    Discriminator(
-        _encryption_kind,
-        custom_error_type="encryption",
-        custom_error_message="expected a table (e.g. { recipients = [\"age1...\"] }), or false "
-        "to store plaintext in this destination",
-    ),
-]
-
-
-class _DestinationKeys(_Section):
-    """What every destination has besides its backend's keys."""
-
-    name: Annotated[str, AfterValidator(check_destination_name)] = DEFAULT_DESTINATION
-    retention: DestinationRetention | None = None
-    # Overrides [encryption] here: a table of its own, or false for plaintext here.
-    encryption: DestinationEncryption | None = None
-
-
-class _NoObjectLock(_Section):
-    """Only S3 can lock objects: say so instead of calling the key unknown."""
-
-    object_lock: Any = None
-
-    @field_validator("object_lock")
-    @classmethod
-    def _refused(cls, value: object) -> None:
-        if value is not None:
-            raise ValueError("only S3 destinations can lock objects (S3 Object Lock)")
-
-
-class LocalDestination(_DestinationKeys, _NoObjectLock, LocalStorageSettings):
-    """`[storage]` / `[[storage]]` with type = "local"."""
-
-
-class S3Destination(_DestinationKeys, S3StorageSettings):
-    """`[storage]` / `[[storage]]` with type = "s3"."""
-
-
-class SftpDestination(_DestinationKeys, _NoObjectLock, SftpStorageSettings):
-    """`[storage]` / `[[storage]]` with type = "sftp"."""
-
-
-def _storage_type(value: object) -> str:
-    """The `type` key picks the backend; without it, local storage."""
-    if isinstance(value, dict):
-        return str(value.get("type", "local"))
-    return str(getattr(value, "type", "local"))
-
-
-StorageSettings = Annotated[
-    Annotated[LocalDestination, Tag("local")]
-    | Annotated[S3Destination, Tag("s3")]
-    | Annotated[SftpDestination, Tag("sftp")],
-    Discriminator(
-        _storage_type,
-        custom_error_type="storage_type",
-        custom_error_message='type must be one of "local", "s3", "sftp"',
-    ),
-]
-
-
-def _as_list(value: object) -> object:
-    """`[storage]` (one table) is a list of one destination."""
-    return [value] if isinstance(value, dict) else value
-
-
-def check_destinations(destinations: tuple[StorageSettings, ...]) -> None:
-    """Names given and unique; no two destinations in one place. ValueError says which."""
-    if not destinations:
-        raise ValueError("at least one destination is needed")
-    if len(destinations) > 1:
-        for index, destination in enumerate(destinations):
-            if "name" not in destination.model_fields_set:
-                raise ValueError(
-                    f"each of several destinations needs a name (storage[{index}] has none)"
-                )
-    seen: dict[str, int] = {}
-    for index, destination in enumerate(destinations):
-        if destination.name in seen:
-            raise ValueError(
-                f"two destinations are named {destination.name!r} "
-                f"(storage[{seen[destination.name]}] and storage[{index}])"
-            )
-        seen[destination.name] = index
-    for index, destination in enumerate(destinations):
-        for other in destinations[:index]:
-            if same_place(other, destination):
-                raise ValueError(
-                    f"destinations {other.name!r} and {destination.name!r} are the same place "
-                    "(the same or nested folders, or one bucket with overlapping prefixes)"
-                )
-
-
 class NotifySettings(_Section):
     """`[notify]`: dead-man's-switch pings and a webhook about passes."""
 
@@ -433,7 +249,7 @@ class Settings(_Section):
     discover: DiscoverSettings = DiscoverSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     # [storage] (one table, named "default") or [[storage]] (several, each named).
-    storage: Annotated[tuple[StorageSettings, ...], BeforeValidator(_as_list)] = Field(
+    storage: Annotated[tuple[StorageSettings, ...], BeforeValidator(as_destination_list)] = Field(
         default_factory=lambda: (LocalDestination(),)
     )
     transfer: TransferSettings = TransferSettings()
@@ -558,8 +374,9 @@ def load_settings(path: Path) -> Settings:
 def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) -> Settings:
     """Validate an already parsed document (used by `load_settings` and the demo)."""
     where = str(source) if source else "<config>"
+    context = {CONFIG_FOLDER: source.absolute().parent} if source else None
     try:
-        settings = Settings.model_validate(document)
+        settings = Settings.model_validate(document, context=context)
     except ValidationError as error:
         one_table = isinstance(document.get("storage"), dict)
         raise ConfigError(_describe_validation_error(where, error, one_table)) from None
@@ -567,16 +384,8 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
 
 
 def _describe_validation_error(where: str, error: ValidationError, one_storage: bool) -> str:
-    lines = []
-    for problem in error.errors():
-        key = _dotted_key(problem["loc"], one_storage)
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif problem["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{where}: {key or '(top level)'}: {message}")
-    return "\n".join(lines)
+    dotted_key = functools.partial(_dotted_key, one_storage=one_storage)
+    return describe_validation_error(where, error, root=Settings, dotted_key=dotted_key)
 
 
 def _dotted_key(location: tuple[int | str, ...], one_storage: bool = False) -> str:
@@ -586,7 +395,7 @@ def _dotted_key(location: tuple[int | str, ...], one_storage: bool = False) -> s
         if isinstance(item, int):
             if not (position == 1 and location[0] == "storage" and one_storage):
                 parts.append(f"[{item}]")  # ([storage] is one table: no index to show)
-        elif position and item in _UNION_TAGS.get(_last_key(keys, item), set()):
+        elif position and item in UNION_TAGS.get(_last_key(keys, item), set()):
             pass  # a tagged union's tag is not a key the user wrote
         else:
             parts.append(("." if parts else "") + item)

@@ -6,11 +6,14 @@ Apart from `archiver.config.settings` so that the storage settings
 
 from __future__ import annotations
 
+import functools
 import re
+import typing
 from datetime import timedelta
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -47,7 +50,46 @@ PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
+# Validation context key: the folder relative paths in the config are read from.
+CONFIG_FOLDER = "config_folder"
+
+
+@functools.cache
+def _path_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The names of a section's fields that hold a local path."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation is Path or Path in typing.get_args(field.annotation)
+    )
+
+
+def _anchored(value: object, folder: Path) -> object:
+    """`value` as a path under `folder` when it is a relative path string; else as it was."""
+    if not isinstance(value, str | Path) or not str(value):
+        return value
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
 class Section(BaseModel):
     """A TOML table: unknown keys are errors, and the result is frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_from_config_folder(cls, data: Any, info: ValidationInfo) -> Any:
+        """A relative path key means relative to the config file's folder, not the cwd.
+
+        Runs before the fields are validated, so validators that read a file
+        (`recipients_file`) read the right one. `~` is the user's home, as in a shell.
+        """
+        folder = (info.context or {}).get(CONFIG_FOLDER)
+        if folder is None or not isinstance(data, dict):
+            return data
+        path_keys = _path_fields(cls)
+        return {
+            key: _anchored(value, folder) if key in path_keys else value
+            for key, value in data.items()
+        }

@@ -23,10 +23,11 @@ from structlog.processors import ExceptionRenderer
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from archiver.core.console_log import HumanRenderer
 from archiver.core.log_tail import TAIL
 from archiver.core.secrets import add_secret, redact, redact_event
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "renders_for_people"]
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -54,7 +55,7 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def _render_processors(as_json: bool, colors: bool) -> list[Processor]:
+def _render_processors(as_json: bool, colors: bool, verbose: bool = False) -> list[Processor]:
     """Exception formatting, then redaction, then the renderer: in that order."""
     if as_json:
         return [
@@ -71,7 +72,7 @@ def _render_processors(as_json: bool, colors: bool) -> list[Processor]:
         # tracebacks would be drawn after redaction, locals and all.
         structlog.processors.format_exc_info,
         redact_event,
-        structlog.dev.ConsoleRenderer(colors=colors),
+        HumanRenderer(colors=colors, verbose=verbose),
     ]
 
 
@@ -131,9 +132,11 @@ def configure_logging(
     terminal = _is_terminal(stream if stream is not None else sys.stderr)
     as_json = format == "json" or (format == "auto" and not terminal)
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
-    handler.setFormatter(_formatter(as_json, colors=terminal and not as_json))
-    # The tail is plain console text without colours, whatever stderr gets.
-    TAIL.setFormatter(_formatter(as_json=False, colors=False))
+    verbose = level_number <= logging.DEBUG
+    handler.setFormatter(_formatter(as_json, colors=terminal and not as_json, verbose=verbose))
+    # The tail (sent with failure alerts) is plain console text without colours, whatever
+    # stderr gets, with every field: it is read once something went wrong.
+    TAIL.setFormatter(_formatter(as_json=False, colors=False, verbose=True))
     _route_stdlib_logging(handler, level_number)
     structlog.configure(
         processors=[
@@ -148,10 +151,10 @@ def configure_logging(
     )
 
 
-def _formatter(as_json: bool, *, colors: bool) -> logging.Formatter:
+def _formatter(as_json: bool, *, colors: bool, verbose: bool = False) -> logging.Formatter:
     return _RedactingFormatter(
         foreign_pre_chain=_shared_processors(),
-        processors=_render_processors(as_json, colors=colors),
+        processors=_render_processors(as_json, colors=colors, verbose=verbose),
     )
 
 
@@ -171,7 +174,16 @@ def _route_stdlib_logging(handler: logging.Handler, level_number: int) -> None:
     _handler = handler
 
 
-_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore")
+# asyncio: its one debug line ("Using selector: EpollSelector") says nothing to a user.
+_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore", "asyncio")
+
+
+def renders_for_people() -> bool:
+    """True when log lines go to stderr as console lines (a person reads them), not JSON."""
+    if _handler is None or _handler.formatter is None:
+        return False
+    processors = getattr(_handler.formatter, "processors", ())
+    return any(isinstance(processor, HumanRenderer) for processor in processors)
 
 
 def _level_number(level: str) -> int:

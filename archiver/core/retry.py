@@ -1,4 +1,6 @@
-"""The one retry layer: every loop that tries again (API, downloads, alerts, storage) uses it.
+"""The retry layer: API calls, downloads, alerts, S3 aborts and SFTP reconnects retry here.
+
+Single S3 calls are the exception: botocore retries them itself (standard mode).
 
 A `Retrier` follows one operation: it counts failures *in a row* (an attempt
 that made progress resets the count, so a download that keeps advancing is not

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from archiver.config.settings import StorageSettings
+from archiver.config.destinations import StorageSettings
 from archiver.core.errors import StorageError
 from archiver.core.secrets import redact
 from archiver.lifecycle.rebuild import rebuild_from_storage

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from archiver.config.keys import Identity, load_identities
-from archiver.config.settings import EncryptionSettings, Settings
+from archiver.config.policies import EncryptionSettings
+from archiver.config.settings import Settings
 from archiver.core.errors import ConfigError
 
 

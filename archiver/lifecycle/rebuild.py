@@ -43,8 +43,10 @@ async def rebuild_from_storage(state: StateStore, storage: Storage, name: str) -
             continue
         state.archived.record(record)
         recorded += 1
-    log.info("state rebuilt from storage", storage=name, recorded=recorded, skipped=skipped,
-             pruned=len(pruned))
+    # An empty storage (a new install) rebuilds nothing: not worth a line at info.
+    report = log.info if recorded or skipped or pruned else log.debug
+    report("state rebuilt from storage", storage=name, recorded=recorded, skipped=skipped,
+           pruned=len(pruned))
     return recorded
 
 

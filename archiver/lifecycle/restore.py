@@ -2,10 +2,15 @@
 
 To a file: written under a temporary name beside it (0600), fsynced, and
 renamed to its name only when size and sha256 match the manifest; on a
-mismatch nothing is left at the path and the exit code is 1. To `-`: bytes go
-to stdout as they are read (for `| tar -x`), logs to stderr only; a mismatch
-found at the end is reported on stderr with exit 1, and the reader must
-discard what it got.
+mismatch nothing is left at the path and the exit code is 1. A file already
+at the path is refused (exit 2) unless `force`, and that holds to the last
+instant: the finished file is hard-linked into place, which fails if a name
+appeared meanwhile. A folder as the path gets the plaintext's name inside it
+(`<database_name>.tar`), under the same rule. To `-`: bytes go to stdout as
+they are read (for `| tar -x`), logs to stderr only; a mismatch found at the
+end is reported on stderr with exit 1, and the reader must discard what it
+got. A reader that stops early (`| head`) is no mismatch: the BrokenPipeError
+goes up to the command line, which ends quietly with 141, as SIGPIPE would.
 
 A reader: it takes no state lock, and works on a fresh machine with only the
 config (the state is rebuilt from storage first).
@@ -30,6 +35,7 @@ from archiver.core.errors import EXIT_OK, EXIT_PARTIAL, ArchiverError, ConfigErr
 from archiver.core.private_files import create_private_file, fsync_folder
 from archiver.lifecycle.archive import open_archive
 from archiver.lifecycle.identity import identities_for
+from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import ArchivedBackup, Manifest
 from archiver.storage.destinations import Destination
 from archiver.transfer.encryption import AgeStream, CorruptCiphertext, WrongIdentity
@@ -91,15 +97,18 @@ async def run_restore(
     stack_uid: str | None,
     output: str,
     identity: Path | None = None,
+    force: bool = False,
     storage: str | None = None,
 ) -> int:
-    """Restore one backup to `output` (a path or '-') from the first destination holding it
-    (or `storage`); exit 0, 1 on a mismatch, 2 if unknown."""
+    """Restore one backup to `output` (a path, a folder or '-') from the first destination
+    holding it (or `storage`); exit 0, 1 on a mismatch, 2 if unknown or if the output file
+    exists without `force`."""
     if storage is not None:
         destination_named(settings, storage)  # an unknown name is exit 2, before anything
     async with open_archive(settings, lock=False) as archive:
         order = [d.name for d in archive.destinations if storage in (None, d.name)]
         record = find_backup(archive.state.archived.all(), backup_id, stack_uid, order)
+        target = None if output == STDOUT else output_file(Path(output), record, force=force)
         destination = archive.destination(record.storage)
         manifest = await _manifest(destination, record)
         chunks = destination.storage.read_chunks(record.tar_key)
@@ -107,18 +116,43 @@ async def run_restore(
             identities = identities_for(settings, identity, destination.encryption)
             chunks = _decrypted(chunks, identities, backup_id)
         try:
-            if output == STDOUT:
+            if target is None:
                 await _to_stdout(chunks, manifest)
             else:
-                await _to_file(chunks, manifest, Path(output))
+                await _to_file(chunks, manifest, target, force=force)
         except RestoreMismatch as mismatch:
             log.error("restore failed: the data does not match its manifest",
                       backup_id=backup_id, problem=str(mismatch))
             print(f"c66-archiver: error: {mismatch}", file=sys.stderr)
             return EXIT_PARTIAL
     log.info("backup restored", backup_id=backup_id, stack_uid=record.stack_uid,
-             storage=record.storage, size=manifest.size, sha256=manifest.sha256, output=output)
+             storage=record.storage, size=manifest.size, sha256=manifest.sha256,
+             output=str(target or output))
     return EXIT_OK
+
+
+def output_file(path: Path, record: ArchivedBackup, *, force: bool) -> Path:
+    """Where `--output` puts the file: the path, or in a folder the plaintext's name.
+
+    An existing file there is a usage error (exit 2) unless `force`, checked now so
+    that nothing is read in vain, and again when the file is put in place.
+    """
+    if path.is_dir():
+        path = path / plaintext_name(record)
+        if path.is_dir():
+            raise ConfigError(f"--output {path} is a folder")
+    if not force and (path.exists() or path.is_symlink()):
+        raise ConfigError(_exists_message(path))
+    return path
+
+
+def plaintext_name(record: ArchivedBackup) -> str:
+    """The restored file's name: the stored one without the encryption suffix."""
+    return record.tar_key.rpartition("/")[2].removesuffix(ENCRYPTED_SUFFIX)
+
+
+def _exists_message(path: Path) -> str:
+    return f"--output {path} exists: not replaced (add --force to replace it)"
 
 
 async def _manifest(destination: Destination, record: ArchivedBackup) -> Manifest:
@@ -151,19 +185,19 @@ class _Checked:
 
 
 async def _to_stdout(chunks: AsyncIterator[bytes], manifest: Manifest) -> None:
+    """Stream to stdout; a BrokenPipeError (the reader went away) is left to the caller."""
     checked = _Checked(manifest)
     out = sys.stdout.buffer
-    try:
-        async for chunk in _read(chunks):
-            await asyncio.to_thread(_hash_and_write, checked, chunk, out)
-        await asyncio.to_thread(out.flush)
-    except BrokenPipeError:
-        raise RestoreMismatch("the reader of stdout went away before the end") from None
+    async for chunk in _read(chunks):
+        await asyncio.to_thread(_hash_and_write, checked, chunk, out)
+    await asyncio.to_thread(out.flush)
     checked.check()
 
 
-async def _to_file(chunks: AsyncIterator[bytes], manifest: Manifest, path: Path) -> None:
-    """Write to a temporary name beside `path`; rename only when everything matched."""
+async def _to_file(
+    chunks: AsyncIterator[bytes], manifest: Manifest, path: Path, *, force: bool
+) -> None:
+    """Write to a temporary name beside `path`; put in place only when everything matched."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
         descriptor = create_private_file(temporary, os.O_WRONLY)
@@ -176,7 +210,7 @@ async def _to_file(chunks: AsyncIterator[bytes], manifest: Manifest, path: Path)
                 await asyncio.to_thread(_hash_and_write, checked, chunk, out)
             await asyncio.to_thread(_flush_and_sync, out)
         checked.check()
-        await asyncio.to_thread(_publish, temporary, path)
+        await asyncio.to_thread(_publish, temporary, path, force)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -221,10 +255,28 @@ def _hash_and_write(checked: _Checked, chunk: bytes, out: BinaryIO) -> None:
     out.write(chunk)
 
 
-def _publish(temporary: Path, path: Path) -> None:
-    """Rename into place and make the rename durable."""
-    os.replace(temporary, path)
+def _publish(temporary: Path, path: Path, force: bool) -> None:
+    """Put the file in place (never over another one unless `force`), durably."""
+    if force:
+        os.replace(temporary, path)
+    else:
+        _link_without_replacing(temporary, path)
     fsync_folder(path.absolute().parent)
+
+
+def _link_without_replacing(temporary: Path, path: Path) -> None:
+    """link(2) fails on an existing name, so no file that appeared meanwhile is replaced."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise ConfigError(_exists_message(path)) from None
+    except OSError:
+        # A file system without hard links: the check made before reading must do.
+        if path.exists() or path.is_symlink():
+            raise ConfigError(_exists_message(path)) from None
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
 
 
 def _flush_and_sync(out: BinaryIO) -> None:

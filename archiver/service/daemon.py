@@ -46,7 +46,7 @@ class Daemon:
             scheduler = self._start_scheduler()
             watchdog = systemd.start_watchdog()
             # READY=1 last, once everything that serves is up (scheduler, HTTP listener).
-            systemd.ready()
+            systemd.notify_ready()
             try:
                 await self._run_passes(runtime)
             finally:
@@ -59,7 +59,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking new work; the pass in flight gets the grace period."""
         if not self._stop.is_set():
-            systemd.stopping()
+            systemd.notify_stopping()
             log.info(
                 "stopping: no new work; transfers in flight may finish",
                 grace_seconds=self._settings.transfer.grace_period.total_seconds(),

@@ -22,7 +22,6 @@ from typing import Any
 from archiver.config.settings import Settings
 from archiver.core.units import human_duration
 from archiver.service.schedule import max_age_for
-from archiver.state.database import state_db_path
 from archiver.state.store import StateStore
 
 
@@ -87,11 +86,11 @@ async def check_health(settings: Settings) -> int:
     """`c66-archiver health`: print one line; exit 0 when healthy, else 1."""
     import click
 
-    if not state_db_path(settings.state.path).exists():
+    state = StateStore.open_existing(settings.state.path)
+    if state is None:
         # No state, no pass ever ran here; and a health check must not create one.
         click.echo(f"unhealthy: no state at {settings.state.path}: no pass has run yet")
         return 1
-    state = StateStore.open(settings.state.path)
     try:
         report = evaluate(settings, state, datetime.now(UTC))
     finally:

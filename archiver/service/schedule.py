@@ -21,6 +21,8 @@ from archiver.config.settings import ScheduleSettings, Settings
 # How far ahead cron fire times are looked at, and at most how many.
 _CRON_HORIZON = timedelta(days=8)
 _CRON_MAX_FIRES = 2000
+# ...but at least this many: a year of a monthly schedule.
+_CRON_MIN_FIRES = 13
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -98,13 +100,19 @@ def longest_cron_gap(cron: str, timezone: str) -> timedelta:
     """The longest wait between two fire times of `cron` over the coming week and a day.
 
     A week and a day from the first fire: every gap of a weekly pattern shows up,
-    so a weekdays-only schedule is not called stale every Monday morning.
+    so a weekdays-only schedule is not called stale every Monday morning. A sparser
+    schedule (@monthly, @yearly) is followed for `_CRON_MIN_FIRES` fires instead, so
+    every month length shows up too.
     """
     trigger = build_trigger(ScheduleSettings(cron=cron, timezone=timezone))
     fires: list[datetime] = []
     previous = trigger.get_next_fire_time(None, datetime.now(UTC))
     horizon = (previous or datetime.now(UTC)) + _CRON_HORIZON
-    while previous is not None and previous <= horizon and len(fires) < _CRON_MAX_FIRES:
+    while (
+        previous is not None
+        and (previous <= horizon or len(fires) < _CRON_MIN_FIRES)
+        and len(fires) < _CRON_MAX_FIRES
+    ):
         fires.append(previous)
         previous = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
     gaps = [later - earlier for earlier, later in itertools.pairwise(fires)]

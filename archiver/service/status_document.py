@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver.config.settings import StorageSettings
+from archiver.config.destinations import StorageSettings
 from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore

@@ -50,23 +50,23 @@ def send_to_systemd(message: str, environ: Mapping[str, str] | None = None) -> b
     return True
 
 
-def ready() -> bool:
+def notify_ready() -> bool:
     """Tell systemd start-up is complete (`Type=notify` units become active)."""
     return send_to_systemd("READY=1")
 
 
-def status(text: str) -> bool:
+def notify_status(text: str) -> bool:
     """Set the one-line status `systemctl status` shows."""
     # One message is newline-separated assignments: a newline would start a new one.
     return send_to_systemd("STATUS=" + " ".join(text.splitlines()))
 
 
-def stopping() -> bool:
+def notify_stopping() -> bool:
     """Tell systemd the service is shutting down (draining)."""
     return send_to_systemd("STOPPING=1")
 
 
-def watchdog() -> bool:
+def notify_watchdog() -> bool:
     """Ping the watchdog: the service is alive."""
     return send_to_systemd("WATCHDOG=1")
 
@@ -89,7 +89,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
 
 async def _ping_forever(interval: float) -> None:
     while True:
-        watchdog()
+        notify_watchdog()
         await asyncio.sleep(interval)
 
 
@@ -111,9 +111,9 @@ class StatusObserver:
 
     async def pass_started(self) -> None:
         """Show that a pass runs."""
-        status("running pass...")
+        notify_status("running pass...")
 
     async def pass_finished(self, summary: PassSummary) -> None:
         """Show the last pass's outcome and when it ended."""
         outcome = "ok" if summary.ok else "FAILED"
-        status(f"last pass {outcome} at {summary.finished_at}: {summary.one_line()}")
+        notify_status(f"last pass {outcome} at {summary.finished_at}: {summary.one_line()}")

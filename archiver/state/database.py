@@ -54,6 +54,13 @@ class Database:
         # A file created but never given a schema (a crash in the first open) is new too.
         return cls(db_path, connection, created=new_file or fresh_schema)
 
+    @classmethod
+    def in_memory(cls) -> Database:
+        """An empty database that lives in memory only: what "no state yet" reads as."""
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        _migrate(connection, Path(":memory:"))
+        return cls(Path(":memory:"), connection, created=True)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
@@ -120,16 +127,46 @@ def _connect(db_path: Path) -> sqlite3.Connection:
 
 
 def _migrate(connection: sqlite3.Connection, db_path: Path) -> bool:
-    """Bring the schema to the latest version; True when it started empty."""
+    """Bring the schema to the latest version; True when it started empty (this open made it).
+
+    Two processes may open a new state at once (a daemon starting, `status` beside
+    it): the one that migrates holds the write lock throughout, and the other,
+    waiting for it (busy_timeout), reads the version again and finds the work done.
+    """
+    if _schema_version(connection, db_path) == len(MIGRATIONS):
+        return False  # the usual open: nothing to do, no write lock taken
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(connection, db_path)
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return version == 0
+
+
+def _schema_version(connection: sqlite3.Connection, db_path: Path) -> int:
     version = int(connection.execute("PRAGMA user_version").fetchone()[0])
     if version > len(MIGRATIONS):
         raise ArchiverError(
             f"state database {db_path} has schema version {version}, newer than this "
             f"program knows ({len(MIGRATIONS)}): upgrade c66-archiver"
         )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        # executescript commits first, so the DDL and the version bump run as one script.
-        connection.executescript(
-            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-        )
-    return version == 0
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's statements one by one, so they run inside the caller's transaction
+    (`executescript` would commit first). `complete_statement` keeps a trigger's body whole."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip().strip(";").strip():
+                statements.append(current)
+            current = ""
+    return statements

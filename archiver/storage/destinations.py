@@ -14,13 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from archiver.config.destinations import StorageSettings
 from archiver.config.keys import Recipient, parse_recipient
-from archiver.config.settings import (
-    EncryptionSettings,
-    Settings,
-    StorageSettings,
-    encryption_for,
-)
+from archiver.config.policies import EncryptionSettings
+from archiver.config.settings import Settings, encryption_for
 from archiver.config.storage import ObjectLockSettings, S3StorageSettings
 from archiver.storage import location_of, open_storage
 from archiver.storage.base import Storage

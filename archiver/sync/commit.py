@@ -53,7 +53,8 @@ class Committer:
             tar_key=tar_key, manifest_key=keys.manifest, storage=destination.name
         )
         self._state.archived.record(record)
-        log.info("copy archived", storage=destination.name, location=destination.location(tar_key))
+        log.debug("copy archived", storage=destination.name,
+                  location=destination.location(tar_key))
         return await self.lock(destination, record)
 
     async def lock(self, destination: Destination, record: ArchivedBackup) -> ArchivedBackup:

@@ -8,6 +8,7 @@ What a destination pruned is never due there again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class Job:
     missing: tuple[Destination, ...]
     holders: tuple[Destination, ...]
     backup: Backup | None = None  # as Cloud 66 lists it now; None when it no longer does
+    db_type: str | None = None
 
     @property
     def label(self) -> str:
@@ -68,7 +70,8 @@ class Planner:
                 plan.not_ok.append(backup)
             elif backup.is_ok or held:
                 keys = listed_keys(stack_uid, backup)
-                plan.jobs.append(self._job(stack_uid, backup.id, keys, missing, held, backup))
+                job = self._job(stack_uid, backup.id, keys, missing, held, backup)
+                plan.jobs.append(dataclasses.replace(job, db_type=backup.db_type))
         listed = {backup.id for backup in backups}
         plan.jobs.extend(self._unlisted(stack_uid, listed, holders, pruned))
         return plan
@@ -91,7 +94,8 @@ class Planner:
             if backup_id in listed or not missing or not held & usable:
                 continue
             keys = held_keys(copies[backup_id])
-            jobs.append(self._job(stack_uid, backup_id, keys, missing, held, None))
+            job = self._job(stack_uid, backup_id, keys, missing, held, None)
+            jobs.append(dataclasses.replace(job, db_type=copies[backup_id].db_type))
         return jobs
 
     def _missing(self, held: set[str], pruned: set[str]) -> list[Destination]:

@@ -1,6 +1,10 @@
 """A live progress display for one pass, on a terminal.
 
-One row a backup in flight, and a totals row (bytes, rate, ETA). rich
+One row a backup in flight, and a totals row (bytes, rate, ETA) once there is
+a first backup: a pass with nothing to do shows no bars at all. Sizes and
+rates are in binary units (MiB, MiB/s), as the summary line writes them. The
+display is transient: when the pass ends the bars go, and what stays on the
+screen is the log (one line a backup archived, then the summary). rich
 redraws on its own thread a few times a second, so `advance` (called for
 every chunk) only moves counters. Disabled (the daemon, non-terminal runs),
 every method is a cheap no-op.
@@ -24,13 +28,26 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
+
+from archiver.core.units import human_bytes
 
 __all__ = ["PassProgress"]
+
+
+class _BinarySpeedColumn(ProgressColumn):
+    """`241.1 MiB/s`: rich's own speed column counts in decimal MB."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        text = "?" if speed is None else f"{human_bytes(int(speed))}/s"
+        return Text(text, style="progress.data.speed")
 
 
 @dataclass
@@ -57,23 +74,23 @@ class PassProgress:
         # Bytes moved by rows already taken off the display.
         self._settled_bytes = 0
         self._progress: Progress | None = None
-        self._totals = TaskID(0)
+        # The totals row, added with the first backup.
+        self._totals: TaskID | None = None
         # Off the terminal the bars would only add noise to a log file.
         if enabled and self.console.is_terminal:
             self._progress = self._build(self.console)
-            self._totals = self._progress.add_task(self._totals_description(), total=None)
 
     @staticmethod
     def _build(console: Console) -> Progress:
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            DownloadColumn(binary_units=True),
+            _BinarySpeedColumn(),
             TimeRemainingColumn(),
             console=console,
-            # Finished rows are hidden anyway; the totals row stays on screen.
-            transient=False,
+            # The log lines above the bars tell what was done; the bars only what is going on.
+            transient=True,
         )
 
     @property
@@ -104,6 +121,8 @@ class PassProgress:
             # A retry: the first attempt's bytes were moved, so they stay in the totals.
             self._progress.remove_task(old.task_id)
             self._settled_bytes += old.done
+        if self._totals is None:
+            self._totals = self._progress.add_task(self._totals_description(), total=None)
         task_id = self._progress.add_task(escape(description), total=total)
         self._rows[key] = _Row(task_id, total)
         self._update_totals()
@@ -145,12 +164,12 @@ class PassProgress:
         self._update_totals()
 
     def _advance_totals(self, nbytes: int) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._totals is not None:
             self._progress.advance(self._totals, nbytes)
 
     def _update_totals(self) -> None:
         """Recompute the totals row's size and label: a sum over the few rows in flight."""
-        if self._progress is None:
+        if self._progress is None or self._totals is None:
             return
         in_flight = sum(
             row.total if row.total is not None else row.done for row in self._rows.values()

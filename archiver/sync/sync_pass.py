@@ -76,7 +76,24 @@ class SyncPass:
                             self._fail_destination)
 
     async def run(self) -> PassSummary:
-        """Plan, transfer and commit; never raises for one stack's or one backup's trouble."""
+        """Plan, transfer and commit; never raises for one stack's or one backup's trouble.
+
+        Holds the state's pass lock throughout, so a `prune` run by hand waits for the
+        pass (or exits 3), and a pass that falls due during a prune waits for it. The
+        state is read afresh at each pass: nothing of it is kept between passes.
+        """
+        pass_lock = self._rt.state.pass_lock
+        try:
+            await pass_lock.acquire_waiting(self._stop, on_wait=_waiting_for_prune)
+        except Stopped:
+            log.info("stopping before the pass started")
+            return self._summary
+        try:
+            return await self._run()
+        finally:
+            pass_lock.release()
+
+    async def _run(self) -> PassSummary:
         started = time.monotonic()
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
@@ -218,7 +235,7 @@ class SyncPass:
                 raise result
 
     async def _archive_one(self, job: Job) -> None:
-        context = {"stack_uid": job.stack_uid, "backup_id": job.backup_id}
+        context = {"stack_uid": job.stack_uid, "backup_id": job.backup_id, "db_type": job.db_type}
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
@@ -287,25 +304,30 @@ class SyncPass:
         backup = job.backup
         files = join_order(await self._rt.client.list_files(job.stack_uid, backup.id))
         self._progress.add_backup(job.keys.tar, f"{job.label} {backup.db_type}", total=None)
-        log.info("archiving backup", files=len(files), database_name=backup.database_name,
-                 destinations=[d.name for d in destinations])
+        # Debug: at info a person sees the backup once, when it is archived (and its bar).
+        log.debug("archiving backup", files=len(files), database_name=backup.database_name,
+                  destinations=[d.name for d in destinations])
         fan_out = FanOut(destinations, job.keys.tar)
         with self._rt.metrics.transfer():
             joined = await self._transfer(job, files, fan_out)
         for member in fan_out.failed():
             self._fail_destination(job.stack_uid, backup.id, member.destination.name,
                                    redact(str(member.error)))
-        committed = 0
+        records = []
         for member in fan_out.committed():
             manifest = downloaded_manifest(
                 job.stack_uid, backup, member, joined.size, joined.sha256, joined.parts
             )
-            if await self._committer.commit(member.destination, job.keys, manifest):
-                committed += 1
+            if record := await self._committer.commit(member.destination, job.keys, manifest):
+                records.append((member.destination, record))
         self._summary.bytes += joined.size
-        self._progress.finish(job.keys.tar, ok=committed > 0)
-        log.info("backup archived", size=joined.size, sha256=joined.sha256, copies=committed)
-        return committed > 0
+        self._progress.finish(job.keys.tar, ok=bool(records))
+        if records:
+            destination, first = records[0]
+            several = {"storage": [d.name for d, _ in records]} if len(self._usable) > 1 else {}
+            log.info("backup archived", size=joined.size, sha256=joined.sha256,
+                     location=destination.location(first.tar_key), **several)
+        return bool(records)
 
     async def _transfer(
         self, job: Job, files: Sequence[BackupFile], fan_out: FanOut
@@ -390,6 +412,10 @@ class SyncPass:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason, storage))
         log.error("could not archive in a destination", stack_uid=stack_uid,
                   backup_id=backup_id, storage=storage, reason=reason)
+
+
+def _waiting_for_prune(pid: str) -> None:
+    log.info("a prune is running on this state; the pass starts when it ends", pid=pid)
 
 
 def _policy(settings: Settings, destination: Destination, stack_uid: str) -> RetentionPolicy | None:

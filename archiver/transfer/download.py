@@ -26,6 +26,7 @@ import structlog
 import yarl
 
 from archiver.core.errors import IntegrityError, TransferError, UrlExpired
+from archiver.core.net_errors import describe_connection_error
 from archiver.core.retry import Retrier, RetriesExhausted, RetryPolicy
 from archiver.core.stopping import StopSignal
 from archiver.model.manifest import PartRecord
@@ -256,7 +257,7 @@ class Downloader:
                 if await self._accept_response(response, progress, sink, on_size):
                     await self._stream_body(response, progress, sink, on_bytes)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as error:
-            raise _BrokenOff(type(error).__name__) from None
+            raise _BrokenOff(describe_connection_error(error)) from None
         if progress.total is not None and progress.written < progress.total:
             raise _BrokenOff(f"body ended at byte {progress.written} of {progress.total}")
 
