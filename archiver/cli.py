@@ -60,10 +60,8 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
 
 
 def _storage_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return click.option(
-        "--storage", "storage", metavar="NAME",
-        help=f"Only the destination named NAME ([[storage]] name). Default: {what}.",
-    )
+    help_text = f"Only the destination named NAME ([[storage]] name). Default: {what}."
+    return click.option("--storage", "storage", metavar="NAME", help=help_text)
 
 
 class _Setup:
@@ -318,9 +316,8 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool, storage: str 
     and everything newer than keep_within before its newest backup. A pruned
     backup is never downloaded again, though Cloud 66 may still list it.
     Try --dry-run first: it shows each backup with the rules that keep it.
-    Each destination is pruned by its own policy ([retention], then the stack's,
-    then the destination's retention, key by key); what S3 Object Lock still
-    keeps is listed with its locked_until and left in place.
+    Each destination has its own policy ([retention], the stack's, then its own,
+    key by key); what S3 Object Lock keeps is listed with its locked_until.
 
     Runs beside a daemon that sleeps between passes (--dry-run beside anything);
     while a pass is running it exits 3 at once, or waits for it with --wait.
@@ -337,11 +334,7 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool, storage: str 
     from archiver.commands.prune import run_prune
 
     settings = setup.settings()
-    _run(
-        lambda: run_prune(
-            settings, dry_run=dry_run, as_json=as_json, wait=wait, storage=storage
-        )
-    )
+    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, wait=wait, storage=storage))
 
 
 def _parse_subset(

@@ -73,3 +73,33 @@ async def test_the_page_shows_which_destinations_hold_each_day(
     assert re.search(rf'<rect class="some"[^>]*{earlier_day}', strips["near"])
     assert re.search(rf'<rect class="some"[^>]*{later_day}', strips["far"])
     assert f'<g class="day-none" {earlier_day}' not in strips["near"]
+
+
+async def test_status_with_several_destinations_fits_80_columns(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """The Destinations table and `--all` name every destination, nothing cut, within 80."""
+    from rich.console import Console
+
+    from archiver.commands.status import render_status
+
+    sim.add_backup("stack-a", database_name="shop_production", size=1000)
+    path = config(workspace, server, [near(workspace), local(workspace, "offsite-copy")])
+    settings = load_settings(Path(path))
+    async with Runtime(settings, TOKEN) as runtime:
+        assert (await SyncPass(runtime).run()).ok
+    state = StateStore.open(workspace.state)
+    try:
+        document = status_document(state, destinations=settings.storage)
+    finally:
+        state.close()
+    console = Console(width=80, record=True, color_system=None)
+    render_status(document, console, max_age=timedelta(hours=2), all=True)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "Destinations" in text
+    assert "in near, offsite-copy" in text
+    table = text[text.index("Destinations"):]
+    assert "near" in table
+    assert "offsite-copy" in table
