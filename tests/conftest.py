@@ -26,6 +26,21 @@ PART_SIZE = 256 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# The tests of the transfer path (aiohttp, receive, chunks, join, resume), marked
+# `transfer`: scripts/test-newest-aiohttp.sh runs them on the newest aiohttp allowed.
+TRANSFER_TEST_FILES = frozenset({
+    "test_receive.py", "test_chunks.py", "test_sync.py", "test_faults.py", "test_resume.py",
+    "test_etags.py", "test_part_order.py", "test_progress_retries.py", "test_retry.py",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the transfer tests (`-m transfer`)."""
+    for item in items:
+        if item.path.name in TRANSFER_TEST_FILES:
+            item.add_marker(pytest.mark.transfer)
+
+
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backoff delays shrink to almost nothing in tests (stamina-style test mode)."""

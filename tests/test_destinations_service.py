@@ -31,7 +31,7 @@ async def test_metrics_carry_a_storage_label(
     sim.add_backup("stack-a", size=1234)
     (workspace.root / "far").write_text("a file where the folder should be")
     path = config(workspace, server, [near(workspace), local(workspace, "far")])
-    async with Runtime(load_settings(Path(path)), TOKEN) as runtime:
+    async with Runtime(load_settings(Path(path)), TOKEN, metrics=True) as runtime:
         summary = await SyncPass(runtime).run()
         await runtime.metrics.pass_finished(summary)
         metrics = runtime.metrics.render().decode()

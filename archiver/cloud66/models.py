@@ -15,7 +15,7 @@ BACKUP_STATUS_OK = 0
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class Stack(_Record):

@@ -9,8 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pyrage
-from pyrage import ssh, x25519
+from archiver.core.lazy_import import lazy_module
+
+# Loaded on first use: a config without [encryption] never pays for pyrage.
+pyrage = lazy_module("pyrage")
+ssh = lazy_module("pyrage", "ssh")
+x25519 = lazy_module("pyrage", "x25519")
 
 Recipient = Any  # pyrage.x25519.Recipient | pyrage.ssh.Recipient (no common base type)
 Identity = Any  # pyrage.x25519.Identity | pyrage.ssh.Identity

@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -47,6 +46,7 @@ from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegati
 from archiver.config.values import Section as _Section
 from archiver.config.values import parse_duration as parse_duration
 from archiver.core.errors import ConfigError
+from archiver.core.extras import missing_extra_message, missing_storage_modules
 from archiver.model.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
@@ -75,6 +75,9 @@ def expand_cron_alias(expression: str) -> str:
 def check_cron(expression: str) -> str:
     """The cron line (a shorthand such as @daily spelt out), or ValueError saying why it is
     not one (5 fields, crontab rules)."""
+    # Only a config with a cron line pays for APScheduler's import (2 MiB resident).
+    from apscheduler.triggers.cron import CronTrigger
+
     expression = expand_cron_alias(expression)
     if expression.startswith("@"):
         raise ValueError(
@@ -380,6 +383,12 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
     except ValidationError as error:
         one_table = isinstance(document.get("storage"), dict)
         raise ConfigError(_describe_validation_error(where, error, one_table)) from None
+    for index, destination in enumerate(settings.storage):
+        missing = missing_storage_modules(destination.type)
+        if missing:  # before anything is attempted, and without importing the backend
+            table = "[storage]" if len(settings.storage) == 1 else f"storage[{index}]"
+            message = missing_extra_message(destination.type, missing)
+            raise ConfigError(f"{where}: {table} {message}")
     return settings.model_copy(update={"source": source})
 
 

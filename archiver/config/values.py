@@ -75,7 +75,7 @@ def _anchored(value: object, folder: Path) -> object:
 class Section(BaseModel):
     """A TOML table: unknown keys are errors, and the result is frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -22,7 +22,6 @@ Linux/glibc only; elsewhere this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -36,11 +35,10 @@ def tame_malloc() -> None:
     """Call once, early, before worker threads start."""
     if not sys.platform.startswith("linux"):
         return
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        libc = ctypes.CDLL(name)
+        # The process's own symbols, libc's among them: `ctypes.util.find_library` would
+        # run `ldconfig -p` in a subprocess at every start to find the same library.
+        libc = ctypes.CDLL(None)
         libc.mallopt(_M_ARENA_MAX, 2)
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -10,10 +10,13 @@ exit 1.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich loads only when a table is printed (a pass does not need it)
+    from rich.console import Console
 
 # A pipe closed early: the exit status of a process killed by SIGPIPE (128 + 13).
 EXIT_CLOSED_PIPE = 141
@@ -21,19 +24,26 @@ EXIT_CLOSED_PIPE = 141
 PIPED_WIDTH = 200
 
 
-class _PipeAwareConsole(Console):
-    """A rich Console whose write to a closed pipe raises BrokenPipeError (rich exits 1)."""
+@functools.cache
+def _pipe_aware_console() -> type[Console]:
+    from rich.console import Console
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
+    class PipeAwareConsole(Console):
+        """A rich Console whose write to a closed pipe raises BrokenPipeError (rich exits 1)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return PipeAwareConsole
 
 
 def stdout_console(*, width: int | None = None) -> Console:
     """A console on stdout: the terminal's width, or `PIPED_WIDTH` when piped."""
-    console = _PipeAwareConsole(highlight=False, width=width)
+    console_type = _pipe_aware_console()
+    console = console_type(highlight=False, width=width)
     if width is None and not console.is_terminal:
-        console = _PipeAwareConsole(highlight=False, width=PIPED_WIDTH)
+        console = console_type(highlight=False, width=PIPED_WIDTH)
     return console
 
 

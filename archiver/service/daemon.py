@@ -39,7 +39,12 @@ class Daemon:
         self._install_signal_handlers()
         # The HTTP endpoints start before the first pass and stop before the runtime closes.
         async with (
-            Runtime(self._settings, self._token, stop=self._stop) as runtime,
+            Runtime(
+                self._settings,
+                self._token,
+                stop=self._stop,
+                metrics=self._settings.http is not None,  # served at /metrics
+            ) as runtime,
             serve_http(self._settings, runtime),
         ):
             runtime.observers.append(systemd.StatusObserver())

@@ -87,7 +87,9 @@ class HttpServer:
         self._runtime = runtime
         self._probe = StorageProbe(runtime)
         self._started_at = datetime.now(UTC)
-        runtime.metrics.set_max_age(max_age_for(settings).total_seconds())
+        assert runtime.metrics is not None, "the runtime keeps metrics when [http] is set"
+        self._metrics_kept = runtime.metrics
+        self._metrics_kept.set_max_age(max_age_for(settings).total_seconds())
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         self.port = 0
 
@@ -130,7 +132,7 @@ class HttpServer:
         await self._runner.cleanup()
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        body = self._runtime.metrics.render()
+        body = self._metrics_kept.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _livez(self, _request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from archiver.config.storage import (
     SftpStorageSettings,
 )
 from archiver.core.errors import ConfigError
+from archiver.core.extras import missing_extra_message
 from archiver.storage.base import ObjectInfo, SegmentWriter, Storage, Upload
 from archiver.storage.local import LocalStorage
 
@@ -59,12 +60,16 @@ def open_storage(settings: BackendSettings, *, executor: ThreadPoolExecutor) -> 
     """The backend the settings name. Offsite backends are imported only when used."""
     if isinstance(settings, LocalStorageSettings):
         return LocalStorage(settings.path, executor=executor)
-    if isinstance(settings, S3StorageSettings):
-        from archiver.storage.s3 import S3Storage  # aiobotocore loads only when used
+    try:
+        if isinstance(settings, S3StorageSettings):
+            from archiver.storage.s3 import S3Storage  # aiobotocore loads only when used
 
-        return S3Storage(settings)
-    if isinstance(settings, SftpStorageSettings):
-        from archiver.storage.sftp import SftpStorage  # asyncssh loads only when used
+            return S3Storage(settings)
+        if isinstance(settings, SftpStorageSettings):
+            from archiver.storage.sftp import SftpStorage  # asyncssh loads only when used
 
-        return SftpStorage(settings)
+            return SftpStorage(settings)
+    except ModuleNotFoundError as error:  # an extra half there (config checks the usual case)
+        missing = [error.name or str(error)]
+        raise ConfigError(missing_extra_message(settings.type, missing)) from None
     raise ConfigError(f"storage type {settings.type!r} is not available in this build")

@@ -21,33 +21,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from archiver.core.units import human_bytes
+
+if TYPE_CHECKING:  # rich is imported only for a display that shows (2 MiB resident)
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, TaskID
 
 __all__ = ["PassProgress"]
 
 
-class _BinarySpeedColumn(ProgressColumn):
+def _binary_speed_column() -> ProgressColumn:
     """`241.1 MiB/s`: rich's own speed column counts in decimal MB."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        text = "?" if speed is None else f"{human_bytes(int(speed))}/s"
-        return Text(text, style="progress.data.speed")
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            text = "?" if speed is None else f"{human_bytes(int(speed))}/s"
+            return Text(text, style="progress.data.speed")
+
+    return BinarySpeedColumn()
 
 
 @dataclass
@@ -67,26 +63,39 @@ class PassProgress:
     """
 
     def __init__(self, enabled: bool, console: Console | None = None) -> None:
-        self.console = console if console is not None else Console(stderr=True)
         self._rows: dict[str, _Row] = {}
         self._finished = 0
         self._failed = 0
         # Bytes moved by rows already taken off the display.
         self._settled_bytes = 0
         self._progress: Progress | None = None
+        self.console: Console | None = None  # set when enabled
         # The totals row, added with the first backup.
         self._totals: TaskID | None = None
+        if not enabled:
+            return
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True)
         # Off the terminal the bars would only add noise to a log file.
-        if enabled and self.console.is_terminal:
+        if self.console.is_terminal:
             self._progress = self._build(self.console)
 
     @staticmethod
     def _build(console: Console) -> Progress:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            _BinarySpeedColumn(),
+            _binary_speed_column(),
             TimeRemainingColumn(),
             console=console,
             # The log lines above the bars tell what was done; the bars only what is going on.
@@ -123,6 +132,8 @@ class PassProgress:
             self._settled_bytes += old.done
         if self._totals is None:
             self._totals = self._progress.add_task(self._totals_description(), total=None)
+        from rich.markup import escape
+
         task_id = self._progress.add_task(escape(description), total=total)
         self._rows[key] = _Row(task_id, total)
         self._update_totals()

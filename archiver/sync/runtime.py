@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -22,12 +23,14 @@ from archiver.core.retry import RetryPolicy
 from archiver.core.stopping import StopSignal
 from archiver.lifecycle.archive import Archive, open_archive
 from archiver.service.alerts import AlertSender, alerts_configured
-from archiver.service.metrics import Metrics
 from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
 from archiver.storage.destinations import Destination
 from archiver.sync.api_client import build_client, shared_budget
 from archiver.transfer.download import Downloader
+
+if TYPE_CHECKING:
+    from archiver.service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -44,9 +47,17 @@ class Runtime:
     downloader: Downloader
     budget: RequestBudget
     observers: list[PassObserver]
-    metrics: Metrics
+    metrics: Metrics | None
 
-    def __init__(self, settings: Settings, token: str, *, stop: StopSignal | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        token: str,
+        *,
+        stop: StopSignal | None = None,
+        metrics: bool = False,
+    ) -> None:
+        """`metrics`: keep Prometheus metrics (the daemon with [http] serves them)."""
         self.settings = settings
         # Set on SIGTERM: every wait (budget, backoff, queue) ends at once.
         self.stop = stop or StopSignal()
@@ -54,7 +65,11 @@ class Runtime:
         self._stack = AsyncExitStack()
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
-        self.metrics = Metrics()
+        self.metrics = None
+        if metrics:  # prometheus_client costs 1.5 MiB resident: only where it is served
+            from archiver.service.metrics import Metrics
+
+            self.metrics = Metrics()
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -80,8 +95,9 @@ class Runtime:
         )
         self.state, self.destinations = self.archive.state, self.archive.destinations
         self.budget = shared_budget(settings, self.state)
+        on_request = self.metrics.api_request if self.metrics is not None else None
         self.client = build_client(
-            settings, self._token, self.budget, stop=self.stop, on_request=self.metrics.api_request
+            settings, self._token, self.budget, stop=self.stop, on_request=on_request
         )
         self._stack.push_async_callback(self.client.aclose)
         self._add_observers()
@@ -101,9 +117,10 @@ class Runtime:
         )
 
     def _add_observers(self) -> None:
-        """Metrics always (cheap, served only with [http]); alerts when [notify] names a target."""
-        self.metrics.bind(self.state, self.budget, [d.name for d in self.destinations])
-        self.observers.append(self.metrics)
+        """Metrics when kept; alerts when [notify] names a target."""
+        if self.metrics is not None:
+            self.metrics.bind(self.state, self.budget, [d.name for d in self.destinations])
+            self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
             alerts = AlertSender(self.settings.notify, stop=self.stop)
             self._stack.push_async_callback(alerts.aclose)

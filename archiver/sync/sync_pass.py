@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
 
@@ -308,7 +309,8 @@ class SyncPass:
         log.debug("archiving backup", files=len(files), database_name=backup.database_name,
                   destinations=[d.name for d in destinations])
         fan_out = FanOut(destinations, job.keys.tar)
-        with self._rt.metrics.transfer():
+        timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
+        with timed:
             joined = await self._transfer(job, files, fan_out)
         for member in fan_out.failed():
             self._fail_destination(job.stack_uid, backup.id, member.destination.name,

@@ -33,7 +33,7 @@ from archiver.model.manifest import PartRecord
 from archiver.storage.base import Piece, SegmentWriter
 from archiver.transfer.chunks import ChunkSink, PartHashes
 from archiver.transfer.etags import bare_etag, md5_from_etag
-from archiver.transfer.receive import body_chunks
+from archiver.transfer.receive import RECEIVER_CHUNKS, body_chunks
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +184,13 @@ class Downloader:
         return self._verified(part, progress)
 
     def _in_flight_share(self) -> int:
-        """This part's share of the bytes in flight, asked at every hand-off."""
+        """This part's share of the bytes in flight, asked at every hand-off.
+
+        Less what its receiver may hold besides (`archiver.transfer.receive`): the budget is
+        every byte received and not yet written.
+        """
         share = self._in_flight_budget // max(1, self._parts_downloading)
-        return max(2 * self._chunk_size, share)
+        return max(2 * self._chunk_size, share - RECEIVER_CHUNKS * self._chunk_size)
 
     async def _download(
         self,

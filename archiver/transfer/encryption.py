@@ -24,9 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyrage
-
 from archiver.config.keys import Identity, Recipient
+from archiver.core.lazy_import import lazy_module
+
+# Loaded on first use: a run without [encryption] or a key never pays for pyrage.
+pyrage = lazy_module("pyrage")
 
 FORMAT = "age-v1"
 

@@ -17,6 +17,19 @@ reaches storage as it arrives. When the consumer falls behind, reading pauses
 (and the read timeout with it). The connection is closed afterwards: it is not
 handed back to aiohttp's pool.
 
+The takeover leans on names aiohttp does not publish: `ResponseHandler` (the
+protocol's type), `Connection.protocol` and `.transport`, a `pause_reading()`
+that also cancels the protocol's read timer (`_read_timeout_handle`, via
+`_drop_timeout`), and a `Connection.close()` that drops the connection instead
+of pooling it (not so on a proxy tunnel's placeholder). So before each takeover
+`takeover_blocker` checks them: the aiohttp version against the minor versions
+this was tested on (`TESTED_AIOHTTP`, matching the cap in pyproject.toml), the
+classes and each attribute used, and after pausing, that the timer is really
+gone. When any check fails, the body is read through aiohttp's public API
+instead, and that is logged once per reason. `C66_ARCHIVER_PUBLIC_RECEIVE=1`
+asks for the public path outright (the benchmark's comparison, and a way out
+should the takeover ever misbehave).
+
 Any other body (chunked, no length) is read through aiohttp, its pieces
 gathered into chunks the same way. Either way a body that breaks off yields
 what arrived before the error is raised (`aiohttp.ClientPayloadError`, or
@@ -27,18 +40,38 @@ start right after it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import re
 from collections import deque
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
+import structlog
 
 from archiver.storage.base import Piece
+
+log = structlog.get_logger(__name__)
+
+# [from, to): the aiohttp minor versions the takeover was tested on (pyproject's cap).
+TESTED_AIOHTTP = ((3, 14), (3, 15))
+PUBLIC_RECEIVE_ENV = "C66_ARCHIVER_PUBLIC_RECEIVE"
+# What the takeover uses of aiohttp's internals, checked before it is relied upon.
+_PROTOCOL_ATTRIBUTES = ("pause_reading", "_drop_timeout")
+_CONNECTION_ATTRIBUTES = ("protocol", "transport", "close")
+_TRANSPORT_METHODS = ("set_protocol", "pause_reading", "resume_reading", "close")
 
 # A chunk that fills slowly is handed out anyway once its first byte waited this long.
 FLUSH_AFTER_SECONDS = 0.5
 # Full chunks waiting for the consumer before reading pauses.
 _READY_LIMIT = 2
+# The most chunks held on the way to a sink besides the sink's own: those waiting or the
+# one filling (a paused receiver has none filling), the one the consumer holds while the
+# sink makes room for it, and the one before it, still referenced by the consumer's
+# loop until the next arrives (measured with tracemalloc). The in-flight budget counts
+# them (archiver.transfer.download).
+RECEIVER_CHUNKS = _READY_LIMIT + 2
 
 
 async def body_chunks(
@@ -50,17 +83,17 @@ async def body_chunks(
     caller stops.
     """
     plain = _plain_body(response)
-    if plain is None:
+    if plain is not None and _paused_for_takeover(plain[2]):
+        size, transport, _ = plain
+    else:
         async for pieces in _through_aiohttp(response, chunk_size):
             yield pieces
         return
-    size, transport, protocol = plain
     first = response.content.read_nowait(-1)  # what aiohttp received with the headers
     if len(first) >= size:
         if first:
             yield [first]
         return
-    protocol.pause_reading()  # public on aiohttp's protocol: stops its reads and read timeout
     receiver = _Receiver(transport, size, chunk_size, read_timeout)
     transport.set_protocol(receiver)
     try:
@@ -72,19 +105,95 @@ async def body_chunks(
         response.close()  # the connection carries our protocol now: it goes, never to the pool
 
 
-def _plain_body(
-    response: aiohttp.ClientResponse,
-) -> tuple[int, asyncio.Transport, ResponseHandler] | None:
+def _plain_body(response: aiohttp.ClientResponse) -> tuple[int, asyncio.Transport, Any] | None:
     """Length, transport and aiohttp protocol of a body whose transport can be taken over."""
-    connection = response.connection
     if response.content_length is None or "Transfer-Encoding" in response.headers:
+        return None  # not fixed-length: aiohttp's parser must read it
+    blocker = library_blocker()
+    if blocker is not None:
+        _report_fallback(blocker)
         return None
+    connection = response.connection
     if connection is None or connection.protocol is None:
+        return None  # nothing left to read on it (the body came with the headers)
+    blocker = _connection_blocker(connection)
+    if blocker is not None:
+        _report_fallback(blocker)
         return None
     transport = connection.transport
-    if not isinstance(transport, asyncio.Transport):
-        return None
+    assert isinstance(transport, asyncio.Transport)  # checked by _connection_blocker
     return response.content_length, transport, connection.protocol
+
+
+@functools.cache
+def library_blocker() -> str | None:
+    """Why this aiohttp cannot be taken over, or None; the checks that hold for every body."""
+    if os.environ.get(PUBLIC_RECEIVE_ENV) == "1":
+        return f"{PUBLIC_RECEIVE_ENV}=1"
+    version = _minor_version(aiohttp.__version__)
+    low, high = TESTED_AIOHTTP
+    if version is None or not low <= version < high:
+        tested = f"{low[0]}.{low[1]}.x" if (low[0], low[1] + 1) == high else f"{low} to {high}"
+        return f"aiohttp {aiohttp.__version__} is not the {tested} the takeover was tested on"
+    try:
+        from aiohttp.client_proto import ResponseHandler
+        from aiohttp.connector import Connection
+    except ImportError as error:
+        return f"aiohttp has no {error.name or error}"
+    for owner, names in (
+        (ResponseHandler, _PROTOCOL_ATTRIBUTES),
+        (Connection, _CONNECTION_ATTRIBUTES),
+        (asyncio.Transport, _TRANSPORT_METHODS),
+    ):
+        missing = [name for name in names if not hasattr(owner, name)]
+        if missing:
+            return f"{owner.__qualname__} has no {', '.join(missing)}"
+    return None
+
+
+def _connection_blocker(connection: Any) -> str | None:
+    """Why this response's connection cannot be taken over (types, per-instance state)."""
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.connector import Connection
+
+    if type(connection) is not Connection:  # a subclass may pool or keep it on close()
+        return f"the connection is a {type(connection).__qualname__}"
+    if not isinstance(connection.protocol, ResponseHandler):
+        return f"the protocol is a {type(connection.protocol).__qualname__}"
+    if not hasattr(connection.protocol, "_read_timeout_handle"):
+        return "ResponseHandler has no _read_timeout_handle"
+    if not isinstance(connection.transport, asyncio.Transport):
+        return f"the transport is a {type(connection.transport).__qualname__}"
+    return None
+
+
+def _paused_for_takeover(protocol: Any) -> bool:
+    """Pause aiohttp's reading; True once its read timer is gone too (else reading resumes)."""
+    protocol.pause_reading()  # stops its reads and, through _drop_timeout, its read timer
+    if protocol._read_timeout_handle is None:
+        return True
+    protocol.resume_reading()
+    _report_fallback("ResponseHandler.pause_reading() left the read timer armed")
+    return False
+
+
+def _minor_version(text: str) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+_reported: set[str] = set()
+
+
+def _report_fallback(reason: str) -> None:
+    """Say once per reason that bodies go through aiohttp's public path, and why."""
+    if reason not in _reported:
+        _reported.add(reason)
+        log.warning(
+            "receiving bodies through aiohttp's public API (slower)",
+            reason=reason,
+            aiohttp_version=aiohttp.__version__,
+        )
 
 
 class _Receiver(asyncio.BufferedProtocol):
@@ -97,7 +206,8 @@ class _Receiver(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.left = size  # bytes still to receive
         self._chunk_size = chunk_size
-        self._buffer = bytearray(min(chunk_size, size))
+        # The chunk filling; made when reading needs it, so a paused receiver holds none.
+        self._buffer: bytearray | None = None
         self._filled = 0
         self._first_at = 0.0
         self.ready: deque[memoryview] = deque()
@@ -113,7 +223,7 @@ class _Receiver(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         """The free end of the current chunk (never more than the body has left)."""
         del sizehint
-        return memoryview(self._buffer)[self._filled :]
+        return memoryview(self._filling())[self._filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` more arrived in the current chunk; hand it out when full or old."""
@@ -123,7 +233,7 @@ class _Receiver(asyncio.BufferedProtocol):
             self._first_at = now
         self._filled += nbytes
         self.left -= nbytes
-        if self._filled == len(self._buffer) or now - self._first_at >= FLUSH_AFTER_SECONDS:
+        if self._filled == len(self._filling()) or now - self._first_at >= FLUSH_AFTER_SECONDS:
             self._hand_out()
 
     def eof_received(self) -> bool:
@@ -156,8 +266,9 @@ class _Receiver(asyncio.BufferedProtocol):
         """Bytes aiohttp received before the takeover, in front of everything else."""
         view = memoryview(data)
         while view:
-            count = min(len(view), len(self._buffer) - self._filled)
-            self._buffer[self._filled : self._filled + count] = view[:count]
+            buffer = self._filling()
+            count = min(len(view), len(buffer) - self._filled)
+            buffer[self._filled : self._filled + count] = view[:count]
             self.buffer_updated(count)
             view = view[count:]
 
@@ -185,12 +296,18 @@ class _Receiver(asyncio.BufferedProtocol):
     # -- internals
 
     def _hand_out(self) -> None:
-        self.ready.append(memoryview(self._buffer)[: self._filled])
-        self._buffer = bytearray(min(self._chunk_size, self.left))
+        self.ready.append(memoryview(self._filling())[: self._filled])
+        self._buffer = None
         self._filled = 0
         if not self.left or len(self.ready) >= _READY_LIMIT:
             self._pause()
         self._wake()
+
+    def _filling(self) -> bytearray:
+        """The chunk being filled, made on first need (never past the body's end)."""
+        if self._buffer is None:
+            self._buffer = bytearray(min(self._chunk_size, self.left))
+        return self._buffer
 
     def _pause(self) -> None:
         if not self._paused:
