@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
-from tests.archive_backends import ArchiveBackend
+from tests.archive_backends import ArchiveBackend, s3_backend
 from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
 from tests.destinations_helpers import (
     NO_CLOUD66_WORK,
@@ -23,6 +23,8 @@ from tests.destinations_helpers import (
     status_json,
     upstream_bytes,
 )
+from tests.s3_fault_proxy import S3FaultProxy, is_manifest_put
+from tests.s3_server import S3Server
 
 MiB = 1024 * 1024
 
@@ -209,3 +211,39 @@ async def test_kill_9_mid_transfer_resumes_every_destination(
     refetched = sim.stats.bytes_served - 14 * MiB
     allowed = (5 if archive_backend.name == "s3" else 0) * MiB + 4 * MiB
     assert refetched <= allowed, refetched
+
+
+async def test_a_manifest_one_destination_refuses_takes_back_only_that_copy(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """far (S3 behind a proxy) refuses the manifest as a full bucket would: far's data leaves
+    its final name again, near keeps its copy, the pass exits 1 naming far; once far takes
+    writes, the next pass fills it from near without Cloud 66."""
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=7000)
+    secret = workspace.root / "s3-secret"
+    secret.write_text(s3_server.secret_key + "\n")
+    stored = s3_backend(s3_server, s3_bucket, secret)  # to look, past the proxy
+    async with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        proxied = S3Server(proxy.url, s3_server.access_key, s3_server.secret_key)
+        path = config(workspace, server, [near(workspace), far(s3_backend(proxied, s3_bucket,
+                                                                          secret))])
+        proxy.refuse = is_manifest_put
+
+        refused = await run_cli("--config", path, "sync")
+
+        assert refused.code == 1
+        assert await stored.keys() == []  # the data went back out of its final name
+        [near_tar] = files_under(near_folder(workspace), ".tar").values()
+        assert near_tar == upstream_bytes(sim, backup_id)
+        [failure] = (await status_json(path))["last_run"]["failed"]
+        assert (failure["backup_id"], failure["storage"]) == (backup_id, "far")
+        assert "manifest" in failure["reason"]
+        proxy.refuse = None
+        sim.stats.reset()
+
+        healed = await run_cli("--config", path, "sync")
+
+    assert healed.code == 0, healed.stderr
+    assert cloud66_work(sim) == NO_CLOUD66_WORK
+    assert list((await backend_files(stored, ".tar")).values()) == [near_tar]

@@ -319,7 +319,8 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
                  record.manifest_key, record.archived_at),
             )
     big = statements_of(state, lambda: state.archived.record(archived_record(20_001)))
-    # BEGIN, upsert the backup, upsert the copy, clear the skip note, end the transfer, COMMIT
+    # BEGIN, upsert the backup and the copy, end the transfer and the commit records, clear
+    # the skip note, COMMIT
     assert len(small) == len(big) == 6
     connection = state.database._connection
     for query in (
@@ -327,6 +328,7 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
         "SELECT DISTINCT backup_id FROM copies WHERE stack_uid = 'stack'",
         "SELECT backup_id, storage FROM copies WHERE stack_uid = 'stack'",
         "DELETE FROM skipped WHERE stack_uid = 'stack' AND backup_id = 5",
+        "DELETE FROM commits WHERE stack_uid = 'stack' AND backup_id = 5",
     ):
         plan = " ".join(row[-1] for row in connection.execute(f"EXPLAIN QUERY PLAN {query}"))
         assert plan.startswith("SEARCH"), plan

@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from archiver.config.storage import SftpStorageSettings
-from archiver.core.errors import PermanentStorageError
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
@@ -198,17 +198,40 @@ async def test_permission_denied_on_the_path_is_permanent_and_named(
 async def test_a_full_disk_is_a_permanent_no_space_error(
     sftp_server: SftpServer, tmpfs: Path
 ) -> None:
-    """ENOSPC on the server (a 2 MiB tmpfs) raises 'no space left', and abort cleans up."""
+    """ENOSPC on the server (a 2 MiB tmpfs) raises StorageFull 'no space left'; abort cleans up."""
     mount_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
         segment = await upload.open_segment(0, 0)
-        with pytest.raises(PermanentStorageError, match=f"no space left on sftp://.*{tmpfs}"):
+        with pytest.raises(StorageFull, match=f"no space left on sftp://.*{tmpfs}"):
             await write_mebibytes(segment, 4)
         await upload.abort()
         assert part_files(tmpfs) == []
         assert await backend.remove_incomplete() == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_a_refused_write_is_no_space_even_once_room_is_back(
+    sftp_server: SftpServer, tmpfs: Path
+) -> None:
+    """A write the server refused with its bare 'Failure' is StorageFull even when another
+    upload gave room back before the failure was looked at (so it is never kept to resume);
+    a bare 'Failure' of anything else, with room, is not."""
+    mount_tmpfs(tmpfs, sftp_server, "2m")
+    backend = SftpStorage(sftp_server.settings(tmpfs))
+    try:
+        upload = await backend.start_upload("s/db.tar")
+        segment = await upload.open_segment(0, 0)
+        with pytest.raises(StorageFull) as full:
+            await write_mebibytes(segment, 4)
+        refusal = full.value.__cause__
+        assert type(refusal) is asyncssh.SFTPFailure  # OpenSSH names no errno
+        await upload.abort()  # the room comes back before anyone looks
+        location = backend.location("s/db.tar")
+        assert type(await backend.classified(refusal, location, writing=True)) is StorageFull
+        assert type(await backend.classified(refusal, location)) is TransientStorageError
     finally:
         await backend.aclose()
 

@@ -82,6 +82,15 @@ class PermanentStorageError(StorageError):
     """Permanent for this backup: no space left, permission denied, bucket missing."""
 
 
+class StorageFull(PermanentStorageError):
+    """Permanent for this attempt: the destination has no room left (ENOSPC, a quota).
+
+    What the attempt wrote is removed, never kept for a resume (it would hold the
+    room every other backup needs); the pass tries the backup once more when other
+    uploads give room back (`archiver.sync.room`).
+    """
+
+
 class ObjectLocked(PermanentStorageError):
     """Permanent until a date: S3 Object Lock keeps the object; it can be removed after `until`."""
 

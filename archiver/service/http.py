@@ -2,8 +2,10 @@
 
 Served on the same loop as the passes, so /livez answering proves the loop is
 not stuck. /readyz applies `archiver.service.health`'s rule and probes the storage
-with a write (cached, so a scrape every few seconds costs one probe a minute).
-The page (`archiver.service.page`, off with `page = false`) shows the same health.
+with a write (a success cached a minute, so a scrape every few seconds costs one
+probe a minute; a failure only a few seconds, so a storage that heals is ready again
+at once). The page (`archiver.service.page`, off with `page = false`) shows the same
+health.
 
     async with HttpServer(settings, runtime) as server:
         print(server.port)   # the real port, also for `listen = "127.0.0.1:0"`
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -35,45 +37,48 @@ from archiver.sync.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-# A storage probe result is reused this long; a probe slower than the timeout is a failure.
+# A good probe is reused this long; a failed one only a few seconds (a storage that heals,
+# a blip, must not read as broken for a minute). A probe slower than the timeout failed.
 PROBE_CACHE_SECONDS = 60.0
+PROBE_FAILURE_CACHE_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 10.0
 
 
 class StorageProbe:
     """Whether the storage takes a write, probed at most once per cache period."""
 
-    def __init__(self, runtime: Runtime, *, cache_seconds: float = PROBE_CACHE_SECONDS) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        cache_seconds: float = PROBE_CACHE_SECONDS,
+        failure_cache_seconds: float = PROBE_FAILURE_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._storage = storage
         self._cache_seconds = cache_seconds
-        self._checked_at = -float("inf")
+        self._failure_cache_seconds = min(failure_cache_seconds, cache_seconds)
+        self._clock = clock
+        self._fresh_until = -float("inf")
         self._problem: str | None = None
         self._lock = asyncio.Lock()
 
     async def problem(self) -> str | None:
         """None when the storage took a probe write recently, else what went wrong."""
         async with self._lock:  # concurrent scrapes share one probe
-            if time.monotonic() - self._checked_at >= self._cache_seconds:
+            if self._clock() >= self._fresh_until:
                 self._problem = await self._probe()
-                self._checked_at = time.monotonic()
+                kept = self._failure_cache_seconds if self._problem else self._cache_seconds
+                self._fresh_until = self._clock() + kept
             return self._problem
 
     async def _probe(self) -> str | None:
-        problems = await asyncio.gather(
-            *(self._probe_one(d.name, d.storage) for d in self._runtime.destinations)
-        )
-        found = [problem for problem in problems if problem is not None]
-        return "; ".join(found) if found else None
-
-    @staticmethod
-    async def _probe_one(name: str, storage: Storage) -> str | None:
-        where = f"storage {name!r}"
         try:
-            await asyncio.wait_for(storage.probe(), PROBE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(self._storage.probe(), PROBE_TIMEOUT_SECONDS)
         except TimeoutError:
-            return f"{where}: a probe write took longer than {PROBE_TIMEOUT_SECONDS:g}s"
+            return f"a probe write took longer than {PROBE_TIMEOUT_SECONDS:g}s"
         except (StorageError, OSError) as error:
-            return f"{where}: {redact(str(error))}"
+            return redact(str(error))
         return None
 
 
@@ -85,7 +90,8 @@ class HttpServer:
         self._settings = settings
         self._http: HttpSettings = settings.http
         self._runtime = runtime
-        self._probe = StorageProbe(runtime)
+        # One probe per destination: /readyz fails when any destination takes no write.
+        self._probes = [(d.name, StorageProbe(d.storage)) for d in runtime.destinations]
         self._started_at = datetime.now(UTC)
         assert runtime.metrics is not None, "the runtime keeps metrics when [http] is set"
         self._metrics_kept = runtime.metrics
@@ -144,8 +150,19 @@ class HttpServer:
             self._runtime.state,
             now,
             running_since=self._started_at,
-            storage_problem=await self._probe.problem(),
+            storage_problem=await self._storage_problem(),
         )
+
+    async def _storage_problem(self) -> str | None:
+        """What each destination's probe found wrong (named when there are several)."""
+        problems = await asyncio.gather(*(probe.problem() for _, probe in self._probes))
+        several = len(self._probes) > 1
+        found = [
+            f"storage {name!r}: {problem}" if several else problem
+            for (name, _), problem in zip(self._probes, problems, strict=True)
+            if problem is not None
+        ]
+        return "; ".join(found) if found else None
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         report = await self._health(datetime.now(UTC))

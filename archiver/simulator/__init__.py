@@ -7,9 +7,9 @@ bearer-token auth (401) and the ``X-Account`` check (403); ``503 throttled`` pas
 ``requests_per_hour``; a file's ``public_url`` pre-signed S3-style (SigV2 query string)
 with its query %-encoded twice; S3's XML errors for a bad signature, an expired URL or
 an unknown key; single byte ``Range`` requests (206, 416), ``If-Range`` and MD5 ETags.
-Faults (5xx, throttling, broken JSON, cut or slow downloads, expired URLs) can be
-switched on at runtime through :attr:`Simulator.faults`, and every request is counted in
-:attr:`Simulator.stats` so tests can assert exact call counts.
+Faults (5xx, throttling, broken JSON, cut or slow downloads, expired URLs, parts held
+at a gate) can be switched on at runtime through :attr:`Simulator.faults`, and every
+request is counted in :attr:`Simulator.stats` so tests can assert exact call counts.
 
 Backup content is deterministic pseudo-random bytes written once to ``blob_dir`` (one
 file per part), so even a 1 GiB backup never sits in memory and is served with
@@ -26,12 +26,13 @@ from __future__ import annotations
 from archiver.simulator.cli import main
 from archiver.simulator.content import CHUNK_SIZE
 from archiver.simulator.populate import populate_demo
-from archiver.simulator.records import Faults, SimStats
+from archiver.simulator.records import Faults, Gate, SimStats
 from archiver.simulator.server import Simulator, SimulatorServer
 
 __all__ = [
     "CHUNK_SIZE",
     "Faults",
+    "Gate",
     "SimStats",
     "Simulator",
     "SimulatorServer",

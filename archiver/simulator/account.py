@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from archiver.simulator.content import CHUNK_SIZE, TarFrame, part_ids, write_part
-from archiver.simulator.records import Backup, Faults, ImportRecord, Part, SimStats, Stack
+from archiver.simulator.records import (
+    Backup,
+    Faults,
+    Gate,
+    ImportRecord,
+    Part,
+    SimStats,
+    Stack,
+)
 
 
 class Account:
@@ -198,6 +206,12 @@ class Account:
     def find_backup(self, backup_id: int) -> Backup | None:
         """The backup with this id (of any stack), if there is one."""
         return self._backups.get(backup_id)
+
+    def gate(self, backup_id: int, part_index: int) -> Gate:
+        """Hold the blob GETs of one part of a backup at a new gate, to be opened by the caller."""
+        gate = Gate()
+        self.faults.gates[(backup_id, self._backups[backup_id].parts[part_index].file_id)] = gate
+        return gate
 
     def sorted_backups(self, stack_uid: str) -> list[Backup]:
         """A stack's backups, newest first (the API's order)."""

@@ -145,6 +145,10 @@ class BlobHost:
         failure = self._injected_error(request)
         if failure is not None:
             return failure
+        gate = self.account.faults.gates.get((int(request.match_info["bid"]), part.file_id))
+        if gate is not None:
+            gate.arrived.set()
+            await gate.opened.wait()
         etag = self._etag(part)
         span = self._requested_span(request, part, etag)
         if isinstance(span, web.Response):

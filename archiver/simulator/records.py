@@ -11,6 +11,15 @@ from pathlib import Path
 
 
 @dataclass
+class Gate:
+    """Holds the blob GETs of one part file until `opened` is set, so a test can drive the
+    order of events: `arrived` is set when the first GET reaches it."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class Faults:
     """Failures to inject; tests flip these at runtime and counters decrement as they fire."""
 
@@ -31,6 +40,8 @@ class Faults:
     file_lists: dict[int, list[str]] = field(default_factory=dict)
     post_not_ok: str | None = None  # POSTs answer {"ok": false, "message": this}
     wrong_etags: int = 0  # next N blob answers carry an ETag that is the MD5 of other bytes
+    # (backup id, file id) -> a gate that the blob GETs of that part wait at
+    gates: dict[tuple[int, str], Gate] = field(default_factory=dict)
 
 
 @dataclass

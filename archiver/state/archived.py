@@ -54,8 +54,8 @@ class ArchivedBackups:
     def record(self, record: ArchivedBackup) -> None:
         """Insert or replace one copy (and its backup), in one durable transaction.
 
-        Its transfer record and any skip noted earlier (a failed attempt) go in
-        the same transaction: they no longer apply.
+        Its transfer and commit records and any skip noted earlier (a failed attempt)
+        go in the same transaction: they no longer apply.
         """
         key = (record.stack_uid, record.backup_id)
         with self._db.transaction() as cursor:
@@ -76,6 +76,10 @@ class ArchivedBackups:
                  record.locked_until),
             )
             cursor.execute("DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?", key)
+            cursor.execute(
+                "DELETE FROM commits WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
+                (*key, record.storage),
+            )
             cursor.execute("DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?", key)
 
     def all(

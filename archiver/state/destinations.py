@@ -12,7 +12,7 @@ from __future__ import annotations
 from archiver.state.database import Database
 
 LEGACY = ""
-_PER_DESTINATION = ("copies", "pruned", "verified")
+_PER_DESTINATION = ("copies", "pruned", "verified", "commits")
 
 
 class DestinationRecords:

@@ -43,6 +43,21 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class PendingCommit:
+    """A backup whose data is committed (or about to be) and whose manifest is not written yet.
+
+    `manifest` is the manifest to write (JSON), so a later pass can finish the commit.
+    """
+
+    stack_uid: str
+    backup_id: int
+    tar_key: str
+    manifest_key: str
+    manifest: str
+    storage: str = "default"  # the destination the commit is in
+
+
+@dataclass(frozen=True)
 class Verification:
     """The last check of one archived copy."""
 

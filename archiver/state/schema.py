@@ -83,11 +83,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (stack_uid, backup_id)
     );
     """,
+    # Commits under way: data about to reach (or at) its final name, its manifest not yet.
+    """
+    CREATE TABLE commits (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    """,
     # Several destinations (issue 19): each backup's copies, one row per destination holding
     # it, with keys relative to that destination's root (locations are computed when read,
-    # so a moved archive is named where it is now); prunes and checks per destination; the
-    # destinations the state has read. Rows from before belong to the destination '' until
-    # the first open with a config hands them to it (`archiver.lifecycle.destinations`).
+    # so a moved archive is named where it is now); prunes, checks and unfinished commits per
+    # destination; the destinations the state has read. Rows from before belong to the
+    # destination '' until the first open with a config hands them to it
+    # (`archiver.lifecycle.destinations`).
     """
     CREATE TABLE copies (
         stack_uid TEXT NOT NULL,
@@ -149,6 +161,19 @@ MIGRATIONS: tuple[str, ...] = (
         deep FROM verified;
     DROP TABLE verified;
     ALTER TABLE verified_by_storage RENAME TO verified;
+    CREATE TABLE commits_by_storage (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id, storage)
+    );
+    INSERT INTO commits_by_storage SELECT stack_uid, backup_id, '', tar_key, manifest_key,
+        manifest FROM commits;
+    DROP TABLE commits;
+    ALTER TABLE commits_by_storage RENAME TO commits;
     CREATE TABLE destinations (name TEXT PRIMARY KEY, scanned_at TEXT NOT NULL);
     """,
 )

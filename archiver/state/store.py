@@ -15,6 +15,7 @@ from pathlib import Path
 from archiver.core.errors import ArchiverError
 from archiver.state.api_requests import RequestLog
 from archiver.state.archived import ArchivedBackups
+from archiver.state.commits import PendingCommits
 from archiver.state.database import Database, state_db_path
 from archiver.state.destinations import DestinationRecords
 from archiver.state.lock import InstanceLock, PassLock
@@ -32,6 +33,7 @@ class StateStore:
         self.archived = ArchivedBackups(database)
         self.pruned = PrunedBackups(database)
         self.transfers = Transfers(database)
+        self.commits = PendingCommits(database)
         self.verifications = Verifications(database)
         self.runs = PassHistory(database)
         self.api_requests = RequestLog(database)

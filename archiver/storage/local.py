@@ -29,6 +29,7 @@ from archiver.core.errors import (
     IntegrityError,
     PermanentStorageError,
     StorageError,
+    StorageFull,
     TransientStorageError,
 )
 from archiver.core.private_files import create_private_file, fsync_folder, make_private_folders
@@ -55,7 +56,7 @@ _T = TypeVar("_T")
 def classify_os_error(error: OSError, path: Path | str) -> StorageError:
     """Class an OSError: a full disk or a refusal is permanent, anything else transient."""
     if error.errno in _NO_SPACE:
-        return PermanentStorageError(f"no space left on {path}")
+        return StorageFull(f"no space left on {path}")
     if error.errno in _NOT_ALLOWED:
         return PermanentStorageError(f"permission denied on {path} ({error.strerror})")
     return TransientStorageError(f"storage error on {path}: {error.strerror or error}")
@@ -302,6 +303,11 @@ class LocalStorage:
         self._executor = executor or ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="c66-local-storage"
         )
+        # Temporary files of small writes in flight. `remove_incomplete` leaves them be: in
+        # the daemon a /readyz probe writes while a pass cleans up, and the temp file a
+        # write is about to rename is nobody's leftover.
+        self._writing: set[str] = set()
+        self._writing_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -361,11 +367,18 @@ class LocalStorage:
     async def write_small(self, key: str, data: bytes) -> None:
         """Temp file in the same folder, fsync, rename over the old one, fsync the folder."""
         final = self._path(key)
-        await self.run(final, self._write_small_sync, final, data)
-
-    def _write_small_sync(self, final: Path, data: bytes) -> None:
-        make_private_folders(final.parent)
         temporary = final.with_name(f"{final.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
+        # Known as ours before it exists, so no cleanup can take it for a leftover.
+        with self._writing_lock:
+            self._writing.add(str(temporary))
+        try:
+            await self.run(final, self._write_small_sync, final, temporary, data)
+        finally:
+            with self._writing_lock:
+                self._writing.discard(str(temporary))
+
+    def _write_small_sync(self, final: Path, temporary: Path, data: bytes) -> None:
+        make_private_folders(final.parent)
         descriptor = create_private_file(temporary)
         try:
             try:
@@ -474,7 +487,8 @@ class LocalStorage:
         _prune_empty_folders(self._root, path.parent)
 
     async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        """Delete every `*.part` under the root but those of keys in `keep` and the temp
+        files of small writes in flight here; return how many."""
         kept = {str(self._path(key)) + PART_SUFFIX for key in keep}
         return await self.run(self._root, self._remove_incomplete_sync, kept)
 
@@ -482,11 +496,18 @@ class LocalStorage:
         removed = 0
         for current, _folders, files in os.walk(self._root):
             for name in files:
-                path = Path(current, name)
-                if name.endswith(PART_SUFFIX) and str(path) not in kept:
-                    path.unlink(missing_ok=True)
-                    removed += 1
+                path = str(Path(current, name))
+                if not name.endswith(PART_SUFFIX) or path in kept or self._being_written(path):
+                    continue
+                Path(path).unlink(missing_ok=True)
+                removed += 1
         return removed
+
+    def _being_written(self, path: str) -> bool:
+        """True while a small write of ours owns `path` (asked per file, never a snapshot:
+        a write may start while the cleanup walks)."""
+        with self._writing_lock:
+            return path in self._writing
 
     async def probe(self) -> None:
         """Write, read back and delete a probe file at the root."""

@@ -35,6 +35,7 @@ from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import (
     IntegrityError,
     PermanentStorageError,
+    StorageFull,
     TransientStorageError,
 )
 from archiver.core.private_files import FILE_MODE, FOLDER_MODE
@@ -53,8 +54,10 @@ from archiver.storage.base import (
 log = structlog.get_logger(__name__)
 
 _MiB = 1024 * 1024
-# OpenSSH's sftp-server reports ENOSPC as a bare SSH_FX_FAILURE ("Failure"), so a
-# failure is called "no space" when the filesystem has less free than this left.
+# OpenSSH's sftp-server reports ENOSPC (like EDQUOT, EFBIG, EIO) as a bare SSH_FX_FAILURE
+# ("Failure"), so a failure is called "no space" when the filesystem has less free than
+# this left. A write refused so is a full destination whatever the free space says by
+# the time we look: another upload may have given its room back in between.
 _NEARLY_FULL_BYTES = _MiB
 _NO_SPACE_WORDS = ("no space", "enospc", "quota", "disk full")
 
@@ -93,7 +96,7 @@ def classify_sftp_error(error: BaseException, location: str) -> BaseException:
     if isinstance(error, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded) or (
         isinstance(error, asyncssh.SFTPFailure) and _mentions_no_space(error)
     ):
-        return PermanentStorageError(f"no space left on {location}")
+        return StorageFull(f"no space left on {location}")
     if isinstance(error, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect):
         return PermanentStorageError(f"permission denied on {location}")
     if isinstance(error, _DROPPED):
@@ -147,7 +150,9 @@ class SftpUpload:
                 await self._live_handle().write(chunk, offset)
 
             # An offset write is idempotent, so after a reconnect it is simply sent again.
-            await self._storage.twice(self._location, write, lambda: self._reopen(used))
+            await self._storage.twice(
+                self._location, write, lambda: self._reopen(used), writing=True
+            )
 
     async def _reopen(self, stale: Handle) -> None:
         """After a dropped connection: reconnect and open our part file again (once for all)."""
@@ -189,7 +194,7 @@ class SftpUpload:
             )
         await self._storage.twice(
             self._location, lambda: self._storage.fsync(self._live_handle()),
-            lambda: self._reopen(handle),
+            lambda: self._reopen(handle), writing=True,
         )
         await self._close_handle()
         client = await self._storage.client()
@@ -282,6 +287,9 @@ class SftpStorage:
         self._connection: asyncssh.SSHClientConnection | None = None
         self._client: Client | None = None
         self._fsync_supported = True
+        # Temporary files of small writes in flight. `remove_incomplete` leaves them be: in
+        # the daemon a /readyz probe writes while a pass cleans up.
+        self._writing: set[str] = set()
 
     # --- naming -----------------------------------------------------------------------------
 
@@ -393,8 +401,13 @@ class SftpStorage:
         location: str,
         action: Callable[[], Awaitable[_T]],
         recover: Callable[[], Awaitable[None]],
+        *,
+        writing: bool = False,
     ) -> _T:
-        """Run `action`; when the connection dropped, `recover` and run it once more."""
+        """Run `action`; when the connection dropped, `recover` and run it once more.
+
+        `writing`: the action stores data, so a bare 'Failure' means no room (`classified`).
+        """
 
         def dropped(error: BaseException) -> str:
             log.warning("SFTP connection dropped; reconnecting once", server=self._server,
@@ -407,9 +420,11 @@ class SftpStorage:
                 recover=recover,
             )
         except _SFTP_FAILURES as error:
-            raise await self.classified(error, location) from error
+            raise await self.classified(error, location, writing=writing) from error
 
-    async def run(self, location: str, action: Callable[[Client], Awaitable[_T]]) -> _T:
+    async def run(
+        self, location: str, action: Callable[[Client], Awaitable[_T]], *, writing: bool = False
+    ) -> _T:
         """Run `action` on the shared client, reconnecting once; errors become StorageErrors."""
         current = [await self.client()]
 
@@ -417,12 +432,21 @@ class SftpStorage:
             await self.drop_connection(current[0])
             current[0] = await self.client()
 
-        return await self.twice(location, lambda: action(current[0]), reconnect)
+        return await self.twice(location, lambda: action(current[0]), reconnect, writing=writing)
 
-    async def classified(self, error: BaseException, location: str) -> BaseException:
-        """`classify_sftp_error`, but a bare SSH_FX_FAILURE on a nearly full disk is ENOSPC."""
-        if type(error) is asyncssh.SFTPFailure and await self._nearly_full():
-            return PermanentStorageError(f"no space left on {location}")
+    async def classified(
+        self, error: BaseException, location: str, *, writing: bool = False
+    ) -> BaseException:
+        """`classify_sftp_error`, but a bare SSH_FX_FAILURE on a nearly full disk is ENOSPC,
+        and so is one that refused to store data (`writing`), whatever the disk says now."""
+        if type(error) is asyncssh.SFTPFailure:
+            if await self._nearly_full():
+                return StorageFull(f"no space left on {location}")
+            if writing:
+                return StorageFull(
+                    f"no space left on {location} (the server refused to store data: "
+                    "'Failure', which OpenSSH answers for a full disk or quota)"
+                )
         return classify_sftp_error(error, location)
 
     async def _nearly_full(self) -> bool:
@@ -511,7 +535,7 @@ class SftpStorage:
             handle = await self._create_private(client, part)
             return SftpUpload(self, final, part, client, handle)
 
-        return await self.run(self.url(final), begin)
+        return await self.run(self.url(final), begin, writing=True)
 
     async def _discard_parts_of(self, client: Client, final: str) -> None:
         """Remove `<final>.<random>.part` files left by earlier uploads of the same key."""
@@ -540,22 +564,28 @@ class SftpStorage:
     async def write_small(self, key: str, data: bytes) -> None:
         """Temp file in the same folder, fsync, rename over the old one."""
         final = self._remote(key)
-        await self.run(self.url(final), lambda client: self._write_small(client, final, data))
+        await self.run(
+            self.url(final), lambda client: self._write_small(client, final, data), writing=True
+        )
 
     async def _write_small(self, client: Client, final: str, data: bytes) -> None:
         await self._ensure_folder(client, posixpath.dirname(final))
         temporary = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
-        handle = await self._create_private(client, temporary)
+        self._writing.add(temporary)  # before it exists: no cleanup takes it for a leftover
         try:
+            handle = await self._create_private(client, temporary)
             try:
-                await handle.write(data, 0)
-                await self.fsync(handle)
-            finally:
-                await handle.close()
-            await self.rename_into_place(client, temporary, final)
-        except BaseException:
-            await asyncio.shield(self._remove_quietly(client, temporary))
-            raise
+                try:
+                    await handle.write(data, 0)
+                    await self.fsync(handle)
+                finally:
+                    await handle.close()
+                await self.rename_into_place(client, temporary, final)
+            except BaseException:
+                await asyncio.shield(self._remove_quietly(client, temporary))
+                raise
+        finally:
+            self._writing.discard(temporary)
 
     @staticmethod
     async def _remove_quietly(client: Client, path: str) -> None:
@@ -666,11 +696,13 @@ class SftpStorage:
             folder = posixpath.dirname(folder)
 
     async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        """Delete every `*.part` under the root but those of keys in `keep` and the temp
+        files of small writes in flight here; return how many."""
         kept = {self._remote(key) for key in keep}
         removed = 0
         async for path in self._walk(self._root):
-            if not _is_part(path) or _final_of(path) in kept:
+            # Asked per file, as the walk goes: a small write may start meanwhile.
+            if not _is_part(path) or _final_of(path) in kept or path in self._writing:
                 continue
             if await self.run(self.url(path), functools.partial(_remove_if_present, path=path)):
                 removed += 1

@@ -1,13 +1,16 @@
-"""A copy committed in one destination: manifest after the data, state after the manifest,
-and, where the destination locks objects, the lock after both.
+"""A copy committed in one destination: the commit recorded before the data reaches its final
+name, the manifest after the data, the state after the manifest (`archiver.transfer.commit`:
+a manifest that cannot be written takes the data back), and, where the destination locks
+objects, the lock after both.
 
-Locking last means a commit that fails (a manifest that could not be written) can
-still be undone: nothing is locked until the copy is whole. A lock that fails is
-reported, and the copy stays archived; each pass locks what is still unlocked.
+Locking last means a commit that fails can still be undone: nothing is locked until the
+copy is whole. A lock that fails is reported, and the copy stays archived; each pass
+locks what is still unlocked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,9 +22,11 @@ from archiver.cloud66.models import Backup
 from archiver.core.secrets import redact
 from archiver.model.layout import BackupKeys
 from archiver.model.manifest import ArchivedBackup, Manifest, PartRecord, utc_now_iso
+from archiver.state.records import PendingCommit
 from archiver.state.store import StateStore
 from archiver.storage.base import Lockable
 from archiver.storage.destinations import Destination
+from archiver.transfer import commit
 from archiver.transfer.encryption import FORMAT, EncryptionInfo
 from archiver.transfer.fan_out import DESTINATION_ERRORS, Member
 
@@ -32,30 +37,48 @@ FailDestination = Callable[[str, int, str, str], None]
 
 
 class Committer:
-    """Writes manifests, records copies and locks them, destination by destination."""
+    """Records, finishes and locks each destination's commit (`archiver.transfer.commit`)."""
 
     def __init__(self, state: StateStore, fail: FailDestination) -> None:
         self._state = state
         self._fail = fail
+        # The commits recorded in this pass, by destination name and backup.
+        self._pending: dict[tuple[str, str, int], PendingCommit] = {}
 
-    async def commit(
-        self, destination: Destination, keys: BackupKeys, manifest: Manifest
+    def intend(self, member: Member, keys: BackupKeys, manifest: Manifest) -> None:
+        """Record the commit of `member`'s copy before its data reaches the final name."""
+        destination = member.destination
+        pending = commit.intend(
+            self._state, BackupKeys(member.key, keys.manifest), manifest, destination.name
+        )
+        self._pending[(destination.name, pending.stack_uid, pending.backup_id)] = pending
+
+    async def finish(
+        self, member: Member, stack_uid: str, backup_id: int
     ) -> ArchivedBackup | None:
-        """Write the manifest and record the copy; None (the failure reported) when it failed."""
-        tar_key = _sibling(keys.manifest, manifest.file)
+        """The manifest beside the committed data, the copy recorded, then locked; None (the
+        failure reported, the data taken back) when the manifest could not be written."""
+        destination = member.destination
+        pending = self._pending.pop((destination.name, stack_uid, backup_id))
         try:
-            await destination.storage.write_small(keys.manifest, manifest.to_json())
+            record = await commit.finish(self._state, destination.storage, pending)
         except DESTINATION_ERRORS as error:
             reason = f"could not write the manifest: {redact(str(error))}"
-            self._fail(manifest.stack_uid, manifest.backup_id, destination.name, reason)
+            self._fail(stack_uid, backup_id, destination.name, reason)
             return None
-        record = manifest.archived_record(
-            tar_key=tar_key, manifest_key=keys.manifest, storage=destination.name
-        )
-        self._state.archived.record(record)
         log.debug("copy archived", storage=destination.name,
-                  location=destination.location(tar_key))
+                  location=destination.location(record.tar_key))
         return await self.lock(destination, record)
+
+    async def abandon(self, members: Sequence[Member], stack_uid: str, backup_id: int) -> None:
+        """The data commit failed in these destinations: remove what it may have left under
+        the final name, and the records."""
+        for member in members:
+            pending = self._pending.pop((member.destination.name, stack_uid, backup_id), None)
+            if pending is not None:
+                await asyncio.shield(
+                    commit.abandon(self._state, member.destination.storage, pending)
+                )
 
     async def lock(self, destination: Destination, record: ArchivedBackup) -> ArchivedBackup:
         """Lock data and manifest where the destination asks for it; the record as it stands."""
@@ -86,11 +109,6 @@ class Committer:
             for record in self._state.archived.all(destination.name):
                 if record.locked_until is None:
                     await self.lock(destination, record)
-
-
-def _sibling(manifest_key: str, name: str) -> str:
-    folder = manifest_key.rpartition("/")[0]
-    return f"{folder}/{name}" if folder else name
 
 
 def encryption_info(destination: Destination) -> dict[str, Any] | None:

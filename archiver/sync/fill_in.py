@@ -30,7 +30,7 @@ from archiver.storage.destinations import Destination
 from archiver.sync.commit import Committer, FailDestination, copied_manifest
 from archiver.sync.plan import Job
 from archiver.transfer.copy import CopySource, copy_plaintext, copy_stored
-from archiver.transfer.fan_out import DESTINATION_ERRORS, FanOut
+from archiver.transfer.fan_out import DESTINATION_ERRORS, FanOut, Member
 
 log = structlog.get_logger(__name__)
 
@@ -137,25 +137,30 @@ class FillIn:
     ) -> set[Destination]:
         """One copy from `source` into `targets`; the destinations done with (filled, or failed
         on their own side); an empty set when the source itself failed."""
-        fan_out = FanOut(targets, job.keys.tar, seal=not same_form)
+        def intend(member: Member) -> None:
+            manifest = copied_manifest(source.manifest, member, same_form=same_form)
+            self._committer.intend(member, job.keys, manifest)
+
+        fan_out = FanOut(targets, job.keys.tar, seal=not same_form, before_commit=intend)
         try:
             if same_form:
                 await copy_stored(source, fan_out, on_bytes)
             else:
                 await copy_plaintext(source, fan_out, identities, on_bytes)
         except (IntegrityError, *DESTINATION_ERRORS) as error:
+            await self._committer.abandon(fan_out.members, job.stack_uid, job.backup_id)
             if not any(error is member.error for member in fan_out.failed()):
                 log.warning("cannot fill in from this copy", storage=source.destination.name,
                             backup_id=job.backup_id, error=redact(str(error)))
                 return set()
         done: set[Destination] = set()
+        await self._committer.abandon(fan_out.failed(), job.stack_uid, job.backup_id)
         for member in fan_out.failed():
             self._fail(job.stack_uid, job.backup_id, member.destination.name,
                        f"filling in from {source.destination.name!r}: {redact(str(member.error))}")
             done.add(member.destination)
         for member in fan_out.committed():
-            manifest = copied_manifest(source.manifest, member, same_form=same_form)
-            if await self._committer.commit(member.destination, job.keys, manifest) is not None:
+            if await self._committer.finish(member, job.stack_uid, job.backup_id) is not None:
                 self.copies_made += 1
                 log.info("filled in from another destination", backup_id=job.backup_id,
                          source=source.destination.name, storage=member.destination.name)

@@ -19,9 +19,10 @@ from archiver.state.store import StateStore
 from archiver.storage.destinations import Destination
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Job:
-    """A backup that some destinations lack, and where copies of it are."""
+    """A backup that some destinations lack, and where copies of it are (compared by identity:
+    a job is one backup's work in one pass)."""
 
     stack_uid: str
     backup_id: int

@@ -1,8 +1,8 @@
 """The long-lived parts of a run, built once from the settings and closed together.
 
 HTTP sessions, the thread pool, the destinations, the state and its lock,
-the API client and its request budget. Used by one-shot passes, the daemon,
-`check-config` and the demo alike.
+the API client and its request budget. Used by one-shot passes, the daemon and
+the demo; `check-config` and the POSTs build only a client (`sync.api_client`).
 """
 
 from __future__ import annotations

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
 
 import structlog
 
-from archiver.cloud66.models import Backup, BackupFile, Stack
-from archiver.cloud66.parts import join_order
+from archiver.cloud66.models import Backup, Stack
 from archiver.config.settings import Settings, StackSettings, policy_for, prunes_after_pass
 from archiver.core.errors import (
     ApiError,
@@ -29,27 +26,29 @@ from archiver.core.errors import (
     AuthError,
     PermanentStorageError,
     StorageError,
+    StorageFull,
 )
 from archiver.core.secrets import redact
 from archiver.core.stopping import Stopped
 from archiver.lifecycle.import_staging import remove_expired_staging
 from archiver.lifecycle.prune import Pruner, plan_prune
 from archiver.lifecycle.rebuild import record_from_manifest
-from archiver.model.layout import safe_component
 from archiver.model.manifest import utc_now_iso
 from archiver.model.retention import RetentionPolicy
 from archiver.model.summary import Failure, PassSummary
 from archiver.service.observers import tell_observers
+from archiver.state.records import PendingCommit
 from archiver.storage.destinations import Destination
-from archiver.sync.commit import Committer, downloaded_manifest
+from archiver.sync.commit import Committer
+from archiver.sync.fetch import Attempt, Fetcher, Reported
 from archiver.sync.fill_in import FillIn
 from archiver.sync.plan import Job, Planner
 from archiver.sync.progress import PassProgress
+from archiver.sync.room import RoomLedger
 from archiver.sync.runtime import Runtime
+from archiver.transfer import commit
 from archiver.transfer import resume as transfers
-from archiver.transfer.download import PartSource
-from archiver.transfer.fan_out import FanOut
-from archiver.transfer.join import BackupJoiner, JoinedResult, resumable
+from archiver.transfer.join import resumable
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +74,11 @@ class SyncPass:
         self._committer = Committer(runtime.state, self._fail_destination)
         self._fill = FillIn(runtime.settings, runtime.state, self._committer,
                             self._fail_destination)
+        self._fetcher = Fetcher(runtime, self._committer, self._progress,
+                                self._fail_destination, lambda: len(self._usable) > 1)
+        # Out of room: what failed uploads gave back, and who may try again (archiver.sync.room).
+        self._room: RoomLedger[Job] = RoomLedger()
+        self._out_of_room: dict[Job, ArchiverError] = {}
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble.
@@ -99,7 +103,11 @@ class SyncPass:
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
+            self._usable = self._readable_destinations()
+            # Before the plan reads the state: a finished commit makes its copy archived.
+            unfinished = await self._settle_commits()
             jobs = await self._plan()
+            self._report_unfinished(unfinished, {(j.stack_uid, j.backup_id) for j in jobs})
             await self._tidy_destinations(jobs)
             await self._archive_all(jobs)
             self._summary.filled = self._fill.copies_made
@@ -124,6 +132,34 @@ class SyncPass:
 
     # -- destinations ----------------------------------------------------------------------
 
+    def _readable_destinations(self) -> list[Destination]:
+        """The destinations this pass uses: those that could be read when the state opened."""
+        archive = self._rt.archive
+        for name, reason in archive.unreadable.items():
+            self._summary.failed.append(
+                Failure("*", None, f"destination could not be read: {reason}", name)
+            )
+        return [d for d in archive.destinations if d.name not in archive.unreadable]
+
+    async def _settle_commits(self) -> list[tuple[PendingCommit, StorageError | OSError]]:
+        """Finish or clean the commits an earlier pass left half done, in every destination."""
+        unfinished = []
+        for destination in self._usable:
+            unfinished += await commit.settle(self._rt.state, destination.storage, destination.name)
+        return unfinished
+
+    def _report_unfinished(
+        self, unfinished: list[tuple[PendingCommit, StorageError | OSError]],
+        due: set[tuple[str, int]],
+    ) -> None:
+        """A commit that could not be finished fails its copy, unless the backup is due now
+        (this pass tries it again and reports how that went)."""
+        for pending, error in unfinished:
+            if (pending.stack_uid, pending.backup_id) not in due:
+                reason = f"an interrupted commit could not be finished: {redact(str(error))}"
+                self._fail_destination(pending.stack_uid, pending.backup_id, pending.storage,
+                                       reason)
+
     async def _tidy_destinations(self, jobs: list[Job]) -> None:
         """Per destination: expired import staging goes, and unfinished uploads of backups
         not due. A destination that fails this is left out of the pass (and named)."""
@@ -146,12 +182,6 @@ class SyncPass:
     # -- plan ---------------------------------------------------------------------------
 
     async def _plan(self) -> list[Job]:
-        archive = self._rt.archive
-        self._usable = [d for d in archive.destinations if d.name not in archive.unreadable]
-        for name, reason in archive.unreadable.items():
-            self._summary.failed.append(
-                Failure("*", None, f"destination could not be read: {reason}", name)
-            )
         stacks = await self._stacks()
         self._planned_stacks = [stack.uid for stack in stacks]
         per_stack = await asyncio.gather(*(self._plan_stack(stack) for stack in stacks))
@@ -224,10 +254,22 @@ class SyncPass:
     # -- transfer and commit -----------------------------------------------------------
 
     async def _archive_all(self, jobs: list[Job]) -> None:
+        """Every due backup, side by side; then, one at a time, those that ran out of room
+        while others' partial uploads held it and that the room given back since may fit."""
         if jobs:
             log.info("backups due", count=len(jobs))
+        await self._archive_each(jobs)
+        again, given_up = self._room.take()
+        for job, error in given_up:
+            self._record_failure(job, self._out_of_room.pop(job, error))
+        for job in again:  # alone: no other upload competes for the room given back
+            log.info("room was given back: trying a backup that ran out of it again",
+                     stack_uid=job.stack_uid, backup_id=job.backup_id)
+            await self._archive_each([job], last_try=True)
+
+    async def _archive_each(self, jobs: list[Job], *, last_try: bool = False) -> None:
         results = await asyncio.gather(
-            *(self._archive_one(job) for job in jobs), return_exceptions=True
+            *(self._archive_one(job, last_try=last_try) for job in jobs), return_exceptions=True
         )
         for result in results:
             if isinstance(result, AuthError):
@@ -235,32 +277,54 @@ class SyncPass:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _archive_one(self, job: Job) -> None:
+    async def _archive_one(self, job: Job, *, last_try: bool) -> None:
         context = {"stack_uid": job.stack_uid, "backup_id": job.backup_id, "db_type": job.db_type}
+        attempt = Attempt()
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
-                    await self._archive_due(job)
+                    await self._archive_due(job, attempt)
             except Stopped:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
             except AuthError:
                 raise
-            except _Reported:
-                self._progress.finish(job.keys.tar, ok=False)
             except ArchiverError as error:
-                self._record_failure(job, error)
+                self._failed(job, attempt, error, last_try=last_try)
             except OSError as error:  # a backend's raw error: name it, keep going
-                self._record_failure(job, PermanentStorageError(str(error)))
+                self._failed(job, attempt, PermanentStorageError(str(error)), last_try=last_try)
             except Exception as error:  # a bug must cost one backup, not the pass
                 log.exception("unexpected error archiving a backup")
                 self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
 
+    def _failed(self, job: Job, attempt: Attempt, error: ArchiverError, *, last_try: bool) -> None:
+        """A try failed: unless its uploads are kept to resume, the room they held is given
+        back; one that ran out of room waits to see whether others give back enough.
+        `Reported`: every destination failed on its own side, each named already."""
+        cause = error.cause if isinstance(error, Reported) else error
+        encrypted = any(destination.encrypted for destination in job.missing)
+        if not (resumable(cause) and not encrypted):
+            self._room.gave_back(job, attempt.written)
+        if isinstance(cause, StorageFull) and not last_try:
+            self._room.ran_out(job, cause, attempt.lacking)
+            self._out_of_room[job] = error  # what to report if no room comes back
+            self._progress.finish(job.keys.tar, ok=False)
+            log.warning(
+                "storage is full; tried again in this pass if other backups give room back",
+                stack_uid=job.stack_uid, backup_id=job.backup_id, reason=redact(str(cause)),
+            )
+            return
+        self._record_failure(job, error)
+
     def _record_failure(self, job: Job, error: ArchiverError) -> None:
-        self._fail(job.stack_uid, job.backup_id, redact(str(error)))
+        if isinstance(error, Reported):  # each destination's own failure, named
+            for storage, reason in error.failures:
+                self._fail_destination(job.stack_uid, job.backup_id, storage, reason)
+        else:
+            self._fail(job.stack_uid, job.backup_id, redact(str(error)))
         self._progress.finish(job.keys.tar, ok=False)
 
-    async def _archive_due(self, job: Job) -> None:
+    async def _archive_due(self, job: Job, attempt: Attempt) -> None:
         """Adopt, fill in, download: each destination that lacks the backup, the cheapest way."""
         copies_before = self._fill.copies_made
         missing = await self._adopt_existing(job)
@@ -269,7 +333,10 @@ class SyncPass:
             missing = await self._fill.fill_same_form(job, sources, missing, self._no_progress)
             if missing and job.backup is None:
                 missing = await self._fill.fill_converted(job, sources, missing, self._no_progress)
-        downloaded = bool(missing) and job.backup is not None and await self._download(job, missing)
+        downloaded = False
+        if missing and job.backup is not None:
+            size, downloaded = await self._fetcher.fetch(job, missing, attempt)
+            self._summary.bytes += size
         if downloaded or self._fill.copies_made > copies_before:
             self._summary.archived += 1
 
@@ -298,83 +365,6 @@ class SyncPass:
         if not missing and len(missing) < len(job.missing):
             self._summary.already += 1
         return missing
-
-    async def _download(self, job: Job, destinations: Sequence[Destination]) -> bool:
-        """One download into every destination of `destinations`; True when one committed."""
-        assert job.backup is not None
-        backup = job.backup
-        files = join_order(await self._rt.client.list_files(job.stack_uid, backup.id))
-        self._progress.add_backup(job.keys.tar, f"{job.label} {backup.db_type}", total=None)
-        # Debug: at info a person sees the backup once, when it is archived (and its bar).
-        log.debug("archiving backup", files=len(files), database_name=backup.database_name,
-                  destinations=[d.name for d in destinations])
-        fan_out = FanOut(destinations, job.keys.tar)
-        timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
-        with timed:
-            joined = await self._transfer(job, files, fan_out)
-        for member in fan_out.failed():
-            self._fail_destination(job.stack_uid, backup.id, member.destination.name,
-                                   redact(str(member.error)))
-        records = []
-        for member in fan_out.committed():
-            manifest = downloaded_manifest(
-                job.stack_uid, backup, member, joined.size, joined.sha256, joined.parts
-            )
-            if record := await self._committer.commit(member.destination, job.keys, manifest):
-                records.append((member.destination, record))
-        self._summary.bytes += joined.size
-        self._progress.finish(job.keys.tar, ok=bool(records))
-        if records:
-            destination, first = records[0]
-            several = {"storage": [d.name for d, _ in records]} if len(self._usable) > 1 else {}
-            log.info("backup archived", size=joined.size, sha256=joined.sha256,
-                     location=destination.location(first.tar_key), **several)
-        return bool(records)
-
-    async def _transfer(
-        self, job: Job, files: Sequence[BackupFile], fan_out: FanOut
-    ) -> JoinedResult:
-        """Join the backup's files into every destination, resuming an unfinished upload."""
-        state, backup_id = self._rt.state, job.backup_id
-        encrypted = fan_out.encrypted
-        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
-        known_size = 0
-
-        def part_size_known(size: int) -> None:
-            nonlocal known_size
-            known_size += size
-            self._progress.set_total(job.keys.tar, known_size)
-
-        try:
-            return await BackupJoiner(self._rt.downloader, fan_out).archive(
-                job.keys.tar,
-                self._part_sources(job, files),
-                on_size=part_size_known,
-                on_bytes=lambda count: self._progress.advance(job.keys.tar, count),
-                known=known,
-                on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
-            )
-        except BaseException as error:
-            if not resumable(error):
-                state.transfers.end(job.stack_uid, backup_id)
-            for member in fan_out.failed():  # destinations that failed on their own side
-                self._fail_destination(job.stack_uid, backup_id, member.destination.name,
-                                       redact(str(member.error)))
-            if any(error is member.error for member in fan_out.failed()):
-                raise _Reported() from None  # every destination failed: each is named
-            raise
-
-    def _part_sources(self, job: Job, files: Sequence[BackupFile]) -> list[PartSource]:
-        client = self._rt.client
-
-        def fresh_url(file_id: str) -> PartSource:
-            async def fetch() -> str:
-                return await client.public_url(job.stack_uid, job.backup_id, file_id)
-
-            name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
-            return PartSource(id=file_id, name=name, fresh_url=fetch)
-
-        return [fresh_url(file.id) for file in files]
 
     async def _prune_after_pass(self) -> None:
         """Prune each destination whose `after_pass` says so, after a pass that archived
@@ -422,8 +412,4 @@ def _waiting_for_prune(pid: str) -> None:
 
 def _policy(settings: Settings, destination: Destination, stack_uid: str) -> RetentionPolicy | None:
     return policy_for(settings, stack_uid, destination.settings)
-
-
-class _Reported(ArchiverError):
-    """Internal: every destination failed, and each failure is in the summary already."""
 

@@ -16,13 +16,16 @@ feeds the upload (one stream, ranged segments, a copy from another destination).
 - Resuming after a restart: each destination reopens its own unfinished upload;
   the download resumes where the one with the fewest durable bytes stopped, and
   a destination that holds more skips the bytes it already has.
-- One destination alone gets its upload directly, untouched by any of this.
+- Committing: every encrypting destination's age stream is finished first (its stored
+  size and sha256 are then known), `before_commit` hears each destination just before its
+  data reaches the final name (to record the commit, `archiver.transfer.commit`), then all
+  commit at once, each on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -57,8 +60,9 @@ class Member:
 
     @property
     def stored(self) -> tuple[int, str] | None:
-        """(size, sha256) of the stored ciphertext, for an encrypted destination once committed."""
-        if isinstance(self.upload, SealedUpload) and self.committed:
+        """(size, sha256) of the stored ciphertext, for an encrypted destination once its age
+        stream is finished (just before its commit)."""
+        if isinstance(self.upload, SealedUpload) and self.upload.stored_sha256:
             return self.upload.stored_size, self.upload.stored_sha256
         return None
 
@@ -81,14 +85,21 @@ class FanOut:
     supports_read_back = False
 
     def __init__(
-        self, destinations: Sequence[Destination], key: str, *, seal: bool = True
+        self,
+        destinations: Sequence[Destination],
+        key: str,
+        *,
+        seal: bool = True,
+        before_commit: Callable[[Member], None] | None = None,
     ) -> None:
         """`key`: the backup's plaintext key. With `seal` (bytes in are plaintext), a destination
         that encrypts gets an age-sealed upload; without, the bytes in are stored as they are
-        (a copy of another destination's stored bytes)."""
+        (a copy of another destination's stored bytes). `before_commit` hears each destination
+        just before its data is committed (its stored size and sha256 known)."""
         if not destinations:
             raise ValueError("a fan-out needs at least one destination")
         self._seal = seal
+        self._before_commit = before_commit
         self.members = [Member(d, stored_key(d, key)) for d in destinations]
 
     @property
@@ -142,10 +153,7 @@ class FanOut:
         live = [member for member in self.members if member.live]
         if not live:
             raise self._first_error()
-        if len(self.members) == 1:
-            assert live[0].upload is not None
-            return _Single(live[0])
-        return TeeUpload(live)
+        return TeeUpload(live, self._before_commit)
 
     def _first_error(self) -> BaseException:
         errors = [member.error for member in self.members if member.error is not None]
@@ -160,40 +168,14 @@ class FanOut:
         return [member for member in self.members if member.committed]
 
 
-class _Single:
-    """One destination: its upload as it is, only noting the commit."""
-
-    def __init__(self, member: Member) -> None:
-        assert member.upload is not None
-        self._member = member
-        self._upload = member.upload
-
-    async def open_segment(self, index: int, offset: int) -> SegmentWriter:
-        return await self._upload.open_segment(index, offset)
-
-    async def read_back(self, offset: int, size: int) -> bytes:
-        return await self._upload.read_back(offset, size)
-
-    async def commit(self, *, size: int, sha256: str) -> None:
-        try:
-            await self._upload.commit(size=size, sha256=sha256)
-        except DESTINATION_ERRORS as error:
-            self._member.fail(error)
-            raise
-        self._member.committed = True
-
-    async def abort(self) -> None:
-        await self._upload.abort()
-
-    async def suspend(self) -> None:
-        await self._upload.suspend()
-
-
 class TeeUpload:
     """The `Upload` protocol over several destinations' uploads, each failing on its own."""
 
-    def __init__(self, members: Sequence[Member]) -> None:
+    def __init__(
+        self, members: Sequence[Member], before_commit: Callable[[Member], None] | None = None
+    ) -> None:
         self._members = list(members)
+        self._before_commit = before_commit
 
     def _live(self) -> list[Member]:
         live = [member for member in self._members if member.live]
@@ -225,8 +207,13 @@ class TeeUpload:
         raise error
 
     async def commit(self, *, size: int, sha256: str) -> None:
-        """Commit in every live destination at once; fails only when none committed."""
+        """Finish the age streams, tell `before_commit` of each destination, then commit in
+        every live destination at once; fails only when none committed."""
+        await asyncio.gather(*(_finish_sealed(member, size) for member in self._live()))
         members = self._live()
+        if self._before_commit is not None:
+            for member in members:
+                self._before_commit(member)
         await asyncio.gather(*(_commit(member, size, sha256) for member in members))
         await self._abort_failed()
         self._live()
@@ -253,6 +240,15 @@ async def _open(member: Member, index: int, offset: int) -> SegmentWriter | None
     except DESTINATION_ERRORS as error:
         member.fail(error)
         return None
+
+
+async def _finish_sealed(member: Member, size: int) -> None:
+    """End an encrypting destination's age stream: its stored size and sha256 are then known."""
+    if isinstance(member.upload, SealedUpload):
+        try:
+            await member.upload.finish(size)
+        except DESTINATION_ERRORS as error:
+            member.fail(error)
 
 
 async def _commit(member: Member, size: int, sha256: str) -> None:

@@ -57,6 +57,8 @@ class JoinedResult:
 
 
 PartFactsCallback = Callable[[int, str, PartFacts], None]
+# Told the joined result once the data is whole and checked, just before its commit.
+BeforeCommit = Callable[[JoinedResult], None]
 # Durable bytes are read back and hashed again in pieces of this size when resuming.
 _REHASH_CHUNK = 4 * 1024 * 1024
 
@@ -95,6 +97,7 @@ class BackupJoiner:
         encrypt_to: Sequence[Recipient] = (),
         known: Sequence[KnownPart] = (),
         on_facts: PartFactsCallback | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> JoinedResult:
         """Download every part into `key`; commit only when all of it checked out.
 
@@ -102,8 +105,10 @@ class BackupJoiner:
         With `known` (the parts an earlier transfer recorded), an unfinished upload of
         `key` is resumed: its durable bytes are read back and hashed again, and the
         download goes on after them. `on_facts` hears each part's facts as they come,
-        to be recorded for such a resume. On failure the upload is kept for a later
-        pass when that is worth it (see `resumable`), else removed.
+        to be recorded for such a resume. `before_commit` hears the result (stored size
+        and sha256 included) just before the data reaches its final name. On failure
+        the upload is kept for a later pass when that is worth it (see `resumable`),
+        else removed.
         """
         if not parts:
             raise TransferError("the backup lists no files")
@@ -118,16 +123,19 @@ class BackupJoiner:
         try:
             callbacks = _Callbacks(on_size, count, on_facts)
             joined = await _Join(self._downloader, upload, durable, known, callbacks).run(parts)
+            if isinstance(upload, SealedUpload):
+                await upload.finish(joined.size)
+                joined = dataclasses.replace(
+                    joined, stored_size=upload.stored_size, stored_sha256=upload.stored_sha256
+                )
+            if before_commit is not None:
+                before_commit(joined)
             await upload.commit(size=joined.size, sha256=joined.sha256)
         except BaseException as error:
             # Kept only when there is something to resume from, and it can be resumed.
             keep = resumable(error) and not encrypt_to and moved > 0
             await asyncio.shield(self._suspend_or_abort(upload, keep))
             raise
-        if isinstance(upload, SealedUpload):
-            return dataclasses.replace(
-                joined, stored_size=upload.stored_size, stored_sha256=upload.stored_sha256
-            )
         return joined
 
     async def _open(

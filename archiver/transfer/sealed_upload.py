@@ -60,6 +60,7 @@ class SealedUpload:
         self._stored_digest = hashlib.sha256()
         self.stored_size = 0
         self.stored_sha256 = ""
+        self._finished = False
 
     async def open_segment(self, index: int, offset: int) -> SegmentWriter:
         """The plaintext segment `index`; segments must come in order, each after the last."""
@@ -100,12 +101,14 @@ class SealedUpload:
         """Not offered: what is stored is ciphertext."""
         raise PermanentStorageError("an encrypted upload cannot be read back")
 
-    async def commit(self, *, size: int, sha256: str) -> None:
-        """End the age stream, store its last bytes, commit the ciphertext under the key.
+    async def finish(self, size: int) -> None:
+        """End the age stream and store its last bytes: `stored_size` and `stored_sha256`
+        are final from here (a manifest can be made before `commit`). Idempotent.
 
-        `size` is the plaintext's; the stored object's size and sha256 are those of
-        the ciphertext (`stored_size`, `stored_sha256` after this).
+        `size` is the plaintext's, checked against what was sealed.
         """
+        if self._finished:
+            return
         if size != self._plaintext:
             raise PermanentStorageError(
                 f"encrypted upload got {self._plaintext} plaintext bytes, expected {size}"
@@ -120,6 +123,15 @@ class SealedUpload:
             raise PermanentStorageError(str(error)) from None
         await self._target.close()
         self.stored_sha256 = self._stored_digest.hexdigest()
+        self._finished = True
+
+    async def commit(self, *, size: int, sha256: str) -> None:
+        """`finish`, then commit the ciphertext under the key.
+
+        `size` is the plaintext's; the stored object's size and sha256 are those of
+        the ciphertext (`stored_size`, `stored_sha256`).
+        """
+        await self.finish(size)
         await self._inner.commit(size=self.stored_size, sha256=self.stored_sha256)
         del sha256  # the plaintext's: the manifest records it, storage keeps the ciphertext's
 
