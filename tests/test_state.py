@@ -321,7 +321,7 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
     big = statements_of(state, lambda: state.archived.record(archived_record(20_001)))
     # BEGIN, upsert the backup and the copy, end the transfer and the commit records, clear
     # the skip note, COMMIT
-    assert len(small) == len(big) == 6
+    assert len(small) == len(big) == 7
     connection = state.database._connection
     for query in (
         "SELECT 1 FROM copies WHERE stack_uid = 'stack' AND backup_id = 5",
