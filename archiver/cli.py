@@ -567,6 +567,39 @@ def backup_task_create(
     _run(lambda: run_backup_task_create(settings, token, task))
 
 
+@main.group("watch", context_settings=_CONTEXT)
+def watch() -> None:
+    """The watch over Cloud 66: missed, late, failed and shrunken backups.
+
+    Each pass judges the backup lists it reads anyway; `status` (and the status
+    page, /metrics) shows what it found, and each new finding is told once to
+    the [notify] webhook, healthchecks and Apprise URLs.
+    """
+
+
+@watch.command("ack", context_settings=_CONTEXT)
+@click.argument("backup_id", type=int)
+@click.option("--stack", "stack_uid", metavar="UID", help="The stack, when the id is ambiguous.")
+@click.pass_obj
+def watch_ack(setup: _Setup, backup_id: int, stack_uid: str | None) -> None:
+    """Acknowledge a missed backup: it is no longer listed as a finding.
+
+    A missed backup is one Cloud 66 listed, the archiver never archived, and
+    Cloud 66 no longer lists (rotated away by keep_count, or deleted). It stays
+    in `status` until acknowledged; /metrics keeps counting it. Exit 2 when the
+    id is not a missed backup, or is one of several stacks without --stack.
+    Takes no lock: works beside the daemon.
+
+    \b
+    Example:
+      c66-archiver watch ack 4711 --stack 5999b763474b0eafa5fafb64bff0ba80
+    """
+    from archiver.commands.watch_ack import acknowledge_missed
+
+    settings = setup.settings()
+    _run(lambda: acknowledge_missed(settings, backup_id, stack_uid))
+
+
 @main.command(context_settings=_CONTEXT)
 @click.option(
     "--dir",

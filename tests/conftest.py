@@ -19,7 +19,12 @@ from archiver.sync.oneshot import archive_once
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
-pytest_plugins = ["tests.sftp_server", "tests.s3_server", "tests.archive_backends"]
+pytest_plugins = [
+    "tests.sftp_server",
+    "tests.s3_server",
+    "tests.archive_backends",
+    "tests.notify_receiver",  # `receiver`: a loopback HTTP server for pings, webhooks, Apprise
+]
 
 TOKEN = "test-token-7f3a9c1e5b"
 PART_SIZE = 256 * 1024
@@ -70,8 +75,8 @@ def toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):  # an inline table
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, dict):  # an inline table: `watch = { max_backup_age = "8d" }`
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

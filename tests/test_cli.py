@@ -374,12 +374,17 @@ async def test_check_config_reaches_api_and_storage(
 
 
 async def test_demo_archives_into_its_folder_and_prints_status(tmp_path: Path) -> None:
-    """`c66-archiver demo --dir D` archives the simulated stacks and shows the table."""
+    """`c66-archiver demo --dir D` archives the simulated stacks and shows the table and
+    what the watch found (a dump that shrank, a backup that failed in Cloud 66)."""
     result = await run_cli("demo", "--dir", str(tmp_path / "demo"), timeout=120)
     assert result.code == 0, result.stderr
     manifests = list((tmp_path / "demo" / "archive").rglob("manifest.json"))
-    assert len(manifests) == 6
+    assert len(manifests) == 9
     assert "Archived backups" in result.stdout
+    watch = result.stdout.split("Watch over Cloud 66:")[1].split("Archived backups")[0]
+    assert "failed upstream API (demo-api-staging) postgresql/api" in watch
+    assert "pg_dump: error: connection to server was lost" in watch
+    assert "shrank Shop (demo-shop-prod) mysql/shop" in watch
     again = await run_cli("demo", "--dir", str(tmp_path / "demo"), timeout=120)
     assert again.code == 0
     assert "archived 0" in again.stderr
@@ -387,7 +392,9 @@ async def test_demo_archives_into_its_folder_and_prints_status(tmp_path: Path) -
 
 async def test_help_on_every_command_teaches_with_an_example() -> None:
     """Every subcommand's --help shows an example."""
-    for command in ([], ["sync"], ["status"], ["health"], ["check-config"], ["demo"]):
+    for command in (
+        [], ["sync"], ["status"], ["health"], ["check-config"], ["demo"], ["watch", "ack"]
+    ):
         result = await run_cli(*command, "--help")
         assert result.code == 0
         assert "Example" in result.stdout, command

@@ -206,10 +206,11 @@ def test_the_image_has_every_extra_age_and_the_locked_versions(container: str) -
     assert lines[-1] == "no-pip"  # nothing in the image installs packages at run time
 
 
-def test_the_image_is_under_200_mb(image: str) -> None:
-    """The size the README states: under 200 MB (390 MB before the slimming)."""
+def test_the_image_is_under_220_mb(image: str) -> None:
+    """The size docs/deployment.md states: under 220 MB (390 MB before the slimming; Apprise,
+    for any notification service, is 18 MB of it)."""
     inspected = _run("podman", "image", "inspect", "--format", "{{.Size}}", image)
     assert inspected.returncode == 0, inspected.stderr
     size = int(inspected.stdout.strip())
     print(f"image size: {size / 1e6:.1f} MB")
-    assert size < 200_000_000
+    assert size < 220_000_000

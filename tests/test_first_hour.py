@@ -32,7 +32,7 @@ async def test_the_demo_leaves_a_config_every_command_works_with(tmp_path: Path)
     config = moved / "config.toml"
     status = await run_cli("--config", str(config), "status", "--json")
     assert status.code == 0, status.stderr
-    assert len(json.loads(status.stdout)["archived"]) == 6
+    assert len(json.loads(status.stdout)["archived"]) == 9
     verify = await run_cli("--config", str(config), "verify", "--deep")
     assert verify.code == 0, verify.stderr
     restores = tmp_path / "restores"
@@ -42,7 +42,7 @@ async def test_the_demo_leaves_a_config_every_command_works_with(tmp_path: Path)
     assert (restores / "events.tar").stat().st_size > 0
     preview = await run_cli("--config", str(config), "prune", "-n")
     assert preview.code == 0, preview.stderr
-    assert "would remove 2" in preview.stdout
+    assert "would remove 5" in preview.stdout  # keep_last 1: 4 of the shop's 5, 1 of 2 events
     pruned = await run_cli("--config", str(config), "prune")
     assert pruned.code == 0, pruned.stderr
     assert len(list((moved / "archive").rglob("manifest.json"))) == 4

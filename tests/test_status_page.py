@@ -256,7 +256,11 @@ async def test_chromium_renders_every_stack_with_freshness_history_and_failures(
         .text.startswith(f"{sum(scenario.days[GREEN].values())} · ")
     )
     assert cards[NEW].one("dd", **{"class": "last-success"}).text == "never"
-    assert "could not list backups" in cards[STALE].one("ul").text
+    assert "could not list backups" in cards[STALE].one("ul", **{"class": "failures"}).text
+    # The watch: STALE's daily series has had no backup for 3 days (late after 2 days).
+    assert cards[STALE].one("ul", **{"class": "watch"}).text.startswith("late: postgresql/api")
+    assert cards[GREEN].all("ul", **{"class": "watch"}) == []
+    assert dom.one("span", id="health").text == "unhealthy"  # a stack is stale
 
     assert dom.one("div", id="total-stacks").one("dd").text == "4"
     assert dom.one("div", id="total-backups").one("dd").text == str(scenario.archived)

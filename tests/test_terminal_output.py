@@ -44,7 +44,7 @@ def _stack(
         "last_verified_at": None if failures else NOW.isoformat(), "corrupt": 0,
     }
     if name:
-        entry["name"] = name
+        entry["stack_name"] = name
     return entry
 
 

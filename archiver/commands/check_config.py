@@ -10,6 +10,7 @@ import click
 
 from archiver.config.destinations import S3Destination, StorageSettings
 from archiver.config.settings import Settings
+from archiver.config.watch import describe_apprise_url
 from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
@@ -22,7 +23,14 @@ async def check_everything(settings: Settings, token: str) -> int:
     click.echo(f"ok      config {settings.source}")
     api_ok = await _check_api(settings, token)
     storage_ok = await _check_storage(settings)
+    _describe_notify(settings)
     return EXIT_OK if api_ok and storage_ok else EXIT_CONFIG
+
+
+def _describe_notify(settings: Settings) -> None:
+    """Each Apprise URL by position and scheme (never the URL: it holds secrets)."""
+    for index, url in enumerate(settings.notify.apprise_urls):
+        click.echo(f"ok      notify {describe_apprise_url(index, url)}: Apprise can send to it")
 
 
 async def _check_api(settings: Settings, token: str) -> bool:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from archiver.commands.status_watch import print_watch
 from archiver.commands.tables import (
     add_grouped_rows,
     add_stack_column,
@@ -58,9 +59,12 @@ async def print_status(
 def render_status(
     document: dict[str, Any], console: Console, *, max_age: timedelta, all: bool = False
 ) -> None:
-    """Per-stack summary, optionally every archived backup, then the last pass and failures."""
+    """Per-stack summary, the watch's findings (only when there are some), the destinations
+    (when there are several), optionally every archived backup, then the last pass and
+    failures."""
     now = datetime.now(UTC)
     console.print(stacks_table(document["stacks"], max_age, now))
+    print_watch(document.get("watch", {}), console)
     several = len(document.get("storage", [])) > 1
     if several:
         console.print(destinations_table(document["storage"]))
@@ -84,7 +88,7 @@ def stacks_table(stacks: list[dict[str, Any]], max_age: timedelta, now: datetime
     table.add_column("verified")
     for stack in stacks:
         table.add_row(
-            stack_cell(stack["stack_uid"], stack.get("name")),
+            stack_cell(stack["stack_uid"], stack.get("stack_name")),
             _last_backup_cell(stack["last_backup"], stack["last_backup_age_seconds"], now),
             f"{stack['archived_count']}, {human_bytes(stack['archived_bytes'])}",
             _success_cell(stack["last_success_at"], len(stack["failures"]), now, max_age),
@@ -95,7 +99,7 @@ def stacks_table(stacks: list[dict[str, Any]], max_age: timedelta, now: datetime
 
 def _names(stacks: list[dict[str, Any]]) -> dict[str, str]:
     """Stack uid -> name, for the stacks whose name is known."""
-    return {stack["stack_uid"]: stack["name"] for stack in stacks if stack.get("name")}
+    return {stack["stack_uid"]: stack["stack_name"] for stack in stacks if stack.get("stack_name")}
 
 
 def _last_backup_cell(last: dict[str, Any] | None, age: float | None, now: datetime) -> str:

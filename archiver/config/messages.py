@@ -24,6 +24,8 @@ from pydantic_core import ErrorDetails
 DottedKey = Callable[[tuple[int | str, ...]], str]
 # Keys of the root model that are not config keys (where the settings came from).
 _NOT_KEYS = frozenset({"source"})
+# Keys whose values are secrets: a problem with one never shows the value.
+_SECRET_KEYS = frozenset({"apprise_urls", "webhook_url", "healthchecks_url"})
 # Problems that are about the key, not about a value the user wrote.
 _NO_VALUE = frozenset({"extra_forbidden", "missing"})
 
@@ -45,9 +47,17 @@ def describe_problem(
         message = "unknown key" + _did_you_mean(root, tuple(problem["loc"]))
     elif problem["type"] == "missing":
         message = "required key is missing"
-    elif problem["type"] not in _NO_VALUE and "input" in problem:
+    elif problem["type"] not in _NO_VALUE and "input" in problem and not _secret(problem):
         message += _given(problem["input"], message)
     return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+
+
+def _secret(problem: ErrorDetails) -> bool:
+    """True for text given to a key that holds a secret, when it does not look like a URL
+    (whose scheme alone is shown): `hooks.slack.com/services/T0/B0/x` is never repeated."""
+    value = problem.get("input")
+    in_secret_key = any(part in _SECRET_KEYS for part in problem["loc"])
+    return in_secret_key and isinstance(value, str) and "://" not in value
 
 
 def _given(value: object, message: str) -> str:

@@ -44,9 +44,10 @@ from archiver.config.policies import (
 )
 from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegativeInt, PositiveInt
 from archiver.config.values import Section as _Section
-from archiver.config.values import parse_duration as parse_duration
+from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
 from archiver.core.errors import ConfigError
 from archiver.core.extras import missing_extra_message, missing_storage_modules
+from archiver.core.units import parse_duration as parse_duration  # re-exported: cli, tests
 from archiver.model.retention import RetentionPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/c66-archiver/config.toml")
@@ -138,6 +139,8 @@ class StackSettings(_Section):
     group: Int | str | None = None
     # keep_* rules for this stack's series, key by key over [retention].
     retention: RetentionOverride | None = None
+    # The watch's thresholds for this stack, over [watch].
+    watch: StackWatchSettings | None = None
 
 
 class DiscoverSettings(_Section):
@@ -235,13 +238,15 @@ class HttpSettings(_Section):
 
 
 class NotifySettings(_Section):
-    """`[notify]`: dead-man's-switch pings and a webhook about passes."""
+    """`[notify]`: dead-man's-switch pings, a webhook and Apprise URLs: passes and findings."""
 
     healthchecks_url: HttpUrl | None = None
     webhook_url: HttpUrl | None = None
     webhook_on_success: Bool = False
     timeout: Duration = timedelta(seconds=10)
     retries: NonNegativeInt = 3
+    # Any Apprise URL (Slack, Discord, Telegram, e-mail, ntfy, ...): findings and failures.
+    apprise_urls: tuple[AppriseUrl, ...] = ()
 
 
 class Settings(_Section):
@@ -262,6 +267,7 @@ class Settings(_Section):
     notify: NotifySettings = NotifySettings()
     encryption: EncryptionSettings | None = None
     retention: RetentionSettings | None = None
+    watch: WatchSettings = WatchSettings()
     # Where this configuration came from, for error messages.
     source: Path | None = Field(default=None, exclude=True)
 

@@ -7,7 +7,6 @@ Apart from `archiver.config.settings` so that the storage settings
 from __future__ import annotations
 
 import functools
-import re
 import typing
 from datetime import timedelta
 from pathlib import Path
@@ -15,31 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse "90s", "5m", "1h30m", "1d" or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        if _DURATION_PART.sub("", text):
-            raise ValueError(f"{value!r} is not a duration like '30s', '5m', '1h30m'")
-        seconds = sum(
-            float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)
-        )
-    else:
-        raise ValueError("expected a duration like '30s', '5m' or '1h'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return timedelta(seconds=seconds)
-
+from archiver.core.units import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 # Strict: TOML has real integers and booleans, so `true` or "3000" where a

@@ -175,7 +175,9 @@ def _route_stdlib_logging(handler: logging.Handler, level_number: int) -> None:
 
 
 # asyncio: its one debug line ("Using selector: EpollSelector") says nothing to a user.
-_CHATTY_LIBRARIES = ("apscheduler", "asyncssh", "aiobotocore", "botocore", "asyncio")
+_CHATTY_LIBRARIES = (
+    "apscheduler", "asyncssh", "aiobotocore", "botocore", "asyncio", "apprise",
+)
 
 
 def renders_for_people() -> bool:

@@ -1,10 +1,11 @@
-"""Alerts about passes: healthchecks.io-style pings and a JSON webhook.
+"""Alerts about passes: healthchecks.io-style pings, a JSON webhook, and Apprise URLs.
 
 A pass observer (see `archiver.service.observers`). Pings go to `<url>/start` when a pass
 starts, `<url>` when it succeeds and `<url>/fail` (with the tail of the pass's
 log as the body) when it fails, so a dead-man's switch fires when pings stop
 or a failure is reported. The webhook gets the pass summary as JSON on failure
-(and on success when asked).
+(and on success when asked); every Apprise URL gets a failure as a message.
+The watch's findings travel the same ways (`archiver.service.telling`).
 
 Each request has the configured timeout and retries; what still fails is
 logged at warning naming only the scheme and host (ping URLs carry a secret
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +30,7 @@ from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.core.secrets import add_secret, redact
 from archiver.core.stopping import Stopped, StopSignal
 from archiver.model.summary import PassSummary
+from archiver.service.apprise_notify import AppriseChannels
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +42,7 @@ _BACKOFF = Backoff(base=0.5, cap=4.0)
 
 def alerts_configured(settings: NotifySettings) -> bool:
     """True when there is anywhere to send alerts."""
-    return bool(settings.healthchecks_url or settings.webhook_url)
+    return bool(settings.healthchecks_url or settings.webhook_url or settings.apprise_urls)
 
 
 class _AlertFailed(Exception):
@@ -49,11 +52,24 @@ class _AlertFailed(Exception):
 class AlertSender:
     """Sends pings and webhooks about passes; never raises, never waits past its bounds."""
 
-    def __init__(self, settings: NotifySettings, *, stop: StopSignal | None = None) -> None:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        *,
+        stop: StopSignal | None = None,
+        stack_names: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self._settings = settings
         self._stop = stop or StopSignal()
         self._session: aiohttp.ClientSession | None = None
-        self._start_ping: asyncio.Task[None] | None = None
+        self._start_ping: asyncio.Task[bool] | None = None
+        # Stack names shown beside uids in failure messages (from the state).
+        self._stack_names = stack_names or dict
+        self.apprise = (
+            AppriseChannels(settings.apprise_urls, timeout=settings.timeout.total_seconds())
+            if settings.apprise_urls
+            else None
+        )
         for url in (settings.healthchecks_url, settings.webhook_url):
             if url:
                 _register_secret_part(url)
@@ -77,31 +93,42 @@ class AlertSender:
         if self._start_ping is not None:  # the start must not arrive after the outcome
             await asyncio.gather(self._start_ping, return_exceptions=True)
             self._start_ping = None
-        sends = []
+        sends: list[Coroutine[Any, Any, object]] = []
         url = self._settings.healthchecks_url
+        body = _failure_body(summary, self._stack_names())
         if url:
             base = url.rstrip("/")
             if summary.ok:
                 sends.append(self._send("ping", base))
             else:
-                sends.append(self._send("ping", base + "/fail", data=_failure_body(summary)))
+                sends.append(self._send("ping", base + "/fail", data=body))
         webhook = self._settings.webhook_url
         if webhook and (not summary.ok or self._settings.webhook_on_success):
             sends.append(self._send("webhook", webhook, json_body=pass_document(summary)))
+        if self.apprise is not None and not summary.ok:
+            title = f"c66-archiver: pass failed on {socket.gethostname()}"
+            sends.append(self.apprise.send_all(title, body))
         await asyncio.gather(*sends)
 
     async def verify_failed(self, failures: list[tuple[str, int, str]], *, checked: int) -> None:
         """`verify` found corrupt, short or missing backups: the fail ping and the webhook."""
+        names = self._stack_names()
         lines = [
             f"c66-archiver verify on {socket.gethostname()}: {len(failures)} of {checked} "
             "checked backups are not intact",
-            *(f"corrupt: {stack} {backup}: {problem}" for stack, backup, problem in failures),
+            *(
+                f"corrupt: {_label(stack, names)} {backup}: {problem}"
+                for stack, backup, problem in failures
+            ),
         ]
-        sends = []
+        body = redact("\n".join(lines))[-_BODY_LIMIT:]
+        sends: list[Coroutine[Any, Any, object]] = []
         url = self._settings.healthchecks_url
         if url:
-            body = redact("\n".join(lines))[-_BODY_LIMIT:]
             sends.append(self._send("ping", url.rstrip("/") + "/fail", data=body))
+        if self.apprise is not None:
+            title = f"c66-archiver: verify found {len(failures)} backups not intact"
+            sends.append(self.apprise.send_all(title, body))
         if self._settings.webhook_url:
             document = {
                 "event": "verify_failed",
@@ -122,8 +149,8 @@ class AlertSender:
         *,
         data: str | None = None,
         json_body: dict[str, Any] | None = None,
-    ) -> None:
-        """POST with retries; a failure in the end is a warning, never an exception.
+    ) -> bool:
+        """POST with retries; True when it was taken. A failure is a warning, never raised.
 
         When the process is stopping there is one attempt and no wait for retries.
         """
@@ -144,6 +171,19 @@ class AlertSender:
                 reason=str(problem),
                 attempts_allowed=retries + 1,
             )
+            return False
+        return True
+
+    async def post(
+        self,
+        kind: str,
+        url: str,
+        *,
+        data: str | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> bool:
+        """POST `data` or `json_body` to `url` with the alerts' retries; True when taken."""
+        return await self._send(kind, url, data=data, json_body=json_body)
 
     async def _post_once(
         self, url: str, data: str | None, json_body: dict[str, Any] | None
@@ -186,15 +226,23 @@ def pass_document(summary: PassSummary) -> dict[str, Any]:
     }
 
 
-def _failure_body(summary: PassSummary) -> str:
+def _failure_body(summary: PassSummary, names: Mapping[str, str]) -> str:
     """The fail ping's body: the summary line, the failures, then the log's tail."""
     lines = [f"c66-archiver pass failed on {socket.gethostname()}: {summary.one_line()}"]
-    lines += [f"failed: {f.stack_uid} {f.backup_id}: {f.reason}" for f in summary.failed]
+    lines += [
+        f"failed: {_label(f.stack_uid, names)} {f.backup_id}: {f.reason}" for f in summary.failed
+    ]
     if summary.auth_error is not None:
         lines.append(f"the API refused the token: {summary.auth_error}")
     lines += ["", "last log lines:", *log_tail()]
     body = redact("\n".join(lines))
     return body if len(body) <= _BODY_LIMIT else body[-_BODY_LIMIT:]
+
+
+def _label(stack_uid: str, names: Mapping[str, str]) -> str:
+    """`Shop (uid)` when the stack's name is known (and differs from its uid), else the uid."""
+    name = names.get(stack_uid)
+    return f"{name} ({stack_uid})" if name and name != stack_uid else stack_uid
 
 
 def _scheme_and_host(url: str) -> str:

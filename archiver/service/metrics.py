@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -27,12 +27,15 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from archiver.cloud66.budget import RequestBudget
 from archiver.model.summary import PassSummary
+from archiver.state.findings import SIZE_ANOMALY
+from archiver.state.series_facts import SeriesFacts
 from archiver.state.store import StateStore
+from archiver.watch.reading import parse_iso
 
 # No `*_created` series beside each counter and histogram: nothing reads them, and they
 # double the series a scrape stores (the process start time is process_start_time_seconds).
@@ -200,6 +203,7 @@ class _LiveCollector(Collector):
         yield _gauge("state_archived_backups", "Backups in the state.", state.archived.count())
         yield from _destination_gauges(state, self._destinations)
         yield from _verify_gauge_values(state)
+        yield from _watch_values(state)
         yield _gauge("state_file_bytes", "Size of the state database.", state.database.size_bytes())
 
 
@@ -244,6 +248,81 @@ def _verify_gauge_values(state: StateStore) -> Iterator[Metric]:
         "When the last `verify` run finished (Unix time).",
         datetime.fromisoformat(verify_run.finished_at).timestamp(),
     )
+
+
+_SERIES_LABELS = ["stack_uid", "db_type", "database_name"]
+# name suffix, help text, the value of a series' facts (None: no sample)
+_SERIES_GAUGES: tuple[tuple[str, str, Callable[[SeriesFacts], float | None]], ...] = (
+    ("newest_backup_timestamp_seconds",
+     "When the series' newest good backup in Cloud 66 was taken (Unix time).",
+     lambda f: _timestamp(f.newest_backup_date)),
+    ("late_after_seconds",
+     "How old the series' newest good backup may get before it is late (the watch's threshold).",
+     lambda f: f.late_after_seconds),
+    ("late", "1 when the series' newest good backup is older than its threshold.",
+     lambda f: float(f.late)),
+    ("upstream_failed", "1 when the series' newest backup failed in Cloud 66.",
+     lambda f: float(f.upstream_failed)),
+    ("last_size_bytes", "Archived size of the series' newest good backup.",
+     lambda f: f.last_size),
+    ("typical_size_bytes",
+     "Median archived size of the (up to ten) good backups before the newest.",
+     lambda f: f.typical_size),
+)  # fmt: skip
+
+
+def _watch_values(state: StateStore) -> Iterator[Metric]:
+    """The watch: per series facts as the last pass judged them, and missed backups."""
+    facts = state.series.all()
+    findings = state.findings.current()
+    shrunk = {(f.stack_uid, f.backup_id) for f in findings if f.kind == SIZE_ANOMALY}
+    for suffix, documentation, value_of in _SERIES_GAUGES:
+        name = f"{PREFIX}_series_{suffix}"
+        family = GaugeMetricFamily(name, documentation, labels=_SERIES_LABELS)
+        for fact in facts:
+            value = value_of(fact)
+            if value is not None:
+                family.add_metric([fact.stack_uid, fact.db_type, fact.database_name], value)
+        yield family
+    anomaly = GaugeMetricFamily(
+        f"{PREFIX}_series_size_anomaly",
+        "1 when the series' newest good backup is below shrink_ratio times the typical size.",
+        labels=_SERIES_LABELS,
+    )
+    for fact in facts:
+        flagged = (fact.stack_uid, fact.newest_backup_id) in shrunk
+        anomaly.add_metric([fact.stack_uid, fact.db_type, fact.database_name], float(flagged))
+    yield anomaly
+    yield from _missed_values(state)
+    info = GaugeMetricFamily(
+        f"{PREFIX}_stack_info", "A stack's name (from GET /stacks), always 1.",
+        labels=["stack_uid", "stack_name"],
+    )
+    for stack_uid, name in sorted(state.stack_names.names().items()):
+        info.add_metric([stack_uid, name], 1.0)
+    yield info
+
+
+def _missed_values(state: StateStore) -> Iterator[Metric]:
+    counts = state.findings.missed_counts()
+    total = CounterMetricFamily(
+        f"{PREFIX}_missed_backups",
+        "Backups Cloud 66 no longer lists that were seen but never archived, ever noticed.",
+        labels=["stack_uid"],
+    )
+    for stack_uid, (noticed, _) in sorted(counts.items()):
+        total.add_metric([stack_uid], noticed)
+    yield total
+    yield _gauge(
+        "missed_backups_unacknowledged",
+        "Missed backups not yet acknowledged with `c66-archiver watch ack`.",
+        sum(open_ for _, open_ in counts.values()),
+    )
+
+
+def _timestamp(iso: str | None) -> float | None:
+    moment = parse_iso(iso)
+    return moment.timestamp() if moment else None
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -9,9 +9,14 @@ last 30 days are an inline SVG. Every shown string is redacted
 failure reasons come from upstream or from error text.
 
 Freshness, per stack:
-- fresh (green): every due backup archived within max_age, no failure in the last pass;
-- attention (amber): failed in the last pass but still within max_age, or never archived yet;
+- fresh (green): every due backup archived within max_age, no failure in the last pass,
+  and nothing the watch found (missed, late, failed upstream, shrunken backups);
+- attention (amber): failed in the last pass but still within max_age, never archived
+  yet, or findings of the watch;
 - stale (red): the last success is older than max_age.
+The badge at the top sums them up: unhealthy when the archiver itself is (see
+`archiver.service.health`) or a stack is stale, attention when a stack needs it,
+healthy only when every stack is fresh.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from archiver.core.secrets import redact
 from archiver.core.units import human_bytes as human_size
 from archiver.core.units import human_duration
 from archiver.service.health import HealthReport
+from archiver.watch.messages import SECTIONS, summary
 
 HISTORY_DAYS = 30
 REFRESH_SECONDS = 60
@@ -53,7 +59,7 @@ p{margin:.25rem 0}
 .pill{display:inline-block;border-radius:999px;padding:.1rem .65rem;font-size:.85rem;
 font-weight:600;white-space:nowrap}
 .fresh .pill,.pill.ok{background:var(--green-bg);color:var(--green)}
-.attention .pill{background:var(--amber-bg);color:var(--amber)}
+.attention .pill,.pill.warn{background:var(--amber-bg);color:var(--amber)}
 .stale .pill,.pill.bad{background:var(--red-bg);color:var(--red)}
 .health{flex-basis:100%;margin:0}
 .totals{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.5rem;
@@ -84,8 +90,10 @@ svg.history{display:block;width:100%;height:3rem}
 .destinations figure{margin:.35rem 0 0}
 .destinations svg.history{height:1.25rem}
 .destinations figcaption .where{font-weight:600;color:var(--ink)}
-ul.failures{margin:.5rem 0 0;padding-left:1.1rem;color:var(--red);font-size:.875rem}
-ul.failures li{overflow-wrap:anywhere}
+ul.failures,ul.watch{margin:.5rem 0 0;padding-left:1.1rem;color:var(--red);font-size:.875rem}
+ul.watch{color:var(--amber)}
+ul.failures li,ul.watch li{overflow-wrap:anywhere}
+.uid{display:block;font-size:.75rem;font-weight:400;color:var(--muted)}
 footer{margin-top:1.5rem}
 """
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
@@ -126,21 +134,28 @@ def render_page(
     history = _days_by_stack(document["archived"])
     pruned = pruned_days or {}
     holders = _Holders(document, pruned_by_storage or {})
+    findings = findings_by_stack(document.get("watch", {}))
+    states = [
+        freshness(stack, health.max_age, now, findings.get(stack["stack_uid"], []))
+        for stack in stacks
+    ]
     cards = "".join(
         _stack_card(
-            stack, history.get(stack["stack_uid"], Counter()), health.max_age, now,
-            pruned.get(stack["stack_uid"], set()), holders.strips(stack["stack_uid"], now),
+            stack, state, history.get(stack["stack_uid"], Counter()), now,
+            pruned.get(stack["stack_uid"], set()), findings.get(stack["stack_uid"], []),
+            holders.strips(stack["stack_uid"], now),
         )
-        for stack in stacks
+        for stack, state in zip(stacks, states, strict=True)
     )
+    verdict = overall(health, states)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
         '<meta name="color-scheme" content="light dark">'
         '<link rel="icon" href="data:,">'
-        f"<title>{_title(health)} · c66-archiver</title><style>{_STYLE}</style></head>"
-        f"<body><main>{_header(health)}{_totals(document, stacks)}"
+        f"<title>{verdict} · c66-archiver</title><style>{_STYLE}</style></head>"
+        f"<body><main>{_header(health, verdict, states)}{_totals(document, stacks)}"
         f'<h3>Stacks</h3><section class="stacks">{cards or _no_stacks()}</section>'
         f"{_last_pass(document['last_run'])}{_footer(health, now)}</main></body></html>"
     )
@@ -151,16 +166,25 @@ def _text(value: object) -> str:
     return html.escape(_PATH_QUERY.sub("", redact(str(value))), quote=True)
 
 
-def _title(health: HealthReport) -> str:
-    return "healthy" if health.ok else "unhealthy"
+def overall(health: HealthReport, states: list[str]) -> str:
+    """`unhealthy`, `attention` or `healthy`: the badge agrees with every card below it."""
+    if not health.ok or "stale" in states:
+        return "unhealthy"
+    return "attention" if "attention" in states else "healthy"
 
 
-def _header(health: HealthReport) -> str:
-    pill = _badge(health.ok, "healthy", "unhealthy")
-    why = "; ".join(health.reasons if not health.ok else health.notes)
+_VERDICT_CLASS = {"healthy": "ok", "attention": "warn", "unhealthy": "bad"}
+
+
+def _header(health: HealthReport, verdict: str, states: list[str]) -> str:
+    pill = f'<span class="pill {_VERDICT_CLASS[verdict]}">{verdict}</span>'
+    why = list(health.reasons if not health.ok else health.notes)
+    for state in ("stale", "attention"):
+        if count := states.count(state):
+            why.append(f"{count} stack{'s' if count != 1 else ''} {state}")
     return (
         f'<header><h1>c66-archiver</h1><span id="health">{pill}</span>'
-        f'<p class="health muted">{_text(why)}</p></header>'
+        f'<p class="health muted">{_text("; ".join(why))}</p></header>'
     )
 
 
@@ -190,31 +214,62 @@ def _no_stacks() -> str:
 # -- one stack --------------------------------------------------------------------------
 
 
-def freshness(stack: dict[str, Any], max_age: timedelta, now: datetime) -> str:
+def freshness(
+    stack: dict[str, Any],
+    max_age: timedelta,
+    now: datetime,
+    findings: Iterable[object] = (),
+) -> str:
     """`fresh`, `attention` or `stale` (see the module docstring)."""
     if stack["last_success_at"] is None:
         return "attention"
     if now - datetime.fromisoformat(stack["last_success_at"]) > max_age:
         return "stale"
-    return "attention" if stack["failures"] else "fresh"
+    return "attention" if stack["failures"] or any(True for _ in findings) else "fresh"
+
+
+def findings_by_stack(watch: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """stack uid -> one line per finding of the watch about it."""
+    lines: dict[str, list[str]] = {}
+    for kind, section in SECTIONS.items():
+        for entry in watch.get(section, []):
+            lines.setdefault(entry["stack_uid"], []).append(_finding_line(kind, entry))
+    return lines
+
+
+_KIND_LABELS = {
+    "missed": "missed",
+    "late": "late",
+    "upstream_failed": "failed in Cloud 66",
+    "size_anomaly": "shrank",
+}
+
+
+def _finding_line(kind: str, entry: dict[str, Any]) -> str:
+    return f"{_KIND_LABELS.get(kind, kind)}: {summary(kind, entry)}"
 
 
 def _stack_card(
     stack: dict[str, Any],
+    state: str,
     days: Counter[date],
-    max_age: timedelta,
     now: datetime,
     pruned: set[date],
+    findings: list[str],
     destination_strips: str = "",
 ) -> str:
-    state = freshness(stack, max_age, now)
     uid = _text(stack["stack_uid"])
+    name = stack.get("stack_name")
+    named = name and name != stack["stack_uid"]
+    title = f'{_text(name)}<span class="uid">{uid}</span>' if named else uid
+    items = "".join(f"<li>{_text(line)}</li>" for line in findings)
+    watch = f'<ul class="watch">{items}</ul>' if items else ""
     return (
         f'<article class="{state}" data-stack-uid="{uid}" data-freshness="{state}">'
-        f'<header><h2>{uid}</h2><span class="pill">{state}</span></header>'
+        f'<header><h2>{title}</h2><span class="pill">{state}</span></header>'
         f'<dl class="facts">{_stack_facts(stack, now)}</dl>'
         f"{_history(days, now.date(), pruned)}{destination_strips}"
-        f"{_failure_list(stack['failures'], in_card=True)}"
+        f"{_failure_list(stack['failures'], in_card=True)}{watch}"
         "</article>"
     )
 
@@ -442,6 +497,7 @@ def _footer(health: HealthReport, now: datetime) -> str:
         f'<footer class="muted"><p>Rendered {_text(_short_time(now.isoformat()))}; '
         f"reloads every {REFRESH_SECONDS}s. max_age {_text(human_duration(health.max_age))}: "
         "green when every due backup was archived within it, amber after failures in the "
-        "last pass (or before the first success), red when older. "
+        "last pass (or before the first success) or when the watch found missed, late, "
+        "failed or shrunken backups in Cloud 66, red when older. "
         "A red mark in the 30-day strip is a day without a backup.</p></footer>"
     )

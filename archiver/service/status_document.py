@@ -1,10 +1,11 @@
 """The `status --json` document: what is archived where, the last pass and verify, per-stack
-freshness, per-destination totals.
+freshness, per-destination totals, and the watch's findings.
 
 Built here, below the commands, because the `status` command prints it and the
 HTTP server serves it (and the status page draws from it). It is a contract:
-fields are only ever added (`stacks` came with the service issue, `copies` and
-`storage` with several destinations), never removed.
+fields are only ever added (`stacks` came with the service issue, `watch` and
+the stacks' names with the watch, `copies` and `storage` with several
+destinations), never removed.
 
 Locations are computed from the destinations' settings when the document is
 built (the state keeps keys relative to each destination's root), so a moved
@@ -23,6 +24,7 @@ from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore
 from archiver.storage import describe_storage, location_of
+from archiver.watch.messages import SECTIONS
 
 Checks = dict[tuple[str, int, str], Verification]
 
@@ -48,8 +50,10 @@ def status_document(
         configured,
         now or datetime.now(UTC),
     )
+    stack_names = state.stack_names.names()
     for stack in stacks:
         stack.update(_verify_summary(stack["stack_uid"], copies, checks))
+        stack["stack_name"] = stack_names.get(stack["stack_uid"])
         stack["destinations"] = _held_per_destination(stack["stack_uid"], copies, names)
     by_name = {destination.name: destination for destination in destinations}
     return {
@@ -59,7 +63,27 @@ def status_document(
         "last_verify": _verify_run_entry(state.verifications.last_run()),
         "pruned": state.pruned.count(),
         "storage": _storage_entries(destinations, backups, state.pruned.keys()),
+        "watch": watch_document(state),
     }
+
+
+def watch_document(state: StateStore | None) -> dict[str, list[dict[str, Any]]]:
+    """The contract's `watch` object: each kind's findings that hold (empty lists without
+    a state). Entries add the stack's name and when the finding was noticed."""
+    sections: dict[str, list[dict[str, Any]]] = {section: [] for section in SECTIONS.values()}
+    if state is None:
+        return sections
+    names = state.stack_names.names()
+    for finding in state.findings.current():
+        entry = {"stack_uid": finding.stack_uid, "stack_name": names.get(finding.stack_uid)}
+        entry.update(finding.details)
+        entry["noticed_at"] = finding.noticed_at
+        sections[SECTIONS[finding.kind]].append(entry)
+    for entries in sections.values():
+        entries.sort(key=lambda entry: (entry["stack_uid"], entry.get("db_type") or "",
+                                        entry.get("database_name") or "",
+                                        entry.get("backup_id") or 0))
+    return sections
 
 
 def _key(record: ArchivedBackup) -> tuple[str, int]:

@@ -18,11 +18,16 @@ file per part), so even a 1 GiB backup never sits in memory and is served with
 Modules: ``content`` (the bytes), ``records`` and ``account`` (the account's data),
 ``api`` and ``documents`` (the Cloud 66 API and its JSON), ``blobs`` (the blob host),
 ``refusals`` (the error answers of both), ``server`` (the application and its loopback
-runner), ``populate`` (the demo data set) and ``cli`` (``python -m archiver.simulator``).
+runner), ``populate`` (the demo data set), ``cadence`` (backup dates, weekdays-only
+ones too) and ``cli`` (``python -m archiver.simulator``). What the watch must notice is
+there too: ``Account.set_keep_count`` rotates old backups away as a backup task's
+``keep_count`` does, ``add_backup(status=1, result=...)`` fails one, and ``add_series``
+lays out a cadence with sizes per backup (a shrinking dump).
 """
 
 from __future__ import annotations
 
+from archiver.simulator.cadence import cadence
 from archiver.simulator.cli import main
 from archiver.simulator.content import CHUNK_SIZE
 from archiver.simulator.populate import populate_demo
@@ -36,6 +41,7 @@ __all__ = [
     "SimStats",
     "Simulator",
     "SimulatorServer",
+    "cadence",
     "main",
     "populate_demo",
 ]

@@ -27,6 +27,8 @@ class Faults:
     throttle: int = 0
     throttle_retry_after: float | None = None
     malformed_json_stacks: set[str] = field(default_factory=set)
+    # Stacks whose backup list's last page says `next: 1`: pagination going backwards.
+    looping_pages_stacks: set[str] = field(default_factory=set)
     cut_downloads: int = 0
     cut_after_bytes: int | None = None
     slow_downloads: int = 0
@@ -94,6 +96,12 @@ class Backup:
     seed: int
     parts: list[Part]
     sha256: str | None = None  # computed lazily from the part files
+    result: str | None = None  # backup_result of a failed backup (a default one otherwise)
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """(stack_uid, db_type, database_name): what one backup task rotates."""
+        return (self.stack_uid, self.db_type, self.database_name)
 
 
 @dataclass

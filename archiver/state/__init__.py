@@ -2,5 +2,6 @@
 
 `StateStore` (store.py) opens the database (database.py, schema.py) and holds one
 object per job: `archived`, `pruned`, `transfers`, `commits`, `verifications`,
-`runs`, `api_requests`, and the instance `lock`. The rows they return are in records.py.
+`runs`, `api_requests`, the watch's `seen`, `series`, `findings` and `stack_names`, and
+the instance `lock`. The rows they return are in records.py.
 """

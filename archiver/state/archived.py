@@ -96,6 +96,17 @@ class ArchivedBackups:
         rows = self._db.query(_SELECT + where + _ORDER, tuple(parameters))
         return [_from_row(row) for row in rows]
 
+    def backups(self) -> list[ArchivedBackup]:
+        """One record per archived backup (its first copy by destination name): the backup's
+        facts, for what counts backups rather than copies (the watch)."""
+        seen: set[tuple[str, int]] = set()
+        found = []
+        for record in self.all():
+            if (record.stack_uid, record.backup_id) not in seen:
+                seen.add((record.stack_uid, record.backup_id))
+                found.append(record)
+        return found
+
     def note_lock(self, stack_uid: str, backup_id: int, storage: str, until: str) -> None:
         """Remember until when Object Lock keeps a copy."""
         with self._db.transaction() as cursor:

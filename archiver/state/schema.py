@@ -94,6 +94,62 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (stack_uid, backup_id)
     );
     """,
+    # The watch over Cloud 66: good backups seen listed (for missed and cadence), each
+    # series' judged facts (for metrics), findings, what each channel still has to be
+    # told, and the stacks' names (read from GET /stacks at most once a day).
+    """
+    CREATE TABLE watch_seen (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        backup_date TEXT,
+        listing TEXT NOT NULL,
+        gone INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    CREATE TABLE watch_series (
+        stack_uid TEXT NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        newest_backup_id INTEGER,
+        newest_backup_date TEXT,
+        late_after_seconds REAL,
+        late INTEGER NOT NULL,
+        upstream_failed INTEGER NOT NULL,
+        last_size INTEGER,
+        typical_size INTEGER,
+        judged_at TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, db_type, database_name)
+    );
+    CREATE TABLE watch_findings (
+        kind TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER,
+        details TEXT NOT NULL,
+        noticed_at TEXT NOT NULL,
+        acknowledged_at TEXT,
+        PRIMARY KEY (kind, identity)
+    );
+    CREATE TABLE watch_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE stack_names (
+        stack_uid TEXT PRIMARY KEY,
+        name TEXT,
+        environment TEXT
+    );
+    CREATE TABLE stack_names_read (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at TEXT NOT NULL
+    );
+    """,
     # Several destinations (issue 19): each backup's copies, one row per destination holding
     # it, with keys relative to that destination's root (locations are computed when read,
     # so a moved archive is named where it is now); prunes, checks and unfinished commits per

@@ -18,8 +18,12 @@ from archiver.state.archived import ArchivedBackups
 from archiver.state.commits import PendingCommits
 from archiver.state.database import Database, state_db_path
 from archiver.state.destinations import DestinationRecords
+from archiver.state.findings import Findings
 from archiver.state.lock import InstanceLock, PassLock
 from archiver.state.runs import PassHistory
+from archiver.state.seen import SeenBackups
+from archiver.state.series_facts import WatchSeries
+from archiver.state.stack_names import StackNames
 from archiver.state.tombstones import PrunedBackups
 from archiver.state.transfers import Transfers
 from archiver.state.verifications import Verifications
@@ -38,6 +42,11 @@ class StateStore:
         self.runs = PassHistory(database)
         self.api_requests = RequestLog(database)
         self.destinations = DestinationRecords(database)
+        # The watch over Cloud 66: backups seen listed, judged series, findings, names.
+        self.seen = SeenBackups(database)
+        self.series = WatchSeries(database)
+        self.findings = Findings(database)
+        self.stack_names = StackNames(database)
         self.lock = InstanceLock(database.path.with_name(database.path.name + ".lock"))
         self.pass_lock = PassLock(database.path.with_name(database.path.name + ".pass.lock"))
 

@@ -48,6 +48,7 @@ class Runtime:
     budget: RequestBudget
     observers: list[PassObserver]
     metrics: Metrics | None
+    alerts: AlertSender | None
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class Runtime:
             from archiver.service.metrics import Metrics
 
             self.metrics = Metrics()
+        # Also how the watch tells its findings (archiver.sync.watch_step).
+        self.alerts = None
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -122,9 +125,12 @@ class Runtime:
             self.metrics.bind(self.state, self.budget, [d.name for d in self.destinations])
             self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
-            alerts = AlertSender(self.settings.notify, stop=self.stop)
+            alerts = AlertSender(
+                self.settings.notify, stop=self.stop, stack_names=self.state.stack_names.names
+            )
             self._stack.push_async_callback(alerts.aclose)
             self.observers.append(alerts)
+            self.alerts = alerts
 
     def _download_session(self) -> aiohttp.ClientSession:
         transfer = self.settings.transfer

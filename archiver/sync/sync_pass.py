@@ -18,7 +18,7 @@ from functools import partial
 
 import structlog
 
-from archiver.cloud66.models import Backup, Stack
+from archiver.cloud66.models import Backup, Listing, Stack
 from archiver.config.settings import Settings, StackSettings, policy_for, prunes_after_pass
 from archiver.core.errors import (
     ApiError,
@@ -46,6 +46,7 @@ from archiver.sync.plan import Job, Planner
 from archiver.sync.progress import PassProgress
 from archiver.sync.room import RoomLedger
 from archiver.sync.runtime import Runtime
+from archiver.sync.watch_step import WatchStep
 from archiver.transfer import commit
 from archiver.transfer import resume as transfers
 from archiver.transfer.join import resumable
@@ -68,6 +69,9 @@ class SyncPass:
         self._summary = PassSummary(started_at=utc_now_iso())
         self._planned_stacks: list[str] = []
         self._usable: list[Destination] = []
+        # The watch judges what the plan read; without [discover] every stack is known.
+        self._watch = WatchStep(runtime)
+        self._every_stack_known = not runtime.settings.discover.enabled
         settings = runtime.settings.transfer
         # Backups in flight: each holds open uploads, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
@@ -112,8 +116,10 @@ class SyncPass:
             await self._archive_all(jobs)
             self._summary.filled = self._fill.copies_made
             self._record_stack_successes()
+            await self._watch.judge(self._planned_stacks, every_stack_known=self._every_stack_known)
             await self._prune_after_pass()
             await self._committer.lock_pending(self._usable)
+            await self._watch.tell()
         except AuthError as error:
             self._summary.auth_error = error
             log.error("the Cloud 66 API refused the token", error=str(error))
@@ -207,37 +213,44 @@ class SyncPass:
     async def _discoverable_stacks(self) -> list[Stack]:
         """Every stack the token sees; on failure the configured stacks still run."""
         try:
-            return await self._rt.client.list_stacks()
+            listing = await self._rt.client.read_stacks()
         except AuthError:
             raise
         except ApiError as error:
             self._fail("*", None, f"could not list stacks for [discover]: {redact(str(error))}")
             return []
+        self._watch.discovered(listing)
+        self._every_stack_known = listing.complete
+        return listing.items
 
     async def _plan_stack(self, stack: StackSettings) -> list[Job]:
         with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
             backups: list[Backup] | None
             try:
-                backups = await self._list_backups(stack)
+                listing = await self._list_backups(stack)
             except AuthError:
                 raise
             except ApiError as error:
                 self._fail(stack.uid, None, f"could not list backups: {redact(str(error))}")
                 backups = None
+            else:
+                self._watch.read(stack, listing)
+                backups = listing.items
             plan = Planner(self._rt.state, self._usable).plan_stack(stack.uid, backups)
             self._summary.already += plan.already
             for backup in plan.not_ok:
                 self._skip(stack.uid, backup)
             return plan.jobs
 
-    async def _list_backups(self, stack: StackSettings) -> list[Backup]:
+    async def _list_backups(self, stack: StackSettings) -> Listing[Backup]:
         # One db_type can be filtered by the API (fewer pages); several are filtered here,
         # because one unfiltered listing costs fewer requests than one per type.
         only_one = stack.db_types[0] if stack.db_types and len(stack.db_types) == 1 else None
-        backups = await self._rt.client.list_backups(stack.uid, db_type=only_one, group=stack.group)
+        listing = await self._rt.client.read_backups(stack.uid, db_type=only_one, group=stack.group)
         if stack.db_types:
-            backups = [backup for backup in backups if backup.db_type in stack.db_types]
-        return backups
+            wanted = [backup for backup in listing.items if backup.db_type in stack.db_types]
+            listing = Listing(wanted, listing.complete)
+        return listing
 
     def _skip(self, stack_uid: str, backup: Backup) -> None:
         self._summary.skipped += 1
