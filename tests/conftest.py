@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,22 @@ class Workspace:
 
 
 @pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """A fresh config/archive/state layout with the token in a file."""
     token_file = tmp_path / "token"
@@ -193,6 +210,14 @@ def settings_for(
 async def run_pass(settings: Settings) -> PassSummary:
     """One pass in process, without the progress display."""
     return await archive_once(settings, TOKEN, show_progress=False)
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `check` until it holds; fail the test after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
 
 
 def file_sha256(path: Path) -> str:

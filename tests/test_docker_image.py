@@ -160,6 +160,27 @@ def test_demo_runs_in_the_image_as_the_non_root_user(container: str) -> None:
     assert all(line.startswith("/data/demo/archive/") for line in manifests)
 
 
+# The age binary as [encryption] engine = "auto" finds it: on PATH, and it encrypts.
+AGE_SCRIPT = """
+set -e
+age-keygen -o /data/age.key 2> /dev/null
+/opt/c66-archiver/bin/python -c '
+import subprocess
+from archiver.transfer.age_process import choose_binary
+public = subprocess.run(["age-keygen", "-y", "/data/age.key"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+print(choose_binary("age", [public])[1])
+'
+"""
+
+
+def test_the_image_encrypts_with_the_age_binary(container: str) -> None:
+    """`age` is in the image, on PATH, and encrypts for the non-root user (engine = "age")."""
+    result = run_in(container, AGE_SCRIPT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "age (/usr/bin/age)"
+
+
 def test_image_defaults(container: str) -> None:
     """Non-root by default, the config path in the environment, /data owned by the user."""
     result = run_in(

@@ -3,19 +3,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import click
 
 from archiver.config.destinations import S3Destination, StorageSettings
-from archiver.config.settings import Settings
+from archiver.config.settings import Settings, encryption_for
 from archiver.config.watch import describe_apprise_url
-from archiver.core.errors import EXIT_CONFIG, EXIT_OK, ApiError, AuthError, StorageError
+from archiver.core.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    ApiError,
+    AuthError,
+    ConfigError,
+    StorageError,
+)
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
 from archiver.storage.base import Lockable, Storage
 from archiver.sync.api_client import api_client
+from archiver.transfer.age_process import choose_binary
 
 
 async def check_everything(settings: Settings, token: str) -> int:
@@ -24,7 +33,8 @@ async def check_everything(settings: Settings, token: str) -> int:
     api_ok = await _check_api(settings, token)
     storage_ok = await _check_storage(settings)
     _describe_notify(settings)
-    return EXIT_OK if api_ok and storage_ok else EXIT_CONFIG
+    encryption_ok = await _check_encryption(settings)
+    return EXIT_OK if api_ok and storage_ok and encryption_ok else EXIT_CONFIG
 
 
 def _describe_notify(settings: Settings) -> None:
@@ -92,3 +102,23 @@ async def _lock_problem(destination: StorageSettings, storage: Storage) -> str |
     if not isinstance(storage, Lockable):
         return "this storage cannot lock objects"
     return await storage.lock_problem()
+
+
+async def _check_encryption(settings: Settings) -> bool:
+    """Which engine would encrypt, for each destination that encrypts: the age binary is
+    tried as a pass would try it."""
+    ok = True
+    for destination in settings.storage:
+        encryption = encryption_for(settings, destination)
+        if encryption is None:
+            continue
+        recipients = encryption.all_recipients()
+        where = f"encryption ({destination.name!r})" if len(settings.storage) > 1 else "encryption"
+        try:
+            _, engine = await asyncio.to_thread(choose_binary, encryption.engine, recipients)
+        except ConfigError as error:
+            click.echo(f"FAILED  {where}: {error}", err=True)
+            ok = False
+            continue
+        click.echo(f"ok      {where}: {len(recipients)} recipient(s), by {engine}")
+    return ok

@@ -106,6 +106,7 @@ class SftpStorageSettings(Section):
     insecure_skip_host_key_check: bool = False
     path: Annotated[str, AfterValidator(_check_remote_path)]
     connect_timeout: Duration = timedelta(seconds=15)
+    # Writes sent and not yet answered, over every upload: pipelining, and its bound.
     max_concurrent_writes: PositiveInt = 4
 
 

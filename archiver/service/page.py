@@ -5,7 +5,7 @@ Rendered here from `archiver.commands.status.status_document` and the health rep
 no script and nothing fetched from elsewhere: the style sheet is inline (its
 hash is the only source the Content-Security-Policy allows) and each stack's
 last 30 days are an inline SVG. Every shown string is redacted
-(`archiver.core.log.redact`) and HTML-escaped, since stack uids, database names and
+(`archiver.core.secrets.redact`) and HTML-escaped, since stack uids, database names and
 failure reasons come from upstream or from error text.
 
 Freshness, per stack:

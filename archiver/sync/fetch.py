@@ -95,7 +95,8 @@ class Fetcher:
             )
             self._committer.intend(member, job.keys, manifest)
 
-        fan_out = FanOut(destinations, job.keys.tar, before_commit=intend)
+        fan_out = FanOut(destinations, job.keys.tar, before_commit=intend,
+                         encryptions=self._rt.encryptions)
         metrics = self._rt.metrics
         with metrics.transfer() if metrics is not None else nullcontext():
             result = await self._transfer(job, files, fan_out, attempt, joined.append)

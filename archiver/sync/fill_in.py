@@ -16,7 +16,7 @@ committed only when it matches; a source that does not match is not used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -30,6 +30,7 @@ from archiver.storage.destinations import Destination
 from archiver.sync.commit import Committer, FailDestination, copied_manifest
 from archiver.sync.plan import Job
 from archiver.transfer.copy import CopySource, copy_plaintext, copy_stored
+from archiver.transfer.encryption import AgeEncryption
 from archiver.transfer.fan_out import DESTINATION_ERRORS, FanOut, Member
 
 log = structlog.get_logger(__name__)
@@ -41,9 +42,15 @@ class FillIn:
     """Fills destinations in from the copies other destinations hold."""
 
     def __init__(
-        self, settings: Settings, state: StateStore, committer: Committer, fail: FailDestination
+        self,
+        settings: Settings,
+        state: StateStore,
+        committer: Committer,
+        fail: FailDestination,
+        encryptions: Mapping[str, AgeEncryption] | None = None,
     ) -> None:
         self._settings = settings
+        self._encryptions = encryptions
         self._state = state
         self._committer = committer
         self._fail = fail
@@ -141,7 +148,8 @@ class FillIn:
             manifest = copied_manifest(source.manifest, member, same_form=same_form)
             self._committer.intend(member, job.keys, manifest)
 
-        fan_out = FanOut(targets, job.keys.tar, seal=not same_form, before_commit=intend)
+        fan_out = FanOut(targets, job.keys.tar, seal=not same_form, before_commit=intend,
+                         encryptions=self._encryptions)
         try:
             if same_form:
                 await copy_stored(source, fan_out, on_bytes)

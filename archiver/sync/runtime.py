@@ -18,7 +18,8 @@ import structlog
 from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
-from archiver.config.settings import Settings
+from archiver.config.keys import parse_recipient
+from archiver.config.settings import Settings, encryption_for
 from archiver.core.retry import RetryPolicy
 from archiver.core.stopping import StopSignal
 from archiver.lifecycle.archive import Archive, open_archive
@@ -27,7 +28,9 @@ from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
 from archiver.storage.destinations import Destination
 from archiver.sync.api_client import build_client, shared_budget
+from archiver.transfer.age_process import choose_binary
 from archiver.transfer.download import Downloader
+from archiver.transfer.encryption import AgeEncryption
 
 if TYPE_CHECKING:
     from archiver.service.metrics import Metrics
@@ -64,6 +67,8 @@ class Runtime:
         self.stop = stop or StopSignal()
         self._token = token
         self._stack = AsyncExitStack()
+        # Each encrypting destination's recipients and engine, by name (once opened).
+        self.encryptions: dict[str, AgeEncryption] = {}
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
         self.metrics = None
@@ -92,6 +97,7 @@ class Runtime:
 
     async def _open(self) -> None:
         settings = self.settings
+        self.encryptions = await asyncio.to_thread(self._age_encryptions)
         workers = 2 + 2 * settings.transfer.max_concurrent_downloads
         self.archive = await self._stack.enter_async_context(
             open_archive(settings, lock=True, workers=workers)
@@ -118,6 +124,28 @@ class Runtime:
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
         )
+
+    def _age_encryptions(self) -> dict[str, AgeEncryption]:
+        """Each encrypting destination's recipients and engine: the age binary when it
+        works (tried once here, once per engine and set of recipients)."""
+        chosen: dict[tuple[str, tuple[str, ...]], str | None] = {}
+        encryptions = {}
+        for destination in self.settings.storage:
+            encryption = encryption_for(self.settings, destination)
+            if encryption is None:
+                continue
+            texts = tuple(encryption.all_recipients())
+            key = (encryption.engine, texts)
+            if key not in chosen:
+                chosen[key], engine = choose_binary(encryption.engine, texts)
+                fell_back = chosen[key] is None and encryption.engine == "auto"
+                (log.warning if fell_back else log.info)(
+                    "backups are encrypted", storage=destination.name, engine=engine,
+                    recipients=len(texts),
+                )
+            recipients = tuple(parse_recipient(text) for text in texts)
+            encryptions[destination.name] = AgeEncryption(recipients, texts, chosen[key])
+        return encryptions
 
     def _add_observers(self) -> None:
         """Metrics when kept; alerts when [notify] names a target."""

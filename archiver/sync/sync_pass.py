@@ -77,7 +77,7 @@ class SyncPass:
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
         self._committer = Committer(runtime.state, self._fail_destination)
         self._fill = FillIn(runtime.settings, runtime.state, self._committer,
-                            self._fail_destination)
+                            self._fail_destination, runtime.encryptions)
         self._fetcher = Fetcher(runtime, self._committer, self._progress,
                                 self._fail_destination, lambda: len(self._usable) > 1)
         # Out of room: what failed uploads gave back, and who may try again (archiver.sync.room).

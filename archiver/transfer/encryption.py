@@ -213,6 +213,16 @@ class AgeStream:
 
 
 @dataclass(frozen=True)
+class AgeEncryption:
+    """Whom backups are encrypted to, and by what: the `age` binary when there is one that
+    works (`archiver.transfer.age_process`), else pyrage in this process (`AgeStream`)."""
+
+    recipients: tuple[Recipient, ...]  # parsed, for pyrage
+    recipient_texts: tuple[str, ...]  # as configured, for `age --recipient`
+    age_binary: str | None = None
+
+
+@dataclass(frozen=True)
 class EncryptionInfo:
     """The manifest's `encryption`: the format and the public recipients (never a secret)."""
 

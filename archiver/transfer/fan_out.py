@@ -25,7 +25,7 @@ feeds the upload (one stream, ranged segments, a copy from another destination).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -35,6 +35,7 @@ from archiver.core.secrets import redact
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.storage.base import Piece, ResumedUpload, SegmentWriter, ThreadWritableSegment, Upload
 from archiver.storage.destinations import Destination
+from archiver.transfer.encryption import AgeEncryption
 from archiver.transfer.sealed_upload import SealedUpload
 
 log = structlog.get_logger(__name__)
@@ -91,15 +92,19 @@ class FanOut:
         *,
         seal: bool = True,
         before_commit: Callable[[Member], None] | None = None,
+        encryptions: Mapping[str, AgeEncryption] | None = None,
     ) -> None:
         """`key`: the backup's plaintext key. With `seal` (bytes in are plaintext), a destination
         that encrypts gets an age-sealed upload; without, the bytes in are stored as they are
         (a copy of another destination's stored bytes). `before_commit` hears each destination
-        just before its data is committed (its stored size and sha256 known)."""
+        just before its data is committed (its stored size and sha256 known). `encryptions`:
+        each encrypting destination's engine by name (`Runtime.encryptions`); pyrage in
+        this process for one not given."""
         if not destinations:
             raise ValueError("a fan-out needs at least one destination")
         self._seal = seal
         self._before_commit = before_commit
+        self._encryptions = dict(encryptions or {})
         self.members = [Member(d, stored_key(d, key)) for d in destinations]
 
     @property
@@ -121,8 +126,16 @@ class FanOut:
         except DESTINATION_ERRORS as error:
             member.fail(error)
             return
-        sealed = self._seal and destination.encrypted
-        member.upload = SealedUpload(upload, destination.recipients) if sealed else upload
+        if self._seal and destination.encrypted:
+            member.upload = SealedUpload(upload, self._encryption(destination))
+        else:
+            member.upload = upload
+
+    def _encryption(self, destination: Destination) -> AgeEncryption:
+        given = self._encryptions.get(destination.name)
+        if given is not None:
+            return given
+        return AgeEncryption(destination.recipients, destination.recipient_texts)
 
     async def resume_upload(self, key: str) -> ResumedUpload | None:
         """Every destination's unfinished upload of `key`, continued from the smallest durable

@@ -22,7 +22,6 @@ from typing import Any
 
 import structlog
 
-from archiver.config.keys import Recipient
 from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError, TransferError
 from archiver.model.manifest import PartRecord
 from archiver.storage.base import Upload, UploadTarget
@@ -35,6 +34,7 @@ from archiver.transfer.download import (
     PartSource,
     ResumePoint,
 )
+from archiver.transfer.encryption import AgeEncryption
 from archiver.transfer.etags import bare_etag
 from archiver.transfer.sealed_upload import SealedUpload
 
@@ -94,7 +94,7 @@ class BackupJoiner:
         *,
         on_size: ByteCallback,
         on_bytes: ByteCallback,
-        encrypt_to: Sequence[Recipient] = (),
+        encrypt_to: AgeEncryption | None = None,
         known: Sequence[KnownPart] = (),
         on_facts: PartFactsCallback | None = None,
         before_commit: BeforeCommit | None = None,
@@ -139,7 +139,7 @@ class BackupJoiner:
         return joined
 
     async def _open(
-        self, key: str, encrypt_to: Sequence[Recipient], known: Sequence[KnownPart]
+        self, key: str, encrypt_to: AgeEncryption | None, known: Sequence[KnownPart]
     ) -> tuple[Upload, int]:
         """The upload to write, and how many of its first bytes are already there."""
         if known and not encrypt_to:  # an encrypted upload never resumes (its key is gone)
