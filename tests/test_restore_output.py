@@ -65,7 +65,7 @@ def test_the_plaintext_name_drops_the_encryption_suffix() -> None:
     """An encrypted backup stored as shop.tar.age restores as shop.tar."""
     record = ArchivedBackup(
         stack_uid="s", backup_id=1, db_type="mysql", database_name="shop", size=1,
-        sha256="0" * 64, location="x", archived_at="2025-01-01T00:00:00Z",
+        sha256="0" * 64, archived_at="2025-01-01T00:00:00Z",
         tar_key="s/mysql/shop/2025-01-01T000000Z_1/shop.tar.age",
         manifest_key="s/mysql/shop/2025-01-01T000000Z_1/manifest.json", backup_date=None,
     )

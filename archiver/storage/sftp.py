@@ -30,7 +30,7 @@ from typing import TypeVar
 import asyncssh
 import structlog
 
-from archiver.config.settings import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.core.private_files import FILE_MODE, FOLDER_MODE
 from archiver.core.retry import Backoff, RetryPolicy, retrying
