@@ -6,17 +6,40 @@
 # with python3 and python3-venv (how the tests build it; see the README).
 ARG BASE=python:3.12-slim-bookworm
 
-# Build stage: the README's install steps, into a virtual environment.
+# Build stage: the locked dependencies (hash-checked), then this tree as a wheel.
 FROM ${BASE} AS build
+# binutils: `strip`, for the debug symbols some wheels ship (scripts/slim-venv.sh).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The dependencies first: this layer is reused until the lock changes.
+# /opt/build holds pip and the locked build backend; the program's venv gets no pip.
+COPY requirements.lock requirements-build.lock ./
+RUN python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes --no-deps -r requirements-build.lock \
+    && python3 -m venv --without-pip /opt/c66-archiver \
+    && /opt/build/bin/pip --python /opt/c66-archiver/bin/python install --no-cache-dir \
+        --disable-pip-version-check --no-compile --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY archiver ./archiver
-RUN python3 -m venv /opt/c66-archiver \
-    && /opt/c66-archiver/bin/pip install --no-cache-dir --disable-pip-version-check . \
+COPY scripts/slim-venv.sh ./
+RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
+        --no-build-isolation --wheel-dir /tmp/wheels . \
+    && /opt/build/bin/pip --python /opt/c66-archiver/bin/python install --no-cache-dir \
+        --disable-pip-version-check --no-compile --no-deps /tmp/wheels/*.whl \
+    && sh slim-venv.sh /opt/c66-archiver \
     && /opt/c66-archiver/bin/c66-archiver --version
 
-# Final stage: the same base (the venv points at its python3), the venv, no build files.
+# Final stage: the same base (the venv points at its python3), age, the venv, nothing else.
 FROM ${BASE}
+# The age binary: [encryption] runs it in a process of its own, about twice as fast on
+# two cores as pyrage in process (the fallback without it); also opens a .tar.age by hand
+# (`age -d -i key.txt < shop.tar.age > shop.tar`).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends age \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/c66-archiver /opt/c66-archiver
 # A fixed non-root uid (65532, "nonroot" in distroless) so volume ownership is predictable.
 # /data holds the state and a local archive; the config is mounted at /config/config.toml.

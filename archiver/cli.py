@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from archiver import __version__
-from archiver.config import (
+from archiver.config.settings import (
     DB_TYPES,
     Settings,
     load_settings,
@@ -24,10 +24,12 @@ from archiver.config import (
     parse_duration,
     resolve_config_path,
 )
-from archiver.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
-from archiver.log import add_secret, configure_logging, redact
-from archiver.malloc_tuning import tame_malloc
-from archiver.startup import startup_done
+from archiver.core.errors import EXIT_PARTIAL, ArchiverError, exit_code_for
+from archiver.core.log import configure_logging
+from archiver.core.malloc_tuning import tame_malloc
+from archiver.core.secrets import add_secret, redact
+from archiver.core.startup import startup_done
+from archiver.core.terminal import EXIT_CLOSED_PIPE, silence_closed_stdout
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
@@ -43,6 +45,11 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     startup_done()  # the command's imports are done: freeze them, resume the GC
     try:
         code = asyncio.run(coroutine_factory())
+        sys.stdout.flush()  # here, where a reader that went away can still be caught
+    except BrokenPipeError:
+        # `status --json | head -c5`: the reader had enough. Not an error of ours.
+        silence_closed_stdout()
+        sys.exit(EXIT_CLOSED_PIPE)
     except ArchiverError as error:
         _fail(str(error), exit_code_for(error))
     except KeyboardInterrupt:
@@ -52,15 +59,32 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     sys.exit(code)
 
 
-class _Setup:
-    """Settings and token, loaded once per invocation with errors mapped to exit 2."""
+def _storage_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    help_text = f"Only the destination named NAME ([[storage]] name). Default: {what}."
+    return click.option("--storage", "storage", metavar="NAME", help=help_text)
 
-    def __init__(self, config: str | None, log_format: str | None, verbose: bool) -> None:
-        self.config_path = resolve_config_path(config)
-        self.log_format = log_format
-        self.verbose = verbose
+
+class _Setup:
+    """The global options, then settings and token loaded once with errors mapped to exit 2.
+
+    The global options may come before or after the subcommand: each occurrence
+    updates this one object (`_GLOBAL_OPTIONS`), and nothing reads them before the
+    subcommand runs.
+    """
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.log_format: str | None = None
+        self.verbose = False
+        self.quiet = False
+
+    @property
+    def config_path(self) -> Path:
+        """`--config`, else $C66_ARCHIVER_CONFIG, else the default path."""
+        return resolve_config_path(self.config)
 
     def settings(self) -> Settings:
+        self.log_level(None)  # -v with -q is a usage error before anything is read
         try:
             settings = load_settings(self.config_path)
         except ArchiverError as error:
@@ -68,11 +92,21 @@ class _Setup:
         self.configure_logging(settings)
         return settings
 
+    def log_level(self, settings: Settings | None) -> str:
+        """-v: debug; -q: warnings and errors only; else the config's level."""
+        if self.verbose and self.quiet:
+            raise click.UsageError("-v/--verbose and -q/--quiet cannot be combined")
+        if self.verbose:
+            return "debug"
+        if self.quiet:
+            return "warning"
+        return settings.log.level if settings else "info"
+
     def configure_logging(self, settings: Settings | None = None) -> None:
         log_settings = settings.log if settings else None
         configure_logging(
             format=self.log_format or (log_settings.format if log_settings else "auto"),  # type: ignore[arg-type]
-            level="debug" if self.verbose else (log_settings.level if log_settings else "info"),
+            level=self.log_level(settings),
         )
 
     def token(self, settings: Settings) -> str:
@@ -84,7 +118,60 @@ class _Setup:
         return token
 
 
+def _remember(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """A global option's callback: note a value given here (an absent one changes nothing)."""
+
+    def note(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(_Setup), attribute, value)
+
+    return note
+
+
+def _global_options() -> list[click.Parameter]:
+    """Fresh copies of the options every command takes, before or after its name."""
+    common: dict[str, Any] = {"expose_value": False}
+    return [
+        click.Option(
+            ["--config"], metavar="PATH", callback=_remember("config"), **common,
+            help="Config file. Default: $C66_ARCHIVER_CONFIG, then /etc/c66-archiver/config.toml.",
+        ),
+        click.Option(
+            ["-v", "--verbose"], is_flag=True, callback=_remember("verbose"), **common,
+            help="Log debug events too.",
+        ),
+        click.Option(
+            ["-q", "--quiet"], is_flag=True, callback=_remember("quiet"), **common,
+            help="Only warnings and errors; no progress display.",
+        ),
+        click.Option(
+            ["--log-format"], type=_LOG_FORMATS, callback=_remember("log_format"), **common,
+            help="Log lines as JSON or for humans (default: for humans on a terminal).",
+        ),
+    ]
+
+
+class _Commands(click.Group):
+    """A group whose commands (and their subcommands) all take the global options."""
+
+    group_class = type  # `@group.group()` makes a _Commands too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _add_global_options(cmd)
+        super().add_command(cmd, name)
+
+
+def _add_global_options(command: click.Command) -> None:
+    present = {param.name for param in command.params}
+    command.params.extend(p for p in _global_options() if p.name not in present)
+
+
 @click.group(
+    cls=_Commands,
     invoke_without_command=True,
     context_settings=_CONTEXT,
     epilog="""\b
@@ -96,23 +183,18 @@ Examples:
   c66-archiver status --json
   c66-archiver health                        # exit 0 when a pass succeeded recently
 
+\b
+--config, -v, -q and --log-format work before or after the subcommand.
+Shell completion, e.g. in ~/.bashrc (zsh_source, fish_source for those shells):
+  eval "$(_C66_ARCHIVER_COMPLETE=bash_source c66-archiver)"
+
 Exit codes: 0 all archived, 1 some backups failed, 2 usage or config error,
 3 another instance holds the state lock, 4 the API refused the token.""",
 )
-@click.option(
-    "--config",
-    "config",
-    metavar="PATH",
-    help="Config file. Default: $C66_ARCHIVER_CONFIG, then /etc/c66-archiver/config.toml.",
-)
 @click.option("--sync-now", is_flag=True, help="Run one pass and exit instead of the daemon.")
-@click.option("--log-format", type=_LOG_FORMATS, help="Log lines as JSON or for humans.")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
 @click.version_option(__version__, prog_name="c66-archiver")
 @click.pass_context
-def main(
-    ctx: click.Context, config: str | None, sync_now: bool, log_format: str | None, verbose: bool
-) -> None:
+def main(ctx: click.Context, sync_now: bool) -> None:
     """Archive Cloud 66 database backups into storage you own.
 
     Polls the Cloud 66 API for the backups of your stacks, downloads every new
@@ -121,7 +203,7 @@ def main(
     `sync`) it runs one pass and exits.
     """
     tame_malloc()
-    ctx.obj = _Setup(config, log_format, verbose)
+    ctx.ensure_object(_Setup)
     if ctx.invoked_subcommand is None:
         if sync_now:
             ctx.invoke(sync)
@@ -130,7 +212,7 @@ def main(
 
 
 def _run_daemon(setup: _Setup) -> NoReturn:
-    from archiver.daemon import Daemon
+    from archiver.service.daemon import Daemon
 
     settings = setup.settings()
     token = setup.token(settings)
@@ -149,11 +231,12 @@ def sync(setup: _Setup) -> None:
     Example (cron, every hour at :15):
       15 * * * *  c66-archiver --config /etc/c66-archiver/config.toml sync
     """
-    from archiver.oneshot import run_one_pass
+    from archiver.sync.oneshot import run_one_pass
 
     settings = setup.settings()
     token = setup.token(settings)
-    _run(lambda: run_one_pass(settings, token))
+    quiet = setup.quiet
+    _run(lambda: run_one_pass(settings, token, show_progress=False if quiet else None, quiet=quiet))
 
 
 @main.command(context_settings=_CONTEXT)
@@ -171,7 +254,7 @@ def status(setup: _Setup, as_json: bool, show_all: bool) -> None:
       c66-archiver status --all                   # every archived backup too
       c66-archiver status --json | jq '.stacks[] | {stack_uid, archived_count}'
     """
-    from archiver.status import print_status
+    from archiver.commands.status import print_status
 
     settings = setup.settings()
     _run(lambda: print_status(settings, as_json=as_json, show_all=show_all))
@@ -191,7 +274,7 @@ def health(setup: _Setup) -> None:
       c66-archiver --config /etc/c66-archiver/config.toml health
       HEALTHCHECK --start-period=1h CMD ["c66-archiver", "health"]   # Dockerfile
     """
-    from archiver.health import check_health
+    from archiver.service.health import check_health
 
     settings = setup.settings()
     _run(lambda: check_health(settings))
@@ -210,7 +293,7 @@ def check_config(setup: _Setup) -> None:
     Example:
       C66_API_TOKEN=... c66-archiver --config ./config.toml check-config
     """
-    from archiver.checks import check_everything
+    from archiver.commands.check_config import check_everything
 
     settings = setup.settings()
     token = setup.token(settings)
@@ -218,10 +301,14 @@ def check_config(setup: _Setup) -> None:
 
 
 @main.command(context_settings=_CONTEXT)
-@click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing")
+@click.option(
+    "-n", "--dry-run", is_flag=True, help="Show what would be kept and removed; change nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@click.option("--wait", is_flag=True, help="While a pass runs, wait for it instead of exit 3.")
+@_storage_option("every destination, each with its own policy")
 @click.pass_obj
-def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
+def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool, storage: str | None) -> None:
     """Remove the backups [retention] does not keep (restic `forget` rules, per series).
 
     Each series (stack, db type, database) keeps the newest backup of each of its
@@ -229,18 +316,25 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool) -> None:
     and everything newer than keep_within before its newest backup. A pruned
     backup is never downloaded again, though Cloud 66 may still list it.
     Try --dry-run first: it shows each backup with the rules that keep it.
-    Exit 0, or 1 when a removal failed; 3 while the daemon runs (it prunes by
-    itself after each good pass with [retention] after_pass = true).
+    Each destination has its own policy ([retention], the stack's, then its own,
+    key by key); what S3 Object Lock keeps is listed with its locked_until.
+
+    Runs beside a daemon that sleeps between passes (--dry-run beside anything);
+    while a pass is running it exits 3 at once, or waits for it with --wait.
+    Exit 0, or 1 when a removal failed. The daemon also prunes by itself after
+    each good pass with [retention] after_pass = true.
 
     \b
     Examples:
-      c66-archiver prune --dry-run
-      c66-archiver prune --json | jq '.remove | length'
+      c66-archiver prune -n
+      c66-archiver prune --wait
+      c66-archiver prune --storage offsite -n
+      c66-archiver prune --dry-run --json | jq '.remove | length'
     """
-    from archiver.prune_command import run_prune
+    from archiver.commands.prune import run_prune
 
     settings = setup.settings()
-    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json))
+    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, wait=wait, storage=storage))
 
 
 def _parse_subset(
@@ -275,10 +369,11 @@ def _parse_subset(
     help="With --deep on an encrypted archive: the private key that decrypts it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@_storage_option("every destination's copies")
 @click.pass_obj
 def verify(
     setup: _Setup, subset: tuple[int, int] | None, percent: float | None, deep: bool,
-    identity: Path | None, as_json: bool,
+    identity: Path | None, as_json: bool, storage: str | None,
 ) -> None:
     """Re-read archived backups and check size and sha256 against their manifests.
 
@@ -294,9 +389,10 @@ def verify(
       c66-archiver verify                      # everything
       c66-archiver verify --subset 3/7         # one seventh: all of it over a week of days
       c66-archiver verify --percent 5 --deep
+      c66-archiver verify --storage offsite    # only the copies in one destination
       c66-archiver verify --json | jq '.checked[] | select(.ok | not)'
     """
-    from archiver.verify_command import run_verify
+    from archiver.commands.verify import run_verify
 
     if subset is not None and percent is not None:
         raise click.UsageError("--subset and --percent cannot be combined")
@@ -304,7 +400,7 @@ def verify(
     _run(
         lambda: run_verify(
             settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
-            identity=identity,
+            identity=identity, quiet=setup.quiet, storage=storage,
         )
     )
 
@@ -316,37 +412,47 @@ def verify(
     "--output",
     "-o",
     required=True,
-    metavar="PATH|-",
-    help="The file to write (renamed into place only when intact), or - for stdout.",
+    metavar="PATH|DIR|-",
+    help="The file to write (renamed into place only when intact), a folder to write "
+    "<database_name>.tar into, or - for stdout.",
 )
+@click.option("--force", is_flag=True, help="Replace a file that is already at the output path.")
 @click.option(
     "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
     help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
 )
+@_storage_option("the first destination (in the config's order) that holds it")
 @click.pass_obj
 def restore(
-    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, identity: Path | None
+    setup: _Setup, backup_id: int, stack_uid: str | None, output: str, force: bool,
+    identity: Path | None, storage: str | None,
 ) -> None:
     """Stream an archived backup back out of storage, checking its sha256 as it goes.
 
     A file is written under a temporary name and renamed to PATH only when its
     size and sha256 match the manifest; on a mismatch nothing is left at PATH
-    and the exit code is 1. With `-o -` the tar goes to stdout (logs to stderr)
-    and a mismatch found at the end exits 1. An unknown id, or one archived for
-    several stacks without --stack, exits 2. Takes no lock; works on a fresh
-    machine with only the config (the state is rebuilt from storage).
+    and the exit code is 1. An existing file is never replaced without --force
+    (exit 2). A folder as PATH gets the backup as <database_name>.tar inside it.
+    With `-o -` the tar goes to stdout (logs to stderr) and a mismatch found at
+    the end exits 1; a reader that stops early (`| head`) ends it quietly. An
+    unknown id, or one archived for several stacks without --stack, exits 2.
+    Takes no lock, so it runs beside the daemon; works on a fresh machine with
+    only the config (the state is rebuilt from storage).
 
     \b
     Examples:
       c66-archiver restore 4711 -o shop.tar
+      c66-archiver restore 4711 -o /srv/restores/        # -> /srv/restores/shop.tar
+      c66-archiver restore 4711 --storage offsite -o shop.tar
       c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
     """
-    from archiver.restore import run_restore
+    from archiver.lifecycle.restore import run_restore
 
     settings = setup.settings()
     _run(
         lambda: run_restore(
-            settings, backup_id, stack_uid=stack_uid, output=output, identity=identity
+            settings, backup_id, stack_uid=stack_uid, output=output, identity=identity,
+            force=force, storage=storage,
         )
     )
 
@@ -398,7 +504,7 @@ def import_(
       c66-archiver import --stack UID --db-type mysql --group 5 --backup 4711
       c66-archiver import --stack UID --db-type redis --group 2 --url https://host/redis.tar
     """
-    from archiver.upstream import run_import
+    from archiver.commands.import_backup import run_import
 
     if (url is None) == (backup_id is None):
         raise click.UsageError("give exactly one of --url and --backup")
@@ -448,7 +554,7 @@ def backup_task_create(
       c66-archiver backup-task create --stack UID --db-type mysql,redis \\
           --frequency "0 */6 * * *" --keep-count 20 --gzip
     """
-    from archiver.upstream import checked_task, run_backup_task_create
+    from archiver.commands.backup_task import checked_task, run_backup_task_create
 
     settings = setup.settings()
     try:
@@ -461,6 +567,39 @@ def backup_task_create(
     _run(lambda: run_backup_task_create(settings, token, task))
 
 
+@main.group("watch", context_settings=_CONTEXT)
+def watch() -> None:
+    """The watch over Cloud 66: missed, late, failed and shrunken backups.
+
+    Each pass judges the backup lists it reads anyway; `status` (and the status
+    page, /metrics) shows what it found, and each new finding is told once to
+    the [notify] webhook, healthchecks and Apprise URLs.
+    """
+
+
+@watch.command("ack", context_settings=_CONTEXT)
+@click.argument("backup_id", type=int)
+@click.option("--stack", "stack_uid", metavar="UID", help="The stack, when the id is ambiguous.")
+@click.pass_obj
+def watch_ack(setup: _Setup, backup_id: int, stack_uid: str | None) -> None:
+    """Acknowledge a missed backup: it is no longer listed as a finding.
+
+    A missed backup is one Cloud 66 listed, the archiver never archived, and
+    Cloud 66 no longer lists (rotated away by keep_count, or deleted). It stays
+    in `status` until acknowledged; /metrics keeps counting it. Exit 2 when the
+    id is not a missed backup, or is one of several stacks without --stack.
+    Takes no lock: works beside the daemon.
+
+    \b
+    Example:
+      c66-archiver watch ack 4711 --stack 5999b763474b0eafa5fafb64bff0ba80
+    """
+    from archiver.commands.watch_ack import acknowledge_missed
+
+    settings = setup.settings()
+    _run(lambda: acknowledge_missed(settings, backup_id, stack_uid))
+
+
 @main.command(context_settings=_CONTEXT)
 @click.option(
     "--dir",
@@ -468,7 +607,7 @@ def backup_task_create(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("c66-demo"),
     show_default=True,
-    help="Where the demo's archive and state go.",
+    help="Where the demo's archive, state and config.toml go.",
 )
 @click.pass_obj
 def demo(setup: _Setup, directory: Path) -> None:
@@ -476,14 +615,16 @@ def demo(setup: _Setup, directory: Path) -> None:
 
     Starts the embedded Cloud 66 simulator on loopback with a few stacks (one
     multi-part backup, one failed backup), archives them into DIR/archive with
-    the progress display, and prints the status table.
+    the progress display, and prints the status table. It leaves
+    DIR/config.toml, so the other commands can be tried on the demo's archive.
 
     \b
-    Example:
+    Examples:
       c66-archiver demo --dir /tmp/c66-demo && ls -R /tmp/c66-demo/archive
+      c66-archiver --config /tmp/c66-demo/config.toml verify --deep
     """
-    from archiver.demo import run_demo
+    from archiver.commands.demo import run_demo
 
     setup.configure_logging()
     absolute = directory.absolute()
-    _run(lambda: run_demo(absolute))
+    _run(lambda: run_demo(absolute, quiet=setup.quiet))

@@ -88,13 +88,17 @@ def write_config(
     return config
 
 
-def run_archiver_sync(folder: Path, config: Path, tree: Path | None = None) -> Measured:
+def run_archiver_sync(
+    folder: Path, config: Path, tree: Path | None = None, env: dict[str, str] | None = None
+) -> Measured:
     """One ``c66-archiver --config CFG sync`` process, measured; its stderr kept in a file.
 
+    ``env``: more environment variables for it.
     ``tree``: run the ``archiver`` package of that source tree instead (another commit,
     e.g. from ``git archive``), as ``python -m archiver`` with the tree first on the path.
     """
-    env, cwd, command = child_env(), REPO_ROOT, archiver_command()
+    extra_env = env or {}
+    env, cwd, command = {**child_env(), **extra_env}, REPO_ROOT, archiver_command()
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
         cwd, command = tree, [sys.executable, "-m", "archiver"]

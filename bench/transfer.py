@@ -7,7 +7,10 @@ one as 3 parts. Each round runs, in an order rotated every round:
   fetched and made durable, no hashing);
 - ``c66-archiver sync`` of the single part, with the MD5 check (the default) and
   with ``verify_etag = false`` (sha256 only);
-- the same for the 3-part backup (local storage joins the parts into one file).
+- the same for the 3-part backup (local storage joins the parts into one file);
+- the single part once more with and without MD5 on aiohttp's public read path
+  (``C66_ARCHIVER_PUBLIC_RECEIVE=1``: what ``archiver/receive.py`` falls back to when
+  aiohttp is not the one it was tested on), reported beside the takeover.
 
 Each archiver tree is byte-compiled first, as an install would be. Besides wall
 time, CPU (user + sys, ``wait4``) and peak RSS of each process, every
@@ -52,6 +55,8 @@ from measure_io import Measured
 from offsite import expected_sha256, verify_folder
 from throughput import Sizes, bench_cpu_seconds, curl_one, fetch_part_urls, simulator_process
 
+from archiver.transfer.receive import PUBLIC_RECEIVE_ENV
+
 STACK = "stack-1"  # the simulator's CLI puts the --multipart-backup-size backup there
 TARGET_MD5_RATIO = 0.7
 TARGET_SHA256_RATIO = 0.9
@@ -69,6 +74,9 @@ class Variant:
     md5: bool
     tool: str = "c66-archiver"
     tree: Path | None = None  # another source tree of the archiver (the baseline)
+    # Bodies read through aiohttp's public API: receive.py's fallback, timed beside the
+    # takeover it stands in for (C66_ARCHIVER_PUBLIC_RECEIVE=1).
+    public_receive: bool = False
 
     @property
     def name(self) -> str:
@@ -77,7 +85,9 @@ class Variant:
             return "curl + sync"
         hashes = "sha256 + MD5" if self.md5 else "sha256 only"
         plural = "s" if self.parts > 1 else ""
-        return f"{self.parts} part{plural}, {hashes}" + (" (baseline)" if self.tree else "")
+        fallback = ", aiohttp's public read path" if self.public_receive else ""
+        baseline = " (baseline)" if self.tree else ""
+        return f"{self.parts} part{plural}, {hashes}{fallback}{baseline}"
 
     @property
     def transfer_lines(self) -> list[str]:
@@ -88,6 +98,15 @@ class Variant:
         """The same work on a single-part backup (what a multi-part one is held to)."""
         return dataclasses.replace(self, parts=1)
 
+    def fast_path(self) -> Variant:
+        """The same work with the body taken over (what the fallback is compared with)."""
+        return dataclasses.replace(self, public_receive=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Extra environment of its archiver process."""
+        return {PUBLIC_RECEIVE_ENV: "1"} if self.public_receive else {}
+
 
 CURL = Variant(parts=1, md5=False, tool="curl")
 
@@ -96,7 +115,8 @@ def variants(baseline: Path | None) -> tuple[Variant, ...]:
     """curl, then the archiver with and without MD5 on 1 and 3 parts (and the baseline's)."""
     trees = [None] if baseline is None else [None, baseline]
     return (CURL, *(Variant(parts, md5, tree=tree)
-                    for tree in trees for parts in (1, 3) for md5 in (True, False)))
+                    for tree in trees for parts in (1, 3) for md5 in (True, False)),
+            *(Variant(1, md5, public_receive=True) for md5 in (True, False)))
 
 
 @dataclass(frozen=True)
@@ -159,7 +179,7 @@ def hash_cost(size: int) -> HashCost:
 def _archiver(variant: Variant, folder: Path, server: _Server) -> Measured:
     config = write_config(folder, server.base_url, [STACK], transfer=variant.transfer_lines)
     os.sync()  # flush earlier dirty pages now, not during the timed run
-    return run_archiver_sync(folder, config, variant.tree)
+    return run_archiver_sync(folder, config, variant.tree, env=variant.env)
 
 
 def _curl(folder: Path, server: _Server) -> Measured:
@@ -311,6 +331,9 @@ def _met(ok: bool) -> str:
 def _speed_target(variant: Variant, figures: dict[str, Any]) -> str:
     """The wall-time target of a variant, and whether it was met."""
     values = figures[variant.name]
+    if variant.public_receive:
+        fast = figures[variant.fast_path().name]["wall_seconds"]
+        return f"fallback: {values['wall_seconds'] / fast:.2f}x the takeover's wall (no target)"
     if variant.parts > 1:
         single = figures[variant.single_part().name]["wall_seconds"]
         slowdown = values["wall_seconds"] / single

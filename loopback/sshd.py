@@ -9,9 +9,11 @@ umask 0000, the most permissive, so the backend must set its modes itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -23,7 +25,7 @@ from typing import Any
 
 import asyncssh
 
-from archiver.config import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from loopback import ServerUnavailable, stop_process
 
 SSHD = Path("/usr/sbin/sshd")
@@ -65,8 +67,42 @@ class SftpServer:
 
     def session_pids(self) -> list[int]:
         """Per-connection sshd processes (children of the listener)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return _children(self.process.pid)
+
+    def session_tree(self) -> list[int]:
+        """Every process of every session: the per-connection sshd and its children (the
+        unprivileged one does the session's I/O and runs internal-sftp)."""
+        found: list[int] = []
+        pending = self.session_pids()
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            pending.extend(_children(pid))
+        return found
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        """Every session process stopped (SIGSTOP) inside the block: a server that takes no
+        more bytes and answers nothing, as a saturated or hung one; SIGCONT on the way out."""
+        stopped: list[int] = []
+        for pid in self.session_tree():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        try:
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in listed.split()]
 
 
 def _free_port() -> int:

@@ -1,12 +1,18 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (sourced, not run).
 
 bootstrap_venv() {
-    # $1: what to install, '.' (the program) or '.[test]' (with the test tools).
-    if [ ! -x .venv/bin/python ]; then
-        python3 -m venv .venv
+    # $1: the lock to install, 'requirements.lock' (the program with every extra) or
+    # 'requirements-test.lock' (with the test tools); $2: the venv (default .venv).
+    # Exactly the locked, hash-checked packages (scripts/lock.sh refreshes them), then
+    # this tree, editable, with no dependency of its own and the locked build backend.
+    local lock=${1:-requirements.lock} venv=${2:-.venv}
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
     fi
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e "${1:-.}"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+        --no-deps -r "$lock" -r requirements-build.lock
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --no-build-isolation -e .
 }
 
 apt_install() {
@@ -39,8 +45,11 @@ bootstrap_test_services() {
 # The Docker image test (tests/test_docker_image.py) builds with buildah on a
 # Debian base made here: no Docker engine and no registry are reachable on the
 # test machines. The debootstrapped base is cached, so re-runs only import it.
-IMAGE_BASE=localhost/debian-python:bookworm
-IMAGE_BASE_CACHE=/var/cache/c66-archiver-test/debian-python-rootfs.tar
+# It is slimmed as Debian's own "-slim" images are (no apt lists or package cache,
+# no documentation, manual pages or translations, and dpkg told to leave them out of
+# packages installed later): 272 MB -> about 125 MB.
+IMAGE_BASE=localhost/debian-python-slim:bookworm
+IMAGE_BASE_CACHE=/var/cache/c66-archiver-test/debian-python-slim-rootfs.tar
 
 bootstrap_image_base() {
     [ "$(id -u)" = 0 ] || return 0
@@ -51,10 +60,34 @@ bootstrap_image_base() {
         rootfs=$(mktemp -d)
         debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
             bookworm "$rootfs" >/dev/null
+        slim_rootfs "$rootfs"
         mkdir -p "$(dirname "$IMAGE_BASE_CACHE")"
         tar -C "$rootfs" -cf "$IMAGE_BASE_CACHE.tmp" .
         mv "$IMAGE_BASE_CACHE.tmp" "$IMAGE_BASE_CACHE"
         rm -rf "$rootfs"
     fi
     podman import --quiet "$IMAGE_BASE_CACHE" "$IMAGE_BASE" >/dev/null
+}
+
+slim_rootfs() {
+    # $1: a debootstrapped root. What debuerreotype does for debian:*-slim.
+    local root=$1
+    cat > "$root/etc/dpkg/dpkg.cfg.d/docker-slim" <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+SLIM
+    printf '%s\n' 'Dir::Cache::pkgcache "";' 'Dir::Cache::srcpkgcache "";' \
+        'APT::Install-Recommends "false";' > "$root/etc/apt/apt.conf.d/docker-slim"
+    find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+        "$root"/usr/share/lintian "$root"/usr/share/groff/* "$root"/var/lib/apt/lists/* \
+        "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+        "$root"/var/cache/debconf/*-old "$root"/var/log/*.log "$root"/var/log/apt/*
 }

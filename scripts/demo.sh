@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-bootstrap_venv
+bootstrap_venv requirements.lock
 exec .venv/bin/c66-archiver demo "$@"

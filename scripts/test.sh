@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-bootstrap_venv '.[test]'
+bootstrap_venv requirements-test.lock
 bootstrap_test_services
 exec .venv/bin/python -m pytest "$@"

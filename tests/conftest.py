@@ -4,26 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
+from archiver.config.settings import Settings, load_settings
+from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.summary import PassSummary
+from archiver.sync.oneshot import archive_once
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
-pytest_plugins = ["tests.sftp_server", "tests.s3_server", "tests.archive_backends"]
+pytest_plugins = [
+    "tests.sftp_server",
+    "tests.s3_server",
+    "tests.archive_backends",
+    "tests.notify_receiver",  # `receiver`: a loopback HTTP server for pings, webhooks, Apprise
+]
 
 TOKEN = "test-token-7f3a9c1e5b"
 PART_SIZE = 256 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# The tests of the transfer path (aiohttp, receive, chunks, join, resume), marked
+# `transfer`: scripts/test-newest-aiohttp.sh runs them on the newest aiohttp allowed.
+TRANSFER_TEST_FILES = frozenset({
+    "test_receive.py", "test_chunks.py", "test_sync.py", "test_faults.py", "test_resume.py",
+    "test_etags.py", "test_part_order.py", "test_progress_retries.py", "test_retry.py",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the transfer tests (`-m transfer`)."""
+    for item in items:
+        if item.path.name in TRANSFER_TEST_FILES:
+            item.add_marker(pytest.mark.transfer)
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +76,8 @@ def toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table: `watch = { max_backup_age = "8d" }`
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -102,6 +125,22 @@ class Workspace:
 
 
 @pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """A fresh config/archive/state layout with the token in a file."""
     token_file = tmp_path / "token"
@@ -133,7 +172,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
+) -> asyncio.subprocess.Process:
     """Start `python -m archiver ARGS` as a real process."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -143,13 +184,15 @@ async def start_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.su
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env or cli_env(),
-        cwd=str(REPO_ROOT),
+        cwd=str(cwd),
     )
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path = REPO_ROOT
+) -> CliResult:
     """Run the CLI to completion while the test's event loop keeps serving the simulator."""
-    process = await start_cli(*args, env=env)
+    process = await start_cli(*args, env=env, cwd=cwd)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     text = stdout.decode(errors="replace")
@@ -167,6 +210,14 @@ def settings_for(
 async def run_pass(settings: Settings) -> PassSummary:
     """One pass in process, without the progress display."""
     return await archive_once(settings, TOKEN, show_progress=False)
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `check` until it holds; fail the test after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
 
 
 def file_sha256(path: Path) -> str:

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from archiver.cloud66.budget import RequestBudget
-from archiver.metrics import Metrics
-from archiver.state import RunRecord, StateStore, VerifyRun
+from archiver.service.metrics import Metrics
+from archiver.state.records import RunRecord, VerifyRun
+from archiver.state.store import StateStore
 from tests.conftest import REPO_ROOT
 
 PROMTOOL = shutil.which("promtool")
@@ -58,9 +59,9 @@ def exported_metric_names(tmp_path: Path) -> set[str]:
     state = StateStore.open(tmp_path / "names-state")
     try:
         now = datetime.now(UTC).isoformat()
-        state.record_run(RunRecord(now, now, True, 1, 0, [], 1))
-        state.record_stack_success("stack-a", datetime.now(UTC))
-        state.record_verification([], VerifyRun(now, checked=1, failed=0))
+        state.runs.record(RunRecord(now, now, True, 1, 0, [], 1))
+        state.runs.record_stack_success("stack-a", datetime.now(UTC))
+        state.verifications.record([], VerifyRun(now, checked=1, failed=0))
         metrics = Metrics()
         metrics.bind(state, RequestBudget(3000))
         text = metrics.render().decode()

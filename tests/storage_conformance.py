@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import pytest
 
-from archiver.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
 from archiver.storage.base import Storage, Upload
 
 MiB = 1024 * 1024
@@ -373,3 +373,12 @@ class StorageConformance:
         """probe works on a healthy backend and cleans up after itself."""
         await storage.probe()
         assert await keys_of(storage) == []
+
+    async def test_a_cleanup_never_breaks_a_small_write_in_flight(self, storage: Storage) -> None:
+        """remove_incomplete beside probes (small writes, as /readyz runs while a pass cleans
+        up) leaves their temp files alone: every probe succeeds, each time."""
+        await storage.write_small("a/manifest.json", b"{}")  # a folder for the walk to go into
+        for _ in range(40):
+            await asyncio.gather(storage.probe(), storage.remove_incomplete())
+            await asyncio.gather(storage.remove_incomplete(), storage.probe())
+        assert await keys_of(storage) == ["a/manifest.json"]

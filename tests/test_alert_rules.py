@@ -28,6 +28,11 @@ EXPECTED_ALERTS = {
     "C66ArchiverRequestBudgetLow",
     "C66ArchiverDown",
     "C66ArchiverMissing",
+    # The watch over Cloud 66.
+    "C66ArchiverMissedBackups",
+    "C66ArchiverBackupLate",
+    "C66ArchiverUpstreamBackupFailed",
+    "C66ArchiverBackupShrank",
 }
 
 

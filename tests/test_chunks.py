@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from archiver.chunks import WRITE_SLICE, ChunkSink, PartHashes
-from archiver.errors import PermanentStorageError
+from archiver.core.errors import PermanentStorageError
 from archiver.storage.local import LocalStorage
+from archiver.transfer.chunks import WRITE_SLICE, ChunkSink, PartHashes
 
 MiB = 1024 * 1024
 

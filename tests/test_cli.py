@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.conftest import (
     TOKEN,
     CliResult,
@@ -124,11 +124,11 @@ async def test_lock_held_exits_3_at_once(
     sim.add_stack("stack-a")
     config = workspace.write_config(server.base_url, [{"uid": "stack-a"}])
     holder = StateStore.open(workspace.state)
-    holder.acquire_lock()
+    holder.lock.acquire()
     try:
         result = await run_cli("--config", str(config), "sync", timeout=20)
     finally:
-        holder.release_lock()
+        holder.lock.release()
         holder.close()
     assert result.code == 3
     assert "lock" in result.stderr.lower()
@@ -154,7 +154,7 @@ async def test_kill_9_mid_transfer_then_a_clean_pass_finishes_the_job(
 
     assert set(archived_sha256s(workspace.archive)) == {done_id}
     state = StateStore.open(workspace.state)
-    assert not state.is_archived("stack-a", slow_id)
+    assert not state.archived.contains("stack-a", slow_id)
     state.close()
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0, result.stderr
@@ -374,12 +374,17 @@ async def test_check_config_reaches_api_and_storage(
 
 
 async def test_demo_archives_into_its_folder_and_prints_status(tmp_path: Path) -> None:
-    """`c66-archiver demo --dir D` archives the simulated stacks and shows the table."""
+    """`c66-archiver demo --dir D` archives the simulated stacks and shows the table and
+    what the watch found (a dump that shrank, a backup that failed in Cloud 66)."""
     result = await run_cli("demo", "--dir", str(tmp_path / "demo"), timeout=120)
     assert result.code == 0, result.stderr
     manifests = list((tmp_path / "demo" / "archive").rglob("manifest.json"))
-    assert len(manifests) == 6
+    assert len(manifests) == 9
     assert "Archived backups" in result.stdout
+    watch = result.stdout.split("Watch over Cloud 66:")[1].split("Archived backups")[0]
+    assert "failed upstream API (demo-api-staging) postgresql/api" in watch
+    assert "pg_dump: error: connection to server was lost" in watch
+    assert "shrank Shop (demo-shop-prod) mysql/shop" in watch
     again = await run_cli("demo", "--dir", str(tmp_path / "demo"), timeout=120)
     assert again.code == 0
     assert "archived 0" in again.stderr
@@ -387,7 +392,9 @@ async def test_demo_archives_into_its_folder_and_prints_status(tmp_path: Path) -
 
 async def test_help_on_every_command_teaches_with_an_example() -> None:
     """Every subcommand's --help shows an example."""
-    for command in ([], ["sync"], ["status"], ["health"], ["check-config"], ["demo"]):
+    for command in (
+        [], ["sync"], ["status"], ["health"], ["check-config"], ["demo"], ["watch", "ack"]
+    ):
         result = await run_cli(*command, "--help")
         assert result.code == 0
         assert "Example" in result.stdout, command

@@ -16,14 +16,14 @@ from yarl import URL
 
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
-from archiver.config import ApiSettings
-from archiver.errors import (
+from archiver.config.settings import ApiSettings
+from archiver.core.errors import (
     ApiResponseError,
     ApiUnavailable,
     AuthError,
     ThrottledError,
 )
-from archiver.retry import FAST_RETRY_ENV
+from archiver.core.retry import FAST_RETRY_ENV
 from archiver.simulator import Simulator, SimulatorServer
 
 TOKEN = "c66-test-token-0123456789abcdef"

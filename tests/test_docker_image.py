@@ -8,6 +8,7 @@ in a working container. Select with `-m docker`; skipped only without buildah.
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
 import shutil
 import subprocess
@@ -27,8 +28,9 @@ pytestmark = [
     ),
 ]
 
-BASE_IMAGE = "localhost/debian-python:bookworm"
-IMAGE = "localhost/c66-archiver:test"
+BASE_IMAGE = "localhost/debian-python-slim:bookworm"  # scripts/bootstrap.sh
+# One tag per checkout, so test runs of two checkouts on one machine do not retag each other.
+IMAGE = f"localhost/c66-archiver:test-{hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]}"
 USER = "65532"
 BUILD_TIMEOUT = 900
 # Proxies are build arguments Docker and buildah pass on without an ARG line.
@@ -158,6 +160,27 @@ def test_demo_runs_in_the_image_as_the_non_root_user(container: str) -> None:
     assert all(line.startswith("/data/demo/archive/") for line in manifests)
 
 
+# The age binary as [encryption] engine = "auto" finds it: on PATH, and it encrypts.
+AGE_SCRIPT = """
+set -e
+age-keygen -o /data/age.key 2> /dev/null
+/opt/c66-archiver/bin/python -c '
+import subprocess
+from archiver.transfer.age_process import choose_binary
+public = subprocess.run(["age-keygen", "-y", "/data/age.key"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+print(choose_binary("age", [public])[1])
+'
+"""
+
+
+def test_the_image_encrypts_with_the_age_binary(container: str) -> None:
+    """`age` is in the image, on PATH, and encrypts for the non-root user (engine = "age")."""
+    result = run_in(container, AGE_SCRIPT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "age (/usr/bin/age)"
+
+
 def test_image_defaults(container: str) -> None:
     """Non-root by default, the config path in the environment, /data owned by the user."""
     result = run_in(
@@ -170,3 +193,45 @@ def test_image_defaults(container: str) -> None:
     inspected = _run("buildah", "inspect", "--format", "{{.Docker.Config.Healthcheck.Test}}",
                      container)  # fmt: skip
     assert "c66-archiver health" in inspected.stdout
+
+
+# Every backend and tool a user may configure: the extras, age, and the lock's versions.
+CONTENTS_SCRIPT = """
+set -e
+age --version
+age-keygen --version
+/opt/c66-archiver/bin/python -c 'import archiver.storage.s3, archiver.storage.sftp, pyrage
+import aiohttp; print(aiohttp.__version__)'
+/opt/c66-archiver/bin/python -c 'import botocore.session  # the models kept: S3 and STS
+session = botocore.session.get_session()
+for service in ("s3", "sts"):
+    session.create_client(service, region_name="eu-west-1", aws_access_key_id="k",
+                          aws_secret_access_key="s")'
+test ! -e /opt/c66-archiver/bin/pip && echo no-pip
+"""
+
+
+def _locked_version(package: str) -> str:
+    for line in (REPO_ROOT / "requirements.lock").read_text().splitlines():
+        if line.startswith(f"{package}=="):
+            return line.split("==")[1].split()[0]
+    raise AssertionError(f"{package} is not in requirements.lock")
+
+
+def test_the_image_has_every_extra_age_and_the_locked_versions(container: str) -> None:
+    """S3 and SFTP import, age is there for decrypting by hand, aiohttp is the locked one."""
+    result = run_in(container, CONTENTS_SCRIPT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2] == _locked_version("aiohttp")
+    assert lines[-1] == "no-pip"  # nothing in the image installs packages at run time
+
+
+def test_the_image_is_under_220_mb(image: str) -> None:
+    """The size docs/deployment.md states: under 220 MB (390 MB before the slimming; Apprise,
+    for any notification service, is 18 MB of it)."""
+    inspected = _run("podman", "image", "inspect", "--format", "{{.Size}}", image)
+    assert inspected.returncode == 0, inspected.stderr
+    size = int(inspected.stdout.strip())
+    print(f"image size: {size / 1e6:.1f} MB")
+    assert size < 220_000_000

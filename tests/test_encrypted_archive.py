@@ -14,7 +14,7 @@ import pytest
 from archiver.simulator import Simulator, SimulatorServer
 from loopback.seaweedfs import S3Server
 from tests.archive_backends import ArchiveBackend, s3_backend
-from tests.conftest import PART_SIZE, Workspace, file_sha256, run_cli, start_cli
+from tests.conftest import PART_SIZE, Workspace, file_sha256, run_cli, start_cli, wait_until
 
 AGE = shutil.which("age")
 pytestmark = pytest.mark.skipif(AGE is None, reason="the age CLI is missing")
@@ -132,18 +132,21 @@ async def test_a_wrong_identity_is_one_clear_line(
     assert not list(workspace.root.glob(".out.tar.*"))
 
 
+@pytest.mark.parametrize("engine", ["age", "pyrage"])
 async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
-    sim: Simulator, server: SimulatorServer, workspace: Workspace
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, engine: str
 ) -> None:
-    """Mid-transfer and after a kill -9, the unfinished file holds ciphertext only."""
-    _, age_public, _, _ = _keys(workspace.root)
+    """Mid-transfer and after a kill -9, the unfinished file holds ciphertext only, and not
+    a valid age file (no end was written); an age process does not outlive the archiver."""
+    age_key, age_public, _, _ = _keys(workspace.root)
     # 30 s of streaming: the kill comes long before the end, however loaded the machine.
     backup_id = sim.add_backup("stack-a", size=3_000_000)
     sim.faults.slow_downloads = 1
     sim.faults.slow_bytes_per_second = 100_000
     config = str(
         workspace.write_config(
-            server.base_url, [{"uid": "stack-a"}], encryption={"recipients": [age_public]}
+            server.base_url, [{"uid": "stack-a"}],
+            encryption={"recipients": [age_public], "engine": engine},
         )
     )
     process = await start_cli("--config", config, "sync")
@@ -152,8 +155,10 @@ async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
         if time.monotonic() > deadline:
             raise AssertionError("the unfinished file never grew past 200 kB")
         await asyncio.sleep(0.01)
+    children = _children(process.pid)
     process.kill()
     await process.wait()
+    await wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10)
     [leftover] = list(workspace.archive.rglob("*.part"))
     assert leftover.name.endswith(".tar.age.part")
     written = leftover.read_bytes()
@@ -161,6 +166,33 @@ async def test_no_plaintext_reaches_storage_even_while_a_backup_streams(
     plaintext = _plaintext(sim, backup_id)
     for start in range(1024, len(written) - 64, 50_000):  # no 64-byte run of the plaintext
         assert written[start : start + 64] not in plaintext
+    assert not _age_opens(age_key, written)
+
+
+def _age_opens(identity: Path, data: bytes) -> bool:
+    """Whether `age -d` accepts `data` as a whole, valid age file."""
+    return subprocess.run(["age", "-d", "-i", str(identity)], input=data,
+                          capture_output=True).returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of every thread of `pid` (the age encryptor among them)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 async def test_import_of_an_encrypted_s3_archive_hands_cloud66_the_plaintext(

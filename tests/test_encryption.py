@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from archiver.config import ConfigError, settings_from_dict
-from archiver.encryption import (
+from archiver.config.keys import load_identities, parse_recipient
+from archiver.config.settings import ConfigError, settings_from_dict
+from archiver.transfer.encryption import (
     AgeStream,
     CorruptCiphertext,
     EncryptionFailed,
     WrongIdentity,
-    load_identities,
-    parse_recipient,
 )
 
 AGE = shutil.which("age")

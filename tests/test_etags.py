@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from archiver.etags import md5_from_etag
 from archiver.simulator import Simulator, SimulatorServer
+from archiver.transfer.etags import md5_from_etag
 from tests.conftest import PART_SIZE, Workspace, archived_sha256s, run_pass, settings_for
 
 HEX = "0123456789abcdef0123456789abcdef"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import (
@@ -162,22 +159,6 @@ async def test_download_that_keeps_failing_fails_only_that_backup(
     assert not list(workspace.archive.rglob("*.part"))
     sim.faults.blob_errors = 0
     assert (await run_pass(settings)).exit_code == 0
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Path:
-    """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 async def test_full_disk_fails_the_big_backup_and_keeps_the_small_ones(

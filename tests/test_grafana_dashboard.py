@@ -80,7 +80,9 @@ def test_every_query_has_a_ref_id_and_uses_only_defined_variables() -> None:
     assert all(len(refs) == len(set(refs)) for refs in by_panel.values())
 
 
-def test_dashboard_covers_freshness_volume_duration_failures_and_the_api(tmp_path: Path) -> None:
+def test_dashboard_covers_freshness_volume_duration_failures_the_api_and_the_watch(
+    tmp_path: Path,
+) -> None:
     """The panels the operator needs are there, and use only metrics the daemon exports."""
     exported = exported_metric_names(tmp_path)
     expressions = [target["expr"] for _, target in dashboard_targets(load_dashboard())]
@@ -95,6 +97,15 @@ def test_dashboard_covers_freshness_volume_duration_failures_and_the_api(tmp_pat
         "c66_archiver_backups_failed_total",
         "c66_archiver_api_requests_total",
         "c66_archiver_request_budget_remaining",
+        # The watch over Cloud 66.
+        "c66_archiver_missed_backups_unacknowledged",
+        "c66_archiver_series_late",
+        "c66_archiver_series_upstream_failed",
+        "c66_archiver_series_size_anomaly",
+        "c66_archiver_series_newest_backup_timestamp_seconds",
+        "c66_archiver_series_late_after_seconds",
+        "c66_archiver_series_last_size_bytes",
+        "c66_archiver_series_typical_size_bytes",
     ):
         assert metric in used, metric
 

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.import_staging import MARKER, STAGING_FOLDER, remove_expired_staging
+from archiver.lifecycle.import_staging import MARKER, STAGING_FOLDER, remove_expired_staging
 from archiver.storage.local import LocalStorage
 from tests.storage_conformance import keys_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.in_flight import InFlight
+from archiver.transfer.in_flight import InFlight
 
 KiB = 1024
 

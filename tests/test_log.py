@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
-from archiver.log import REDACTED, add_secret, configure_logging, get_logger, redact
+from archiver.core.log import configure_logging, get_logger
+from archiver.core.secrets import REDACTED, add_secret, redact
 
 TOKEN = "c66tok_9f8e7d6c5b4a"
 PRESIGNED = (
@@ -57,11 +59,11 @@ def assert_no_leaks(text: str) -> None:
 def test_json_lines_when_not_a_terminal(stream: io.StringIO) -> None:
     """Off a terminal each event is one JSON object with ISO UTC timestamp, level, event, logger."""
     configure_logging(stream=stream)
-    get_logger("archiver.sync").info("pass started", stacks=2)
+    get_logger("archiver.sync.sync_pass").info("pass started", stacks=2)
     (line,) = json_lines(stream)
     assert line["event"] == "pass started"
     assert line["level"] == "info"
-    assert line["logger"] == "archiver.sync"
+    assert line["logger"] == "archiver.sync.sync_pass"
     assert line["stacks"] == 2
     assert line["timestamp"].endswith("Z")
     assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
@@ -71,7 +73,7 @@ def test_console_lines_on_a_terminal() -> None:
     """On a terminal, format auto renders console lines with colours, not JSON."""
     terminal = TerminalStream()
     configure_logging(stream=terminal)
-    get_logger("archiver.sync").info("pass started", stacks=2)
+    get_logger("archiver.sync.sync_pass").info("pass started", stacks=2)
     output = terminal.getvalue()
     assert "pass started" in output
     assert "\x1b[" in output
@@ -283,3 +285,42 @@ def test_default_stream_follows_sys_stderr(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("sys.stderr", swapped)
     get_logger("x").info("to the current stderr")
     assert json_lines(swapped)[0]["event"] == "to the current stderr"
+
+
+def test_console_lines_are_one_short_line_a_backup() -> None:
+    """At info, a person's line is `time event stack db #id size`: no sha256, location or logger."""
+    terminal = TerminalStream()
+    configure_logging(format="console", stream=terminal)
+    with structlog.contextvars.bound_contextvars(stack_uid="stack-a", backup_id=7, db_type="mysql"):
+        get_logger("archiver.sync.sync_pass").info(
+            "backup archived", size=11_849_728, sha256="ab" * 32, location="/var/lib/x/shop.tar"
+        )
+    (line,) = terminal.getvalue().splitlines()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d backup archived stack-a mysql #7 11\.3 MiB", plain), plain
+
+
+def test_verbose_console_lines_keep_every_field() -> None:
+    """With -v (debug) the fields left off at info come back."""
+    stream = io.StringIO()
+    configure_logging(format="console", stream=stream, level="debug")
+    get_logger("archiver.sync.sync_pass").info("backup archived", sha256="ab" * 32, size=10)
+    assert "sha256=" + "ab" * 32 in stream.getvalue()
+    assert "logger=archiver.sync.sync_pass" in stream.getvalue()
+
+
+def test_warnings_and_errors_are_marked_and_say_why_after_a_colon() -> None:
+    """A warning or error says so first; its reason follows the event after a colon."""
+    stream = io.StringIO()
+    configure_logging(format="console", stream=stream)
+    get_logger("x").error("could not archive", stack_uid="s", backup_id=3, reason="HTTP 500")
+    line = stream.getvalue().strip()
+    assert line.endswith("error: could not archive s #3: HTTP 500")
+
+
+def test_verbose_leaves_out_asyncio_selector_noise(stream: io.StringIO) -> None:
+    """-v shows our debug lines, not asyncio's `Using selector: EpollSelector`."""
+    configure_logging(stream=stream, level="debug")
+    logging.getLogger("asyncio").debug("Using selector: EpollSelector")
+    get_logger("x").debug("ours")
+    assert [line["event"] for line in json_lines(stream)] == ["ours"]

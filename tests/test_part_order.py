@@ -8,7 +8,7 @@ import pytest
 
 from archiver.cloud66.models import BackupFile
 from archiver.cloud66.parts import join_order
-from archiver.errors import TransferError
+from archiver.core.errors import TransferError
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import PART_SIZE, Workspace, archived_sha256s, run_pass, settings_for
 

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from archiver.progress import PassProgress
+from archiver.sync.progress import PassProgress
 
 
 def _plain(text: str) -> str:
@@ -35,9 +35,23 @@ def test_rows_show_bytes_and_totals_on_a_terminal() -> None:
     assert progress.enabled
     assert "stack-a mysql #1" in output
     assert "2 done" in output
-    final = output.rsplit("\r", 1)[-1]
+    final = [render for render in output.split("\r") if render.strip()][-1]
     assert "total (2 done, 0 active)" in final
-    assert "2.1/2.1 MB" in final  # 1 KiB + 2 MiB, in rich's decimal units
+    # 1 KiB + 2 MiB, in the binary units of the summary line; the rate too.
+    assert "2.0/2.0 MiB" in final
+    assert re.search(r"\d B/s|[KMGT]iB/s", final)
+    assert " MB" not in output
+    assert "MB/s" not in output
+
+
+def test_a_pass_with_nothing_to_do_leaves_no_bar() -> None:
+    """No backup added: no totals row is ever drawn (no `0/? bytes` bar left behind)."""
+    console, buffer = _terminal()
+    with PassProgress(enabled=True, console=console) as progress:
+        assert progress.enabled
+    output = _plain(buffer.getvalue())
+    assert "total" not in output
+    assert "bytes" not in output
 
 
 def test_failed_backups_are_counted_in_the_totals_row() -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import load_settings, settings_from_dict
-from archiver.manifest import ArchivedBackup
-from archiver.prune import Pruner, plan_prune
+from archiver.config.settings import load_settings, policy_for, settings_from_dict
+from archiver.lifecycle.prune import Pruner, plan_prune
+from archiver.model.manifest import ArchivedBackup
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
+from archiver.storage.destinations import Destination
 from archiver.storage.local import LocalStorage
 from tests.conftest import Workspace, run_cli, run_pass, start_cli
 
@@ -68,8 +70,8 @@ async def test_kill_9_mid_prune_leaves_nothing_half_gone_and_the_next_prune_fini
     assert sim.stats.downloads_started == 0
     state = StateStore.open(workspace.state)
     try:
-        assert state.archived_ids("stack-a") == set(ids[-10:])
-        assert state.unfinished_prunes() == []
+        assert state.archived.ids("stack-a") == set(ids[-10:])
+        assert state.pruned.unfinished() == []
     finally:
         state.close()
 
@@ -83,7 +85,7 @@ class _RecordingStorage(LocalStorage):
         self.calls = calls
 
     def _note(self, action: str, key: str) -> None:
-        unfinished = len(self._state.unfinished_prunes())
+        unfinished = len(self._state.pruned.unfinished())
         self.calls.append(f"{action} {key.rpartition('/')[2]} (unfinished prunes: {unfinished})")
 
     async def write_small(self, key: str, data: bytes) -> None:
@@ -108,12 +110,14 @@ async def test_removal_order_is_state_tombstone_manifest_then_data(
     calls: list[str] = []
     state = StateStore.open(workspace.state)
     storage = _RecordingStorage(workspace.archive, state, calls)
+    destination = Destination("default", settings.storage[0], storage, None, ())
     try:
-        plan = plan_prune(settings, state.archived())
+        plan = plan_prune(lambda uid: policy_for(settings, uid), state.archived.all())
         [doomed] = plan.remove
-        assert await Pruner(state, storage).carry_out(plan) == []
-        assert state.unfinished_prunes() == []
-        assert state.pruned_ids("stack-a") == {doomed.record.backup_id}
+        outcome = await Pruner(state, destination).carry_out(plan)
+        assert (outcome.removed, outcome.failures) == (1, [])
+        assert state.pruned.unfinished() == []
+        assert state.pruned.ids("stack-a") == {doomed.record.backup_id}
     finally:
         await storage.aclose()
         state.close()
@@ -148,24 +152,29 @@ async def test_after_pass_prunes_after_a_good_pass_and_never_after_a_failed_one(
     assert len(list(workspace.archive.rglob("pruned.json"))) == 2
 
 
-async def test_prune_beside_a_running_daemon_exits_3(
+async def test_prune_while_a_pass_holds_the_pass_lock_exits_3(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
-    """prune is a writer: with the state lock held it refuses at once, changing nothing."""
+    """prune is a writer: while a pass runs (the pass lock held) it refuses at once, changing
+    nothing; the preview still runs."""
     _daily_backups(sim, 3)
     config = workspace.write_config(
         server.base_url, [{"uid": "stack-a"}], retention={"keep_last": 1}
     )
     assert (await run_cli("--config", str(config), "sync")).code == 0
     holder = StateStore.open(workspace.state)
-    holder.acquire_lock()
+    holder.pass_lock.acquire()
     try:
         result = await run_cli("--config", str(config), "prune")
+        preview = await run_cli("--config", str(config), "prune", "--dry-run")
     finally:
-        holder.release_lock()
+        holder.pass_lock.release()
         holder.close()
     assert result.code == 3
+    assert f"pid {os.getpid()}" in result.stderr
     assert len(list(workspace.archive.rglob("manifest.json"))) == 3
+    assert preview.code == 0, preview.stderr
+    assert "kept 1, would remove 2" in preview.stdout
 
 
 async def test_prune_without_a_policy_keeps_everything_and_says_so(
@@ -198,9 +207,10 @@ def test_plan_ties_break_by_backup_id() -> None:
     """Two backups with the same date: the larger id counts as the newer one."""
     date = "2026-11-29T03:00:00Z"
     records = [
-        ArchivedBackup("s", backup_id, "mysql", "db", 1, "x", "loc", date, "t", "m", date)
+        ArchivedBackup("s", backup_id, "mysql", "db", 1, "x", date, "t", "m", date)
         for backup_id in (7, 9)
     ]
     text = '[[stacks]]\nuid = "s"\n[retention]\nkeep_last = 1\n'
-    plan = plan_prune(settings_from_dict(tomllib.loads(text)), records)
+    settings = settings_from_dict(tomllib.loads(text))
+    plan = plan_prune(lambda uid: policy_for(settings, uid), records)
     assert [verdict.record.backup_id for verdict in plan.keep] == [9]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -13,16 +15,26 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.client_proto import ResponseHandler
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from archiver import receive
-from archiver.receive import body_chunks
 from archiver.simulator import Simulator, SimulatorServer
-from tests.conftest import Workspace, archived_sha256s, run_pass, settings_for
+from archiver.transfer import receive
+from archiver.transfer.receive import body_chunks
+from tests.conftest import (
+    PART_SIZE,
+    Workspace,
+    archived_sha256s,
+    file_sha256,
+    run_pass,
+    settings_for,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -93,6 +105,22 @@ async def base_url() -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     _RELEASE.pop().set()
     await runner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _checks_afresh() -> None:
+    """Every test checks aiohttp anew and may report its fallback again."""
+    receive.library_blocker.cache_clear()
+    receive._reported.clear()
+
+
+async def _receive_pieces(url: str) -> list[object]:
+    """Every piece of a body as the transfer gets it (memoryviews when taken over)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=10)  # a read timer, as downloads have
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
+        async with contextlib.aclosing(chunks):
+            return [piece async for pieces in chunks for piece in pieces]
 
 
 async def _receive(
@@ -278,3 +306,77 @@ async def test_a_body_over_tls_is_taken_over_too(tmp_path: Path) -> None:
     assert b"".join(b"".join(pieces) for pieces in received) == BODY
     # Taken over: whole receive buffers, not aiohttp's pieces (bytes objects).
     assert all(isinstance(piece, memoryview) for pieces in received[1:] for piece in pieces)
+
+
+def _armed_pause(self: ResponseHandler) -> None:
+    """An aiohttp whose pause_reading() no longer cancels the read timer."""
+    BaseProtocol.pause_reading(self)
+
+
+async def test_the_takeover_is_used_on_the_tested_aiohttp(base_url: str) -> None:
+    """On the aiohttp the cap allows, every check passes: pieces are our own buffers."""
+    assert receive.library_blocker() is None
+    pieces = await _receive_pieces(f"{base_url}/plain")
+    assert b"".join(bytes(piece) for piece in pieces) == BODY  # type: ignore[call-overload]
+    assert any(isinstance(piece, memoryview) for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("version", "is not the 3.14.x"),
+        ("attribute", "ResponseHandler has no _drop_timeout_in_a_later_aiohttp"),
+        ("timer", "left the read timer armed"),
+        ("forced", "C66_ARCHIVER_PUBLIC_RECEIVE=1"),
+    ],
+)
+async def test_a_changed_aiohttp_is_read_through_its_public_api_and_said_once(
+    change: str, reason: str, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A precondition fails (version, attribute, timer): exact bytes via aiohttp, one warning."""
+    if change == "version":
+        monkeypatch.setattr(aiohttp, "__version__", "3.15.0")
+    elif change == "attribute":  # as if a release renamed one (deleting breaks aiohttp itself)
+        needed = (*receive._PROTOCOL_ATTRIBUTES, "_drop_timeout_in_a_later_aiohttp")
+        monkeypatch.setattr(receive, "_PROTOCOL_ATTRIBUTES", needed)
+    elif change == "timer":
+        monkeypatch.setattr(ResponseHandler, "pause_reading", _armed_pause)
+    else:
+        monkeypatch.setenv(receive.PUBLIC_RECEIVE_ENV, "1")
+    with structlog.testing.capture_logs() as logs:
+        first = await _receive_pieces(f"{base_url}/plain")
+        second = await _receive_pieces(f"{base_url}/plain")
+    for pieces in (first, second):
+        assert b"".join(pieces) == BODY  # type: ignore[arg-type]
+        assert all(isinstance(piece, bytes) for piece in pieces)  # aiohttp's, not ours
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert reason in warnings[0]["reason"]
+
+
+async def test_a_pass_on_the_public_path_archives_exact_bytes_and_hashes(
+    sim: Simulator,
+    server: SimulatorServer,
+    workspace: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback end to end: a 3-part backup joined, sha256 and each part's hash right."""
+    monkeypatch.setenv(receive.PUBLIC_RECEIVE_ENV, "1")
+    sim.add_stack("stack-a")
+    backup_id = sim.add_backup("stack-a", size=2 * PART_SIZE + 12_345)
+    settings = settings_for(workspace, server, "stack-a")
+    with structlog.testing.capture_logs() as logs:
+        summary = await run_pass(settings)
+    assert summary.exit_code == 0
+    assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
+    manifest = json.loads(next(workspace.archive.rglob("manifest.json")).read_text())
+    assert len(manifest["parts"]) == 3
+    tar = next(workspace.archive.rglob("*.tar"))
+    assert file_sha256(tar) == manifest["sha256"]
+    joined = tar.read_bytes()
+    offset = 0
+    for part in manifest["parts"]:
+        piece = joined[offset : offset + part["size"]]
+        assert hashlib.sha256(piece).hexdigest() == part["sha256"]
+        offset += part["size"]
+    assert any(entry.get("reason") == "C66_ARCHIVER_PUBLIC_RECEIVE=1" for entry in logs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import TOKEN, Workspace, run_cli, start_cli
 
@@ -148,7 +148,7 @@ async def test_leftovers_of_a_backup_no_longer_due_are_removed(
     assert not list(workspace.archive.rglob("*.part"))
     state = StateStore.open(workspace.state)
     try:
-        assert state.transfers() == []
+        assert state.transfers.all() == []
     finally:
         state.close()
 

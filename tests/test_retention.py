@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from archiver.config import load_settings, policy_for
-from archiver.errors import ConfigError
-from archiver.retention import RetentionPolicy, decide, format_duration
+from archiver.config.settings import load_settings, policy_for
+from archiver.core.errors import ConfigError
+from archiver.model.retention import RetentionPolicy, decide, format_duration
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 UID = "5999b763474b0eafa5fafb64bff0ba80"

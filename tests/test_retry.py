@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from archiver.retry import Backoff, Retrier, RetriesExhausted, RetryPolicy, retrying
-from archiver.stopping import Stopped, StopSignal
+from archiver.core.retry import Backoff, Retrier, RetriesExhausted, RetryPolicy, retrying
+from archiver.core.stopping import Stopped, StopSignal
 
 
 class FakeClock:
@@ -62,7 +62,7 @@ def test_backoff_grows_is_capped_and_restarts_small_after_progress(
     """Full jitter under min(cap, base * 2^n); after progress the ceiling is the base again."""
     monkeypatch.delenv("C66_ARCHIVER_FAST_RETRY")
     ceilings: list[float] = []
-    monkeypatch.setattr("archiver.retry.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("archiver.core.retry.random.uniform", lambda low, high: high)
     retrier = Retrier(RetryPolicy(retries=10, backoff=Backoff(base=1.0, cap=5.0)))
     for _ in range(4):
         retrier.failed("x")

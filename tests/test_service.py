@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from archiver.service.http import PROBE_CACHE_SECONDS, PROBE_FAILURE_CACHE_SECONDS, StorageProbe
 from archiver.simulator import Simulator, SimulatorServer
+from archiver.storage.local import LocalStorage
 from tests.conftest import TOKEN, Workspace, run_cli
 from tests.daemon_process import (
     free_port,
@@ -126,6 +128,34 @@ async def test_readyz_503_when_the_archive_is_not_writable(
     assert status == 503, body
     reasons = json.loads(body)["reasons"]
     assert [reason for reason in reasons if reason.startswith("storage is not writable")]
+
+
+async def test_a_failed_storage_probe_is_kept_seconds_and_a_good_one_a_minute(
+    tmp_path: Path,
+) -> None:
+    """A probe failure is asked again after a few seconds, so a storage that heals reads ready
+    at once; a success is still kept a minute (a scrape every few seconds costs one probe)."""
+    now = [1000.0]
+    archive = tmp_path / "archive"
+    archive.write_text("a file where the archive folder goes")
+    storage = LocalStorage(archive)
+    probe = StorageProbe(storage, clock=lambda: now[0])
+    try:
+        problem = await probe.problem()
+        assert problem is not None
+        assert "is not usable" in problem
+        archive.unlink()  # healed: the probe creates the folder it needs
+        now[0] += PROBE_FAILURE_CACHE_SECONDS
+        assert await probe.problem() is None
+        assert archive.is_dir()
+        archive.rmdir()
+        archive.write_text("broken again")
+        now[0] += PROBE_FAILURE_CACHE_SECONDS
+        assert await probe.problem() is None  # the success is still fresh
+        now[0] += PROBE_CACHE_SECONDS
+        assert await probe.problem() is not None
+    finally:
+        await storage.aclose()
 
 
 async def test_readyz_is_ready_during_the_first_pass_within_the_start_up_grace(

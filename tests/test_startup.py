@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from archiver import startup
+from archiver.core import startup
 
 
 @pytest.fixture

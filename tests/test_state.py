@@ -9,18 +9,18 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import structlog
 
-from archiver.errors import EXIT_LOCKED, ArchiverError, LockHeld, exit_code_for
-from archiver.layout import backup_keys
-from archiver.manifest import ArchivedBackup, Manifest, PartRecord
-from archiver.rebuild import rebuild_from_storage
-from archiver.state import RunRecord, StateStore
+from archiver.core.errors import EXIT_LOCKED, ArchiverError, LockHeld, exit_code_for
+from archiver.lifecycle.rebuild import rebuild_from_storage
+from archiver.model.layout import backup_keys
+from archiver.model.manifest import ArchivedBackup, Manifest, PartRecord
+from archiver.state.records import RunRecord
+from archiver.state.store import StateStore
 from archiver.storage.local import LocalStorage
 from tests.storage_conformance import sha256_hex, write_upload
 
@@ -38,7 +38,6 @@ def archived_record(
         "database_name": f"db{backup_id}",
         "size": backup_id * 10,
         "sha256": f"{backup_id:064x}",
-        "location": f"/archive/{backup_id}/db.tar",
         "archived_at": "2024-05-01T03:15:00Z",
         "tar_key": f"{stack_uid}/{backup_id}/db.tar",
         "manifest_key": f"{stack_uid}/{backup_id}/manifest.json",
@@ -79,8 +78,8 @@ def test_open_creates_a_private_folder_and_files(tmp_path: Path, umask: int) -> 
     previous = os.umask(umask)
     try:
         store = StateStore.open(tmp_path / "var" / "state")
-        store.acquire_lock()
-        store.record_archived(archived_record(1))
+        store.lock.acquire()
+        store.archived.record(archived_record(1))
     finally:
         os.umask(previous)
     try:
@@ -131,71 +130,72 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_records_round_trip_in_order(state: StateStore) -> None:
     """record_archived upserts; archived() orders by stack, date, id; forget removes."""
-    state.record_archived(archived_record(3, backup_date="2024-01-02T00:00:00Z"))
-    state.record_archived(archived_record(9, backup_date="2024-01-01T00:00:00Z"))
-    state.record_archived(archived_record(1, stack_uid="another"))
-    state.record_archived(archived_record(3, backup_date="2024-01-02T00:00:00Z", size=777))
-    assert [(r.stack_uid, r.backup_id) for r in state.archived()] == [
+    state.archived.record(archived_record(3, backup_date="2024-01-02T00:00:00Z"))
+    state.archived.record(archived_record(9, backup_date="2024-01-01T00:00:00Z"))
+    state.archived.record(archived_record(1, stack_uid="another"))
+    state.archived.record(archived_record(3, backup_date="2024-01-02T00:00:00Z", size=777))
+    assert [(r.stack_uid, r.backup_id) for r in state.archived.all()] == [
         ("another", 1),
         ("stack", 9),
         ("stack", 3),
     ]
-    assert state.archived()[2] == archived_record(3, backup_date="2024-01-02T00:00:00Z", size=777)
-    assert state.is_archived("stack", 9)
-    assert not state.is_archived("stack", 1)
-    assert state.archived_ids("stack") == {3, 9}
-    state.forget("stack", 9)
-    assert state.archived_ids("stack") == {3}
+    third = archived_record(3, backup_date="2024-01-02T00:00:00Z", size=777)
+    assert state.archived.all()[2] == third
+    assert state.archived.contains("stack", 9)
+    assert not state.archived.contains("stack", 1)
+    assert state.archived.ids("stack") == {3, 9}
+    state.archived.forget("stack", 9, "default")
+    assert state.archived.ids("stack") == {3}
 
 
 def test_records_survive_reopening(tmp_path: Path) -> None:
     """What was recorded is there after closing and opening again."""
     store = StateStore.open(tmp_path)
-    store.record_archived(archived_record(5, backup_date=None))
+    store.archived.record(archived_record(5, backup_date=None))
     store.close()
     store = StateStore.open(tmp_path)
     try:
-        assert store.archived() == [archived_record(5, backup_date=None)]
+        assert store.archived.all() == [archived_record(5, backup_date=None)]
     finally:
         store.close()
 
 
 def test_note_skipped_is_true_only_the_first_time(state: StateStore) -> None:
     """A failed backup is reported once; archiving it clears the note."""
-    assert state.note_skipped("stack", 7, "status failed")
-    assert not state.note_skipped("stack", 7, "status failed")
-    assert state.note_skipped("stack", 8, "status unknown")
-    state.record_archived(archived_record(7))
-    assert state.note_skipped("stack", 7, "failed again")
+    assert state.runs.note_skipped("stack", 7, "status failed")
+    assert not state.runs.note_skipped("stack", 7, "status failed")
+    assert state.runs.note_skipped("stack", 8, "status unknown")
+    state.archived.record(archived_record(7))
+    assert state.runs.note_skipped("stack", 7, "failed again")
 
 
 def test_runs_and_successes_round_trip(state: StateStore) -> None:
     """last_run is the newest pass; last_success_at is the newest good one."""
-    assert state.last_run() is None
-    assert state.last_success_at() is None
+    assert state.runs.last() is None
+    assert state.runs.last_success_at() is None
     good = RunRecord("2024-05-01T03:00:00Z", "2024-05-01T03:05:00Z", True, 2, 0, [], 1234)
     failed = [{"stack_uid": "stack", "backup_id": 7, "reason": "no space left"}]
     bad = RunRecord("2024-05-01T04:00:00Z", "2024-05-01T04:01:00Z", False, 0, 1, failed, 0)
-    state.record_run(good)
-    state.record_run(bad)
-    assert state.last_run() == bad
-    assert state.last_success_at() == datetime(2024, 5, 1, 3, 5, tzinfo=UTC)
-    assert state.last_success_at("stack") is None
-    state.record_stack_success("stack", datetime(2024, 5, 1, 4, 1, tzinfo=UTC))
-    assert state.last_success_at("stack") == datetime(2024, 5, 1, 4, 1, tzinfo=UTC)
+    state.runs.record(good)
+    state.runs.record(bad)
+    assert state.runs.last() == bad
+    assert state.runs.last_success_at() == datetime(2024, 5, 1, 3, 5, tzinfo=UTC)
+    assert state.runs.last_success_at("stack") is None
+    state.runs.record_stack_success("stack", datetime(2024, 5, 1, 4, 1, tzinfo=UTC))
+    assert state.runs.last_success_at("stack") == datetime(2024, 5, 1, 4, 1, tzinfo=UTC)
 
 
 def test_api_request_times_round_trip_and_prune(tmp_path: Path) -> None:
     """Request times survive a restart and can be pruned."""
     store = StateStore.open(tmp_path)
     for at in (10.0, 20.5, 30.0):
-        store.add_api_request_time(at)
+        store.api_requests.add(at)
     store.close()
     store = StateStore.open(tmp_path)
     try:
-        assert store.api_request_times(since=15.0) == [20.5, 30.0]
-        store.prune_api_request_times(before=25.0)
-        assert store.api_request_times(since=0.0) == [30.0]
+        assert store.api_requests.since(since=15.0) == [20.5, 30.0]
+        store.api_requests.forget_before(before=25.0)
+        assert store.api_requests.since(since=0.0) == [30.0]
     finally:
         store.close()
 
@@ -205,13 +205,13 @@ def test_a_second_holder_of_the_lock_gets_lock_held(tmp_path: Path) -> None:
     first = StateStore.open(tmp_path)
     second = StateStore.open(tmp_path)
     try:
-        first.acquire_lock()
-        first.acquire_lock()  # taking it again is harmless
+        first.lock.acquire()
+        first.lock.acquire()  # taking it again is harmless
         with pytest.raises(LockHeld, match=f"pid {os.getpid()}") as caught:
-            second.acquire_lock()
+            second.lock.acquire()
         assert exit_code_for(caught.value) == EXIT_LOCKED == 3
-        first.release_lock()
-        second.acquire_lock()
+        first.lock.release()
+        second.lock.acquire()
     finally:
         first.close()
         second.close()
@@ -220,11 +220,11 @@ def test_a_second_holder_of_the_lock_gets_lock_held(tmp_path: Path) -> None:
 LOCK_SCRIPT = """
 import sys
 from pathlib import Path
-from archiver.errors import LockHeld, exit_code_for
-from archiver.state import StateStore
+from archiver.core.errors import LockHeld, exit_code_for
+from archiver.state.store import StateStore
 state = StateStore.open(Path(sys.argv[1]))
 try:
-    state.acquire_lock()
+    state.lock.acquire()
 except LockHeld as error:
     print(error, file=sys.stderr)
     sys.exit(exit_code_for(error))
@@ -235,13 +235,13 @@ state.close()
 def test_a_second_process_is_refused_the_lock(tmp_path: Path) -> None:
     """Another process exits 3 naming our pid while we hold the lock, and 0 once we release."""
     store = StateStore.open(tmp_path)
-    store.acquire_lock()
+    store.lock.acquire()
     try:
         refused = run_python(LOCK_SCRIPT, str(tmp_path))
         assert refused.returncode == 3, refused.stderr
         assert "another c66-archiver instance holds the state lock" in refused.stderr
         assert f"(pid {os.getpid()})" in refused.stderr
-        store.release_lock()
+        store.lock.release()
         allowed = run_python(LOCK_SCRIPT, str(tmp_path))
         assert allowed.returncode == 0, allowed.stderr
     finally:
@@ -251,11 +251,11 @@ def test_a_second_process_is_refused_the_lock(tmp_path: Path) -> None:
 WRITER_SCRIPT = """
 import sys
 from pathlib import Path
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.test_state import archived_record
 state = StateStore.open(Path(sys.argv[1]))
 for backup_id in range(1_000_000):
-    state.record_archived(archived_record(backup_id))
+    state.archived.record(archived_record(backup_id))
     if backup_id == 100:
         print("writing", flush=True)
 """
@@ -278,7 +278,7 @@ def test_kill_9_during_writes_leaves_a_consistent_database(tmp_path: Path) -> No
     assert writer.returncode == -signal.SIGKILL
     store = StateStore.open(tmp_path)
     try:
-        records = store.archived()
+        records = store.archived.all()
         ids = sorted(record.backup_id for record in records)
         assert len(ids) > 100
         # Transactions are serial: every committed record is there, with no gaps.
@@ -293,7 +293,7 @@ def test_kill_9_during_writes_leaves_a_consistent_database(tmp_path: Path) -> No
 def statements_of(store: StateStore, action: object) -> list[str]:
     """The SQL statements `action()` runs on the store's connection."""
     seen: list[str] = []
-    connection = store._connection  # the only way to watch what SQLite runs
+    connection = store.database._connection  # the only way to watch what SQLite runs
     connection.set_trace_callback(seen.append)
     try:
         action()  # type: ignore[operator]
@@ -304,21 +304,31 @@ def statements_of(store: StateStore, action: object) -> list[str]:
 
 def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> None:
     """record_archived runs a fixed set of statements, and lookups use the primary key."""
-    small = statements_of(state, lambda: state.record_archived(archived_record(1)))
-    with state._transaction() as cursor:  # bulk fill: one fsync instead of 20,000
+    small = statements_of(state, lambda: state.archived.record(archived_record(1)))
+    with state.database.transaction() as cursor:  # bulk fill: one fsync instead of 20,000
         for backup_id in range(2, 20_000):
+            record = archived_record(backup_id)
             cursor.execute(
-                "INSERT INTO archived VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                astuple(archived_record(backup_id)),
+                "INSERT INTO archived VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.stack_uid, backup_id, record.db_type, record.database_name, record.size,
+                 record.sha256, record.archived_at, record.backup_date),
             )
-    big = statements_of(state, lambda: state.record_archived(archived_record(20_001)))
-    # BEGIN, upsert, clear the skip note, end the transfer record, COMMIT
-    assert len(small) == len(big) == 5
-    connection = state._connection
+            cursor.execute(
+                "INSERT INTO copies VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (record.stack_uid, backup_id, record.storage, record.tar_key,
+                 record.manifest_key, record.archived_at),
+            )
+    big = statements_of(state, lambda: state.archived.record(archived_record(20_001)))
+    # BEGIN, upsert the backup and the copy, end the transfer and the commit records, clear
+    # the skip note, COMMIT
+    assert len(small) == len(big) == 7
+    connection = state.database._connection
     for query in (
-        "SELECT 1 FROM archived WHERE stack_uid = 'stack' AND backup_id = 5",
-        "SELECT backup_id FROM archived WHERE stack_uid = 'stack'",
+        "SELECT 1 FROM copies WHERE stack_uid = 'stack' AND backup_id = 5",
+        "SELECT DISTINCT backup_id FROM copies WHERE stack_uid = 'stack'",
+        "SELECT backup_id, storage FROM copies WHERE stack_uid = 'stack'",
         "DELETE FROM skipped WHERE stack_uid = 'stack' AND backup_id = 5",
+        "DELETE FROM commits WHERE stack_uid = 'stack' AND backup_id = 5",
     ):
         plan = " ".join(row[-1] for row in connection.execute(f"EXPLAIN QUERY PLAN {query}"))
         assert plan.startswith("SEARCH"), plan
@@ -367,16 +377,50 @@ async def test_rebuild_records_only_manifests_with_their_tar(tmp_path: Path) -> 
         await storage.write_small(corrupt, b'{"stack_uid": "stack", "truncated')
         await storage.write_small("stack/notes.txt", b"not a manifest")
         with structlog.testing.capture_logs() as logs:
-            assert await rebuild_from_storage(state, storage) == 1
-        [record] = state.archived()
+            assert await rebuild_from_storage(state, storage, "near") == 1
+        [record] = state.archived.all()
         assert (record.backup_id, record.manifest_key) == (1, good)
         assert record.tar_key == good.replace("manifest.json", "shop.tar")
-        assert record.location == str(tmp_path / "archive" / record.tar_key)
+        assert record.storage == "near"
         warnings = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
         assert warnings == [
-            "manifest without its archive; the backup counts as not archived",
-            "unreadable manifest; its backup counts as not archived",
+            "manifest without its archive; the backup counts as not archived there",
+            "unreadable manifest; its backup counts as not archived there",
         ]
     finally:
         state.close()
         await storage.aclose()
+
+
+def test_many_processes_opening_a_new_state_at_once_all_succeed(tmp_path: Path) -> None:
+    """A daemon creating the state while `status` opens it: one migrates, the others wait."""
+    import threading
+
+    from archiver.state.schema import MIGRATIONS
+
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    stores: list[StateStore] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            stores.append(StateStore.open(tmp_path / "state"))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(stores) == 8
+        version = stores[0].database.query("PRAGMA user_version")[0][0]
+        assert version == len(MIGRATIONS)
+        stores[0].archived.record(archived_record(1))
+        assert all(store.archived.count() == 1 for store in stores)
+    finally:
+        for store in stores:
+            store.close()

@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from archiver.config import load_settings
-from archiver.health import evaluate
-from archiver.log import add_secret
-from archiver.manifest import ArchivedBackup
-from archiver.page import day_classes, freshness, render_page
+from archiver.config.settings import load_settings
+from archiver.core.secrets import add_secret
+from archiver.model.manifest import ArchivedBackup
+from archiver.service.health import evaluate
+from archiver.service.page import day_classes, freshness, render_page
+from archiver.service.status_document import status_document
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import RunRecord, StateStore
-from archiver.status import status_document
+from archiver.state.records import RunRecord
+from archiver.state.store import StateStore
 from tests.conftest import REPO_ROOT, TOKEN, Workspace, run_pass
 from tests.daemon_process import (
     free_port,
@@ -194,8 +195,8 @@ async def _four_stacks(sim: Simulator, server: SimulatorServer, workspace: Works
     first = workspace.write_config(server.base_url, [{"uid": u} for u in (GREEN, STALE, ODD)])
     assert (await run_pass(load_settings(first))).ok
     state = StateStore.open(workspace.state)
-    state.record_stack_success(STALE, now - timedelta(days=3))
-    records = state.archived()
+    state.runs.record_stack_success(STALE, now - timedelta(days=3))
+    records = state.archived.all()
     state.close()
     sim.faults.malformed_json_stacks = {STALE, NEW}
     days: dict[str, Counter[date]] = {}
@@ -255,7 +256,11 @@ async def test_chromium_renders_every_stack_with_freshness_history_and_failures(
         .text.startswith(f"{sum(scenario.days[GREEN].values())} · ")
     )
     assert cards[NEW].one("dd", **{"class": "last-success"}).text == "never"
-    assert "could not list backups" in cards[STALE].one("ul").text
+    assert "could not list backups" in cards[STALE].one("ul", **{"class": "failures"}).text
+    # The watch: STALE's daily series has had no backup for 3 days (late after 2 days).
+    assert cards[STALE].one("ul", **{"class": "watch"}).text.startswith("late: postgresql/api")
+    assert cards[GREEN].all("ul", **{"class": "watch"}) == []
+    assert dom.one("span", id="health").text == "unhealthy"  # a stack is stale
 
     assert dom.one("div", id="total-stacks").one("dd").text == "4"
     assert dom.one("div", id="total-backups").one("dd").text == str(scenario.archived)
@@ -335,7 +340,7 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
     add_secret(secret)
     state = StateStore.open(tmp_path / "state")
     uid = '"><script>alert(1)</script>'
-    state.record_archived(
+    state.archived.record(
         ArchivedBackup(
             stack_uid=uid,
             backup_id=7,
@@ -343,18 +348,19 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
             database_name="<b>shop</b>",
             size=10,
             sha256="0" * 64,
-            location=f"/archive/x?token={secret}",
             archived_at=datetime.now(UTC).isoformat(),
-            tar_key="k",
+            tar_key=f"x?token={secret}/k",
             manifest_key="m",
         )
     )
     reason = f"GET https://s3.example/b/k?X-Amz-Signature=abc123&X-Amz-Credential=AKIA {secret}"
     failure = {"stack_uid": uid, "backup_id": 8, "reason": reason}
     now = datetime.now(UTC)
-    state.record_run(RunRecord(now.isoformat(), now.isoformat(), False, 0, 0, [failure], 0))
-    health = evaluate(load_settings(_minimal_config(tmp_path)), state, now)
-    page = render_page(status_document(state, now=now), health, now=now)
+    state.runs.record(RunRecord(now.isoformat(), now.isoformat(), False, 0, 0, [failure], 0))
+    settings = load_settings(_minimal_config(tmp_path))
+    health = evaluate(settings, state, now)
+    page = render_page(status_document(state, destinations=settings.storage, now=now), health,
+                       now=now)
     state.close()
     assert "<script>" not in page
     assert "<b>shop" not in page

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.errors import PermanentStorageError, TransientStorageError
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage.base import SegmentWriter
 from archiver.storage.local import LocalStorage, classify_os_error
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
@@ -113,13 +113,13 @@ async def test_symlinks_out_of_the_root_are_refused(tmp_path: Path) -> None:
 
 
 async def test_a_full_disk_is_a_permanent_error(tmpfs: Path) -> None:
-    """ENOSPC while writing a segment raises PermanentStorageError 'no space left'."""
+    """ENOSPC while writing a segment raises StorageFull (permanent) 'no space left'."""
     mount_tmpfs(tmpfs, "size=2m")
     backend = LocalStorage(tmpfs)
     try:
         upload = await backend.start_upload("s/db.tar")
         segment = await upload.open_segment(0, 0)
-        with pytest.raises(PermanentStorageError, match="no space left"):
+        with pytest.raises(StorageFull, match="no space left"):
             await write_mebibytes(segment, 4)
         await upload.abort()
         assert await backend.remove_incomplete() == 0
@@ -142,21 +142,21 @@ async def test_a_read_only_filesystem_is_a_permanent_error(tmpfs: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "permanent", "words"),
+    ("code", "expected", "words"),
     [
-        (errno.ENOSPC, True, "no space left"),
-        (errno.EDQUOT, True, "no space left"),
-        (errno.EACCES, True, "permission denied"),
-        (errno.EPERM, True, "permission denied"),
-        (errno.EROFS, True, "permission denied"),
-        (errno.EIO, False, "storage error"),
-        (errno.ECONNRESET, False, "storage error"),
+        (errno.ENOSPC, StorageFull, "no space left"),
+        (errno.EDQUOT, StorageFull, "no space left"),
+        (errno.EACCES, PermanentStorageError, "permission denied"),
+        (errno.EPERM, PermanentStorageError, "permission denied"),
+        (errno.EROFS, PermanentStorageError, "permission denied"),
+        (errno.EIO, TransientStorageError, "storage error"),
+        (errno.ECONNRESET, TransientStorageError, "storage error"),
     ],
 )
-def test_os_errors_are_classed(code: int, permanent: bool, words: str) -> None:
-    """Full disks and refusals are permanent; other OS errors are transient; the path is named."""
+def test_os_errors_are_classed(code: int, expected: type[Exception], words: str) -> None:
+    """A full disk is StorageFull, refusals are permanent, other OS errors transient; the path
+    is named."""
     error = classify_os_error(OSError(code, os.strerror(code)), "/archive/x")
-    expected = PermanentStorageError if permanent else TransientStorageError
     assert type(error) is expected
     assert words in str(error)
     assert "/archive/x" in str(error)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from archiver.storage.memory import MemoryStorage
+from tests.memory_storage import MemoryStorage
 from tests.storage_conformance import StorageConformance, sha256_hex, write_upload
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from archiver.config import S3StorageSettings
-from archiver.errors import PermanentStorageError, TransientStorageError
+from archiver.config.storage import S3StorageSettings
+from archiver.core.errors import PermanentStorageError, TransientStorageError
 from archiver.storage.s3 import S3Storage
 from loopback.seaweedfs import S3Server, multipart_uploads, object_metadata
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload

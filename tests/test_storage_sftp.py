@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import signal
 import stat
 import subprocess
 import tomllib
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,13 +18,13 @@ import asyncssh
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.config import SftpStorageSettings
-from archiver.errors import PermanentStorageError
+from archiver.config.storage import SftpStorageSettings
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
 from loopback.sshd import SftpServer
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, file_sha256, wait_until
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
 
 MiB = 1024 * 1024
@@ -50,9 +53,11 @@ def part_files(root: Path) -> list[Path]:
 
 
 async def write_mebibytes(segment: SegmentWriter, count: int) -> None:
-    """Write `count` MiB of zeros to `segment`."""
+    """Write `count` MiB of zeros to `segment` and close it (a write's error may surface
+    only there: writes are in flight)."""
     for _ in range(count):
         await segment.write(bytes(MiB))
+    await segment.close()
 
 
 @pytest.fixture
@@ -198,17 +203,41 @@ async def test_permission_denied_on_the_path_is_permanent_and_named(
 async def test_a_full_disk_is_a_permanent_no_space_error(
     sftp_server: SftpServer, tmpfs: Path
 ) -> None:
-    """ENOSPC on the server (a 2 MiB tmpfs) raises 'no space left', and abort cleans up."""
+    """ENOSPC on the server (a 2 MiB tmpfs) raises StorageFull 'no space left' by the segment's
+    close at the latest (writes are in flight), and abort cleans up."""
     mount_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
         segment = await upload.open_segment(0, 0)
-        with pytest.raises(PermanentStorageError, match=f"no space left on sftp://.*{tmpfs}"):
+        with pytest.raises(StorageFull, match=f"no space left on sftp://.*{tmpfs}"):
             await write_mebibytes(segment, 4)
         await upload.abort()
         assert part_files(tmpfs) == []
         assert await backend.remove_incomplete() == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_a_refused_write_is_no_space_even_once_room_is_back(
+    sftp_server: SftpServer, tmpfs: Path
+) -> None:
+    """A write the server refused with its bare 'Failure' is StorageFull even when another
+    upload gave room back before the failure was looked at (so it is never kept to resume);
+    a bare 'Failure' of anything else, with room, is not."""
+    mount_tmpfs(tmpfs, sftp_server, "2m")
+    backend = SftpStorage(sftp_server.settings(tmpfs))
+    try:
+        upload = await backend.start_upload("s/db.tar")
+        segment = await upload.open_segment(0, 0)
+        with pytest.raises(StorageFull) as full:
+            await write_mebibytes(segment, 4)
+        refusal = full.value.__cause__
+        assert type(refusal) is asyncssh.SFTPFailure  # OpenSSH names no errno
+        await upload.abort()  # the room comes back before anyone looks
+        location = backend.location("s/db.tar")
+        assert type(await backend.classified(refusal, location, writing=True)) is StorageFull
+        assert type(await backend.classified(refusal, location)) is TransientStorageError
     finally:
         await backend.aclose()
 
@@ -270,3 +299,86 @@ def test_the_example_sftp_block_is_a_valid_configuration() -> None:
     settings = SftpStorageSettings.model_validate(document)
     assert settings.insecure_skip_host_key_check is False
     assert settings.path.startswith("/")
+
+
+async def test_several_writes_are_in_flight_and_a_stalled_server_holds_the_writer(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> None:
+    """With the server stalled, `max_concurrent_writes` writes return and the next one waits
+    (memory stays at those chunks); once the server goes on, every byte lands in order."""
+    root = sftp_folder / "archive"
+    backend = SftpStorage(sftp_server.settings(root, max_concurrent_writes=3))
+    digest, returned = hashlib.sha256(), 0
+    try:
+        upload = await backend.start_upload("s/db.tar")
+        segment = await upload.open_segment(0, 0)
+
+        async def write_all() -> None:
+            nonlocal returned
+            for _ in range(16):
+                chunk = os.urandom(MiB)
+                digest.update(chunk)
+                await segment.write(chunk)
+                del chunk
+                returned += 1
+            await segment.close()
+
+        tracemalloc.start()
+        try:
+            with sftp_server.stalled():
+                writer = asyncio.create_task(write_all())
+                await wait_until(lambda: returned >= 3)
+                for _ in range(25):  # time enough for a fourth write, were one let through
+                    await asyncio.sleep(0.02)
+                assert (returned, writer.done()) == (3, False)
+                _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 12 * MiB  # the writes in flight and asyncssh's copies of them
+        await asyncio.wait_for(writer, 60)
+        await upload.commit(size=16 * MiB, sha256=digest.hexdigest())
+    finally:
+        await backend.aclose()
+    assert file_sha256(root / "s/db.tar") == digest.hexdigest()
+
+
+async def test_writes_in_flight_when_the_connection_drops_are_sent_again(
+    sftp_server: SftpServer, storage: SftpStorage, sftp_folder: Path
+) -> None:
+    """Three writes sent to a stalled server whose session is then killed: after one
+    reconnect they go again, in order, and the file is whole."""
+    chunks = [os.urandom(MiB) for _ in range(6)]
+    upload = await storage.start_upload("s/db.tar")
+    segment = await upload.open_segment(0, 0)
+    with sftp_server.stalled():
+        for chunk in chunks[:3]:
+            await segment.write(chunk)  # sent; no answer can come
+        for pid in sftp_server.session_tree():
+            os.kill(pid, signal.SIGKILL)  # a session process of the sshd this test started
+    with capture_logs() as logs:
+        for chunk in chunks[3:]:
+            await segment.write(chunk)
+        await segment.close()
+    await upload.commit(size=6 * MiB, sha256=sha256_hex(b"".join(chunks)))
+    assert (sftp_folder / "archive/s/db.tar").read_bytes() == b"".join(chunks)
+    assert any("reconnecting once" in entry["event"] for entry in logs)
+
+
+async def test_a_suspended_upload_keeps_only_the_acknowledged_bytes_of_the_last_attempt(
+    storage: SftpStorage,
+) -> None:
+    """A segment that started over after 3 MiB and wrote 1 MiB: suspend cuts the file back
+    to that 1 MiB, so a resume trusts nothing of the abandoned attempt."""
+    fresh = os.urandom(MiB)
+    upload = await storage.start_upload("s/db.tar")
+    segment = await upload.open_segment(0, 0)
+    for _ in range(3):
+        await segment.write(os.urandom(MiB))
+    await segment.rewind()
+    await segment.write(fresh)
+    await upload.suspend()
+    resumed = await storage.resume_upload("s/db.tar")
+    assert resumed is not None
+    assert resumed.durable == MiB
+    assert await resumed.upload.read_back(0, MiB) == fresh
+    await resumed.upload.abort()

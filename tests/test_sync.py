@@ -7,9 +7,9 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config import load_settings
+from archiver.config.settings import load_settings
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.conftest import PART_SIZE, Workspace, file_sha256, run_pass, settings_for
 
 
@@ -244,7 +244,7 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     settings = settings_for(workspace, server, "stack-a")
     await run_pass(settings)
     state = StateStore.open(workspace.state)
-    state.forget("stack-a", backup_id)
+    state.archived.forget("stack-a", backup_id, "default")
     state.close()
     sim.stats.reset()
 
@@ -254,7 +254,7 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     assert summary.already == 1
     state = StateStore.open(workspace.state)
     try:
-        assert state.is_archived("stack-a", backup_id)
+        assert state.archived.contains("stack-a", backup_id)
     finally:
         state.close()
 
@@ -263,14 +263,15 @@ async def test_status_document_lists_archived_backups_and_last_run(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:
     """The status object carries each archive's location and the last run's outcome."""
-    from archiver.status import status_document
+    from archiver.service.status_document import status_document
 
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", database_name="db", size=10)
-    await run_pass(settings_for(workspace, server, "stack-a"))
+    settings = settings_for(workspace, server, "stack-a")
+    await run_pass(settings)
     state = StateStore.open(workspace.state)
     try:
-        document = status_document(state)
+        document = status_document(state, destinations=settings.storage)
     finally:
         state.close()
     (entry,) = document["archived"]

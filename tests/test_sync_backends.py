@@ -6,7 +6,7 @@ import json
 import shutil
 
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
+from archiver.state.store import StateStore
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import PART_SIZE, Workspace, run_cli
 
@@ -34,7 +34,7 @@ async def test_a_deleted_state_is_rebuilt_from_storage_and_nothing_is_downloaded
     assert sim.stats.downloads_started == 0
     state = StateStore.open(workspace.state)
     try:
-        assert len(state.archived()) == 3
+        assert len(state.archived.all()) == 3
     finally:
         state.close()
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from archiver.config import Settings, load_settings
+from archiver.config.settings import Settings, load_settings
 from archiver.simulator import Simulator, SimulatorServer
 from loopback.seaweedfs import S3Server, multipart_uploads, object_metadata
 from tests.conftest import PART_SIZE, Workspace, render_toml, run_cli, run_pass, start_cli

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archiver.config import Settings, load_settings
-from archiver.oneshot import archive_once
+import pytest
+
+from archiver.config.settings import Settings, load_settings
+from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.summary import PassSummary
+from archiver.sync.oneshot import archive_once
 from loopback.sshd import SftpServer
-from tests.conftest import PART_SIZE, TOKEN, Workspace, file_sha256, run_cli, start_cli
+from tests.conftest import (
+    PART_SIZE,
+    TOKEN,
+    Workspace,
+    file_sha256,
+    run_cli,
+    start_cli,
+    wait_until,
+)
+
+MiB = 1024 * 1024
 
 
 def _settings(
@@ -138,3 +154,78 @@ async def test_a_killed_process_leaves_nothing_visible_and_the_next_pass_finishe
     [tar] = remote.rglob("db.tar")
     assert file_sha256(tar) == sim.expected_sha256(backup_id)
     assert not list(remote.rglob("*.part"))
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "age"])
+async def test_a_stalled_sftp_server_stops_the_download_instead_of_buffering_it(
+    workspace: Workspace, sftp_server: SftpServer, sftp_folder: Path, tmp_path: Path,
+    encrypted: bool,
+) -> None:
+    """The server stops taking bytes mid-pass: the download stops with it (what was served
+    stays far below the backup's size, so it is not held in memory), through the age
+    encryptor too; once the server goes on, the pass ends with the right bytes."""
+    size = 128 * MiB
+    sim = Simulator(token=TOKEN, blob_dir=tmp_path / "blobs", part_size=size + 1)
+    remote = sftp_folder / "archive"
+    backup_id = sim.add_backup("stack-a", database_name="db", size=size)
+    # Paced (far above what SFTP takes) so that the simulator counts bytes as they go out.
+    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 1, 1024 * MiB
+    key = _age_key(tmp_path) if encrypted else None
+    async with SimulatorServer(sim) as server:
+        workspace.write_config(
+            server.base_url, [{"uid": "stack-a"}], storage=sftp_server.storage_table(remote),
+            **({"encryption": {"recipients": [key[1]], "engine": "age"}} if key else {}),
+        )
+        process = await start_cli("--config", str(workspace.config), "sync")
+        try:
+            await wait_until(lambda: _part_size(remote) >= 4 * MiB)
+            with sftp_server.stalled():
+                served = await _settled(lambda: sim.stats.bytes_served)
+                assert served < size // 2, served
+            _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    [stored] = remote.rglob("db.tar.age" if key else "db.tar")
+    digest = _decrypted_sha256(key[0], stored) if key else file_sha256(stored)
+    assert digest == sim.expected_sha256(backup_id)
+
+
+def _age_key(folder: Path) -> tuple[Path, str]:
+    if shutil.which("age") is None:
+        pytest.skip("the age CLI is missing")
+    key = folder / "age.key"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    return key, public
+
+
+def _decrypted_sha256(key: Path, sealed: Path) -> str:
+    """sha256 of what `age -d` makes of `sealed`, streamed."""
+    digest = hashlib.sha256()
+    with subprocess.Popen(["age", "-d", "-i", str(key), str(sealed)],
+                          stdout=subprocess.PIPE) as age:
+        assert age.stdout is not None
+        while chunk := age.stdout.read(MiB):
+            digest.update(chunk)
+    assert age.returncode == 0
+    return digest.hexdigest()
+
+
+def _part_size(remote: Path) -> int:
+    return sum(path.stat().st_size for path in remote.rglob("*.part")) if remote.exists() else 0
+
+
+async def _settled(value: Callable[[], int], still_for: float = 1.5) -> int:
+    """The value once it stopped changing for `still_for` seconds (at most 60 s of waiting)."""
+    loop = asyncio.get_running_loop()
+    deadline, last, since = loop.time() + 60, value(), loop.time()
+    while loop.time() - since < still_for:
+        assert loop.time() < deadline, "the value kept changing"
+        await asyncio.sleep(0.1)
+        if value() != last:
+            last, since = value(), loop.time()
+    return last

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver import systemd
+from archiver.service import systemd
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import Workspace, cli_env, start_cli
 
@@ -64,7 +64,7 @@ def test_notify_to_an_abstract_socket(
 ) -> None:
     """A leading `@` names an abstract socket: the message arrives there."""
     monkeypatch.setenv("NOTIFY_SOCKET", abstract_receiver.address)
-    assert systemd.ready()
+    assert systemd.notify_ready()
     assert abstract_receiver.receive_now() == "READY=1"
 
 
@@ -73,15 +73,15 @@ def test_notify_to_a_path_and_status_stays_one_line(
 ) -> None:
     """A STATUS with newlines is sent as one line (a newline would start another assignment)."""
     monkeypatch.setenv("NOTIFY_SOCKET", receiver.address)
-    assert systemd.status("first\nsecond")
+    assert systemd.notify_status("first\nsecond")
     assert receiver.receive_now() == "STATUS=first second"
 
 
 def test_notify_is_a_no_op_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not started by systemd: nothing is sent and nothing fails."""
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    assert not systemd.ready()
-    assert not systemd.watchdog()
+    assert not systemd.notify_ready()
+    assert not systemd.notify_watchdog()
 
 
 def test_notify_to_a_missing_socket_is_logged_not_raised(tmp_path: Path) -> None:

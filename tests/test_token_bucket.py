@@ -6,7 +6,7 @@ import heapq
 
 import pytest
 
-from archiver.token_bucket import QUANTUM, TokenBucket, burst_for
+from archiver.core.token_bucket import QUANTUM, TokenBucket, burst_for
 
 MiB = 1024 * 1024
 

@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from archiver.cloud66.budget import RequestBudget
-from archiver.manifest import ArchivedBackup
-from archiver.metrics import Metrics
+from archiver.lifecycle.tar_check import TarChecker
+from archiver.lifecycle.verify import select_backups, subset_group
+from archiver.model.manifest import ArchivedBackup
+from archiver.service.metrics import Metrics
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.state import StateStore
-from archiver.tar_check import TarChecker
-from archiver.verify import select_backups, subset_group
+from archiver.state.store import StateStore
 from tests.conftest import Workspace, run_cli
 
 

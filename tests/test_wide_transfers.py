@@ -14,15 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from archiver.download import Downloader, PartSource
-from archiver.in_flight import InFlight
-from archiver.join import BackupJoiner
-from archiver.retry import RetryPolicy
-from archiver.runtime import Runtime
-from archiver.segment_fetch import FIRST_READ
+from archiver.core.retry import RetryPolicy
 from archiver.simulator import Simulator, SimulatorServer
-from archiver.storage.memory import MemoryStorage, MemoryUpload
-from archiver.sync import SyncPass
+from archiver.sync.runtime import Runtime
+from archiver.sync.sync_pass import SyncPass
+from archiver.transfer.download import Downloader, PartSource
+from archiver.transfer.in_flight import InFlight
+from archiver.transfer.join import BackupJoiner
+from archiver.transfer.segment_fetch import FIRST_READ
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import (
     PART_SIZE,
@@ -32,6 +31,7 @@ from tests.conftest import (
     run_pass,
     settings_for,
 )
+from tests.memory_storage import MemoryStorage, MemoryUpload
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.writer_pace import STORING, WAITING, WORKING, WriterPace
+from archiver.transfer.writer_pace import STORING, WAITING, WORKING, WriterPace
 
 
 class Clock:

@@ -28,17 +28,18 @@ from yarl import URL
 
 from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
-from archiver.cloud66.models import Backup, BackupFile, Stack
-from archiver.config import ApiSettings
-from archiver.errors import (
+from archiver.cloud66.models import Backup, BackupFile, Listing, Stack
+from archiver.config.settings import ApiSettings
+from archiver.core.errors import (
     ApiError,
     ApiResponseError,
     ApiUnavailable,
     AuthError,
     ThrottledError,
 )
-from archiver.retry import Retrier, RetriesExhausted, RetryPolicy
-from archiver.stopping import StopSignal
+from archiver.core.net_errors import describe_connection_error
+from archiver.core.retry import Retrier, RetriesExhausted, RetryPolicy
+from archiver.core.stopping import StopSignal
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,12 @@ class PostAnswer:
 
     ok: bool
     message: str
+
+
+class _Records(list[dict[str, Any]]):
+    """The records of every page read; `complete` is False when the walk stopped early."""
+
+    complete: bool = True
 
 
 @dataclass
@@ -146,13 +153,24 @@ class Cloud66Client:
 
     async def list_stacks(self) -> list[Stack]:
         """Every stack the token can see (all pages)."""
+        return (await self.read_stacks()).items
+
+    async def read_stacks(self) -> Listing[Stack]:
+        """Every stack the token can see, and whether the list was read whole."""
         records = await self._list_all("/stacks", {})
-        return _build(Stack, records, "/stacks")
+        stacks = _build(Stack, records, "/stacks")
+        return Listing(stacks, records.complete and len(stacks) == len(records))
 
     async def list_backups(
         self, stack_uid: str, *, db_type: str | None = None, group: int | str | None = None
     ) -> list[Backup]:
         """Every backup of a stack, newest first (all pages), optionally filtered."""
+        return (await self.read_backups(stack_uid, db_type=db_type, group=group)).items
+
+    async def read_backups(
+        self, stack_uid: str, *, db_type: str | None = None, group: int | str | None = None
+    ) -> Listing[Backup]:
+        """`list_backups`, saying whether the list was read whole (for the watch)."""
         path = f"/stacks/{_segment(stack_uid)}/backups"
         params = {"db_type": db_type, "group": None if group is None else str(group)}
         records = await self._list_all(path, {k: v for k, v in params.items() if v is not None})
@@ -162,7 +180,7 @@ class Cloud66Client:
                 backups.append(Backup.from_api(record))
             except ValidationError as error:
                 _log_skipped(path, record, error)
-        return backups
+        return Listing(backups, records.complete and len(backups) == len(records))
 
     async def list_files(self, stack_uid: str, backup_id: int) -> list[BackupFile]:
         """Every file (piece) of a backup, in the order to join them (all pages)."""
@@ -210,9 +228,13 @@ class Cloud66Client:
 
     # -- pages -----------------------------------------------------------------
 
-    async def _list_all(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Walk `pagination.next` from page 1 and return every record of every page."""
-        records: list[dict[str, Any]] = []
+    async def _list_all(self, path: str, params: Mapping[str, str]) -> _Records:
+        """Walk `pagination.next` from page 1 and return every record of every page.
+
+        The records are marked incomplete when the walk stopped early (pagination
+        going backwards, or the page cap): absence from them proves nothing.
+        """
+        records = _Records()
         page = 1
         for _ in range(MAX_PAGES):
             query = {**params, "page": str(page)}
@@ -225,9 +247,11 @@ class Cloud66Client:
                 # A server that repeats pages would loop forever; what we have is complete
                 # as far as the server can tell us.
                 log.warning("API pagination went backwards; stopping", request=path, page=page)
+                records.complete = False
                 return records
             page = next_page
         log.warning("API pagination exceeded the page cap; stopping", request=path, pages=MAX_PAGES)
+        records.complete = False
         return records
 
     # -- one request, with retries ---------------------------------------------
@@ -317,7 +341,7 @@ class Cloud66Client:
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                     self._note_warning(response.headers.get("X-Cloud66-Warning"), request)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-                failure = f"{request}: {type(error).__name__}"
+                failure = f"{request}: {describe_connection_error(error)}"
                 raise _TransientFailure("unavailable", failure) from None
             except TimeoutError:
                 raise _TransientFailure("unavailable", f"{request}: timed out") from None

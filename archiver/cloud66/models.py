@@ -6,8 +6,9 @@ fields and older ones leave some empty. Upstream strings are data, never paths.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +16,7 @@ BACKUP_STATUS_OK = 0
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class Stack(_Record):
@@ -58,3 +59,19 @@ class BackupFile(_Record):
 
     id: str
     name: str | None = None
+
+
+_ItemT = TypeVar("_ItemT")
+
+
+@dataclass(frozen=True)
+class Listing(Generic[_ItemT]):
+    """A list read from the API, and whether it is the whole list.
+
+    `complete` is False when pagination went backwards, hit the page cap, or a
+    record had to be skipped: what is missing from `items` may still exist.
+    (A page that failed raises instead: there is no listing at all.)
+    """
+
+    items: list[_ItemT]
+    complete: bool

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 from archiver.cloud66.models import BackupFile
-from archiver.errors import TransferError
+from archiver.core.errors import TransferError
 
 _SPLIT_ID = re.compile(r"tar[-.]([a-z]+)")
 _ALPHABET = 26

@@ -13,13 +13,22 @@ import hashlib
 import math
 import secrets
 import shutil
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from archiver.simulator.content import CHUNK_SIZE, TarFrame, part_ids, write_part
-from archiver.simulator.records import Backup, Faults, ImportRecord, Part, SimStats, Stack
+from archiver.simulator.records import (
+    Backup,
+    Faults,
+    Gate,
+    ImportRecord,
+    Part,
+    SimStats,
+    Stack,
+)
 
 
 class Account:
@@ -65,6 +74,9 @@ class Account:
         self.token_scopes: set[str] = {"public", "admin"}
         self.backup_tasks: list[dict[str, Any]] = []  # created by POST /stacks/<uid>/backups
         self.imports: list[ImportRecord] = []  # each fetched in the background
+        # Cloud 66 keeps the last keep_count backups of each task and rotates older
+        # ones away unannounced: stack uid -> count (see `set_keep_count`).
+        self.keep_counts: dict[str, int] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._stacks: dict[str, Stack] = {}
         self._backups: dict[int, Backup] = {}
@@ -95,11 +107,14 @@ class Account:
         backup_id: int | None = None,
         seed: int | None = None,
         legacy_part_names: bool = False,
+        result: str | None = None,
     ) -> int:
         """Create a backup with ``size`` deterministic bytes split in parts; return its id.
 
         The stack is created if it does not exist. Without ``backup_date`` the backup is
         dated now (so it is the newest); without ``seed`` the id seeds the content.
+        ``result`` is what a failed one (``status`` 1) says in ``backup_result``. With a
+        keep_count on the stack, the series' oldest backups beyond it are rotated away.
         """
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -114,9 +129,66 @@ class Account:
             backup_id, database_name, size, content_seed, legacy_part_names
         )
         self._backups[backup_id] = Backup(
-            backup_id, stack_uid, db_type, database_name, status, moment, size, content_seed, parts
+            backup_id, stack_uid, db_type, database_name, status, moment, size, content_seed,
+            parts, result=result,
         )
+        self._rotate(stack_uid)
         return backup_id
+
+    def add_series(
+        self,
+        stack_uid: str,
+        dates: Sequence[datetime],
+        *,
+        sizes: Sequence[int] | int = 1024,
+        db_type: str = "mysql",
+        database_name: str = "app_db",
+        failed: Collection[int] = (),
+    ) -> list[int]:
+        """One backup per date (e.g. from `cadence`), oldest first; return the ids, oldest first.
+
+        `sizes` per backup in the order of `dates` (or one for all), so a shrinking
+        dump is `[100_000] * 5 + [30_000]` with the newest date last. `failed`:
+        indexes into `dates` of backups that failed in Cloud 66 (status 1).
+        """
+        sized = [sizes] * len(dates) if isinstance(sizes, int) else list(sizes)
+        if len(sized) != len(dates):
+            raise ValueError("give one size, or one per date")
+        order = sorted(range(len(dates)), key=lambda n: dates[n])
+        return [
+            self.add_backup(
+                stack_uid, db_type=db_type, database_name=database_name, size=sized[n],
+                backup_date=dates[n], status=1 if n in failed else 0,
+            )
+            for n in order
+        ]
+
+    def set_keep_count(self, stack_uid: str, keep_count: int | None) -> list[int]:
+        """Keep only the newest `keep_count` backups of each of the stack's series, as a
+        Cloud 66 backup task does (None: keep all); return the ids rotated away now."""
+        if keep_count is None:
+            self.keep_counts.pop(stack_uid, None)
+            return []
+        if keep_count < 1:
+            raise ValueError("keep_count must be at least 1")
+        self.keep_counts[stack_uid] = keep_count
+        return self._rotate(stack_uid)
+
+    def _rotate(self, stack_uid: str) -> list[int]:
+        """Remove each series' backups beyond the stack's keep_count, oldest first."""
+        keep = self.keep_counts.get(stack_uid)
+        if keep is None:
+            return []
+        by_series: dict[tuple[str, str, str], list[Backup]] = collections.defaultdict(list)
+        for backup in self.sorted_backups(stack_uid):  # newest first
+            by_series[backup.series].append(backup)
+        rotated = sorted(
+            (b for backups in by_series.values() for b in backups[keep:]),
+            key=lambda b: (b.backup_date, b.id),
+        )
+        for backup in rotated:
+            self.remove_backup(backup.id)
+        return [backup.id for backup in rotated]
 
     def _claim_id(self, backup_id: int | None) -> int:
         """The id of a new backup: the next free one, or ``backup_id`` unless it is taken."""
@@ -208,6 +280,12 @@ class Account:
     def find_backup(self, backup_id: int) -> Backup | None:
         """The backup with this id (of any stack), if there is one."""
         return self._backups.get(backup_id)
+
+    def gate(self, backup_id: int, part_index: int) -> Gate:
+        """Hold the blob GETs of one part of a backup at a new gate, to be opened by the caller."""
+        gate = Gate()
+        self.faults.gates[(backup_id, self._backups[backup_id].parts[part_index].file_id)] = gate
+        return gate
 
     def sorted_backups(self, stack_uid: str) -> list[Backup]:
         """A stack's backups, newest first (the API's order)."""

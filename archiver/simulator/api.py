@@ -12,6 +12,7 @@ right one (else 403). Over ``requests_per_hour`` in the last hour it is throttle
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +41,15 @@ _SEG = r"[^{}/]+?"  # non-greedy so an optional .json suffix is not swallowed
 _STACK = f"/stacks/{{uid:{_SEG}}}"
 _BACKUP = _STACK + r"/backups/{bid:\d+}"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _looping(response: web.Response) -> web.Response:
+    """The same page, but a last page that points back to the first (a looping server)."""
+    document = json.loads(response.body if isinstance(response.body, bytes) else b"{}")
+    pagination = document.get("pagination") or {}
+    if pagination.get("next") is None and pagination.get("pages", 1) > 1:
+        pagination["next"] = 1
+    return web.json_response(document, status=response.status)
 
 
 class CloudApi:
@@ -165,7 +175,10 @@ class CloudApi:
             types = {t.strip() for t in wanted.split(",")}
             backups = [b for b in backups if b.db_type in types]
         # `group` is accepted and ignored: the simulator has a single backup group.
-        return self._page(request, [backup_json(b) for b in backups])
+        response = self._page(request, [backup_json(b) for b in backups])
+        if stack.uid in self.account.faults.looping_pages_stacks:
+            response = _looping(response)
+        return response
 
     async def _post_backups(self, request: web.Request) -> web.Response:
         """POST /stacks/<uid>/backups: an import (with remote_url) or a new backup task."""
@@ -183,6 +196,8 @@ class CloudApi:
             task = backup_task(params)
             if refusal is None:
                 self.account.backup_tasks.append({"stack_uid": stack.uid, **task})
+                if task["keep_count"] is not None:  # the task rotates the stack's backups
+                    self.account.set_keep_count(stack.uid, task["keep_count"])
             message = "queued for creation"
         answer = {"ok": False, "message": refusal} if refusal else {"ok": True, "message": message}
         return web.json_response({"response": answer})

@@ -152,6 +152,10 @@ class BlobHost:
         failure = self._injected_error(request, ranged_faults)
         if failure is not None:
             return failure
+        gate = self.account.faults.gates.get((int(request.match_info["bid"]), part.file_id))
+        if gate is not None:
+            gate.arrived.set()
+            await gate.opened.wait()
         etag = self._etag(part)
         sent_etag = self._precondition(request, etag)
         span = self._requested_span(request, part, etag, ranged_faults)

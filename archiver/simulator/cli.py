@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from archiver.simulator.account import Account
+from archiver.simulator.cadence import cadence
 from archiver.simulator.populate import populate_demo
 from archiver.simulator.server import Simulator, SimulatorServer
 
@@ -57,6 +58,23 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="add one failed backup (status 1) to the first stack",
     )
+    parser.add_argument(
+        "--keep-count", type=int, default=None,
+        help="each stack keeps only its N newest backups per series; older ones rotate away",
+    )
+    parser.add_argument(
+        "--weekdays-only", action="store_true",
+        help="date the stacks' backups daily up to now, skipping weekends (default: daily from "
+        "2025-01-01)",
+    )
+    parser.add_argument(
+        "--fail-newest", action="store_true",
+        help="add a failed backup (status 1) newer than every other to the first stack",
+    )
+    parser.add_argument(
+        "--shrink-newest", type=float, default=None, metavar="RATIO",
+        help="add to the first stack a newest good backup of RATIO x --backup-size",
+    )
     parser.add_argument("--per-page", type=int, default=30)
     parser.add_argument("--url-lifetime", type=float, default=300.0)
     parser.add_argument("--account-id", type=int, default=None)
@@ -75,28 +93,54 @@ def _populate_from_args(sim: Account, args: argparse.Namespace) -> None:
     """The demo set if asked, then ``stack-1`` .. ``stack-N``, then the first stack's extras."""
     if args.demo:
         populate_demo(sim)
-    _add_stacks(sim, args.stacks, args.backups_per_stack, args.backup_size)
+    _add_stacks(sim, args)
     first = "stack-1"
     if args.multipart_backup_size is not None:
         sim.add_backup(first, database_name="big_db", size=args.multipart_backup_size)
     if args.failed_backup:
         sim.add_backup(first, database_name="failed_db", size=1024, status=1)
+    _add_watch_scenes(sim, args)
 
 
-def _add_stacks(sim: Account, stacks: int, backups_per_stack: int, backup_size: int) -> None:
-    """``stack-<s>`` with one backup a day from 2025-01-01, cycling through the db types."""
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    for s in range(1, stacks + 1):
+def _add_stacks(sim: Account, args: argparse.Namespace) -> None:
+    """``stack-<s>`` with one backup a day (from 2025-01-01, or weekdays up to now), cycling
+    through the db types."""
+    count = args.backups_per_stack
+    if args.weekdays_only:
+        dates = cadence(_today(), count, timedelta(days=1), weekdays_only=True)[::-1]
+    else:
+        dates = [datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=b) for b in range(count)]
+    for s in range(1, args.stacks + 1):
         uid = f"stack-{s}"
         sim.add_stack(uid, f"Stack {s}")
-        for b in range(backups_per_stack):
+        for b, date in enumerate(dates):
             sim.add_backup(
                 uid,
                 db_type=DB_TYPES[b % len(DB_TYPES)],
                 database_name=f"db_{s}",
-                size=backup_size,
-                backup_date=start + timedelta(days=b, hours=s),
+                size=args.backup_size,
+                backup_date=date + timedelta(hours=s),
             )
+
+
+def _add_watch_scenes(sim: Account, args: argparse.Namespace) -> None:
+    """What the watch finds: a shrunken newest dump, a failed newest backup, rotation."""
+    first = "stack-1"
+    if args.shrink_newest is not None:
+        size = max(1, round(args.shrink_newest * args.backup_size))
+        sim.add_backup(first, database_name="db_1", size=size, db_type=DB_TYPES[0])
+    if args.fail_newest:
+        sim.add_backup(first, database_name="db_1", size=1024, status=1, db_type=DB_TYPES[0])
+    if args.keep_count is not None:
+        for uid in sim.stack_uids():
+            sim.set_keep_count(uid, args.keep_count)
+
+
+def _today() -> datetime:
+    """Today at 02:00 UTC (or yesterday's, before 02:00): when nightly backups run."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    night = now.replace(hour=2)
+    return night if night <= now else night - timedelta(days=1)
 
 
 async def _serve(args: argparse.Namespace, blob_dir: Path) -> None:

@@ -11,6 +11,9 @@ from typing import Any
 from archiver.simulator.blobs import safe_segment
 from archiver.simulator.records import Backup, Part, Stack
 
+# What a failed backup says when a test does not choose (Cloud 66's usual wording).
+FAILED_RESULT = "mysqldump: Got error 2013: Lost connection to MySQL server during query"
+
 
 def envelope(items: list[dict[str, Any]], page: int, per_page: int) -> dict[str, Any]:
     """Cloud 66's list envelope: page ``page`` of ``items``, the total and the pagination."""
@@ -65,7 +68,7 @@ def backup_json(backup: Backup) -> dict[str, Any]:
         "file_base": "",
         "backup_date_iso": when,
         "backup_status": backup.status,
-        "backup_result": "" if backup.status == 0 else "mysqldump: Got error 2013",
+        "backup_result": "" if backup.status == 0 else (backup.result or FAILED_RESULT),
         "restore_status": 0,
         "restore_result": None,
         "created_at_iso": when,

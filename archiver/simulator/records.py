@@ -11,6 +11,15 @@ from pathlib import Path
 
 
 @dataclass
+class Gate:
+    """Holds the blob GETs of one part file until `opened` is set, so a test can drive the
+    order of events: `arrived` is set when the first GET reaches it."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class Faults:
     """Failures to inject; tests flip these at runtime and counters decrement as they fire."""
 
@@ -18,6 +27,8 @@ class Faults:
     throttle: int = 0
     throttle_retry_after: float | None = None
     malformed_json_stacks: set[str] = field(default_factory=set)
+    # Stacks whose backup list's last page says `next: 1`: pagination going backwards.
+    looping_pages_stacks: set[str] = field(default_factory=set)
     cut_downloads: int = 0
     cut_after_bytes: int | None = None
     slow_downloads: int = 0
@@ -48,6 +59,8 @@ class Faults:
     expire_urls_after_gets: int | None = None
     # file id -> an event: that file's bodies stop half-way until the event is set.
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
+    # (backup id, file id) -> a gate that the blob GETs of that part wait at
+    gates: dict[tuple[int, str], Gate] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +116,12 @@ class Backup:
     seed: int
     parts: list[Part]
     sha256: str | None = None  # computed lazily from the part files
+    result: str | None = None  # backup_result of a failed backup (a default one otherwise)
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """(stack_uid, db_type, database_name): what one backup task rotates."""
+        return (self.stack_uid, self.db_type, self.database_name)
 
 
 @dataclass

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from archiver.errors import PermanentStorageError, StorageError, TransientStorageError
+from archiver.core.errors import (
+    PermanentStorageError,
+    StorageError,
+    StorageFull,
+    TransientStorageError,
+)
 
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 NO_UPLOAD = {"404", "NoSuchUpload"}
@@ -12,6 +17,8 @@ _TRANSIENT_CODES = {
     "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
     "ThrottlingException", "RequestTimeTooSkewed", "OperationAborted", "503", "500",
 }
+# A destination out of room: MinIO (507), Ceph RGW quotas, and HTTP 507 from anyone.
+_FULL_CODES = {"XMinioStorageFull", "InsufficientStorage", "QuotaExceeded", "507"}
 _HINTS = {
     "InvalidAccessKeyId": "credentials rejected: unknown access key id",
     "SignatureDoesNotMatch": "credentials rejected: the secret key does not match",
@@ -44,6 +51,8 @@ def classify_s3_error(error: Exception, what: str) -> StorageError:
         code = error_code(error)
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         detail = _HINTS.get(code, code)
+        if code in _FULL_CODES or status == 507:  # before the 5xx rule: not worth a retry
+            return StorageFull(f"no space left on {what}: the service answered {code}")
         if status >= 500 or code in _TRANSIENT_CODES:
             return TransientStorageError(f"S3 error on {what}: {detail} (HTTP {status})")
         return PermanentStorageError(f"S3 refused {what}: {detail}")

@@ -7,9 +7,8 @@ Host keys are checked against `known_hosts_file` (asyncssh's default
 every connect.
 
 Unfinished data never sits under a final name: an upload writes
-`<key>.<random>.part` and renames it into place on commit (a random stem per
-upload, because SFTP has no inode numbers: a unique name is how a stale upload
-is told from the newer one that replaced it). Files are created 0600 and
+`<key>.<random>.part` and renames it into place on commit
+(`archiver.storage.sftp_upload`, which keeps several writes in flight). Files are created 0600 and
 folders 0700 with an explicit chmod, since the server's umask can only remove
 bits. Keys are checked syntactically (`check_key`); symlinks inside the remote
 folder are not followed by `list`, and whoever can plant one on the server can
@@ -24,220 +23,46 @@ import contextlib
 import functools
 import posixpath
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from datetime import timedelta
 from typing import TypeVar
 
 import asyncssh
 import structlog
 
-from archiver.config import SftpStorageSettings
-from archiver.errors import (
-    IntegrityError,
-    PermanentStorageError,
-    TransientStorageError,
-)
-from archiver.private_files import FILE_MODE, FOLDER_MODE
-from archiver.retry import Backoff, RetryPolicy, retrying
+from archiver.config.storage import SftpStorageSettings
+from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
+from archiver.core.private_files import FILE_MODE, FOLDER_MODE
+from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
-    OffsetSegment,
     ResumedUpload,
     check_final_key,
     check_key,
     probe_round_trip,
 )
+from archiver.storage.sftp_errors import (
+    DROPPED,
+    MISSING,
+    NEARLY_FULL_BYTES,
+    SFTP_FAILURES,
+    classify_sftp_error,
+    remove_if_present,
+)
+from archiver.storage.sftp_upload import READ_WRITE, Client, Handle, SftpUpload
 
 log = structlog.get_logger(__name__)
 
-_MiB = 1024 * 1024
-# OpenSSH's sftp-server reports ENOSPC as a bare SSH_FX_FAILURE ("Failure"), so a
-# failure is called "no space" when the filesystem has less free than this left.
-_NEARLY_FULL_BYTES = _MiB
-_NO_SPACE_WORDS = ("no space", "enospc", "quota", "disk full")
-
-# Errors that mean the connection is gone (not that the server refused something).
-_DROPPED: tuple[type[BaseException], ...] = (
-    asyncssh.SFTPConnectionLost,
-    asyncssh.SFTPNoConnection,
-    asyncssh.DisconnectError,
-    asyncssh.ChannelOpenError,
-    ConnectionError,
-    TimeoutError,
-)
-_MISSING: tuple[type[asyncssh.SFTPError], ...] = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
-# Anything the server or the connection can throw at an operation.
-_SFTP_FAILURES: tuple[type[BaseException], ...] = (asyncssh.SFTPError, *_DROPPED)
-
-# Part files are opened for reading too: a resumed upload reads its durable bytes back.
-_READ_WRITE = asyncssh.FXF_READ | asyncssh.FXF_WRITE
 # A dropped connection is reopened once, at once; a second drop is the operation's failure.
 _RECONNECT_ONCE = RetryPolicy(retries=1, backoff=Backoff(base=0.0, cap=0.0))
 
 _T = TypeVar("_T")
-Client = asyncssh.SFTPClient
-Handle = asyncssh.SFTPClientFile
-
-
-def _mentions_no_space(error: asyncssh.SFTPError) -> bool:
-    reason = str(error.reason).lower()
-    return any(words in reason for words in _NO_SPACE_WORDS)
-
-
-def classify_sftp_error(error: BaseException, location: str) -> BaseException:
-    """The StorageError (or FileNotFoundError) an SFTP or connection error stands for."""
-    if isinstance(error, _MISSING):
-        return FileNotFoundError(f"no such file: {location}")
-    if isinstance(error, asyncssh.SFTPNoSpaceOnFilesystem | asyncssh.SFTPQuotaExceeded) or (
-        isinstance(error, asyncssh.SFTPFailure) and _mentions_no_space(error)
-    ):
-        return PermanentStorageError(f"no space left on {location}")
-    if isinstance(error, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect):
-        return PermanentStorageError(f"permission denied on {location}")
-    if isinstance(error, _DROPPED):
-        return TransientStorageError(f"connection lost while working on {location}: {error!r}")
-    if isinstance(error, asyncssh.SFTPError):
-        return TransientStorageError(f"storage error on {location}: {error.reason}")
-    return error
 
 
 def _is_part(name: str) -> bool:
     return name.endswith(PART_SUFFIX)
-
-
-class SftpUpload:
-    """A remote file assembled at `<final>.<random>.part`, renamed into place on commit.
-
-    All segments share one SFTP file handle: SFTP writes name their offset, so
-    concurrent segments need no handle of their own.
-    """
-
-    def __init__(
-        self, storage: SftpStorage, final: str, part: str, client: Client, handle: Handle
-    ) -> None:
-        self._storage = storage
-        self._final = final
-        self._part = part
-        self._client = client  # the connection the handle lives on
-        self._handle: Handle | None = handle
-        self._location = storage.url(final)
-        self._reopen_lock = asyncio.Lock()
-        self._committed = False
-        self._aborted = False
-
-    def _live_handle(self) -> Handle:
-        if self._handle is None or self._committed or self._aborted:
-            raise PermanentStorageError(f"upload of {self._location} is already finished")
-        return self._handle
-
-    async def open_segment(self, index: int, offset: int) -> OffsetSegment:
-        """A writer at `offset`; the index does not matter to a file."""
-        del index
-        self._live_handle()
-        return OffsetSegment(self, offset)
-
-    async def write_at(self, chunk: bytes, offset: int) -> None:
-        """Write `chunk` at `offset`; at most `max_concurrent_writes` writes are in flight."""
-        async with self._storage.write_limit:
-            used = self._live_handle()
-
-            async def write() -> None:
-                await self._live_handle().write(chunk, offset)
-
-            # An offset write is idempotent, so after a reconnect it is simply sent again.
-            await self._storage.twice(self._location, write, lambda: self._reopen(used))
-
-    async def _reopen(self, stale: Handle) -> None:
-        """After a dropped connection: reconnect and open our part file again (once for all)."""
-        async with self._reopen_lock:
-            if self._handle is not stale:
-                return  # a concurrent segment has reopened it already
-            self._handle = None
-            await self._storage.drop_connection(self._client)
-            self._client = await self._storage.client()
-            try:
-                self._handle = await self._client.open(self._part, _READ_WRITE, encoding=None)
-            except _MISSING as error:
-                raise self._discarded() from error
-
-    async def read_back(self, offset: int, size: int) -> bytes:
-        """Bytes already written, read over the connection (a resumed upload's durable ones)."""
-        handle = self._live_handle()
-
-        async def read() -> bytes:
-            data = await self._live_handle().read(size, offset)
-            assert isinstance(data, bytes)  # encoding=None: always bytes
-            return data
-
-        return await self._storage.twice(self._location, read, lambda: self._reopen(handle))
-
-    def _discarded(self) -> PermanentStorageError:
-        return PermanentStorageError(
-            f"upload of {self._location} was discarded (a newer upload or a cleanup)"
-        )
-
-    async def commit(self, *, size: int, sha256: str) -> None:
-        """Check the remote size, fsync where the server can, rename into place."""
-        del sha256  # SFTP has nowhere to keep it; the manifest records it
-        handle = self._live_handle()
-        written = await self._remote_size()
-        if written != size:
-            raise IntegrityError(
-                f"{self._location}: {written} bytes on the server, expected {size}"
-            )
-        await self._storage.twice(
-            self._location, lambda: self._storage.fsync(self._live_handle()),
-            lambda: self._reopen(handle),
-        )
-        await self._close_handle()
-        client = await self._storage.client()
-        try:
-            await self._storage.rename_into_place(client, self._part, self._final)
-        except _MISSING as error:
-            raise self._discarded() from error
-        except _SFTP_FAILURES as error:
-            raise await self._storage.classified(error, self._location) from error
-        self._committed = True
-
-    async def _remote_size(self) -> int:
-        """Size of our part file by name; missing means a newer upload discarded it."""
-        try:
-            attrs = await self._storage.run(self._location, lambda c: c.stat(self._part))
-        except FileNotFoundError as error:
-            raise self._discarded() from error
-        return attrs.size or 0
-
-    async def _close_handle(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is None:
-            return
-        # A dead handle holds nothing: the server closed it with the session.
-        with contextlib.suppress(*_SFTP_FAILURES):
-            await handle.close()
-
-    async def suspend(self) -> None:
-        """fsync (where the server can) and close the part file; leave it for resume_upload."""
-        if self._committed or self._aborted or self._handle is None:
-            return
-        handle = self._handle
-        with contextlib.suppress(*_SFTP_FAILURES):
-            await self._storage.fsync(handle)
-        await self._close_handle()
-        self._aborted = True  # finished for this object; the file stays
-
-    async def abort(self) -> None:
-        """Close and remove the part file. Idempotent; a no-op after a successful commit."""
-        if self._committed or self._aborted:
-            return
-        # Shielded: a cancelled transfer must still not leave its part behind.
-        await asyncio.shield(self._remove_part())
-        self._aborted = True
-
-    async def _remove_part(self) -> None:
-        await self._close_handle()
-        await self._storage.run(self._location, lambda c: _remove_if_present(c, self._part))
 
 
 def _final_of(part: str) -> str:
@@ -256,15 +81,6 @@ async def _parts_of(client: Client, final: str) -> builtins.list[tuple[str, int]
     return found
 
 
-async def _remove_if_present(client: Client, path: str) -> bool:
-    """Remove `path`; False when it was already gone."""
-    try:
-        await client.remove(path)
-    except _MISSING:
-        return False
-    return True
-
-
 class SftpStorage:
     """The Storage protocol on a folder of an SFTP server (see `archiver.storage.base`)."""
 
@@ -277,11 +93,15 @@ class SftpStorage:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         self._server = f"{host}:{settings.port}"
         self._url_base = f"sftp://{settings.username}@{self._server}"
+        # Writes in flight over every upload (each up to a chunk): back-pressure and memory.
         self.write_limit = asyncio.Semaphore(settings.max_concurrent_writes)
         self._connect_lock = asyncio.Lock()
         self._connection: asyncssh.SSHClientConnection | None = None
         self._client: Client | None = None
         self._fsync_supported = True
+        # Temporary files of small writes in flight. `remove_incomplete` leaves them be: in
+        # the daemon a /readyz probe writes while a pass cleans up.
+        self._writing: set[str] = set()
 
     # --- naming -----------------------------------------------------------------------------
 
@@ -393,8 +213,13 @@ class SftpStorage:
         location: str,
         action: Callable[[], Awaitable[_T]],
         recover: Callable[[], Awaitable[None]],
+        *,
+        writing: bool = False,
     ) -> _T:
-        """Run `action`; when the connection dropped, `recover` and run it once more."""
+        """Run `action`; when the connection dropped, `recover` and run it once more.
+
+        `writing`: the action stores data, so a bare 'Failure' means no room (`classified`).
+        """
 
         def dropped(error: BaseException) -> str:
             log.warning("SFTP connection dropped; reconnecting once", server=self._server,
@@ -403,13 +228,15 @@ class SftpStorage:
 
         try:
             return await retrying(
-                action, policy=_RECONNECT_ONCE, retry_on=_DROPPED, describe=dropped,
+                action, policy=_RECONNECT_ONCE, retry_on=DROPPED, describe=dropped,
                 recover=recover,
             )
-        except _SFTP_FAILURES as error:
-            raise await self.classified(error, location) from error
+        except SFTP_FAILURES as error:
+            raise await self.classified(error, location, writing=writing) from error
 
-    async def run(self, location: str, action: Callable[[Client], Awaitable[_T]]) -> _T:
+    async def run(
+        self, location: str, action: Callable[[Client], Awaitable[_T]], *, writing: bool = False
+    ) -> _T:
         """Run `action` on the shared client, reconnecting once; errors become StorageErrors."""
         current = [await self.client()]
 
@@ -417,12 +244,21 @@ class SftpStorage:
             await self.drop_connection(current[0])
             current[0] = await self.client()
 
-        return await self.twice(location, lambda: action(current[0]), reconnect)
+        return await self.twice(location, lambda: action(current[0]), reconnect, writing=writing)
 
-    async def classified(self, error: BaseException, location: str) -> BaseException:
-        """`classify_sftp_error`, but a bare SSH_FX_FAILURE on a nearly full disk is ENOSPC."""
-        if type(error) is asyncssh.SFTPFailure and await self._nearly_full():
-            return PermanentStorageError(f"no space left on {location}")
+    async def classified(
+        self, error: BaseException, location: str, *, writing: bool = False
+    ) -> BaseException:
+        """`classify_sftp_error`, but a bare SSH_FX_FAILURE on a nearly full disk is ENOSPC,
+        and so is one that refused to store data (`writing`), whatever the disk says now."""
+        if type(error) is asyncssh.SFTPFailure:
+            if await self._nearly_full():
+                return StorageFull(f"no space left on {location}")
+            if writing:
+                return StorageFull(
+                    f"no space left on {location} (the server refused to store data: "
+                    "'Failure', which OpenSSH answers for a full disk or quota)"
+                )
         return classify_sftp_error(error, location)
 
     async def _nearly_full(self) -> bool:
@@ -431,9 +267,9 @@ class SftpStorage:
             return False
         try:
             space = await client.statvfs(self._root)
-        except _SFTP_FAILURES:
+        except SFTP_FAILURES:
             return False  # cannot tell: leave the failure as it is
-        return space.bavail * space.frsize < _NEARLY_FULL_BYTES
+        return space.bavail * space.frsize < NEARLY_FULL_BYTES
 
     # --- remote file primitives -------------------------------------------------------------
 
@@ -445,7 +281,7 @@ class SftpStorage:
             try:
                 await client.stat(current)
                 break
-            except _MISSING:
+            except MISSING:
                 missing.append(current)
                 current = posixpath.dirname(current)
         for path in reversed(missing):
@@ -461,7 +297,7 @@ class SftpStorage:
     @staticmethod
     async def _create_private(client: Client, path: str) -> Handle:
         """Create a new file 0600 (fails if it exists), open for writing."""
-        flags = _READ_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        flags = READ_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
         handle = await client.open(
             path, flags, asyncssh.SFTPAttrs(permissions=FILE_MODE), encoding=None
         )
@@ -495,7 +331,7 @@ class SftpStorage:
             return
         except asyncssh.SFTPOpUnsupported:
             pass
-        await _remove_if_present(client, final)
+        await remove_if_present(client, final)
         await client.rename(part, final)
 
     # --- the Storage protocol ---------------------------------------------------------------
@@ -511,12 +347,12 @@ class SftpStorage:
             handle = await self._create_private(client, part)
             return SftpUpload(self, final, part, client, handle)
 
-        return await self.run(self.url(final), begin)
+        return await self.run(self.url(final), begin, writing=True)
 
     async def _discard_parts_of(self, client: Client, final: str) -> None:
         """Remove `<final>.<random>.part` files left by earlier uploads of the same key."""
         for path, _size in await _parts_of(client, final):
-            await _remove_if_present(client, path)
+            await remove_if_present(client, path)
 
     async def resume_upload(self, key: str) -> ResumedUpload | None:
         """Reopen the largest `<key>.<random>.part` an earlier upload left (others go)."""
@@ -525,12 +361,13 @@ class SftpStorage:
         async def reopen(client: Client) -> ResumedUpload | None:
             parts = sorted(await _parts_of(client, final), key=lambda found: found[1])
             for path, _size in parts[:-1]:
-                await _remove_if_present(client, path)
+                await remove_if_present(client, path)
             if not parts or parts[-1][1] == 0:
                 return None
             path, size = parts[-1]
-            handle = await client.open(path, _READ_WRITE, encoding=None)
-            return ResumedUpload(SftpUpload(self, final, path, client, handle), size)
+            handle = await client.open(path, READ_WRITE, encoding=None)
+            upload = SftpUpload(self, final, path, client, handle, durable=size)
+            return ResumedUpload(upload, size)
 
         try:
             return await self.run(self.url(final), reopen)
@@ -540,27 +377,33 @@ class SftpStorage:
     async def write_small(self, key: str, data: bytes) -> None:
         """Temp file in the same folder, fsync, rename over the old one."""
         final = self._remote(key)
-        await self.run(self.url(final), lambda client: self._write_small(client, final, data))
+        await self.run(
+            self.url(final), lambda client: self._write_small(client, final, data), writing=True
+        )
 
     async def _write_small(self, client: Client, final: str, data: bytes) -> None:
         await self._ensure_folder(client, posixpath.dirname(final))
         temporary = f"{final}.{secrets.token_hex(6)}{PART_SUFFIX}"
-        handle = await self._create_private(client, temporary)
+        self._writing.add(temporary)  # before it exists: no cleanup takes it for a leftover
         try:
+            handle = await self._create_private(client, temporary)
             try:
-                await handle.write(data, 0)
-                await self.fsync(handle)
-            finally:
-                await handle.close()
-            await self.rename_into_place(client, temporary, final)
-        except BaseException:
-            await asyncio.shield(self._remove_quietly(client, temporary))
-            raise
+                try:
+                    await handle.write(data, 0)
+                    await self.fsync(handle)
+                finally:
+                    await handle.close()
+                await self.rename_into_place(client, temporary, final)
+            except BaseException:
+                await asyncio.shield(self._remove_quietly(client, temporary))
+                raise
+        finally:
+            self._writing.discard(temporary)
 
     @staticmethod
     async def _remove_quietly(client: Client, path: str) -> None:
-        with contextlib.suppress(*_SFTP_FAILURES):  # remove_incomplete takes it next pass
-            await _remove_if_present(client, path)
+        with contextlib.suppress(*SFTP_FAILURES):  # remove_incomplete takes it next pass
+            await remove_if_present(client, path)
 
     async def read_small(self, key: str) -> bytes:
         """The whole file; FileNotFoundError when there is none."""
@@ -580,7 +423,7 @@ class SftpStorage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The remote file in chunks (asyncssh pipelines each chunk's read requests).
 
         A dropped connection ends the read with a StorageError: a read is cheap to
@@ -594,7 +437,7 @@ class SftpStorage:
             while True:
                 try:
                     chunk = await handle.read(chunk_size, offset)
-                except _SFTP_FAILURES as error:
+                except SFTP_FAILURES as error:
                     raise await self.classified(error, location) from error
                 if not chunk:
                     return
@@ -602,7 +445,7 @@ class SftpStorage:
                 offset += len(chunk)
                 yield chunk
         finally:
-            with contextlib.suppress(*_SFTP_FAILURES):
+            with contextlib.suppress(*SFTP_FAILURES):
                 await handle.close()
 
     async def stat(self, key: str) -> ObjectInfo | None:
@@ -648,7 +491,7 @@ class SftpStorage:
         path = self._remote(key)
 
         async def remove(client: Client) -> None:
-            if await _remove_if_present(client, path):
+            if await remove_if_present(client, path):
                 await self._prune_empty_folders(client, posixpath.dirname(path))
 
         try:
@@ -666,13 +509,15 @@ class SftpStorage:
             folder = posixpath.dirname(folder)
 
     async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep`; return how many."""
+        """Delete every `*.part` under the root but those of keys in `keep` and the temp
+        files of small writes in flight here; return how many."""
         kept = {self._remote(key) for key in keep}
         removed = 0
         async for path in self._walk(self._root):
-            if not _is_part(path) or _final_of(path) in kept:
+            # Asked per file, as the walk goes: a small write may start meanwhile.
+            if not _is_part(path) or _final_of(path) in kept or path in self._writing:
                 continue
-            if await self.run(self.url(path), functools.partial(_remove_if_present, path=path)):
+            if await self.run(self.url(path), functools.partial(remove_if_present, path=path)):
                 removed += 1
         return removed
 
@@ -695,7 +540,7 @@ async def _read_folder(
     """Names of the regular files and of the folders in `folder`, sorted; none if missing."""
     try:
         entries = await client.readdir(folder)
-    except _MISSING:
+    except MISSING:
         return [], []
     files: builtins.list[str] = []
     folders: builtins.list[str] = []

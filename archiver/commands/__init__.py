@@ -1,0 +1,1 @@
+"""Every subcommand but a pass: status, check-config, prune, verify, import, backup-task, demo."""

@@ -1,0 +1,1 @@
+"""The settings: TOML in, frozen and validated settings out."""

@@ -1,0 +1,1 @@
+"""Foundation: errors, units, logging, retries, stops, private files, process tuning."""

@@ -1,0 +1,1 @@
+"""The archive's lifecycle once a backup is in: prune, verify, restore, rebuild, import staging."""

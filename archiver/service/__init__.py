@@ -1,0 +1,1 @@
+"""The long-running service: daemon, schedule, HTTP, status page, metrics, alerts, systemd."""

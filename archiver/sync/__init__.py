@@ -1,0 +1,1 @@
+"""One pass: plan, transfer, commit, report; the runtime it runs in and its progress display."""
