@@ -14,13 +14,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from archiver.config.settings import LocalDestination
 from archiver.core.retry import RetryPolicy
 from archiver.simulator import Simulator, SimulatorServer
+from archiver.storage.base import Storage
+from archiver.storage.destinations import Destination
 from archiver.sync.runtime import Runtime
 from archiver.sync.sync_pass import SyncPass
-from archiver.transfer.download import Downloader, PartSource
+from archiver.transfer.download import Downloader, PartFacts, PartSource
+from archiver.transfer.fan_out import FanOut
 from archiver.transfer.in_flight import InFlight
-from archiver.transfer.join import BackupJoiner
+from archiver.transfer.join import BackupJoiner, KnownPart
 from archiver.transfer.segment_fetch import FIRST_READ
 from tests.archive_backends import ArchiveBackend
 from tests.conftest import (
@@ -395,6 +399,86 @@ async def test_a_slow_destination_holds_the_downloads_back(
     head_room, first_read = 4 * MiB, FIRST_READ  # (half the budget; segment_fetch's)
     assert max(upload.held) <= downloader.budget.peak <= head_room + 3 * first_read
     assert downloader.budget.used == 0
+
+
+def _destination(name: str, storage: Storage) -> Destination:
+    """A plain destination over `storage`, as the fan-out sees one."""
+    return Destination(name, LocalDestination(name=name), storage, None, ())
+
+
+async def test_a_wide_download_into_two_destinations_goes_at_the_slower_ones_pace(
+    big_sim: Simulator, big_server: SimulatorServer
+) -> None:
+    """Four streams into a fan-out over a fast and a slow destination: both get the exact
+    bytes, and the budget holds what one slow destination allows, not more (every write
+    waits for both, so the slower one sets the pace and nothing piles up for it)."""
+    backup_id = big_sim.add_backup("stack-a", size=16 * MiB)
+    key = "stack-a/backup.tar"
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        downloader = Downloader(
+            session, max_files=4, retry_policy=RetryPolicy(retries=2), chunk_size=SEGMENT,
+            streams_per_file=4, segment_size=4 * MiB, in_flight=8 * MiB,
+        )
+        fast, slow = MemoryStorage(), _SlowStorage(downloader.budget)
+        fan_out = FanOut([_destination("fast", fast), _destination("slow", slow)], key)
+
+        async def fresh_url() -> str:
+            return await _public_url(big_server, backup_id, "tar")
+
+        joined = await BackupJoiner(downloader, fan_out).archive(
+            key, [PartSource("tar", "db.tar", fresh_url)],
+            on_size=lambda _: None, on_bytes=lambda _: None,
+        )
+    assert joined.sha256 == big_sim.expected_sha256(backup_id)
+    expected = b"".join(path.read_bytes() for path in big_sim.backup_content_path(backup_id))
+    assert await fast.read_small(key) == expected
+    assert await slow.read_small(key) == expected
+    [upload] = slow.uploads
+    assert max(upload.held) <= downloader.budget.peak <= 4 * MiB + 3 * FIRST_READ
+    assert downloader.budget.used == 0
+
+
+async def test_a_wide_resume_starts_where_the_destination_with_fewest_bytes_stopped(
+    big_sim: Simulator, big_server: SimulatorServer
+) -> None:
+    """Two destinations left 3 MiB and 1 MiB + 12,345 bytes of an upload: four streams of
+    256 KiB ranges fetch from the smaller length on, nothing before it, and both end whole
+    (the one ahead skips what it holds)."""
+    backup_id = big_sim.add_backup("stack-a", size=4 * MiB)
+    expected = b"".join(path.read_bytes() for path in big_sim.backup_content_path(backup_id))
+    key, smallest = "stack-a/backup.tar", MiB + 12_345
+    near, far = MemoryStorage(), MemoryStorage()
+    for storage, durable in ((near, 3 * MiB), (far, smallest)):
+        upload = await storage.start_upload(key)
+        await upload.write_at(expected[:durable], 0)
+        await upload.suspend()
+
+    async def fresh_url() -> str:
+        return await _public_url(big_server, backup_id, "tar")
+
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(await fresh_url(), headers={"Range": "bytes=0-0"}) as response:
+            etag = response.headers["ETag"]  # what the first answer said, as recorded
+            await response.read()
+        served_before = big_sim.stats.bytes_served
+        big_sim.stats.blob_ranges.clear()
+        downloader = Downloader(
+            session, max_files=4, retry_policy=RetryPolicy(retries=2), chunk_size=SEGMENT,
+            streams_per_file=4, segment_size=256 * KiB,
+        )
+        fan_out = FanOut([_destination("near", near), _destination("far", far)], key)
+        joined = await BackupJoiner(downloader, fan_out).archive(
+            key, [PartSource("tar", "db.tar", fresh_url)],
+            on_size=lambda _: None, on_bytes=lambda _: None,
+            known=[KnownPart("tar", PartFacts(size=len(expected), etag=etag, md5=None))],
+        )
+    assert joined.sha256 == big_sim.expected_sha256(backup_id)
+    assert await near.read_small(key) == expected
+    assert await far.read_small(key) == expected
+    starts = [int(str(r).removeprefix("bytes=").split("-")[0]) for r in big_sim.stats.blob_ranges]
+    assert min(starts) == smallest
+    assert len(starts) >= 4  # the rest came as several ranges
+    assert big_sim.stats.bytes_served - served_before == len(expected) - smallest
 
 
 async def test_an_empty_file_is_one_get_and_archived(
