@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.transfer import receive
+from archiver.transfer.in_flight import InFlight
 from archiver.transfer.receive import body_chunks
 from tests.conftest import (
     PART_SIZE,
@@ -108,10 +109,19 @@ async def base_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _checks_afresh() -> None:
-    """Every test checks aiohttp anew and may report its fallback again."""
+def _checks_afresh() -> Iterator[None]:
+    """Every test checks aiohttp anew and may report its fallback again; and what a test
+    made it find (a forced public path) is forgotten after it, not kept for later tests."""
     receive.library_blocker.cache_clear()
     receive._reported.clear()
+    yield
+    receive.library_blocker.cache_clear()
+    receive._reported.clear()
+
+
+def _owner(piece: object) -> object:
+    """The object holding a piece's bytes: itself, or what a memoryview looks into."""
+    return piece.obj if isinstance(piece, memoryview) else piece
 
 
 async def _receive_pieces(url: str) -> list[object]:
@@ -348,7 +358,8 @@ async def test_a_changed_aiohttp_is_read_through_its_public_api_and_said_once(
         second = await _receive_pieces(f"{base_url}/plain")
     for pieces in (first, second):
         assert b"".join(pieces) == BODY  # type: ignore[arg-type]
-        assert all(isinstance(piece, bytes) for piece in pieces)  # aiohttp's, not ours
+        # aiohttp's bytes (a piece split at a chunk's end is a view of them), not our buffers
+        assert all(isinstance(_owner(piece), bytes) for piece in pieces)
     warnings = [entry for entry in logs if entry["log_level"] == "warning"]
     assert len(warnings) == 1
     assert reason in warnings[0]["reason"]
@@ -380,3 +391,25 @@ async def test_a_pass_on_the_public_path_archives_exact_bytes_and_hashes(
         assert hashlib.sha256(piece).hexdigest() == part["sha256"]
         offset += part["size"]
     assert any(entry.get("reason") == "C66_ARCHIVER_PUBLIC_RECEIVE=1" for entry in logs)
+
+
+async def test_the_public_path_never_hands_out_more_than_a_chunk_s_room(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through aiohttp, pieces that overrun a chunk are split at its end (views, no copy):
+    every chunk holds at most chunk_size, the room it took, and all the room comes back."""
+    monkeypatch.setenv(receive.PUBLIC_RECEIVE_ENV, "1")
+    budget = InFlight(4 * MiB, head_room=2 * MiB)
+    share = budget.share()
+    chunk_size = 100_000  # no multiple of aiohttp's pieces: most chunks end mid-piece
+    sizes: list[int] = []
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/plain") as response:
+        chunks = body_chunks(response, chunk_size=chunk_size, read_timeout=5, share=share)
+        async with contextlib.aclosing(chunks):
+            async for pieces in chunks:
+                sizes.append(sum(len(piece) for piece in pieces))
+                share.release(sizes[-1])
+    assert sum(sizes) == len(BODY)
+    assert max(sizes) <= chunk_size
+    assert sizes.count(chunk_size) >= len(BODY) // chunk_size - 5  # mostly full chunks
+    assert budget.used == 0

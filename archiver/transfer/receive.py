@@ -508,7 +508,9 @@ async def _through_aiohttp(
     """aiohttp's own reading, its pieces (as received: `iter_any` would join them) gathered.
 
     The room of each chunk is taken before its first piece is read (and corrected to
-    what the chunk holds when it goes out); the throttle is paid piece by piece.
+    what the chunk holds when it goes out); a piece that would overfill a chunk is split
+    (a view, no copy), so no chunk holds more than its room. The throttle is paid piece
+    by piece.
     """
     clock = asyncio.get_running_loop().time
     pieces: list[Piece] = []
@@ -530,15 +532,18 @@ async def _through_aiohttp(
         async for piece, _ in response.content.iter_chunks():
             if throttle is not None:
                 await throttle.take(len(piece))
-            if not pieces:
-                flush_at = clock() + FLUSH_AFTER_SECONDS
-            pieces.append(piece)
-            gathered += len(piece)
-            if gathered >= chunk_size or clock() >= flush_at:
-                yield out()
-                if share is not None:
-                    await share.reserve(chunk_size)
-                    reserved = chunk_size
+            rest: Piece = piece
+            while rest:
+                if not pieces:
+                    flush_at = clock() + FLUSH_AFTER_SECONDS
+                taken, rest = _split(rest, chunk_size - gathered)
+                pieces.append(taken)
+                gathered += len(taken)
+                if gathered >= chunk_size or clock() >= flush_at:
+                    yield out()
+                    if share is not None:
+                        await share.reserve(chunk_size)
+                        reserved = chunk_size
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
         if gathered:
             yield out()  # what arrived before the break is kept
@@ -548,3 +553,11 @@ async def _through_aiohttp(
             share.release(reserved)
     if gathered:
         yield out()
+
+
+def _split(piece: Piece, room: int) -> tuple[Piece, Piece]:
+    """The first `room` bytes of `piece` and the rest; `piece` itself when it fits."""
+    if len(piece) <= room:
+        return piece, b""
+    view = memoryview(piece)
+    return view[:room], view[room:]
