@@ -33,6 +33,7 @@ import structlog
 from archiver.config.settings import Settings, policy_for
 from archiver.core.errors import StorageError
 from archiver.core.secrets import redact
+from archiver.model.backup_identity import identity_of
 from archiver.model.layout import TOMBSTONE_NAME, sibling_key
 from archiver.model.manifest import ArchivedBackup, Tombstone, utc_now_iso
 from archiver.model.retention import decide
@@ -61,13 +62,7 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         """The contract's `prune --json` entry."""
-        entry: dict[str, Any] = {
-            "stack_uid": self.record.stack_uid,
-            "backup_id": self.record.backup_id,
-            "db_type": self.record.db_type,
-            "database_name": self.record.database_name,
-            "backup_date": self.record.backup_date,
-        }
+        entry: dict[str, Any] = dict(identity_of(self.record))
         if self.keep:
             entry["reasons"] = list(self.reasons)
         return entry
@@ -140,8 +135,7 @@ class Pruner:
     def _start(self, verdict: Verdict) -> PrunedBackup:
         record = verdict.record
         pruned = PrunedBackup(
-            record.stack_uid, record.backup_id, record.db_type, record.database_name,
-            record.backup_date, record.tar_key, record.manifest_key,
+            **identity_of(record), tar_key=record.tar_key, manifest_key=record.manifest_key,
             pruned_at=utc_now_iso(), complete=False,
         )
         self._state.pruned.record(pruned)
@@ -173,11 +167,7 @@ class Pruner:
 
 def _tombstone(pruned: PrunedBackup, policy: str) -> Tombstone:
     return Tombstone(
-        stack_uid=pruned.stack_uid,
-        backup_id=pruned.backup_id,
-        db_type=pruned.db_type,
-        database_name=pruned.database_name,
-        backup_date=pruned.backup_date,
+        **identity_of(pruned),
         pruned_at=pruned.pruned_at,
         policy=policy,
         file=pruned.tar_key.rpartition("/")[2],

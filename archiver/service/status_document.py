@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from archiver.model.backup_identity import identity_of
 from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore
@@ -71,11 +72,7 @@ def _archived_entry(
 ) -> dict[str, Any]:
     check = checks.get((record.stack_uid, record.backup_id))
     return {
-        "stack_uid": record.stack_uid,
-        "backup_id": record.backup_id,
-        "db_type": record.db_type,
-        "database_name": record.database_name,
-        "backup_date": record.backup_date,
+        **identity_of(record),
         "size": record.size,
         "sha256": record.sha256,
         "location": record.location,
