@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -33,6 +33,7 @@ from archiver.core.terminal import EXIT_CLOSED_PIPE, silence_closed_stdout
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _LOG_FORMATS = click.Choice(["auto", "json", "console"])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -328,6 +329,13 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool) -> None:
     _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, wait=wait))
 
 
+def _identity_option(purpose: str) -> Callable[[_F], _F]:
+    """`--identity FILE`, the private key that decrypts an encrypted archive, for `purpose`."""
+    return click.option(
+        "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help=purpose,
+    )
+
+
 def _parse_subset(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[int, int] | None:
@@ -355,10 +363,7 @@ def _parse_subset(
     help="Check a random P percent of the backups (at least one).",
 )
 @click.option("--deep", is_flag=True, help="Also read every tar to its end (slower).")
-@click.option(
-    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-    help="With --deep on an encrypted archive: the private key that decrypts it.",
-)
+@_identity_option("With --deep on an encrypted archive: the private key that decrypts it.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
 @click.pass_obj
 def verify(
@@ -406,9 +411,8 @@ def verify(
     "<database_name>.tar into, or - for stdout.",
 )
 @click.option("--force", is_flag=True, help="Replace a file that is already at the output path.")
-@click.option(
-    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-    help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
+@_identity_option(
+    "The age or OpenSSH private key of an encrypted archive ([encryption] identity_file)."
 )
 @click.pass_obj
 def restore(
@@ -468,10 +472,7 @@ def _parse_expires(
     "--expires", default="24h", show_default=True, callback=_parse_expires, metavar="DURATION",
     help="How long the pre-signed URL of --backup stays valid (at most 7d).",
 )
-@click.option(
-    "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-    help="For an encrypted archive: the key that decrypts a staging copy for Cloud 66.",
-)
+@_identity_option("For an encrypted archive: the key that decrypts a staging copy for Cloud 66.")
 @click.pass_obj
 def import_(
     setup: _Setup, stack_uid: str, db_type: str, group: int, url: str | None,
