@@ -16,6 +16,7 @@ from archiver.storage.base import (
     ObjectInfo,
     OffsetSegment,
     ResumedUpload,
+    UploadEnd,
     check_key,
     probe_round_trip,
 )
@@ -28,7 +29,7 @@ class MemoryUpload:
         self._storage = storage
         self._key = key
         self._buffer = bytearray()
-        self._finished = False
+        self._end = UploadEnd(repr(key))
 
     @property
     def written(self) -> bytes:
@@ -42,11 +43,12 @@ class MemoryUpload:
     @property
     def active(self) -> bool:
         """True until commit, abort or a newer upload of the same key."""
-        return not self._finished and self._storage.pending_upload(self._key) is self
+        return not self._end.ended and self._storage.pending_upload(self._key) is self
 
     def _check_active(self) -> None:
-        if not self.active:
-            raise PermanentStorageError(f"upload of {self._key!r} is finished or was discarded")
+        self._end.check_open()
+        if self._storage.pending_upload(self._key) is not self:
+            raise PermanentStorageError(f"upload of {self._key!r} was discarded (a newer upload)")
 
     async def open_segment(self, index: int, offset: int) -> OffsetSegment:
         """A writer at `offset`."""
@@ -79,7 +81,7 @@ class MemoryUpload:
 
     async def suspend(self) -> None:
         """Keep the buffer in the store for `resume_upload`; this object is done."""
-        self._finished = True
+        self._end.end()
 
     async def abort(self) -> None:
         """Forget the buffer. Idempotent; a no-op after commit."""
@@ -88,7 +90,7 @@ class MemoryUpload:
         self._finish()
 
     def _finish(self) -> None:
-        self._finished = True
+        self._end.end()
         self._buffer = bytearray()
 
 

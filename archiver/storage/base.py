@@ -116,6 +116,34 @@ class Upload(Protocol):
         may not be used afterwards."""
 
 
+class UploadEnd:
+    """Is an upload still open? Asked one way by every backend, with one error when not.
+
+    An upload ends when it is committed, suspended or aborted; from then on every
+    write, read back or segment raises `finished()`. `committed` is kept apart: an
+    upload whose commit failed has ended for writing but must still be aborted.
+    """
+
+    def __init__(self, location: str) -> None:
+        self._location = location
+        self.ended = False
+        self.committed = False
+
+    def check_open(self) -> None:
+        """Raise `finished()` once the upload has ended."""
+        if self.ended:
+            raise self.finished()
+
+    def finished(self) -> PermanentStorageError:
+        """The error of a use after the end."""
+        return PermanentStorageError(f"upload of {self._location} is already finished")
+
+    def end(self, *, committed: bool = False) -> None:
+        """No more writes (and, with `committed`, nothing left to abort)."""
+        self.ended = True
+        self.committed = self.committed or committed
+
+
 @dataclass(frozen=True)
 class ResumedUpload:
     """An unfinished upload an earlier process left, reopened to be continued."""

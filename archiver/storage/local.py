@@ -40,6 +40,7 @@ from archiver.storage.base import (
     OffsetSegment,
     Piece,
     ResumedUpload,
+    UploadEnd,
     check_final_key,
     check_key,
     probe_round_trip,
@@ -187,13 +188,13 @@ class LocalUpload:
         self._part = final.with_name(final.name + PART_SUFFIX)
         self._descriptor: int | None = descriptor
         self._descriptor_lock = threading.Lock()
-        self._committed = False
+        self._end = UploadEnd(str(final))
         status = os.fstat(descriptor)
         self._inode = (status.st_dev, status.st_ino)
 
     def _open_descriptor(self) -> int:
-        if self._descriptor is None:
-            raise PermanentStorageError(f"upload of {self._final} is already finished")
+        self._end.check_open()
+        assert self._descriptor is not None  # None exactly once ended: _take_descriptor
         return self._descriptor
 
     async def open_segment(self, index: int, offset: int) -> LocalSegment:
@@ -243,12 +244,13 @@ class LocalUpload:
         # From here the descriptor is closed whatever happens, so abort must not touch it.
         self._take_descriptor()
         await self._storage.run(self._part, self._publish, descriptor)
-        self._committed = True
+        self._end.end(committed=True)
 
     def _take_descriptor(self) -> int | None:
         """Forget the descriptor (once no write holds it); the caller closes it."""
         with self._descriptor_lock:
             descriptor, self._descriptor = self._descriptor, None
+            self._end.end()
         return descriptor
 
     def _check_and_flush(self, descriptor: int, size: int) -> None:
@@ -272,7 +274,7 @@ class LocalUpload:
 
     async def suspend(self) -> None:
         """fsync and close the part file, and leave it for `resume_upload`."""
-        if self._committed:
+        if self._end.committed:
             return
         descriptor = self._take_descriptor()
         if descriptor is not None:
@@ -280,7 +282,7 @@ class LocalUpload:
 
     async def abort(self) -> None:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
-        if self._committed:
+        if self._end.committed:
             return
         await self._storage.run(self._part, self._abort_sync, self._take_descriptor())
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import structlog
 
 from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.storage.base import UploadEnd
 
 log = structlog.get_logger(__name__)
 
@@ -195,8 +196,7 @@ class S3Upload:
         self._closed_segments = 0
         self._current: S3Segment | None = None
         self._turn = asyncio.Condition()
-        self._finished = False
-        self._committed = False
+        self._end = UploadEnd(storage.location(key))
         self._abort_task: asyncio.Future[None] | None = None
         # A resumed upload: its first bytes were copied from the sealed `<key>.part`
         # object, which `read_back` reads (its ETag guards against a newer one).
@@ -211,8 +211,7 @@ class S3Upload:
         self._closed_segments = -1  # the first segment opened after resuming takes its turn
 
     def _check_usable(self) -> None:
-        if self._finished:
-            raise PermanentStorageError(f"upload of {self._where()} is finished or was aborted")
+        self._end.check_open()
         if self._failure is not None:
             raise self._failure
 
@@ -247,7 +246,7 @@ class S3Upload:
             return
         async with self._turn:
             await self._turn.wait_for(
-                lambda: self._finished or self._closed_segments >= segment.index
+                lambda: self._end.ended or self._closed_segments >= segment.index
             )
         self._check_usable()
         if self._closed_segments != segment.index or self._position != segment.offset:
@@ -381,11 +380,11 @@ class S3Upload:
         )
 
     def _mark_committed(self) -> None:
-        self._committed = True
+        self._end.end(committed=True)
         self._finish()
 
     def _finish(self) -> None:
-        self._finished = True
+        self._end.end()
         self._buffer = PartBuffer(self._part_size)
         self._current = None
         # Wake segments waiting for their turn: they find the upload finished and raise.
@@ -397,7 +396,7 @@ class S3Upload:
 
     async def suspend(self) -> None:
         """Let the parts in flight finish, then leave the multipart upload for resume_upload."""
-        if self._committed or self._finished:
+        if self._end.ended:
             return
         await asyncio.shield(self._drain())
         self._finish()
@@ -408,7 +407,7 @@ class S3Upload:
         The work runs in its own task and is shielded: cancelling the caller (a
         SIGTERM, a failed sibling download) does not stop the abort half way.
         """
-        if self._committed:
+        if self._end.committed:
             return
         if self._abort_task is None:
             self._abort_task = self._storage.spawn(self._abort_now())
