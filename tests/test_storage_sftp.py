@@ -23,6 +23,7 @@ from archiver.core.errors import PermanentStorageError, StorageFull, TransientSt
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
+from archiver.storage.sftp_errors import classify_sftp_error
 from loopback.sshd import SftpServer
 from tests.conftest import REPO_ROOT, file_sha256, wait_until
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
@@ -382,3 +383,20 @@ async def test_a_suspended_upload_keeps_only_the_acknowledged_bytes_of_the_last_
     assert resumed.durable == MiB
     assert await resumed.upload.read_back(0, MiB) == fresh
     await resumed.upload.abort()
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("No space left on device", StorageFull),  # servers that pass strerror on (SFTPGo, ...)
+        ("Disk quota exceeded", StorageFull),
+        ("write failed: ENOSPC", StorageFull),
+        ("Failure", TransientStorageError),  # OpenSSH's bare failure: the free space decides
+    ],
+)
+def test_the_words_of_a_no_space_failure_are_pinned(
+    reason: str, kind: type[Exception]
+) -> None:
+    """A bare SSH_FX_FAILURE is a full destination when its text says so; only then."""
+    classified = classify_sftp_error(asyncssh.SFTPFailure(reason), "sftp://host/archive/x")
+    assert type(classified) is kind

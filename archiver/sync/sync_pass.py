@@ -340,7 +340,10 @@ class SyncPass:
         commit is recorded (`archiver.transfer.commit`) before the data reaches its final name."""
         state, backup_id = self._rt.state, job.backup.id
         encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
-        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
+        known = (
+            [] if encrypted
+            else transfers.resume_or_begin(state, job.stack_uid, backup_id, job.keys.tar)
+        )
         pending: list[PendingCommit] = []
 
         def intend(joined: JoinedResult) -> None:
@@ -377,14 +380,14 @@ class SyncPass:
     def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
 
-        def fresh_url(file_id: str) -> PartSource:
+        def part_source(file_id: str) -> PartSource:
             async def fetch() -> str:
                 return await client.public_url(job.stack_uid, job.backup.id, file_id)
 
             name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
             return PartSource(id=file_id, name=name, fresh_url=fetch)
 
-        return [fresh_url(file.id) for file in files]
+        return [part_source(file.id) for file in files]
 
     async def _adopt_existing(self, job: _Job) -> bool:
         """A manifest already in storage (state lost, or a crash after the manifest) counts."""

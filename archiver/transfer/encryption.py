@@ -34,6 +34,11 @@ pyrage = lazy_module("pyrage")
 
 FORMAT = "age-v1"
 
+# pyrage raises one DecryptError type for every failure; only rage's message tells a
+# wrong key from damaged data. Pinned: tests/test_encryption.py checks it against the
+# installed pyrage, so a rewording fails there, not as a damaged-backup report.
+NO_MATCHING_KEYS = "No matching keys"
+
 
 class WrongIdentity(Exception):
     """None of the identities can open the file (it was encrypted to other keys)."""
@@ -174,7 +179,7 @@ class AgeStream:
     def _raise(outcome: BaseException | None) -> None:
         if outcome is None:
             return
-        if isinstance(outcome, pyrage.DecryptError) and "No matching keys" in str(outcome):
+        if isinstance(outcome, pyrage.DecryptError) and NO_MATCHING_KEYS in str(outcome):
             raise WrongIdentity("none of the identities can decrypt it") from None
         if isinstance(outcome, pyrage.EncryptError):
             raise EncryptionFailed(f"age encryption failed ({outcome})") from None

@@ -25,8 +25,11 @@ from archiver.transfer.join import KnownPart, PartFactsCallback
 log = structlog.get_logger(__name__)
 
 
-def start(state: StateStore, stack_uid: str, backup_id: int, tar_key: str) -> list[KnownPart]:
-    """The parts an earlier transfer of this backup recorded (to resume), or a fresh record."""
+def resume_or_begin(
+    state: StateStore, stack_uid: str, backup_id: int, tar_key: str
+) -> list[KnownPart]:
+    """The parts an earlier transfer of this backup recorded, to resume; else none, and the
+    transfer is recorded as begun."""
     earlier = state.transfers.get(stack_uid, backup_id)
     if earlier is not None and earlier.tar_key == tar_key and earlier.parts:
         return [
