@@ -185,7 +185,8 @@ Shell completion, e.g. in ~/.bashrc (zsh_source, fish_source for those shells):
   eval "$(_C66_ARCHIVER_COMPLETE=bash_source c66-archiver)"
 
 Exit codes: 0 all archived, 1 some backups failed, 2 usage or config error,
-3 another instance holds the state lock, 4 the API refused the token.""",
+3 another instance holds the state lock, 4 the API refused the token,
+143/130 a pass stopped by SIGTERM/SIGINT with work left for the next one.""",
 )
 @click.option("--sync-now", is_flag=True, help="Run one pass and exit instead of the daemon.")
 @click.version_option(__version__, prog_name="c66-archiver")
@@ -222,6 +223,8 @@ def sync(setup: _Setup) -> None:
 
     Archives every Ok backup not archived yet, then prints a one-line summary.
     Exit 0 when everything due was archived, 1 when some backups failed.
+    SIGTERM or SIGINT stop it as they stop the daemon (transfers in flight get
+    [transfer] grace_period); stopped with work left, it exits 143 or 130.
 
     \b
     Example (cron, every hour at :15):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -186,6 +187,16 @@ async def start_cli(
         env=env or cli_env(),
         cwd=str(cwd),
     )
+
+
+async def stop_cli(
+    process: asyncio.subprocess.Process, signum: int = signal.SIGTERM, timeout: float = 30
+) -> int:
+    """Send `signum` to a CLI process (unless it ended) and return its exit code; the test
+    fails when it takes longer than `timeout` to exit."""
+    if process.returncode is None:
+        process.send_signal(signum)
+    return await asyncio.wait_for(process.wait(), timeout)
 
 
 async def run_cli(

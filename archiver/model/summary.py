@@ -40,6 +40,7 @@ class PassSummary:
     seconds: float = 0.0
     failed: list[Failure] = field(default_factory=list)
     auth_error: AuthError | None = None
+    stopped: bool = False  # a stop (SIGTERM) left some of the pass's work for the next one
 
     @property
     def ok(self) -> bool:
@@ -68,7 +69,9 @@ class PassSummary:
     def one_line(self) -> str:
         """The end-of-pass summary line."""
         pruned = f", pruned {self.pruned}" if self.pruned else ""
+        stopped = "; stopped: the rest is left for the next pass" if self.stopped else ""
         return (
             f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
-            f"failed {len(self.failed)}{pruned}, {human_bytes(self.bytes)} in {self.seconds:.1f}s"
+            f"failed {len(self.failed)}{pruned}, {human_bytes(self.bytes)} in "
+            f"{self.seconds:.1f}s{stopped}"
         )

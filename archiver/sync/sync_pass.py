@@ -105,6 +105,7 @@ class SyncPass:
             await pass_lock.acquire_waiting(self._stop, on_wait=_waiting_for_prune)
         except Stopped:
             log.info("stopping before the pass started")
+            self._summary.stopped = True
             return self._summary
         try:
             return await self._run()
@@ -133,6 +134,7 @@ class SyncPass:
             log.error("the Cloud 66 API refused the token", error=str(error))
         except Stopped:
             log.info("stopping: the rest of the pass is left for the next one")
+            self._summary.stopped = True
         except StorageError as error:
             self._fail("*", None, f"storage unusable: {error}")
         finally:
@@ -281,6 +283,7 @@ class SyncPass:
             except Stopped:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
+                self._summary.stopped = True
             except AuthError:
                 raise
             except ArchiverError as error:
