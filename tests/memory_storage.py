@@ -8,10 +8,11 @@ when the object goes away.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from archiver.core.errors import IntegrityError, PermanentStorageError
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
@@ -19,6 +20,7 @@ from archiver.storage.base import (
     UploadEnd,
     check_key,
     probe_round_trip,
+    removable_leftover,
 )
 
 
@@ -30,6 +32,7 @@ class MemoryUpload:
         self._key = key
         self._buffer = bytearray()
         self._end = UploadEnd(repr(key))
+        self.last_written = datetime.now(UTC)
 
     @property
     def written(self) -> bytes:
@@ -63,6 +66,7 @@ class MemoryUpload:
         if end > len(self._buffer):
             self._buffer.extend(bytes(end - len(self._buffer)))
         self._buffer[offset:end] = chunk
+        self.last_written = datetime.now(UTC)
 
     async def read_back(self, offset: int, size: int) -> bytes:
         """Bytes already written."""
@@ -185,9 +189,15 @@ class MemoryStorage:
         self._objects.pop(check_key(key), None)
         self._sha256.pop(key, None)
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Drop every unfinished upload but those of keys in `keep`; return how many."""
-        doomed = [key for key in self._uploads if key not in keep]
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
+        """Drop every unfinished upload but those of keys in `keep` and another process's
+        probe or staging copy until idle for `idle_for`; return how many."""
+        doomed = [
+            key for key, upload in self._uploads.items()
+            if key not in keep and removable_leftover(key, upload.last_written, idle_for=idle_for)
+        ]
         for key in doomed:
             del self._uploads[key]
         return len(doomed)

@@ -29,6 +29,14 @@ async def storage(tmp_path: Path) -> AsyncIterator[LocalStorage]:
     await backend.aclose()
 
 
+@pytest.fixture
+async def neighbour(tmp_path: Path) -> AsyncIterator[LocalStorage]:
+    """Another process's view of the same folder: a second backend on it."""
+    backend = LocalStorage(tmp_path / "archive")
+    yield backend
+    await backend.aclose()
+
+
 class TestLocalConformance(StorageConformance):
     """The local backend passes the whole suite."""
 

@@ -39,6 +39,16 @@ async def storage(sftp_server: SftpServer, sftp_folder: Path) -> AsyncIterator[S
     await backend.aclose()
 
 
+@pytest.fixture
+async def neighbour(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> AsyncIterator[SftpStorage]:
+    """Another process's view of the same remote folder: a second backend (connection) on it."""
+    backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
+    yield backend
+    await backend.aclose()
+
+
 class TestSftpConformance(StorageConformance):
     """The SFTP backend passes the whole suite against a real sshd."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from archiver.core.errors import PermanentStorageError, StorageError
@@ -25,6 +25,40 @@ READ_CHUNK_SIZE = 4 * 1024 * 1024
 
 # Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
 PART_SUFFIX = ".part"
+
+PROBE_PREFIX = "c66-archiver-probe-"
+"""The name of a probe object at the root (`probe`, as `check-config` and /readyz run it)."""
+
+STAGING_FOLDER = "c66-archiver-imports"
+"""Where `import --backup` stages plaintext copies for Cloud 66 (`lifecycle.import_staging`)."""
+
+LEFTOVER_IDLE = timedelta(hours=1)
+"""How long an unfinished upload of a process that takes no lock must have gone unwritten
+before a pass takes it for a crash's leftover: far past any stall of a live writer (its
+retries give up within minutes) and any clock skew between us and an SFTP server."""
+
+
+def written_beside_passes(key: str) -> bool:
+    """True for what processes that take no lock write while a pass may run: a probe
+    object at the root, an import's staging copy (ARCHITECTURE.md, "Who takes which lock")."""
+    return key.startswith(PROBE_PREFIX) or key.split("/", 1)[0] == STAGING_FOLDER
+
+
+def removable_leftover(
+    key: str, last_written: datetime | None, *, idle_for: timedelta, now: datetime | None = None
+) -> bool:
+    """Whether a pass's cleanup takes the unfinished upload of `key` (relative to the root,
+    any `.part` suffix included), last written at `last_written` (None: unknown).
+
+    A pass's own leftovers, at once; another process's (`written_beside_passes`) only once
+    idle for `idle_for`: an unknown age keeps it.
+    """
+    if not written_beside_passes(key):
+        return True
+    if last_written is None:
+        return False
+    return (now or datetime.now(UTC)) - last_written >= idle_for
+
 
 # A piece of a chunk as the network delivered it (bytes), or a receive buffer (a view).
 Piece = bytes | bytearray | memoryview
@@ -202,18 +236,24 @@ class Storage(Protocol):
     async def remove(self, key: str) -> None:
         """Delete a completed object. Idempotent: a missing key is not an error."""
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
         """Remove leftovers of interrupted uploads, except those of the keys in `keep` (to be
-        resumed); return how many. Run by each pass once it knows what it will resume."""
+        resumed) and what a live process that takes no lock is writing; return how many.
+
+        Run by each pass once it knows what it will resume. Beside it may run a
+        `check-config` probe or an `import --backup` staging upload of another process
+        (`written_beside_passes`): their leftovers go only once idle for `idle_for` (no
+        write since), as a live writer writes on. Everything else unfinished is a
+        pass's own, and no other pass runs (the instance lock).
+        """
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object; raise StorageError naming what failed."""
 
     async def aclose(self) -> None:
         """Release connections and threads."""
-
-
-PROBE_PREFIX = "c66-archiver-probe-"
 
 
 class _SmallObjects(Protocol):

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
@@ -34,6 +34,7 @@ from archiver.core.errors import (
 )
 from archiver.core.private_files import create_private_file, fsync_folder, make_private_folders
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
@@ -44,6 +45,7 @@ from archiver.storage.base import (
     check_final_key,
     check_key,
     probe_round_trip,
+    removable_leftover,
 )
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -488,18 +490,24 @@ class LocalStorage:
             return
         _prune_empty_folders(self._root, path.parent)
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep` and the temp
-        files of small writes in flight here; return how many."""
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
+        """Delete every `*.part` under the root but those of keys in `keep`, the temp files
+        of small writes in flight here, and another process's probe or staging copy while
+        it is written (see `Storage.remove_incomplete`); return how many."""
         kept = {str(self._path(key)) + PART_SUFFIX for key in keep}
-        return await self.run(self._root, self._remove_incomplete_sync, kept)
+        return await self.run(self._root, self._remove_incomplete_sync, kept, idle_for)
 
-    def _remove_incomplete_sync(self, kept: set[str]) -> int:
+    def _remove_incomplete_sync(self, kept: set[str], idle_for: timedelta) -> int:
         removed = 0
         for current, _folders, files in os.walk(self._root):
             for name in files:
                 path = str(Path(current, name))
                 if not name.endswith(PART_SUFFIX) or path in kept or self._being_written(path):
+                    continue
+                key = os.path.relpath(path, self._root)
+                if not removable_leftover(key, _modified(path), idle_for=idle_for):
                     continue
                 Path(path).unlink(missing_ok=True)
                 removed += 1
@@ -519,3 +527,11 @@ class LocalStorage:
         """Stop our thread pool (not one the caller lent us)."""
         if self._owns_executor:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+
+def _modified(path: str) -> datetime | None:
+    """When the file at `path` was last written; None when it is gone."""
+    try:
+        return datetime.fromtimestamp(os.stat(path, follow_symlinks=False).st_mtime, UTC)
+    except FileNotFoundError:
+        return None

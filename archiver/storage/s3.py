@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from archiver.core.errors import (
 )
 from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
@@ -40,6 +41,8 @@ from archiver.storage.base import (
     check_final_key,
     check_key,
     probe_round_trip,
+    removable_leftover,
+    written_beside_passes,
 )
 from archiver.storage.s3_errors import NO_UPLOAD, NOT_FOUND, caused_by, classify_s3_error
 from archiver.storage.s3_upload import MIN_PART_SIZE, S3Upload
@@ -237,25 +240,30 @@ class S3Storage:
         self, upload_key: str, upload_id: str
     ) -> list[tuple[int, str, int]]:
         """(number, ETag, size) of the completed parts that follow each other from part 1."""
-        client = await self._connected()
-        paginator = client.get_paginator("list_parts")
-        found: list[tuple[int, str, int]] = []
-        try:
-            async for page in paginator.paginate(
-                Bucket=self._bucket, Key=upload_key, UploadId=upload_id
-            ):
-                found.extend(
-                    (int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]))
-                    for p in page.get("Parts", [])
-                )
-        except (ClientError, BotoCoreError) as error:
-            raise classify_s3_error(error, f"s3://{self._bucket}/{upload_key} (parts)") from error
+        found = [
+            (int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]))
+            for p in await self._parts(upload_key, upload_id)
+        ]
         contiguous = []
         for expected, part in enumerate(sorted(found), start=1):
             if part[0] != expected:
                 break
             contiguous.append(part)
         return contiguous
+
+    async def _parts(self, upload_key: str, upload_id: str) -> list[dict[str, Any]]:
+        """ListParts of an unfinished upload, every page: PartNumber, ETag, Size, LastModified."""
+        client = await self._connected()
+        paginator = client.get_paginator("list_parts")
+        found: list[dict[str, Any]] = []
+        try:
+            async for page in paginator.paginate(
+                Bucket=self._bucket, Key=upload_key, UploadId=upload_id
+            ):
+                found.extend(page.get("Parts", []))
+        except (ClientError, BotoCoreError) as error:
+            raise classify_s3_error(error, f"s3://{self._bucket}/{upload_key} (parts)") from error
+        return found
 
     async def _sealed_object(self, upload_key: str) -> tuple[int, str] | None:
         try:
@@ -308,12 +316,17 @@ class S3Storage:
 
     async def _multipart_uploads(self, object_prefix: str) -> list[tuple[str, str]]:
         """(key, upload id) of every unfinished multipart upload under `object_prefix`."""
-        found: list[tuple[str, str]] = []
+        uploads = await self._listed_uploads(object_prefix)
+        return [(str(item["Key"]), str(item["UploadId"])) for item in uploads]
+
+    async def _listed_uploads(self, object_prefix: str) -> list[dict[str, Any]]:
+        """ListMultipartUploads under `object_prefix`, every page: Key, UploadId, Initiated."""
+        found: list[dict[str, Any]] = []
         client = await self._connected()
         paginator = client.get_paginator("list_multipart_uploads")
         try:
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=object_prefix):
-                found.extend((item["Key"], item["UploadId"]) for item in page.get("Uploads", []))
+                found.extend(page.get("Uploads", []))
         except (ClientError, BotoCoreError) as error:
             what = f"s3://{self._bucket}/{object_prefix} (list uploads)"
             raise classify_s3_error(error, what) from error
@@ -450,31 +463,61 @@ class S3Storage:
         """DeleteObject; S3 answers a missing key with success too."""
         await self.call("delete_object", self.location(key), Key=self._object_key(key))
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
         """Abort every unfinished multipart upload under our prefix (and delete every
-        unpublished `.part` object) but those of keys in `keep`; return how many.
-
-        A pass runs alone under the state lock, so every upload under the prefix
-        is a leftover of an interrupted one (ours or a crashed process's).
+        unpublished `.part` object) but those of keys in `keep` and another process's
+        probe or staging copy while it is written (see `Storage.remove_incomplete`);
+        return how many.
         """
         kept = {self._upload_key(key) for key in keep}
-        uploads = [u for u in await self._multipart_uploads(self._prefix) if u[0] not in kept]
-        for object_key, upload_id in uploads:
-            await self.abort_multipart(object_key, upload_id)
-        leftovers = [key async for key in self._part_objects() if key not in kept]
+        removed = 0
+        for upload in await self._listed_uploads(self._prefix):
+            object_key, upload_id = str(upload["Key"]), str(upload["UploadId"])
+            if object_key not in kept and await self._upload_is_leftover(upload, idle_for):
+                await self.abort_multipart(object_key, upload_id)
+                removed += 1
+        leftovers = [
+            object_key async for object_key, modified in self._part_objects()
+            if object_key not in kept
+            and removable_leftover(self._relative(object_key), modified, idle_for=idle_for)
+        ]
         for object_key in leftovers:  # completed, but never published (a crash in between)
             await self.call("delete_object", f"s3://{self._bucket}/{object_key}", Key=object_key)
-        return len(uploads) + len(leftovers)
+        return removed + len(leftovers)
 
-    async def _part_objects(self) -> AsyncIterator[str]:
-        """Object keys under our prefix that end in `.part`: unpublished uploads."""
+    def _relative(self, object_key: str) -> str:
+        return object_key.removeprefix(self._prefix)
+
+    async def _upload_is_leftover(self, upload: dict[str, Any], idle_for: timedelta) -> bool:
+        """Whether an unfinished multipart upload is to go: when it began, and if that is
+        long ago, when its newest part was written (an import's staging copy may take hours)."""
+        key = self._relative(str(upload["Key"]))
+        if not removable_leftover(key, upload.get("Initiated"), idle_for=idle_for):
+            return False
+        if not written_beside_passes(key):
+            return True
+        try:
+            parts = await self._parts(str(upload["Key"]), str(upload["UploadId"]))
+        except PermanentStorageError as error:
+            if caused_by(error, NO_UPLOAD):
+                return False  # finished or aborted meanwhile: nothing left to remove
+            raise
+        written = [part["LastModified"] for part in parts if part.get("LastModified")]
+        return removable_leftover(key, max(written, default=upload.get("Initiated")),
+                                  idle_for=idle_for)
+
+    async def _part_objects(self) -> AsyncIterator[tuple[str, datetime | None]]:
+        """(object key, last modified) of the objects under our prefix that end in `.part`:
+        unpublished uploads."""
         client = await self._connected()
         paginator = client.get_paginator("list_objects_v2")
         try:
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
                 for item in page.get("Contents", []):
                     if str(item["Key"]).endswith(PART_SUFFIX):
-                        yield str(item["Key"])
+                        yield str(item["Key"]), item.get("LastModified")
         except (ClientError, BotoCoreError) as error:
             raise classify_s3_error(error, f"s3://{self._bucket}/{self._prefix} (list)") from error
 

@@ -24,7 +24,7 @@ import functools
 import posixpath
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import asyncssh
@@ -35,6 +35,7 @@ from archiver.core.errors import PermanentStorageError, StorageFull, TransientSt
 from archiver.core.private_files import FILE_MODE, FOLDER_MODE
 from archiver.core.retry import Backoff, RetryPolicy, retrying
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
@@ -42,6 +43,8 @@ from archiver.storage.base import (
     check_final_key,
     check_key,
     probe_round_trip,
+    removable_leftover,
+    written_beside_passes,
 )
 from archiver.storage.sftp_errors import (
     DROPPED,
@@ -508,18 +511,34 @@ class SftpStorage:
                 return  # not empty (or gone): nothing more to prune
             folder = posixpath.dirname(folder)
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep` and the temp
-        files of small writes in flight here; return how many."""
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
+        """Delete every `*.part` under the root but those of keys in `keep`, the temp files
+        of small writes in flight here, and another process's probe or staging copy while
+        it is written (see `Storage.remove_incomplete`); return how many."""
         kept = {self._remote(key) for key in keep}
         removed = 0
         async for path in self._walk(self._root):
             # Asked per file, as the walk goes: a small write may start meanwhile.
             if not _is_part(path) or _final_of(path) in kept or path in self._writing:
                 continue
+            key = posixpath.relpath(path, self._root)
+            if written_beside_passes(key) and not removable_leftover(
+                key, await self._modified(path), idle_for=idle_for
+            ):
+                continue
             if await self.run(self.url(path), functools.partial(remove_if_present, path=path)):
                 removed += 1
         return removed
+
+    async def _modified(self, path: str) -> datetime | None:
+        """When the server says `path` was last written; None when it is gone or does not say."""
+        try:
+            attrs = await self.run(self.url(path), lambda client: client.stat(path))
+        except FileNotFoundError:
+            return None
+        return None if attrs.mtime is None else datetime.fromtimestamp(attrs.mtime, UTC)
 
     async def probe(self) -> None:
         """Write, read back and delete a probe file at the root; name what failed."""

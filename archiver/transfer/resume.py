@@ -53,7 +53,8 @@ async def keep_only_due(
     state: StateStore, storage: Storage, due: Collection[tuple[str, int]]
 ) -> None:
     """Forget transfers of backups not due now, and remove every unfinished upload but
-    those of the due ones (what an earlier pass or a crashed process left)."""
+    those of the due ones (what an earlier pass or a crashed process left) and what a
+    live `check-config` or `import` writes beside this pass (`Storage.remove_incomplete`)."""
     kept = []
     for transfer in state.transfers.all():
         if (transfer.stack_uid, transfer.backup_id) in due:
