@@ -29,7 +29,12 @@ class PartRecord:
 
 @dataclass(frozen=True)
 class ArchivedBackup:
-    """What the state and `status` know about one archived backup."""
+    """What the state and `status` know about one archived copy of a backup.
+
+    One per destination that holds the backup (`storage` names it). Keys are
+    relative to that destination's root: where that is, and so the location users
+    see, comes from the configuration when it is read, never from the state.
+    """
 
     stack_uid: str
     backup_id: int
@@ -37,11 +42,13 @@ class ArchivedBackup:
     database_name: str
     size: int
     sha256: str
-    location: str
     archived_at: str
     tar_key: str
     manifest_key: str
     backup_date: str | None = None
+    storage: str = "default"
+    # Until when S3 Object Lock keeps this copy (ISO 8601), for destinations that lock.
+    locked_until: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,16 +117,19 @@ class Manifest:
             encryption=dict(document["encryption"]) if document.get("encryption") else None,
         )
 
-    def archived_record(self, *, tar_key: str, manifest_key: str, location: str) -> ArchivedBackup:
-        """The state's view of this manifest."""
+    def archived_record(
+        self, *, tar_key: str, manifest_key: str, storage: str, locked_until: str | None = None
+    ) -> ArchivedBackup:
+        """The state's view of this manifest, as the copy in destination `storage`."""
         return ArchivedBackup(
             **identity_of(self),
             size=self.size,
             sha256=self.sha256,
-            location=location,
             archived_at=self.archived_at,
             tar_key=tar_key,
             manifest_key=manifest_key,
+            storage=storage,
+            locked_until=locked_until,
         )
 
 
