@@ -33,7 +33,7 @@ READ_WRITE = asyncssh.FXF_READ | asyncssh.FXF_WRITE
 
 
 class SftpServer(Protocol):
-    """What an upload needs of its storage (`SftpStorage`): the shared connection and helpers."""
+    """What an upload needs of its server (`SftpConnection`): the shared connection and helpers."""
 
     write_limit: asyncio.Semaphore
 
