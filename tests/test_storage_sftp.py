@@ -247,8 +247,9 @@ async def test_a_refused_write_is_no_space_even_once_room_is_back(
         assert type(refusal) is asyncssh.SFTPFailure  # OpenSSH names no errno
         await upload.abort()  # the room comes back before anyone looks
         location = backend.location("s/db.tar")
-        assert type(await backend.connection.classified(refusal, location, writing=True)) is StorageFull
-        assert type(await backend.connection.classified(refusal, location)) is TransientStorageError
+        classified = backend.connection.classified
+        assert type(await classified(refusal, location, writing=True)) is StorageFull
+        assert type(await classified(refusal, location)) is TransientStorageError
     finally:
         await backend.aclose()
 
