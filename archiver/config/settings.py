@@ -34,7 +34,13 @@ from archiver.config.keys import parse_recipient, recipients_in_file
 from archiver.config.messages import describe_validation_error
 from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
 from archiver.core.errors import ConfigError
-from archiver.core.extras import missing_extra_message, missing_storage_modules
+from archiver.core.extras import (
+    NOTIFY_EXTRA,
+    missing_extra_message,
+    missing_modules,
+    missing_storage_modules,
+    needs_extra_message,
+)
 from archiver.core.units import parse_duration as parse_duration  # re-exported: cli, tests
 from archiver.model.retention import RetentionPolicy
 
@@ -556,11 +562,21 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
         settings = Settings.model_validate(document, context=context)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(where, error)) from None
+    _check_extras(settings, where)
+    return settings.model_copy(update={"source": source})
+
+
+def _check_extras(settings: Settings, where: str) -> None:
+    """Every extra the config needs is installed: asked before anything is attempted,
+    and without importing the backend or Apprise."""
     kind = settings.storage.type
     missing = missing_storage_modules(kind)
-    if missing:  # before anything is attempted, and without importing the backend
+    if missing:
         raise ConfigError(f"{where}: [storage] {missing_extra_message(kind, missing)}")
-    return settings.model_copy(update={"source": source})
+    missing = missing_modules(NOTIFY_EXTRA) if settings.notify.apprise_urls else []
+    if missing:
+        message = needs_extra_message("apprise_urls", NOTIFY_EXTRA, missing)
+        raise ConfigError(f"{where}: [notify] {message}")
 
 
 def _describe_validation_error(where: str, error: ValidationError) -> str:
