@@ -59,6 +59,11 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     sys.exit(code)
 
 
+def _storage_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    help_text = f"Only the destination named NAME ([[storage]] name). Default: {what}."
+    return click.option("--storage", "storage", metavar="NAME", help=help_text)
+
+
 class _Setup:
     """The global options, then settings and token loaded once with errors mapped to exit 2.
 
@@ -301,8 +306,9 @@ def check_config(setup: _Setup) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
 @click.option("--wait", is_flag=True, help="While a pass runs, wait for it instead of exit 3.")
+@_storage_option("every destination, each with its own policy")
 @click.pass_obj
-def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool) -> None:
+def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool, storage: str | None) -> None:
     """Remove the backups [retention] does not keep (restic `forget` rules, per series).
 
     Each series (stack, db type, database) keeps the newest backup of each of its
@@ -310,6 +316,8 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool) -> None:
     and everything newer than keep_within before its newest backup. A pruned
     backup is never downloaded again, though Cloud 66 may still list it.
     Try --dry-run first: it shows each backup with the rules that keep it.
+    Each destination has its own policy ([retention], the stack's, then its own,
+    key by key); what S3 Object Lock keeps is listed with its locked_until.
 
     Runs beside a daemon that sleeps between passes (--dry-run beside anything);
     while a pass is running it exits 3 at once, or waits for it with --wait.
@@ -320,12 +328,13 @@ def prune(setup: _Setup, dry_run: bool, as_json: bool, wait: bool) -> None:
     Examples:
       c66-archiver prune -n
       c66-archiver prune --wait
+      c66-archiver prune --storage offsite -n
       c66-archiver prune --dry-run --json | jq '.remove | length'
     """
     from archiver.commands.prune import run_prune
 
     settings = setup.settings()
-    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, wait=wait))
+    _run(lambda: run_prune(settings, dry_run=dry_run, as_json=as_json, wait=wait, storage=storage))
 
 
 def _parse_subset(
@@ -360,10 +369,11 @@ def _parse_subset(
     help="With --deep on an encrypted archive: the private key that decrypts it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (for scripts).")
+@_storage_option("every destination's copies")
 @click.pass_obj
 def verify(
     setup: _Setup, subset: tuple[int, int] | None, percent: float | None, deep: bool,
-    identity: Path | None, as_json: bool,
+    identity: Path | None, as_json: bool, storage: str | None,
 ) -> None:
     """Re-read archived backups and check size and sha256 against their manifests.
 
@@ -379,6 +389,7 @@ def verify(
       c66-archiver verify                      # everything
       c66-archiver verify --subset 3/7         # one seventh: all of it over a week of days
       c66-archiver verify --percent 5 --deep
+      c66-archiver verify --storage offsite    # only the copies in one destination
       c66-archiver verify --json | jq '.checked[] | select(.ok | not)'
     """
     from archiver.commands.verify import run_verify
@@ -389,7 +400,7 @@ def verify(
     _run(
         lambda: run_verify(
             settings, subset=subset, percent=percent, deep=deep, as_json=as_json,
-            identity=identity, quiet=setup.quiet,
+            identity=identity, quiet=setup.quiet, storage=storage,
         )
     )
 
@@ -410,10 +421,11 @@ def verify(
     "--identity", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
     help="The age or OpenSSH private key of an encrypted archive ([encryption] identity_file).",
 )
+@_storage_option("the first destination (in the config's order) that holds it")
 @click.pass_obj
 def restore(
     setup: _Setup, backup_id: int, stack_uid: str | None, output: str, force: bool,
-    identity: Path | None,
+    identity: Path | None, storage: str | None,
 ) -> None:
     """Stream an archived backup back out of storage, checking its sha256 as it goes.
 
@@ -431,6 +443,7 @@ def restore(
     Examples:
       c66-archiver restore 4711 -o shop.tar
       c66-archiver restore 4711 -o /srv/restores/        # -> /srv/restores/shop.tar
+      c66-archiver restore 4711 --storage offsite -o shop.tar
       c66-archiver restore 4711 --stack 5999b763474b0eafa5fafb64bff0ba80 -o - | tar -x
     """
     from archiver.lifecycle.restore import run_restore
@@ -439,7 +452,7 @@ def restore(
     _run(
         lambda: run_restore(
             settings, backup_id, stack_uid=stack_uid, output=output, identity=identity,
-            force=force,
+            force=force, storage=storage,
         )
     )
 

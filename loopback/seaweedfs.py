@@ -98,6 +98,10 @@ def weed_command(weed: str, data_dir: Path, ports: list[int]) -> list[str]:
         weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-s3.autoCreateBucket=false",  # a missing bucket must fail, as on AWS
+        # Each bucket takes a volume of its own; left to itself weed sizes the volume count
+        # from free disk / volume size (about 56 here), and a test session makes more buckets
+        # than that: the next one fails with InternalError. Volumes grow only as written.
+        "-volume.max=1000",
         f"-s3.port={s3}", f"-s3.port.grpc={s3 + _GRPC_OFFSET}",
         f"-master.port={master}", f"-master.port.grpc={master + _GRPC_OFFSET}",
         f"-volume.port={volume}", f"-volume.port.grpc={volume + _GRPC_OFFSET}",

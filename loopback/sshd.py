@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncssh
 
-from archiver.config.settings import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from loopback import ServerUnavailable, stop_process
 
 SSHD = Path("/usr/sbin/sshd")

@@ -7,7 +7,7 @@ when the object goes away.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from datetime import timedelta
 
 from archiver.core.errors import IntegrityError, PermanentStorageError
@@ -154,7 +154,7 @@ class MemoryStorage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The object in chunks; FileNotFoundError when missing."""
         data = await self.read_small(key)
         for start in range(0, len(data), chunk_size):

@@ -251,7 +251,7 @@ async def test_relative_paths_in_a_config_are_read_from_its_folder(
 def _record(backup_id: int) -> ArchivedBackup:
     return ArchivedBackup(
         stack_uid="stack-a", backup_id=backup_id, db_type="mysql", database_name="shop",
-        size=10, sha256="0" * 64, location=f"/a/{backup_id}", archived_at="2025-01-01T00:00:00Z",
+        size=10, sha256="0" * 64, archived_at="2025-01-01T00:00:00Z",
         tar_key=f"k/{backup_id}/shop.tar", manifest_key=f"k/{backup_id}/manifest.json",
         backup_date="2025-01-01T00:00:00Z",
     )

@@ -14,13 +14,18 @@ from archiver.config.settings import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     TOKEN_ENV,
-    LocalStorageSettings,
+    DestinationRetention,
+    LocalDestination,
+    RetentionSettings,
+    S3Destination,
     Settings,
+    SftpDestination,
     load_settings,
     load_token,
     parse_duration,
     resolve_config_path,
 )
+from archiver.config.storage import ObjectLockSettings
 from archiver.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
@@ -54,7 +59,8 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert settings.api.base_url == "https://app.cloud66.com/api/3"
     assert settings.api.requests_per_hour == 3000
     assert settings.schedule.effective_interval == timedelta(hours=1)
-    assert settings.storage == LocalStorageSettings()
+    assert settings.storage == (LocalDestination(),)
+    assert settings.storage[0].name == "default"
     assert settings.source == write_config(tmp_path, MINIMAL)
 
 
@@ -214,8 +220,8 @@ def _example_sections() -> dict[str, str]:
 
 
 def _section_models() -> dict[str, type[BaseModel]]:
-    """Every section model of Settings, by its key (storage: local only, for now)."""
-    models: dict[str, type[BaseModel]] = {"storage": LocalStorageSettings}
+    """Every section model of Settings, by its key (storage: see `_storage_models`)."""
+    models: dict[str, type[BaseModel]] = {"storage": LocalDestination}
     for name, field in Settings.model_fields.items():
         annotation: Any = field.annotation
         # tuple[StackSettings, ...] for [[stacks]]; the model itself elsewhere.
@@ -239,6 +245,21 @@ def test_example_documents_every_key() -> None:
                 continue
             if not re.search(rf"^#?\s*{key}\s*=", text, re.MULTILINE):
                 missing.append(f"{section}.{key}")
+    assert not missing, f"config.example.toml does not document: {missing}"
+
+
+def test_example_documents_every_storage_key() -> None:
+    """Every key of every storage type, of object_lock and the one key a destination's
+    retention adds to the keep_* rules is in the storage part of config.example.toml."""
+    text = _example_sections()["storage"]
+    assert set(DestinationRetention.model_fields) - set(RetentionSettings.model_fields) == set()
+    models = (LocalDestination, S3Destination, SftpDestination, ObjectLockSettings)
+    missing = [
+        f"{model.__name__}.{key}"
+        for model in models
+        for key in model.model_fields
+        if not re.search(rf"^#?\s*(#\s*)?{key}\s*=|[{{,]\s*{key}\s*=", text, re.MULTILINE)
+    ]
     assert not missing, f"config.example.toml does not document: {missing}"
 
 

@@ -117,4 +117,4 @@ def test_compose_configs_validate(name: str) -> None:
     settings = load_settings(DEPLOY / "docker" / name)
     assert str(settings.api.token_file) == "/run/secrets/c66_api_token"
     assert str(settings.state.path).startswith("/data/")
-    assert settings.storage.type == ("s3" if "s3" in name else "local")
+    assert settings.storage[0].type == ("s3" if "s3" in name else "local")

@@ -59,7 +59,9 @@ async def test_prune_keeps_the_policy_and_never_downloads_a_pruned_backup_again(
     removed = {entry["backup_id"] for entry in plan["remove"]}
     assert removed == set(ids) - set(kept)
     assert set(plan["remove"][0]) == {"stack_uid", "backup_id", "db_type", "database_name",
-                                      "backup_date"}
+                                      "backup_date", "storage", "locked_until"}
+    assert plan["remove"][0]["storage"] == "default"
+    assert plan["remove"][0]["locked_until"] is None
     assert await archive_backend.keys() == before
 
     done = await run_cli("--config", config, "prune", "--json")

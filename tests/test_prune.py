@@ -10,11 +10,12 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver.config.settings import load_settings, settings_from_dict
+from archiver.config.settings import load_settings, policy_for, settings_from_dict
 from archiver.lifecycle.prune import Pruner, plan_prune
 from archiver.model.manifest import ArchivedBackup
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.state.store import StateStore
+from archiver.storage.destinations import Destination
 from archiver.storage.local import LocalStorage
 from tests.conftest import Workspace, run_cli, run_pass, start_cli
 
@@ -109,10 +110,12 @@ async def test_removal_order_is_state_tombstone_manifest_then_data(
     calls: list[str] = []
     state = StateStore.open(workspace.state)
     storage = _RecordingStorage(workspace.archive, state, calls)
+    destination = Destination("default", settings.storage[0], storage, None, ())
     try:
-        plan = plan_prune(settings, state.archived.all())
+        plan = plan_prune(lambda uid: policy_for(settings, uid), state.archived.all())
         [doomed] = plan.remove
-        assert await Pruner(state, storage).carry_out(plan) == []
+        outcome = await Pruner(state, destination).carry_out(plan)
+        assert (outcome.removed, outcome.failures) == (1, [])
         assert state.pruned.unfinished() == []
         assert state.pruned.ids("stack-a") == {doomed.record.backup_id}
     finally:
@@ -204,9 +207,10 @@ def test_plan_ties_break_by_backup_id() -> None:
     """Two backups with the same date: the larger id counts as the newer one."""
     date = "2026-11-29T03:00:00Z"
     records = [
-        ArchivedBackup("s", backup_id, "mysql", "db", 1, "x", "loc", date, "t", "m", date)
+        ArchivedBackup("s", backup_id, "mysql", "db", 1, "x", date, "t", "m", date)
         for backup_id in (7, 9)
     ]
     text = '[[stacks]]\nuid = "s"\n[retention]\nkeep_last = 1\n'
-    plan = plan_prune(settings_from_dict(tomllib.loads(text)), records)
+    settings = settings_from_dict(tomllib.loads(text))
+    plan = plan_prune(lambda uid: policy_for(settings, uid), records)
     assert [verdict.record.backup_id for verdict in plan.keep] == [9]

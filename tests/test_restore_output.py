@@ -65,7 +65,7 @@ def test_the_plaintext_name_drops_the_encryption_suffix() -> None:
     """An encrypted backup stored as shop.tar.age restores as shop.tar."""
     record = ArchivedBackup(
         stack_uid="s", backup_id=1, db_type="mysql", database_name="shop", size=1,
-        sha256="0" * 64, location="x", archived_at="2025-01-01T00:00:00Z",
+        sha256="0" * 64, archived_at="2025-01-01T00:00:00Z",
         tar_key="s/mysql/shop/2025-01-01T000000Z_1/shop.tar.age",
         manifest_key="s/mysql/shop/2025-01-01T000000Z_1/manifest.json", backup_date=None,
     )
@@ -89,8 +89,11 @@ async def _piped(*args: str, reader: str, stderr_file: Path) -> tuple[int, str]:
 async def test_a_reader_that_stops_early_ends_restore_quietly(
     sim: Simulator, server: SimulatorServer, workspace: Workspace, tmp_path: Path
 ) -> None:
-    """`restore ID -o - | head -c10` exits 141 (or 0), and never says the data is bad."""
-    config, backup_id = await _archived(sim, server, workspace, 3 * 1024 * 1024)
+    """`restore ID -o - | head -c10` exits 141 (or 0), and never says the data is bad.
+
+    10 MiB: the reader leaves with most of the file still to stream, so the storage's
+    read is still open when the pipe closes (and must be closed before its threads)."""
+    config, backup_id = await _archived(sim, server, workspace, 10 * 1024 * 1024)
     code, stderr = await _piped(
         "--config", config, "restore", str(backup_id), "-o", "-", reader="head -c10",
         stderr_file=tmp_path / "stderr",

@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +38,6 @@ def archived_record(
         "database_name": f"db{backup_id}",
         "size": backup_id * 10,
         "sha256": f"{backup_id:064x}",
-        "location": f"/archive/{backup_id}/db.tar",
         "archived_at": "2024-05-01T03:15:00Z",
         "tar_key": f"{stack_uid}/{backup_id}/db.tar",
         "manifest_key": f"{stack_uid}/{backup_id}/manifest.json",
@@ -146,7 +144,7 @@ def test_records_round_trip_in_order(state: StateStore) -> None:
     assert state.archived.contains("stack", 9)
     assert not state.archived.contains("stack", 1)
     assert state.archived.ids("stack") == {3, 9}
-    state.archived.forget("stack", 9)
+    state.archived.forget("stack", 9, "default")
     assert state.archived.ids("stack") == {3}
 
 
@@ -309,17 +307,26 @@ def test_recording_costs_the_same_however_big_the_state(state: StateStore) -> No
     small = statements_of(state, lambda: state.archived.record(archived_record(1)))
     with state.database.transaction() as cursor:  # bulk fill: one fsync instead of 20,000
         for backup_id in range(2, 20_000):
+            record = archived_record(backup_id)
             cursor.execute(
-                "INSERT INTO archived VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                astuple(archived_record(backup_id)),
+                "INSERT INTO archived VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.stack_uid, backup_id, record.db_type, record.database_name, record.size,
+                 record.sha256, record.archived_at, record.backup_date),
+            )
+            cursor.execute(
+                "INSERT INTO copies VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (record.stack_uid, backup_id, record.storage, record.tar_key,
+                 record.manifest_key, record.archived_at),
             )
     big = statements_of(state, lambda: state.archived.record(archived_record(20_001)))
-    # BEGIN, upsert, end the transfer and the commit records, clear the skip note, COMMIT
-    assert len(small) == len(big) == 6
+    # BEGIN, upsert the backup and the copy, end the transfer and the commit records, clear
+    # the skip note, COMMIT
+    assert len(small) == len(big) == 7
     connection = state.database._connection
     for query in (
-        "SELECT 1 FROM archived WHERE stack_uid = 'stack' AND backup_id = 5",
-        "SELECT backup_id FROM archived WHERE stack_uid = 'stack'",
+        "SELECT 1 FROM copies WHERE stack_uid = 'stack' AND backup_id = 5",
+        "SELECT DISTINCT backup_id FROM copies WHERE stack_uid = 'stack'",
+        "SELECT backup_id, storage FROM copies WHERE stack_uid = 'stack'",
         "DELETE FROM skipped WHERE stack_uid = 'stack' AND backup_id = 5",
         "DELETE FROM commits WHERE stack_uid = 'stack' AND backup_id = 5",
     ):
@@ -370,15 +377,15 @@ async def test_rebuild_records_only_manifests_with_their_tar(tmp_path: Path) -> 
         await storage.write_small(corrupt, b'{"stack_uid": "stack", "truncated')
         await storage.write_small("stack/notes.txt", b"not a manifest")
         with structlog.testing.capture_logs() as logs:
-            assert await rebuild_from_storage(state, storage) == 1
+            assert await rebuild_from_storage(state, storage, "near") == 1
         [record] = state.archived.all()
         assert (record.backup_id, record.manifest_key) == (1, good)
         assert record.tar_key == good.replace("manifest.json", "shop.tar")
-        assert record.location == str(tmp_path / "archive" / record.tar_key)
+        assert record.storage == "near"
         warnings = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
         assert warnings == [
-            "manifest without its archive; the backup counts as not archived",
-            "unreadable manifest; its backup counts as not archived",
+            "manifest without its archive; the backup counts as not archived there",
+            "unreadable manifest; its backup counts as not archived there",
         ]
     finally:
         state.close()

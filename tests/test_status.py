@@ -39,7 +39,9 @@ async def test_status_json_has_a_per_stack_summary_and_keeps_the_contract_fields
     result = await run_cli("--config", config, "status", "--json")
     assert result.code == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"archived", "last_run", "stacks", "last_verify", "pruned", "watch"}
+    assert set(document) == {
+        "archived", "last_run", "stacks", "last_verify", "pruned", "storage", "watch"
+    }
     assert (document["last_verify"], document["pruned"]) == (None, 0)
     assert {entry["backup_id"] for entry in document["archived"]} == {older, newer}
     good, bad = document["stacks"]

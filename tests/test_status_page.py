@@ -348,9 +348,8 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
             database_name="<b>shop</b>",
             size=10,
             sha256="0" * 64,
-            location=f"/archive/x?token={secret}",
             archived_at=datetime.now(UTC).isoformat(),
-            tar_key="k",
+            tar_key=f"x?token={secret}/k",
             manifest_key="m",
         )
     )
@@ -358,8 +357,10 @@ def test_upstream_strings_are_escaped_and_secrets_redacted(tmp_path: Path) -> No
     failure = {"stack_uid": uid, "backup_id": 8, "reason": reason}
     now = datetime.now(UTC)
     state.runs.record(RunRecord(now.isoformat(), now.isoformat(), False, 0, 0, [failure], 0))
-    health = evaluate(load_settings(_minimal_config(tmp_path)), state, now)
-    page = render_page(status_document(state, now=now), health, now=now)
+    settings = load_settings(_minimal_config(tmp_path))
+    health = evaluate(settings, state, now)
+    page = render_page(status_document(state, destinations=settings.storage, now=now), health,
+                       now=now)
     state.close()
     assert "<script>" not in page
     assert "<b>shop" not in page

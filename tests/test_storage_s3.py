@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from archiver.config.settings import S3StorageSettings
+from archiver.config.storage import S3StorageSettings
 from archiver.core.errors import PermanentStorageError, TransientStorageError
 from archiver.storage.s3 import S3Storage
 from loopback.seaweedfs import S3Server, multipart_uploads, object_metadata

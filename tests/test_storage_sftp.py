@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.config.settings import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter

@@ -244,7 +244,7 @@ async def test_manifest_without_state_record_is_adopted_not_downloaded(
     settings = settings_for(workspace, server, "stack-a")
     await run_pass(settings)
     state = StateStore.open(workspace.state)
-    state.archived.forget("stack-a", backup_id)
+    state.archived.forget("stack-a", backup_id, "default")
     state.close()
     sim.stats.reset()
 
@@ -267,10 +267,11 @@ async def test_status_document_lists_archived_backups_and_last_run(
 
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", database_name="db", size=10)
-    await run_pass(settings_for(workspace, server, "stack-a"))
+    settings = settings_for(workspace, server, "stack-a")
+    await run_pass(settings)
     state = StateStore.open(workspace.state)
     try:
-        document = status_document(state)
+        document = status_document(state, destinations=settings.storage)
     finally:
         state.close()
     (entry,) = document["archived"]

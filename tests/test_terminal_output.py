@@ -197,8 +197,8 @@ def test_the_prune_and_verify_tables_fit_80_columns() -> None:
         return ArchivedBackup(
             stack_uid=uid, backup_id=backup_id, db_type="postgresql",
             database_name="shop_production", size=123_456_789, sha256="0" * 64,
-            location=f"s3://acme-db-backups/cloud66/{uid}/shop.tar", archived_at="",
-            tar_key="k", manifest_key="m", backup_date="2026-11-27T03:00:00Z",
+            archived_at="", tar_key=f"cloud66/{uid}/shop.tar", manifest_key="m",
+            backup_date="2026-11-27T03:00:00Z",
         )
 
     reasons = ("last 1", "daily 2026-11-27", "weekly 2026-W48", "monthly 2026-11")

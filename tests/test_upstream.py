@@ -196,6 +196,6 @@ async def test_import_of_an_archived_backup_needs_s3(
         "--backup", str(backup_id),
     )
     assert result.code == 2
-    assert "has no URL Cloud 66 can fetch from" in result.stderr
+    assert "has a URL Cloud 66 can fetch from" in result.stderr
     assert f"c66-archiver restore {backup_id} -o FILE" in result.stderr
     assert sim.stats.api_requests == 0

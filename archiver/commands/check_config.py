@@ -1,4 +1,5 @@
-"""`c66-archiver check-config`: the config loads, the token works, the storage takes writes."""
+"""`c66-archiver check-config`: the config loads, the token works, every destination takes writes
+(and, where it asks for Object Lock, its bucket has it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from archiver.config.settings import Settings
+from archiver.config.destinations import S3Destination, StorageSettings
+from archiver.config.settings import Settings, encryption_for
 from archiver.config.watch import describe_apprise_url
 from archiver.core.errors import (
     EXIT_CONFIG,
@@ -20,6 +22,7 @@ from archiver.core.errors import (
 )
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
+from archiver.storage.base import Lockable, Storage
 from archiver.sync.api_client import api_client
 from archiver.transfer.age_process import choose_binary
 
@@ -64,32 +67,58 @@ async def _check_api(settings: Settings, token: str) -> bool:
 
 
 async def _check_storage(settings: Settings) -> bool:
+    """Probe every destination (and, where it asks for Object Lock, the bucket's lock)."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="c66-check") as executor:
-        storage = open_storage(settings.storage, executor=executor)
-        where = describe_storage(settings.storage)
-        started = time.monotonic()
-        try:
-            await storage.probe()
-        except StorageError as error:
-            click.echo(f"FAILED  storage {where}: {error}", err=True)
+        checks = [await _check_destination(d, executor) for d in settings.storage]
+    return all(checks)
+
+
+async def _check_destination(destination: StorageSettings, executor: ThreadPoolExecutor) -> bool:
+    storage = open_storage(destination, executor=executor)
+    where = f"storage {destination.name!r} {describe_storage(destination)}"
+    started = time.monotonic()
+    try:
+        lock_problem = await _lock_problem(destination, storage)
+        if lock_problem is not None:
+            click.echo(f"FAILED  {where}: object_lock: {lock_problem}", err=True)
             return False
-        finally:
-            await storage.aclose()
+        await storage.probe()
+    except StorageError as error:
+        click.echo(f"FAILED  {where}: {error}", err=True)
+        return False
+    finally:
+        await storage.aclose()
     elapsed = time.monotonic() - started
-    click.echo(f"ok      storage {where}: write, read back, delete ({elapsed:.2f}s)")
+    locked = ", Object Lock on" if isinstance(destination, S3Destination) and (
+        destination.object_lock
+    ) else ""
+    click.echo(f"ok      {where}: write, read back, delete{locked} ({elapsed:.2f}s)")
     return True
+
+
+async def _lock_problem(destination: StorageSettings, storage: Storage) -> str | None:
+    if not isinstance(destination, S3Destination) or destination.object_lock is None:
+        return None
+    if not isinstance(storage, Lockable):
+        return "this storage cannot lock objects"
+    return await storage.lock_problem()
 
 
 async def _check_encryption(settings: Settings) -> bool:
-    """Which engine would encrypt: the age binary is tried as a pass would try it."""
-    encryption = settings.encryption
-    if encryption is None:
-        return True
-    recipients = encryption.all_recipients()
-    try:
-        _, engine = await asyncio.to_thread(choose_binary, encryption.engine, recipients)
-    except ConfigError as error:
-        click.echo(f"FAILED  encryption: {error}", err=True)
-        return False
-    click.echo(f"ok      encryption: {len(recipients)} recipient(s), by {engine}")
-    return True
+    """Which engine would encrypt, for each destination that encrypts: the age binary is
+    tried as a pass would try it."""
+    ok = True
+    for destination in settings.storage:
+        encryption = encryption_for(settings, destination)
+        if encryption is None:
+            continue
+        recipients = encryption.all_recipients()
+        where = f"encryption ({destination.name!r})" if len(settings.storage) > 1 else "encryption"
+        try:
+            _, engine = await asyncio.to_thread(choose_binary, encryption.engine, recipients)
+        except ConfigError as error:
+            click.echo(f"FAILED  {where}: {error}", err=True)
+            ok = False
+            continue
+        click.echo(f"ok      {where}: {len(recipients)} recipient(s), by {engine}")
+    return ok

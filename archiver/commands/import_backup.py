@@ -18,7 +18,7 @@ from archiver.core.secrets import add_secret
 from archiver.lifecycle.archive import open_archive
 from archiver.lifecycle.identity import identities_for
 from archiver.lifecycle.import_staging import stage_plaintext
-from archiver.lifecycle.restore import find_backup
+from archiver.lifecycle.restore import find_copies
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import Manifest
 from archiver.sync.api_client import api_client
@@ -62,18 +62,24 @@ async def _archived_copy_url(
     if not timedelta(minutes=1) <= expires <= MAX_URL_LIFETIME:
         raise ConfigError("--expires must be between 1m and 7d (S3 pre-signed URLs' limit)")
     async with open_archive(settings, lock=False) as archive:
-        record = find_backup(archive.state.archived.all(), backup_id, None)
-        storage = archive.storage
-        probe = await storage.shareable_url(record.tar_key, expires)
-        key = record.tar_key
-        if probe is not None and record.tar_key.endswith(ENCRYPTED_SUFFIX):
-            manifest = Manifest.from_json(await storage.read_small(record.manifest_key))
-            identities = identities_for(settings, identity)
-            key = await stage_plaintext(storage, record, manifest, identities, expires)
-        url = await storage.shareable_url(key, expires)
+        order = [destination.name for destination in archive.destinations]
+        url = None
+        # The first destination holding the backup that can give a URL (S3).
+        for record in find_copies(archive.state.archived.all(), backup_id, None, order):
+            destination = archive.destination(record.storage)
+            storage = destination.storage
+            if await storage.shareable_url(record.tar_key, expires) is None:
+                continue
+            key = record.tar_key
+            if record.tar_key.endswith(ENCRYPTED_SUFFIX):
+                manifest = Manifest.from_json(await storage.read_small(record.manifest_key))
+                identities = identities_for(settings, identity, destination.encryption)
+                key = await stage_plaintext(storage, record, manifest, identities, expires)
+            url = await storage.shareable_url(key, expires)
+            break
     if url is None:
         raise ConfigError(
-            f"storage type {settings.storage.type!r} has no URL Cloud 66 can fetch from: "
+            "no destination holding it has a URL Cloud 66 can fetch from (only S3 gives one): "
             f"restore it (`c66-archiver restore {backup_id} -o FILE`), put FILE where Cloud 66 "
             "can download it over HTTPS, then `c66-archiver import --url URL`"
         )

@@ -24,6 +24,7 @@ from archiver.commands.tables import (
 from archiver.config.settings import Settings
 from archiver.core.terminal import stdout_console
 from archiver.core.units import human_bytes, human_duration
+from archiver.lifecycle.destinations import adopt_legacy_rows
 from archiver.service.schedule import max_age_for
 from archiver.service.status_document import status_document
 from archiver.state.store import StateStore
@@ -39,7 +40,12 @@ async def print_status(
     """Print the status as tables or JSON; exit 0. Creates nothing: no state reads as empty."""
     state = StateStore.open_existing(settings.state.path) or StateStore.empty()
     try:
-        document = status_document(state, configured=[stack.uid for stack in settings.stacks])
+        adopt_legacy_rows(state, settings.storage)  # a state from before several destinations
+        document = status_document(
+            state,
+            destinations=settings.storage,
+            configured=[stack.uid for stack in settings.stacks],
+        )
     finally:
         state.close()
     if as_json:
@@ -53,13 +59,19 @@ async def print_status(
 def render_status(
     document: dict[str, Any], console: Console, *, max_age: timedelta, all: bool = False
 ) -> None:
-    """Per-stack summary, the watch's findings (only when there are some), optionally every
-    archived backup, then the last pass and failures."""
+    """Per-stack summary, the watch's findings (only when there are some), the destinations
+    (when there are several), optionally every archived backup, then the last pass and
+    failures."""
     now = datetime.now(UTC)
     console.print(stacks_table(document["stacks"], max_age, now))
     print_watch(document.get("watch", {}), console)
+    several = len(document.get("storage", [])) > 1
+    if several:
+        console.print(destinations_table(document["storage"]))
     if all:
-        console.print(backups_table(document["archived"], _names(document["stacks"]), now))
+        console.print(
+            backups_table(document["archived"], _names(document["stacks"]), now, several=several)
+        )
     _print_last_run(document["last_run"], console, now)
     _print_last_verify(document["last_verify"], document["archived"], console, now)
 
@@ -127,10 +139,30 @@ def _verified_cell(stack: dict[str, Any], now: datetime) -> str:
     return f"[green]{human_duration(age)} ago[/green]"
 
 
+def destinations_table(destinations: list[dict[str, Any]]) -> Table:
+    """Per destination what it holds, and what a later pass fills in there."""
+    table = command_table("Destinations")
+    table.add_column("name", overflow="fold")
+    table.add_column("where", overflow="fold")
+    table.add_column("holds", justify="right")
+    table.add_column("missing", justify="right")
+    for entry in destinations:
+        missing = entry["missing"]
+        lock = "\n[dim]object lock[/dim]" if entry.get("object_lock") else ""
+        table.add_row(
+            escape(entry["name"]),
+            escape(entry["location"]) + lock,
+            f"{entry['backups']}, {human_bytes(entry['bytes'])}",
+            f"[yellow]{missing}[/yellow]" if missing else "[green]0[/green]",
+        )
+    return table
+
+
 def backups_table(
-    archived: list[dict[str, Any]], names: dict[str, str], now: datetime
+    archived: list[dict[str, Any]], names: dict[str, str], now: datetime, *, several: bool = False
 ) -> Table:
-    """Every archived backup, grouped by stack (named once, on its first row)."""
+    """Every archived backup, grouped by stack (named once, on its first row); with several
+    destinations, which hold it."""
     table = command_table("Archived backups")
     add_stack_column(table)
     table.add_column("backup", overflow="fold")
@@ -142,7 +174,8 @@ def backups_table(
         sorted(archived, key=lambda entry: entry["stack_uid"]),
         lambda entry: entry["stack_uid"],
         lambda entry: [
-            f"#{entry['backup_id']} {entry['db_type']}/{escape(entry['database_name'])}",
+            f"#{entry['backup_id']} {entry['db_type']}/{escape(entry['database_name'])}"
+            + (_held_in(entry) if several else ""),
             short_date(entry["backup_date"] or entry["archived_at"], now),
             human_bytes(entry["size"]),
             _backup_check_cell(entry, now),
@@ -150,6 +183,11 @@ def backups_table(
         names,
     )
     return table
+
+
+def _held_in(entry: dict[str, Any]) -> str:
+    """`\nin near, far`: the destinations holding the backup."""
+    return "\nin " + escape(", ".join(copy["storage"] for copy in entry.get("copies", [])))
 
 
 def _backup_check_cell(entry: dict[str, Any], now: datetime) -> str:
@@ -196,10 +234,12 @@ def _print_last_run(run: dict[str, Any] | None, console: Console, now: datetime)
 
 
 def _failure_subject(failure: dict[str, Any]) -> str:
-    """`stack X backup 7`; `stack X` for a stack-level failure; `storage` for the whole pass."""
+    """`stack X backup 7 in far`; `stack X` for a stack-level failure; `the pass` (or
+    `destination far`) for the whole pass."""
+    storage = failure.get("storage")
     if failure["stack_uid"] == "*":
-        return "the pass"
+        return f"destination {escape(str(storage))}" if storage else "the pass"
     subject = f"stack {escape(str(failure['stack_uid']))}"
     if failure["backup_id"] is not None:
         subject += f" backup {failure['backup_id']}"
-    return subject
+    return subject + (f" in {escape(str(storage))}" if storage else "")

@@ -22,11 +22,11 @@ from archiver.commands.tables import (
     command_table,
     short_date,
 )
-from archiver.config.settings import Settings
+from archiver.config.settings import Settings, destination_named
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL
 from archiver.core.terminal import stdout_console
 from archiver.core.units import human_bytes
-from archiver.lifecycle.archive import open_archive
+from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.identity import identities_for
 from archiver.lifecycle.verify import CheckResult, Verifier, select_backups
 from archiver.model.layout import ENCRYPTED_SUFFIX
@@ -34,6 +34,7 @@ from archiver.model.manifest import ArchivedBackup, utc_now_iso
 from archiver.service.alerts import AlertSender, alerts_configured
 from archiver.state.records import Verification, VerifyRun
 from archiver.state.store import StateStore
+from archiver.storage.destinations import Destination
 from archiver.sync.progress import PassProgress
 
 # Backups checked at once: enough to overlap one's latency with another's hashing.
@@ -49,21 +50,28 @@ async def run_verify(
     as_json: bool,
     identity: Path | None = None,
     quiet: bool = False,
+    storage: str | None = None,
 ) -> int:
-    """Check the selected backups; print; exit 0 when all are intact, else 1.
+    """Check the selected copies (every destination's, or `storage`'s); print; exit 0 when all
+    are intact, else 1.
 
     The progress display shows on a terminal, unless `quiet` or `as_json`."""
+    if storage is not None:
+        destination_named(settings, storage)  # an unknown name is exit 2, before anything
     async with open_archive(settings, lock=False, workers=2 + 2 * _CONCURRENT_CHECKS) as archive:
-        chosen = select_backups(archive.state.archived.all(), subset=subset, percent=percent)
-        encrypted = any(record.tar_key.endswith(ENCRYPTED_SUFFIX) for record in chosen)
-        identities = identities_for(settings, identity) if deep and encrypted else []
-        verifier = Verifier(archive.storage, archive.executor, deep=deep, identities=identities)
-        checked = await _check_all(verifier, chosen, show_progress=not (as_json or quiet))
+        verifiers = {
+            d.name: _LazyVerifier(archive, d, deep=deep, identity=identity)
+            for d in archive.destinations
+            if storage in (None, d.name)
+        }
+        copies = [r for r in archive.state.archived.all() if r.storage in verifiers]
+        chosen = select_backups(copies, subset=subset, percent=percent)
+        checked = await _check_all(verifiers, chosen, show_progress=not (as_json or quiet))
         results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
-        await _alert(settings, failed, checked=len(results))
+        await _alert(settings, failed, checked=len(results), several=len(settings.storage) > 1)
     if as_json:
         document = {"ok": not failed, "checked": [result.as_dict() for result in results]}
         print(json.dumps(document, indent=2))
@@ -72,21 +80,51 @@ async def run_verify(
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
+class _LazyVerifier:
+    """A destination's verifier, made when first needed: the identity is loaded (and its
+    absence reported) only when a deep check meets an encrypted copy there."""
+
+    def __init__(
+        self, archive: Archive, destination: Destination, *, deep: bool, identity: Path | None
+    ) -> None:
+        self._archive = archive
+        self._destination = destination
+        self._deep = deep
+        self._identity = identity
+        self._made: dict[bool, Verifier] = {}
+
+    def for_record(self, record: ArchivedBackup) -> Verifier:
+        encrypted = self._deep and record.tar_key.endswith(ENCRYPTED_SUFFIX)
+        if encrypted not in self._made:
+            settings = self._archive.settings
+            identities = (
+                identities_for(settings, self._identity, self._destination.encryption)
+                if encrypted else []
+            )
+            self._made[encrypted] = Verifier(
+                self._destination, self._archive.executor, deep=self._deep, identities=identities
+            )
+        return self._made[encrypted]
+
+
 async def _check_all(
-    verifier: Verifier, records: list[ArchivedBackup], *, show_progress: bool
+    verifiers: dict[str, _LazyVerifier], records: list[ArchivedBackup], *, show_progress: bool
 ) -> list[CheckResult]:
     limit = asyncio.Semaphore(_CONCURRENT_CHECKS)
+    # Identities load before any check starts, so a missing one is exit 2 with nothing read.
+    chosen = [(record, verifiers[record.storage].for_record(record)) for record in records]
     with PassProgress(enabled=show_progress and sys.stderr.isatty()) as progress:
 
-        async def check(record: ArchivedBackup) -> CheckResult:
-            key = f"{record.stack_uid}/{record.backup_id}"
+        async def check(record: ArchivedBackup, verifier: Verifier) -> CheckResult:
+            key = f"{record.stack_uid}/{record.backup_id}/{record.storage}"
             async with limit:
-                progress.add_backup(key, f"{record.stack_uid[:8]} #{record.backup_id}", record.size)
+                label = f"{record.stack_uid[:8]} #{record.backup_id} {record.storage}"
+                progress.add_backup(key, label, record.size)
                 result = await verifier.check(record, lambda n: progress.advance(key, n))
                 progress.finish(key, ok=result.ok)
                 return result
 
-        return list(await asyncio.gather(*(check(record) for record in records)))
+        return list(await asyncio.gather(*(check(record, v) for record, v in chosen)))
 
 
 def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> list[CheckResult]:
@@ -95,12 +133,15 @@ def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> l
     Their objects went on purpose: calling them missing would be a false alarm.
     """
     pruned = {
-        stack_uid: state.pruned.ids(stack_uid)
+        stack_uid: state.pruned.pruned_from(stack_uid)
         for stack_uid in {result.record.stack_uid for result in results if not result.ok}
     }
     return [
         result for result in results
-        if result.ok or result.record.backup_id not in pruned[result.record.stack_uid]
+        if result.ok
+        or result.record.storage not in pruned[result.record.stack_uid].get(
+            result.record.backup_id, set()
+        )
     ]
 
 
@@ -108,18 +149,25 @@ def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> Non
     now = utc_now_iso()
     state.verifications.record(
         [
-            Verification(r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep)
+            Verification(
+                r.record.stack_uid, r.record.backup_id, now, r.ok, r.problem, deep,
+                r.record.storage,
+            )
             for r in results
         ],
         VerifyRun(now, checked=len(results), failed=sum(1 for r in results if not r.ok)),
     )
 
 
-async def _alert(settings: Settings, failed: list[CheckResult], *, checked: int) -> None:
+async def _alert(
+    settings: Settings, failed: list[CheckResult], *, checked: int, several: bool
+) -> None:
     alerts = AlertSender(settings.notify)
     try:
         await alerts.verify_failed(
-            [(r.record.stack_uid, r.record.backup_id, r.problem or "") for r in failed],
+            [(r.record.stack_uid, r.record.backup_id,
+              f"{r.record.storage}: {r.problem}" if several else (r.problem or ""))
+             for r in failed],
             checked=checked,
         )
     finally:
@@ -140,7 +188,9 @@ def _print_results(results: list[CheckResult], *, deep: bool) -> None:
 
 
 def _table(results: list[CheckResult]) -> Table:
-    """Per stack: each backup checked, when it was taken, its size, what is wrong if anything."""
+    """Per stack: each copy checked (with several destinations, in which), when it was taken,
+    its size, what is wrong if anything."""
+    several = len({result.record.storage for result in results}) > 1
     table = command_table("Verify")
     add_stack_column(table)
     table.add_column("backup", overflow="fold")
@@ -153,7 +203,8 @@ def _table(results: list[CheckResult]) -> Table:
         lambda result: result.record.stack_uid,
         lambda result: [
             f"#{result.record.backup_id} {result.record.db_type}/"
-            f"{escape(result.record.database_name)}",
+            f"{escape(result.record.database_name)}"
+            + (f"\nin {escape(result.record.storage)}" if several else ""),
             short_date(result.record.backup_date),
             human_bytes(result.record.size),
             "[green]ok[/green]" if result.ok else f"[red]{escape(result.problem or '')}[/red]",

@@ -6,12 +6,10 @@ The token is kept out of `Settings` so that no repr or dump can print it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
 import tomllib
-import typing
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
@@ -19,19 +17,33 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
-    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
-from archiver.config.keys import parse_recipient, recipients_in_file
+from archiver.config.destinations import (
+    UNION_TAGS,
+    LocalDestination,
+    StorageSettings,
+    as_destination_list,
+    check_destinations,
+)
+from archiver.config.destinations import S3Destination as S3Destination
+from archiver.config.destinations import SftpDestination as SftpDestination
 from archiver.config.messages import describe_validation_error
+from archiver.config.policies import (
+    DestinationRetention as DestinationRetention,
+)
+from archiver.config.policies import (
+    EncryptionSettings,
+    RetentionOverride,
+    RetentionSettings,
+)
+from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegativeInt, PositiveInt
+from archiver.config.values import Section as _Section
 from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
 from archiver.core.errors import ConfigError
 from archiver.core.extras import (
@@ -101,68 +113,10 @@ def check_stack_uid(uid: str) -> str:
     return uid
 
 
-def _check_remote_path(path: str) -> str:
-    if not path.startswith("/"):
-        raise ValueError("must be an absolute path on the server")
-    return path
-
-
-@functools.cache
-def _path_fields(model: type[BaseModel]) -> frozenset[str]:
-    """The names of a section's fields that hold a local path."""
-    return frozenset(
-        name
-        for name, field in model.model_fields.items()
-        if field.annotation is Path or Path in typing.get_args(field.annotation)
-    )
-
-
-def _anchored(value: object, folder: Path) -> object:
-    """`value` as a path under `folder` when it is a relative path string; else as it was."""
-    if not isinstance(value, str | Path) or not str(value):
-        return value
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else folder / path
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 CronExpression = Annotated[str, AfterValidator(check_cron)]
 StackUid = Annotated[str, AfterValidator(check_stack_uid)]
 TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 DbType = Literal["mysql", "postgresql", "redis", "mongodb"]
-# Strict: TOML has real integers and booleans, so `true` or "3000" where a
-# number belongs is a mistake to report, not something to coerce.
-Int = Annotated[int, Field(strict=True)]
-Bool = Annotated[bool, Field(strict=True)]
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
-
-
-# Validation context key: the folder relative paths in the config are read from.
-CONFIG_FOLDER = "config_folder"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, defer_build=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _paths_from_config_folder(cls, data: Any, info: ValidationInfo) -> Any:
-        """A relative path key means relative to the config file's folder, not the cwd.
-
-        Runs before the fields are validated, so validators that read a file
-        (`recipients_file`) read the right one. `~` is the user's home, as in a shell.
-        """
-        folder = (info.context or {}).get(CONFIG_FOLDER)
-        if folder is None or not isinstance(data, dict):
-            return data
-        path_keys = _path_fields(cls)
-        return {
-            key: _anchored(value, folder) if key in path_keys else value
-            for key, value in data.items()
-        }
-
-
 class ApiSettings(_Section):
     """`[api]`: where the Cloud 66 API is and how hard we may use it."""
 
@@ -180,61 +134,6 @@ class ApiSettings(_Section):
     def _http_url(self) -> ApiSettings:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        return self
-
-
-def _check_keep_within(within: timedelta) -> timedelta:
-    # restic counts keep-within in hours at the finest; a shorter one is almost surely
-    # "6m" meant as six months (here: minutes), which would remove nearly everything.
-    if timedelta(0) < within < timedelta(hours=1):
-        raise ValueError(
-            "must be at least 1h, or 0 to turn it off "
-            "('m' means minutes: write months as days, e.g. \"180d\")"
-        )
-    return within
-
-
-KeepWithin = Annotated[Duration, AfterValidator(_check_keep_within)]
-_KEEP_RULES = {field.name for field in dataclasses.fields(RetentionPolicy)}
-
-
-class RetentionOverride(_Section):
-    """`[[stacks]] retention = {...}`: keep_* rules replacing the global ones key by key."""
-
-    keep_last: NonNegativeInt = 0
-    keep_hourly: NonNegativeInt = 0
-    keep_daily: NonNegativeInt = 0
-    keep_weekly: NonNegativeInt = 0
-    keep_monthly: NonNegativeInt = 0
-    keep_yearly: NonNegativeInt = 0
-    keep_within: KeepWithin = timedelta(0)
-
-    def policy(self) -> RetentionPolicy:
-        """These rules as a policy for the engine (keep_within 0 means off)."""
-        rules = self.model_dump(include=_KEEP_RULES)
-        rules["keep_within"] = self.keep_within or None
-        return RetentionPolicy(**rules)
-
-    def merged_over(self, base: RetentionOverride | None) -> RetentionOverride:
-        """`base` with the keys this override sets replaced, key by key."""
-        if base is None:
-            return self
-        return base.model_copy(update={key: getattr(self, key) for key in self.model_fields_set})
-
-
-class RetentionSettings(RetentionOverride):
-    """`[retention]`: what prune keeps of each series; absent means keep everything."""
-
-    # Prune after a pass without failures (daemon and --sync-now).
-    after_pass: Bool = False
-
-    @model_validator(mode="after")
-    def _some_rule(self) -> RetentionSettings:
-        if self.policy().is_empty():
-            raise ValueError(
-                "no keep_* rule is set: that would remove every backup, so it is refused "
-                "(remove [retention] to keep everything)"
-            )
         return self
 
 
@@ -282,83 +181,6 @@ class ScheduleSettings(_Section):
         if self.cron is not None:
             return self.interval
         return self.interval or timedelta(hours=1)
-
-
-class LocalStorageSettings(_Section):
-    """`[storage] type = "local"`: a folder on this machine."""
-
-    type: Literal["local"] = "local"
-    path: Path = Path("/var/lib/c66-archiver/archive")
-
-
-class S3StorageSettings(_Section):
-    """`[storage] type = "s3"`: a bucket on AWS S3 or any S3-compatible service."""
-
-    type: Literal["s3"]
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
-    prefix: str = ""
-    region: str | None = None
-    endpoint_url: str | None = None
-    storage_class: str | None = None
-    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
-    sse_kms_key_id: str | None = None
-    # Credentials: the standard AWS environment variables, or these two keys.
-    access_key_id: str | None = None
-    secret_access_key_file: Path | None = None
-    # Size of each multipart-upload part kept in memory while it uploads (5 MiB minimum).
-    # 10,000 parts at most: 8 MiB parts carry objects up to 78 GiB; raise it for bigger.
-    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=512 * 1024 * 1024)] = 8 * 1024 * 1024
-    max_concurrent_part_uploads: PositiveInt = 4
-    addressing_style: Literal["auto", "path", "virtual"] = "auto"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> S3StorageSettings:
-        if (self.access_key_id is None) != (self.secret_access_key_file is None):
-            raise ValueError("set access_key_id and secret_access_key_file together")
-        if self.sse_kms_key_id and self.server_side_encryption != "aws:kms":
-            raise ValueError('sse_kms_key_id needs server_side_encryption = "aws:kms"')
-        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ValueError("endpoint_url must start with http:// or https://")
-        return self
-
-
-class SftpStorageSettings(_Section):
-    """`[storage] type = "sftp"`: a folder on a server reached over SSH."""
-
-    type: Literal["sftp"]
-    host: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(gt=0, lt=65536)] = 22
-    username: Annotated[str, Field(min_length=1)]
-    private_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-    # Turning host key checks off exposes the archive to a man in the middle; logged loudly.
-    insecure_skip_host_key_check: bool = False
-    path: Annotated[str, AfterValidator(_check_remote_path)]
-    connect_timeout: Duration = timedelta(seconds=15)
-    # Writes sent and not yet answered, over every upload: pipelining, and its bound.
-    max_concurrent_writes: PositiveInt = 4
-
-
-_STORAGE_TYPES = ("local", "s3", "sftp")
-
-
-def _storage_type(value: object) -> str:
-    """The `type` key picks the backend; without it, local storage."""
-    if isinstance(value, dict):
-        return str(value.get("type", "local"))
-    return str(getattr(value, "type", "local"))
-
-
-StorageSettings = Annotated[
-    Annotated[LocalStorageSettings, Tag("local")]
-    | Annotated[S3StorageSettings, Tag("s3")]
-    | Annotated[SftpStorageSettings, Tag("sftp")],
-    Discriminator(
-        _storage_type,
-        custom_error_type="storage_type",
-        custom_error_message='type must be one of "local", "s3", "sftp"',
-    ),
-]
 
 
 class TransferSettings(_Section):
@@ -421,52 +243,6 @@ class HttpSettings(_Section):
     page: Bool = True
 
 
-class EncryptionSettings(_Section):
-    """`[encryption]`: store backups as age v1 files for these recipients."""
-
-    # age X25519 public keys (age1...) and OpenSSH ssh-ed25519 / ssh-rsa public keys.
-    recipients: tuple[str, ...] = ()
-    # A file of recipients, one a line, as `age -R` reads it.
-    recipients_file: Path | None = None
-    # The private key for `restore` and `verify --deep` (never needed to archive).
-    identity_file: Path | None = None
-    # What encrypts: "auto" = the `age` binary when one on PATH works, else pyrage in
-    # process (about half the speed on two cores: it holds the GIL); "age" = the binary,
-    # or the pass refuses to start; "pyrage" = always in process. Same age v1 file.
-    engine: Literal["auto", "age", "pyrage"] = "auto"
-
-    @model_validator(mode="after")
-    def _readable_recipients(self) -> EncryptionSettings:
-        for index, text in enumerate(self.recipients):
-            try:
-                parse_recipient(text)
-            except ValueError as error:
-                raise ValueError(f"recipients[{index}]: {error}") from None
-        for index, text in enumerate(self.file_recipients()):
-            try:
-                parse_recipient(text)
-            except ValueError as error:
-                raise ValueError(f"recipients_file line {index + 1}: {error}") from None
-        if not self.all_recipients():
-            raise ValueError("no recipients: set recipients or recipients_file")
-        return self
-
-    def file_recipients(self) -> list[str]:
-        """The recipients in `recipients_file` (none without one)."""
-        if self.recipients_file is None:
-            return []
-        try:
-            return recipients_in_file(self.recipients_file)
-        except OSError as error:
-            raise ValueError(
-                f"recipients_file {self.recipients_file}: cannot read ({error.strerror})"
-            ) from None
-
-    def all_recipients(self) -> list[str]:
-        """Every public recipient, from the list and the file, without repeats."""
-        return list(dict.fromkeys([*self.recipients, *self.file_recipients()]))
-
-
 class NotifySettings(_Section):
     """`[notify]`: dead-man's-switch pings, a webhook and Apprise URLs: passes and findings."""
 
@@ -486,7 +262,10 @@ class Settings(_Section):
     stacks: tuple[StackSettings, ...] = ()
     discover: DiscoverSettings = DiscoverSettings()
     schedule: ScheduleSettings = ScheduleSettings()
-    storage: StorageSettings = Field(default_factory=LocalStorageSettings)
+    # [storage] (one table, named "default") or [[storage]] (several, each named).
+    storage: Annotated[tuple[StorageSettings, ...], BeforeValidator(as_destination_list)] = Field(
+        default_factory=lambda: (LocalDestination(),)
+    )
     transfer: TransferSettings = TransferSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
@@ -508,6 +287,28 @@ class Settings(_Section):
             raise ValueError(f"stack listed twice in [[stacks]]: {', '.join(duplicates)}")
         return self
 
+    @field_validator("storage")
+    @classmethod
+    def _destinations(cls, value: tuple[StorageSettings, ...]) -> tuple[StorageSettings, ...]:
+        check_destinations(value)
+        return value
+
+    @model_validator(mode="after")
+    def _no_empty_destination_policy(self) -> Settings:
+        overrides = [stack.retention for stack in self.stacks if stack.retention is not None]
+        for index, destination in enumerate(self.storage):
+            if destination.retention is None:
+                continue
+            for override in [None, *overrides]:
+                base = override.merged_over(self.retention) if override else self.retention
+                if destination.retention.merged_over(base).policy().is_empty():
+                    raise ValueError(
+                        f"storage[{index}].retention: no keep_* rule is left once merged over "
+                        "[retention] and the stacks' overrides: that would remove every backup "
+                        f"in {destination.name!r}, so it is refused"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _no_empty_stack_policy(self) -> Settings:
         for index, stack in enumerate(self.stacks):
@@ -522,12 +323,43 @@ class Settings(_Section):
         return self
 
 
-def policy_for(settings: Settings, stack_uid: str) -> RetentionPolicy | None:
-    """The retention policy of a stack's series; None means keep everything."""
+def policy_for(
+    settings: Settings, stack_uid: str, destination: StorageSettings | None = None
+) -> RetentionPolicy | None:
+    """The retention policy of a stack's series (in a destination); None keeps everything.
+
+    Key by key: [retention], then the stack's override, then the destination's.
+    """
+    merged: RetentionOverride | None = settings.retention
     override = next((s.retention for s in settings.stacks if s.uid == stack_uid), None)
-    if override is not None:
-        return override.merged_over(settings.retention).policy()
-    return settings.retention.policy() if settings.retention else None
+    for layer in (override, destination.retention if destination else None):
+        if layer is not None:
+            merged = layer.merged_over(merged)
+    return merged.policy() if merged is not None else None
+
+
+def prunes_after_pass(settings: Settings, destination: StorageSettings) -> bool:
+    """Whether a good pass ends by pruning this destination (its after_pass, else [retention]'s)."""
+    own = destination.retention.after_pass if destination.retention else None
+    if own is not None:
+        return own
+    return settings.retention.after_pass if settings.retention else False
+
+
+def encryption_for(settings: Settings, destination: StorageSettings) -> EncryptionSettings | None:
+    """The encryption of one destination: its own, none (false), or [encryption]."""
+    if destination.encryption is False:
+        return None
+    return destination.encryption or settings.encryption
+
+
+def destination_named(settings: Settings, name: str) -> StorageSettings:
+    """The destination called `name`; a ConfigError (exit 2) listing the names otherwise."""
+    for destination in settings.storage:
+        if destination.name == name:
+            return destination
+    names = ", ".join(repr(destination.name) for destination in settings.storage)
+    raise ConfigError(f"--storage {name!r}: no such destination (configured: {names})")
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -561,40 +393,50 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
     try:
         settings = Settings.model_validate(document, context=context)
     except ValidationError as error:
-        raise ConfigError(_describe_validation_error(where, error)) from None
+        one_table = isinstance(document.get("storage"), dict)
+        raise ConfigError(_describe_validation_error(where, error, one_table)) from None
     _check_extras(settings, where)
     return settings.model_copy(update={"source": source})
 
 
 def _check_extras(settings: Settings, where: str) -> None:
     """Every extra the config needs is installed: asked before anything is attempted,
-    and without importing the backend or Apprise."""
-    kind = settings.storage.type
-    missing = missing_storage_modules(kind)
-    if missing:
-        raise ConfigError(f"{where}: [storage] {missing_extra_message(kind, missing)}")
+    and without importing a backend or Apprise."""
+    for index, destination in enumerate(settings.storage):
+        missing = missing_storage_modules(destination.type)
+        if missing:
+            table = "[storage]" if len(settings.storage) == 1 else f"storage[{index}]"
+            message = missing_extra_message(destination.type, missing)
+            raise ConfigError(f"{where}: {table} {message}")
     missing = missing_modules(NOTIFY_EXTRA) if settings.notify.apprise_urls else []
     if missing:
         message = needs_extra_message("apprise_urls", NOTIFY_EXTRA, missing)
         raise ConfigError(f"{where}: [notify] {message}")
 
 
-def _describe_validation_error(where: str, error: ValidationError) -> str:
-    return describe_validation_error(where, error, root=Settings, dotted_key=_dotted_key)
+def _describe_validation_error(where: str, error: ValidationError, one_storage: bool) -> str:
+    dotted_key = functools.partial(_dotted_key, one_storage=one_storage)
+    return describe_validation_error(where, error, root=Settings, dotted_key=dotted_key)
 
 
-def _dotted_key(location: tuple[int | str, ...]) -> str:
+def _dotted_key(location: tuple[int | str, ...], one_storage: bool = False) -> str:
     parts: list[str] = []
-    previous: int | str | None = None
-    for item in location:
+    keys = [item for item in location if isinstance(item, str)]
+    for position, item in enumerate(location):
         if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif previous == "storage" and item in _STORAGE_TYPES:
-            pass  # the discriminator tag is not a key the user wrote
+            if not (position == 1 and location[0] == "storage" and one_storage):
+                parts.append(f"[{item}]")  # ([storage] is one table: no index to show)
+        elif position and item in UNION_TAGS.get(_last_key(keys, item), set()):
+            pass  # a tagged union's tag is not a key the user wrote
         else:
             parts.append(("." if parts else "") + item)
-        previous = item
     return "".join(parts)
+
+
+def _last_key(keys: list[str], item: str) -> str:
+    """The key before `item` among the string parts of an error location."""
+    index = keys.index(item)
+    return keys[index - 1] if index else ""
 
 
 def load_token(settings: Settings, environ: dict[str, str] | None = None) -> str:

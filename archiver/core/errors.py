@@ -7,6 +7,8 @@ Messages must never carry the API token or a URL query string.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_CONFIG = 2
@@ -87,6 +89,14 @@ class StorageFull(PermanentStorageError):
     room every other backup needs); the pass tries the backup once more when other
     uploads give room back (`archiver.sync.room`).
     """
+
+
+class ObjectLocked(PermanentStorageError):
+    """Permanent until a date: S3 Object Lock keeps the object; it can be removed after `until`."""
+
+    def __init__(self, message: str, *, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -10,15 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from archiver.config.keys import Identity, load_identities
+from archiver.config.policies import EncryptionSettings
 from archiver.config.settings import Settings
 from archiver.core.errors import ConfigError
 
 
-def identities_for(settings: Settings, given: Path | None) -> list[Identity]:
-    """The identities to decrypt with; ConfigError (exit 2) when there are none to use."""
+def identities_for(
+    settings: Settings, given: Path | None, own: EncryptionSettings | None = None
+) -> list[Identity]:
+    """The identities to decrypt with (`--identity`, else the destination's own `identity_file`,
+    else `[encryption]`'s); ConfigError (exit 2) when there are none to use."""
     configured = settings.encryption.identity_file if settings.encryption else None
-    path = given or configured
-    where = "--identity" if given else f"{settings.source or '<config>'}: encryption.identity_file"
+    path = given or (own.identity_file if own else None) or configured
+    where = "--identity" if given else f"{settings.source or '<config>'}: identity_file {path}"
     if path is None:
         raise ConfigError(
             "the backup is encrypted: give --identity FILE (an age or OpenSSH private key), "

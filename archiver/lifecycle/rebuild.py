@@ -1,10 +1,13 @@
-"""What storage already holds, read back into the state: after a lost state, or a crash.
+"""What a destination already holds, read back into the state: after a lost state, a new
+destination, or a crash.
 
-The manifests in storage are the source of truth: a backup is archived when
-its manifest exists and the file it names is there; it was pruned when a
-tombstone (`pruned.json`) stands beside where its manifest was. A new (or deleted) state
-is rebuilt from them before the first pass, and a pass adopts a manifest it
-finds for a backup the state does not know, so nothing is downloaded twice.
+The manifests in storage are the source of truth: a backup is archived in a
+destination when its manifest exists there and the file it names is there; it
+was pruned from it when a tombstone (`pruned.json`) stands beside where its
+manifest was. A destination the state has not read yet (every one, for a new or
+deleted state) is read whole before anything uses the state
+(`archiver.lifecycle.destinations`), and a pass adopts a manifest it finds for a
+copy the state does not know, so nothing is downloaded twice.
 """
 
 from __future__ import annotations
@@ -20,22 +23,21 @@ from archiver.storage.base import Storage
 log = structlog.get_logger(__name__)
 
 
-async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
-    """Record every archived and every pruned backup that storage knows of; return how many
-    are archived.
+async def rebuild_from_storage(state: StateStore, storage: Storage, name: str) -> int:
+    """Record every copy and every prune that destination `name` holds; return how many copies.
 
-    Tombstones win: a backup with one is pruned, whatever else is left of it (a
-    prune interrupted before its manifest or data went; the next prune finishes
+    Tombstones win: a backup with one is pruned there, whatever else is left of it
+    (a prune interrupted before its manifest or data went; the next prune finishes
     it). Unreadable manifests and manifests whose data is missing are skipped
-    with a warning: they are not archived, and the next pass archives them again.
+    with a warning: they are not archived there, and a later pass fills them in.
     """
     keys = {key async for key in storage.list()}
-    pruned = await _record_tombstones(state, storage, keys)
+    pruned = await _record_tombstones(state, storage, name, keys)
     recorded = skipped = 0
     for key in sorted(keys):
         if key.rpartition("/")[2] != MANIFEST_NAME or sibling_key(key, TOMBSTONE_NAME) in pruned:
             continue
-        record = await record_from_manifest(storage, key)
+        record = await record_from_manifest(storage, key, name)
         if record is None:
             skipped += 1
             continue
@@ -43,12 +45,15 @@ async def rebuild_from_storage(state: StateStore, storage: Storage) -> int:
         recorded += 1
     # An empty storage (a new install) rebuilds nothing: not worth a line at info.
     report = log.info if recorded or skipped or pruned else log.debug
-    report("state rebuilt from storage", recorded=recorded, skipped=skipped, pruned=len(pruned))
+    report("state rebuilt from storage", storage=name, recorded=recorded, skipped=skipped,
+           pruned=len(pruned))
     return recorded
 
 
-async def _record_tombstones(state: StateStore, storage: Storage, keys: set[str]) -> set[str]:
-    """Record the pruned backup of every readable tombstone; return their keys."""
+async def _record_tombstones(
+    state: StateStore, storage: Storage, name: str, keys: set[str]
+) -> set[str]:
+    """Record the pruned copy of every readable tombstone; return their keys."""
     found: set[str] = set()
     for key in sorted(keys):
         if key.rpartition("/")[2] != TOMBSTONE_NAME:
@@ -56,7 +61,7 @@ async def _record_tombstones(state: StateStore, storage: Storage, keys: set[str]
         try:
             tombstone = Tombstone.from_json(await storage.read_small(key))
         except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
-            log.warning("unreadable tombstone; ignored", key=key, error=str(error))
+            log.warning("unreadable tombstone; ignored", storage=name, key=key, error=str(error))
             continue
         manifest_key = sibling_key(key, MANIFEST_NAME)
         tar_key = sibling_key(key, tombstone.file) if tombstone.file else manifest_key
@@ -65,20 +70,37 @@ async def _record_tombstones(state: StateStore, storage: Storage, keys: set[str]
             PrunedBackup(
                 tombstone.stack_uid, tombstone.backup_id, tombstone.db_type,
                 tombstone.database_name, tombstone.backup_date, tar_key, manifest_key,
-                tombstone.pruned_at, complete=not leftovers,
+                tombstone.pruned_at, complete=not leftovers, storage=name,
             )
         )
         found.add(key)
     return found
 
 
-async def record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | None:
-    """The state record the manifest at `key` describes, or None when it cannot count.
+async def record_from_manifest(storage: Storage, key: str, name: str) -> ArchivedBackup | None:
+    """The state record of the copy the manifest at `key` describes, or None when it cannot count.
 
     None, silently, when there is no manifest; None, with a warning, when it is
-    unreadable or the file it names is missing: that backup is not archived, and
-    the next pass archives it again.
+    unreadable or the file it names is missing: that copy is not archived, and
+    a later pass makes it again.
     """
+    manifest = await read_manifest(storage, key, name)
+    if manifest is None:
+        return None
+    tar_key = sibling_key(key, manifest.file)
+    info = await storage.stat(tar_key)
+    if info is None:
+        log.warning("manifest without its archive; the backup counts as not archived there",
+                    storage=name, key=key, tar_key=tar_key)
+        return None
+    locked_until = info.locked_until.isoformat() if info.locked_until else None
+    return manifest.archived_record(
+        tar_key=tar_key, manifest_key=key, storage=name, locked_until=locked_until
+    )
+
+
+async def read_manifest(storage: Storage, key: str, name: str) -> Manifest | None:
+    """The manifest at `key`, or None: silently when missing, with a warning when unreadable."""
     try:
         manifest = Manifest.from_json(await storage.read_small(key))
         if not manifest.file or "/" in manifest.file:
@@ -86,14 +108,7 @@ async def record_from_manifest(storage: Storage, key: str) -> ArchivedBackup | N
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as error:
-        log.warning("unreadable manifest; its backup counts as not archived", key=key,
-                    error=str(error))
+        log.warning("unreadable manifest; its backup counts as not archived there",
+                    storage=name, key=key, error=str(error))
         return None
-    tar_key = sibling_key(key, manifest.file)
-    if await storage.stat(tar_key) is None:
-        log.warning("manifest without its archive; the backup counts as not archived", key=key,
-                    tar_key=tar_key)
-        return None
-    return manifest.archived_record(
-        tar_key=tar_key, manifest_key=key, location=storage.location(tar_key)
-    )
+    return manifest

@@ -19,24 +19,27 @@ config (the state is rebuilt from storage first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import BinaryIO
 
 import structlog
 
 from archiver.config.keys import Identity
-from archiver.config.settings import Settings
+from archiver.config.settings import Settings, destination_named
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL, ArchiverError, ConfigError
 from archiver.core.private_files import create_private_file, fsync_folder
-from archiver.lifecycle.archive import Archive, open_archive
+from archiver.lifecycle.archive import open_archive
 from archiver.lifecycle.identity import identities_for
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import ArchivedBackup, Manifest
+from archiver.storage.destinations import Destination
 from archiver.transfer.encryption import AgeStream, CorruptCiphertext, WrongIdentity
 
 log = structlog.get_logger(__name__)
@@ -48,27 +51,45 @@ class RestoreMismatch(ArchiverError):
     """Permanent: the stored data does not match its manifest. Exit 1."""
 
 
-def find_backup(
-    records: list[ArchivedBackup], backup_id: int, stack_uid: str | None
-) -> ArchivedBackup:
-    """The one archived backup with this id (in this stack); a ConfigError (exit 2) otherwise."""
+def find_copies(
+    records: list[ArchivedBackup],
+    backup_id: int,
+    stack_uid: str | None,
+    order: Sequence[str],
+) -> list[ArchivedBackup]:
+    """The copies of the one archived backup with this id (in this stack), in the order of
+    the destinations `order` names (others left out); a ConfigError (exit 2) when there is no
+    such backup there, or the id is archived for several stacks."""
     matches = [
         record
         for record in records
-        if record.backup_id == backup_id and stack_uid in (None, record.stack_uid)
+        if record.backup_id == backup_id
+        and stack_uid in (None, record.stack_uid)
+        and record.storage in order
     ]
     if not matches:
         where = f" of stack {stack_uid}" if stack_uid else ""
         raise ConfigError(
             f"no archived backup {backup_id}{where} (`c66-archiver status --all` lists them)"
         )
-    if len(matches) > 1:
-        stacks = ", ".join(sorted(record.stack_uid for record in matches))
+    stacks = sorted({record.stack_uid for record in matches})
+    if len(stacks) > 1:
         raise ConfigError(
-            f"backup id {backup_id} is archived for several stacks ({stacks}): "
+            f"backup id {backup_id} is archived for several stacks ({', '.join(stacks)}): "
             "pick one with --stack"
         )
-    return matches[0]
+    return sorted(matches, key=lambda record: order.index(record.storage))
+
+
+def find_backup(
+    records: list[ArchivedBackup],
+    backup_id: int,
+    stack_uid: str | None,
+    order: Sequence[str] = ("default",),
+) -> ArchivedBackup:
+    """The first copy (in `order` of destinations) of the one backup with this id; see
+    `find_copies`."""
+    return find_copies(records, backup_id, stack_uid, order)[0]
 
 
 async def run_restore(
@@ -79,16 +100,30 @@ async def run_restore(
     output: str,
     identity: Path | None = None,
     force: bool = False,
+    storage: str | None = None,
 ) -> int:
-    """Restore one backup to `output` (a path, a folder or '-'); exit 0, 1 on a mismatch, 2 if
-    unknown or if the output file exists without `force`."""
-    async with open_archive(settings, lock=False) as archive:
-        record = find_backup(archive.state.archived.all(), backup_id, stack_uid)
+    """Restore one backup to `output` (a path, a folder or '-') from the first destination
+    holding it (or `storage`); exit 0, 1 on a mismatch, 2 if unknown or if the output file
+    exists without `force`."""
+    if storage is not None:
+        destination_named(settings, storage)  # an unknown name is exit 2, before anything
+    async with open_archive(settings, lock=False) as archive, AsyncExitStack() as stack:
+        order = [d.name for d in archive.destinations if storage in (None, d.name)]
+        record = find_backup(archive.state.archived.all(), backup_id, stack_uid, order)
         target = None if output == STDOUT else output_file(Path(output), record, force=force)
-        manifest = await _manifest(archive, record)
-        chunks = archive.storage.read_chunks(record.tar_key)
+        destination = archive.destination(record.storage)
+        manifest = await _manifest(destination, record)
+        # Closed here, whatever ends the restore (a closed pipe too), while the archive's
+        # threads still run: a generator left to the garbage collector would close later.
+        stored = await stack.enter_async_context(
+            contextlib.aclosing(destination.storage.read_chunks(record.tar_key))
+        )
+        chunks: AsyncIterator[bytes] = stored
         if manifest.encrypted:
-            chunks = _decrypted(chunks, identities_for(settings, identity), backup_id)
+            identities = identities_for(settings, identity, destination.encryption)
+            chunks = await stack.enter_async_context(
+                contextlib.aclosing(_decrypted(stored, identities, backup_id))
+            )
         try:
             if target is None:
                 await _to_stdout(chunks, manifest)
@@ -100,7 +135,8 @@ async def run_restore(
             print(f"c66-archiver: error: {mismatch}", file=sys.stderr)
             return EXIT_PARTIAL
     log.info("backup restored", backup_id=backup_id, stack_uid=record.stack_uid,
-             size=manifest.size, sha256=manifest.sha256, output=str(target or output))
+             storage=record.storage, size=manifest.size, sha256=manifest.sha256,
+             output=str(target or output))
     return EXIT_OK
 
 
@@ -128,9 +164,9 @@ def _exists_message(path: Path) -> str:
     return f"--output {path} exists: not replaced (add --force to replace it)"
 
 
-async def _manifest(archive: Archive, record: ArchivedBackup) -> Manifest:
+async def _manifest(destination: Destination, record: ArchivedBackup) -> Manifest:
     try:
-        return Manifest.from_json(await archive.storage.read_small(record.manifest_key))
+        return Manifest.from_json(await destination.storage.read_small(record.manifest_key))
     except FileNotFoundError:
         raise RestoreMismatch(f"the manifest of backup {record.backup_id} is missing") from None
     except (ValueError, KeyError, TypeError):
@@ -191,7 +227,7 @@ async def _to_file(
 
 async def _decrypted(
     chunks: AsyncIterator[bytes], identities: list[Identity], backup_id: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The plaintext of an age file, decrypted as it streams."""
     stream = AgeStream.decrypting(identities)
     try:

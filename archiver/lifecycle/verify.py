@@ -27,6 +27,7 @@ from archiver.core.secrets import redact
 from archiver.lifecycle.tar_check import TarChecker
 from archiver.model.manifest import ArchivedBackup, Manifest
 from archiver.storage.base import Storage
+from archiver.storage.destinations import Destination
 from archiver.transfer.encryption import AgeStream, CorruptCiphertext, WrongIdentity
 
 ByteCallback = Callable[[int], None]
@@ -34,10 +35,11 @@ ByteCallback = Callable[[int], None]
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One archived backup, checked: intact, or what is wrong with it."""
+    """One archived copy, checked: intact, or what is wrong with it."""
 
     record: ArchivedBackup
     problem: str | None
+    location: str = ""  # where the copy is, as its destination names it now
 
     @property
     def ok(self) -> bool:
@@ -49,7 +51,8 @@ class CheckResult:
         return {
             "stack_uid": self.record.stack_uid,
             "backup_id": self.record.backup_id,
-            "location": self.record.location,
+            "storage": self.record.storage,
+            "location": self.location,
             "ok": self.ok,
             "problem": self.problem,
         }
@@ -84,7 +87,7 @@ def select_backups(
 
 
 class Verifier:
-    """Checks archived backups in one storage against their manifests.
+    """Checks the archived copies in one destination against their manifests.
 
     Without `deep` only the stored bytes are read and hashed (no key needed, even
     for encrypted backups: their manifest has the stored file's sha256). With
@@ -94,26 +97,28 @@ class Verifier:
 
     def __init__(
         self,
-        storage: Storage,
+        destination: Destination,
         executor: ThreadPoolExecutor,
         *,
         deep: bool = False,
         identities: Sequence[Identity] = (),
     ) -> None:
-        self._storage = storage
+        self._destination = destination
+        self._storage: Storage = destination.storage
         self._executor = executor
         self._deep = deep
         self._identities = list(identities)
 
     async def check(self, record: ArchivedBackup, on_bytes: ByteCallback) -> CheckResult:
         """Read the backup once; never raises for what it finds (it is in the result)."""
+        location = self._destination.location(record.tar_key)
         try:
             await self._check(record, on_bytes)
         except _Corrupt as corrupt:
-            return CheckResult(record, str(corrupt))
+            return CheckResult(record, str(corrupt), location)
         except (StorageError, OSError) as error:
-            return CheckResult(record, f"could not be read: {redact(str(error))}")
-        return CheckResult(record, None)
+            return CheckResult(record, f"could not be read: {redact(str(error))}", location)
+        return CheckResult(record, None, location)
 
     async def _check(self, record: ArchivedBackup, on_bytes: ByteCallback) -> None:
         manifest = await self._manifest(record)

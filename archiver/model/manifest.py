@@ -27,7 +27,12 @@ class PartRecord:
 
 @dataclass(frozen=True)
 class ArchivedBackup:
-    """What the state and `status` know about one archived backup."""
+    """What the state and `status` know about one archived copy of a backup.
+
+    One per destination that holds the backup (`storage` names it). Keys are
+    relative to that destination's root: where that is, and so the location users
+    see, comes from the configuration when it is read, never from the state.
+    """
 
     stack_uid: str
     backup_id: int
@@ -35,11 +40,13 @@ class ArchivedBackup:
     database_name: str
     size: int
     sha256: str
-    location: str
     archived_at: str
     tar_key: str
     manifest_key: str
     backup_date: str | None = None
+    storage: str = "default"
+    # Until when S3 Object Lock keeps this copy (ISO 8601), for destinations that lock.
+    locked_until: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,10 @@ class Manifest:
             encryption=dict(document["encryption"]) if document.get("encryption") else None,
         )
 
-    def archived_record(self, *, tar_key: str, manifest_key: str, location: str) -> ArchivedBackup:
-        """The state's view of this manifest."""
+    def archived_record(
+        self, *, tar_key: str, manifest_key: str, storage: str, locked_until: str | None = None
+    ) -> ArchivedBackup:
+        """The state's view of this manifest, as the copy in destination `storage`."""
         return ArchivedBackup(
             stack_uid=self.stack_uid,
             backup_id=self.backup_id,
@@ -121,11 +130,12 @@ class Manifest:
             database_name=self.database_name,
             size=self.size,
             sha256=self.sha256,
-            location=location,
             archived_at=self.archived_at,
             tar_key=tar_key,
             manifest_key=manifest_key,
             backup_date=self.backup_date,
+            storage=storage,
+            locked_until=locked_until,
         )
 
 

@@ -15,15 +15,22 @@ from archiver.state.records import RunRecord
 
 @dataclass(frozen=True)
 class Failure:
-    """Something that could not be archived in this pass, and why."""
+    """Something that could not be archived in this pass, and why; `storage` names the
+    destination when the trouble was one destination's (None: the backup's, or a stack's)."""
 
     stack_uid: str
     backup_id: int | None
     reason: str
+    storage: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The `status --json` form."""
-        return {"stack_uid": self.stack_uid, "backup_id": self.backup_id, "reason": self.reason}
+        return {
+            "stack_uid": self.stack_uid,
+            "backup_id": self.backup_id,
+            "reason": self.reason,
+            "storage": self.storage,
+        }
 
 
 @dataclass
@@ -36,6 +43,7 @@ class PassSummary:
     skipped: int = 0
     already: int = 0
     pruned: int = 0
+    filled: int = 0  # copies made from another destination's copy (no Cloud 66 involved)
     bytes: int = 0
     seconds: float = 0.0
     failed: list[Failure] = field(default_factory=list)
@@ -68,7 +76,9 @@ class PassSummary:
     def one_line(self) -> str:
         """The end-of-pass summary line."""
         pruned = f", pruned {self.pruned}" if self.pruned else ""
+        filled = f", filled in {self.filled} from other destinations" if self.filled else ""
         return (
             f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
-            f"failed {len(self.failed)}{pruned}, {human_bytes(self.bytes)} in {self.seconds:.1f}s"
+            f"failed {len(self.failed)}{pruned}{filled}, {human_bytes(self.bytes)} in "
+            f"{self.seconds:.1f}s"
         )

@@ -90,7 +90,8 @@ class HttpServer:
         self._settings = settings
         self._http: HttpSettings = settings.http
         self._runtime = runtime
-        self._probe = StorageProbe(runtime.storage)
+        # One probe per destination: /readyz fails when any destination takes no write.
+        self._probes = [(d.name, StorageProbe(d.storage)) for d in runtime.destinations]
         self._started_at = datetime.now(UTC)
         assert runtime.metrics is not None, "the runtime keeps metrics when [http] is set"
         self._metrics_kept = runtime.metrics
@@ -149,8 +150,19 @@ class HttpServer:
             self._runtime.state,
             now,
             running_since=self._started_at,
-            storage_problem=await self._probe.problem(),
+            storage_problem=await self._storage_problem(),
         )
+
+    async def _storage_problem(self) -> str | None:
+        """What each destination's probe found wrong (named when there are several)."""
+        problems = await asyncio.gather(*(probe.problem() for _, probe in self._probes))
+        several = len(self._probes) > 1
+        found = [
+            f"storage {name!r}: {problem}" if several else problem
+            for (name, _), problem in zip(self._probes, problems, strict=True)
+            if problem is not None
+        ]
+        return "; ".join(found) if found else None
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         report = await self._health(datetime.now(UTC))
@@ -159,9 +171,20 @@ class HttpServer:
     async def _page(self, _request: web.Request) -> web.Response:
         now = datetime.now(UTC)
         configured = [stack.uid for stack in self._settings.stacks]
-        document = status_document(self._runtime.state, configured=configured, now=now)
-        pruned = self._runtime.state.pruned.days(since=now - timedelta(days=HISTORY_DAYS))
-        body = render_page(document, await self._health(now), now=now, pruned_days=pruned)
+        document = status_document(
+            self._runtime.state, destinations=self._settings.storage, configured=configured,
+            now=now,
+        )
+        since = now - timedelta(days=HISTORY_DAYS)
+        pruned = self._runtime.state.pruned.days(since=since)
+        per_destination = {
+            d.name: self._runtime.state.pruned.days(since=since, storage=d.name)
+            for d in self._settings.storage
+        }
+        body = render_page(
+            document, await self._health(now), now=now, pruned_days=pruned,
+            pruned_by_storage=per_destination,
+        )
         return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 

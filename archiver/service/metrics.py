@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -81,6 +81,11 @@ class Metrics:
         self._throttles = self._counter(
             "api_throttles", "Cloud 66 API answers that throttled us, by route.", ["route"]
         )
+        self._copy_failures = self._counter(
+            "storage_copy_failures",
+            "Copies a destination failed to take in a pass (or passes it sat out), by destination.",
+            ["storage"],
+        )
         self._max_age = Gauge(
             f"{PREFIX}_max_age_seconds",
             "The [http] max_age in force: older last successes are stale.",
@@ -90,9 +95,13 @@ class Metrics:
     def _counter(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
         return Counter(f"{PREFIX}_{name}", documentation, labels, registry=self.registry)
 
-    def bind(self, state: StateStore, budget: RequestBudget) -> None:
-        """Read the state and the request budget at every scrape."""
-        self.registry.register(_LiveCollector(state, budget))
+    def bind(
+        self, state: StateStore, budget: RequestBudget, destinations: Sequence[str] = ()
+    ) -> None:
+        """Read the state and the request budget at every scrape (per destination: these)."""
+        for name in destinations:  # every destination's series exists from the start, at 0
+            self._copy_failures.labels(storage=name)
+        self.registry.register(_LiveCollector(state, budget, destinations))
 
     def set_max_age(self, seconds: float) -> None:
         """Publish max_age, so alert rules and dashboards judge freshness as /readyz does."""
@@ -130,15 +139,21 @@ class Metrics:
         self._archived.inc(summary.archived)
         self._bytes.inc(summary.bytes)
         self._failed.inc(len(summary.failed))
+        for failure in summary.failed:
+            if failure.storage is not None:
+                self._copy_failures.labels(storage=failure.storage).inc()
         self._last_pass_seconds.set(summary.seconds)
 
 
 class _LiveCollector(Collector):
     """Gauges computed at scrape time from the state and the request budget."""
 
-    def __init__(self, state: StateStore, budget: RequestBudget) -> None:
+    def __init__(
+        self, state: StateStore, budget: RequestBudget, destinations: Sequence[str]
+    ) -> None:
         self._state = state
         self._budget = budget
+        self._destinations = list(destinations)
 
     def describe(self) -> list[Metric]:
         """Empty: the registry must not call `collect` (and read the state) when registering."""
@@ -186,9 +201,36 @@ class _LiveCollector(Collector):
             per_stack.add_metric([stack_uid], at.timestamp())
         yield per_stack
         yield _gauge("state_archived_backups", "Backups in the state.", state.archived.count())
+        yield from _destination_gauges(state, self._destinations)
         yield from _verify_gauge_values(state)
         yield from _watch_values(state)
         yield _gauge("state_file_bytes", "Size of the state database.", state.database.size_bytes())
+
+
+def _destination_gauges(state: StateStore, destinations: Sequence[str]) -> Iterator[Metric]:
+    """Per destination: backups and bytes it holds, backups it lacks (to be filled in)."""
+    held = state.archived.per_storage()
+    families = {
+        "backups": GaugeMetricFamily(
+            f"{PREFIX}_storage_backups", "Backups a destination holds.", labels=["storage"]
+        ),
+        "bytes": GaugeMetricFamily(
+            f"{PREFIX}_storage_bytes", "Bytes of backups a destination holds.",
+            labels=["storage"],
+        ),
+        "missing": GaugeMetricFamily(
+            f"{PREFIX}_storage_missing_backups",
+            "Backups other destinations hold that a destination lacks (and did not prune): "
+            "filled in by a later pass.",
+            labels=["storage"],
+        ),
+    }
+    for name in destinations:
+        count, size = held.get(name, (0, 0))
+        families["backups"].add_metric([name], count)
+        families["bytes"].add_metric([name], size)
+        families["missing"].add_metric([name], state.archived.missing_in(name))
+    yield from families.values()
 
 
 def _verify_gauge_values(state: StateStore) -> Iterator[Metric]:

@@ -87,6 +87,9 @@ svg.history{display:block;width:100%;height:3rem}
 .history .gap{fill:var(--red-bg)}
 .history .before,.history .today{fill:var(--line)}
 .history .pruned{fill:var(--muted)}
+.destinations figure{margin:.35rem 0 0}
+.destinations svg.history{height:1.25rem}
+.destinations figcaption .where{font-weight:600;color:var(--ink)}
 ul.failures,ul.watch{margin:.5rem 0 0;padding-left:1.1rem;color:var(--red);font-size:.875rem}
 ul.watch{color:var(--amber)}
 ul.failures li,ul.watch li{overflow-wrap:anywhere}
@@ -119,15 +122,18 @@ def render_page(
     *,
     now: datetime,
     pruned_days: dict[str, set[date]] | None = None,
+    pruned_by_storage: dict[str, dict[str, set[date]]] | None = None,
 ) -> str:
     """The whole page for a `status_document` and the current health report.
 
     `pruned_days`: per stack, the days whose backups retention removed; such a day
-    is drawn as pruned, not as a gap.
+    is drawn as pruned, not as a gap. `pruned_by_storage`: the same per destination,
+    for the strips that show which destinations hold each day's backup.
     """
     stacks = document["stacks"]
     history = _days_by_stack(document["archived"])
     pruned = pruned_days or {}
+    holders = _Holders(document, pruned_by_storage or {})
     findings = findings_by_stack(document.get("watch", {}))
     states = [
         freshness(stack, health.max_age, now, findings.get(stack["stack_uid"], []))
@@ -137,6 +143,7 @@ def render_page(
         _stack_card(
             stack, state, history.get(stack["stack_uid"], Counter()), now,
             pruned.get(stack["stack_uid"], set()), findings.get(stack["stack_uid"], []),
+            holders.strips(stack["stack_uid"], now),
         )
         for stack, state in zip(stacks, states, strict=True)
     )
@@ -249,6 +256,7 @@ def _stack_card(
     now: datetime,
     pruned: set[date],
     findings: list[str],
+    destination_strips: str = "",
 ) -> str:
     uid = _text(stack["stack_uid"])
     name = stack.get("stack_name")
@@ -260,10 +268,54 @@ def _stack_card(
         f'<article class="{state}" data-stack-uid="{uid}" data-freshness="{state}">'
         f'<header><h2>{title}</h2><span class="pill">{state}</span></header>'
         f'<dl class="facts">{_stack_facts(stack, now)}</dl>'
-        f"{_history(days, now.date(), pruned)}{_failure_list(stack['failures'], in_card=True)}"
-        f"{watch}"
+        f"{_history(days, now.date(), pruned)}{destination_strips}"
+        f"{_failure_list(stack['failures'], in_card=True)}{watch}"
         "</article>"
     )
+
+
+class _Holders:
+    """Which destinations hold each day's backups: one small strip per destination, drawn
+    only when there are several (a day another destination holds and this one lacks is a
+    red gap in this one's strip)."""
+
+    def __init__(
+        self, document: dict[str, Any], pruned_by_storage: dict[str, dict[str, set[date]]]
+    ) -> None:
+        self._names = [entry["name"] for entry in document.get("storage", [])]
+        self._pruned = pruned_by_storage
+        self._days: dict[tuple[str, str], Counter[date]] = {}
+        for entry in document["archived"]:
+            day = _utc(entry["backup_date"] or entry["archived_at"]).date()
+            for copy in entry.get("copies", []):
+                self._days.setdefault((entry["stack_uid"], copy["storage"]), Counter())[day] += 1
+
+    def strips(self, stack_uid: str, now: datetime) -> str:
+        if len(self._names) < 2:
+            return ""
+        figures = "".join(
+            self._strip(stack_uid, name, now.date()) for name in self._names
+        )
+        return f'<div class="destinations">{figures}</div>'
+
+    def _strip(self, stack_uid: str, name: str, today: date) -> str:
+        days = self._days.get((stack_uid, name), Counter())
+        pruned = self._pruned.get(name, {}).get(stack_uid, set())
+        # From the stack's first archived day in any destination: a day others hold and
+        # this destination lacks is a gap here.
+        every = [day for (uid, _), held in self._days.items() if uid == stack_uid for day in held]
+        classified = day_classes(days, today, pruned, first_day=min(every, default=None))
+        peak = max((count for _, count, _ in classified), default=0) or 1
+        shapes = "".join(_day_shape(n, *entry, peak) for n, entry in enumerate(classified))
+        gaps = sum(1 for *_, kind in classified if kind == "none")
+        label = f"{name}: {sum(days.values())} backups held, {gaps} days without one"
+        return (
+            f'<figure data-storage="{_text(name)}">'
+            f'<svg class="history" viewBox="0 0 {HISTORY_DAYS * _SLOT} {_HEIGHT}" '
+            f'preserveAspectRatio="none" role="img" aria-label="{_text(label)}">{shapes}</svg>'
+            f'<figcaption><span class="where">{_text(name)}</span>'
+            f'<span class="gaps">{_text(_gap_caption(gaps))}</span></figcaption></figure>'
+        )
 
 
 def _stack_facts(stack: dict[str, Any], now: datetime) -> str:
@@ -323,6 +375,8 @@ def _failure_line(failure: dict[str, Any], in_card: bool) -> str:
     where = [] if in_card else [str(failure["stack_uid"]).replace("*", "all stacks")]
     if failure.get("backup_id") is not None:
         where.append(f"backup {failure['backup_id']}")
+    if failure.get("storage"):
+        where.append(f"in {failure['storage']}")
     return f"{' '.join(where)}: {failure['reason']}" if where else str(failure["reason"])
 
 
@@ -339,7 +393,8 @@ def _days_by_stack(archived: Iterable[dict[str, Any]]) -> dict[str, Counter[date
 
 
 def day_classes(
-    days: Counter[date], today: date, pruned: set[date] | None = None
+    days: Counter[date], today: date, pruned: set[date] | None = None,
+    first_day: date | None = None,
 ) -> list[tuple[date, int, str]]:
     """The last 30 days, oldest first: (day, backups, class).
 
@@ -349,7 +404,7 @@ def day_classes(
     (the day is not over).
     """
     pruned = pruned or set()
-    first = min([*days, *pruned], default=None)
+    first = first_day or min([*days, *pruned], default=None)
     result = []
     for offset in range(HISTORY_DAYS - 1, -1, -1):
         day = today - timedelta(days=offset)

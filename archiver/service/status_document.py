@@ -1,29 +1,46 @@
-"""The `status --json` document: what is archived, the last pass and verify, per-stack freshness,
-and the watch's findings.
+"""The `status --json` document: what is archived where, the last pass and verify, per-stack
+freshness, per-destination totals, and the watch's findings.
 
 Built here, below the commands, because the `status` command prints it and the
 HTTP server serves it (and the status page draws from it). It is a contract:
 fields are only ever added (`stacks` came with the service issue, `watch` and
-the stacks' names with the watch), never removed.
+the stacks' names with the watch, `copies` and `storage` with several
+destinations), never removed.
+
+Locations are computed from the destinations' settings when the document is
+built (the state keeps keys relative to each destination's root), so a moved
+archive is named where it is now. Copies in destinations no longer configured
+are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from archiver.config.destinations import StorageSettings
 from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore
+from archiver.storage import describe_storage, location_of
 from archiver.watch.messages import SECTIONS
+
+Checks = dict[tuple[str, int, str], Verification]
 
 
 def status_document(
-    state: StateStore, *, configured: Iterable[str] = (), now: datetime | None = None
+    state: StateStore,
+    *,
+    destinations: Sequence[StorageSettings],
+    configured: Iterable[str] = (),
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The contract's `status --json` object, plus a per-stack summary."""
-    archived = state.archived.all()
+    """The contract's `status --json` object, plus per-stack and per-destination summaries."""
+    names = [destination.name for destination in destinations]
+    copies = [record for record in state.archived.all() if record.storage in names]
+    backups = _by_backup(copies, names)
+    archived = [backups[key][0] for key in sorted(backups, key=lambda k: _order(backups[k][0]))]
     checks = state.verifications.latest()
     last_run = _run_entry(state.runs.last())
     stacks = _stack_entries(
@@ -33,16 +50,19 @@ def status_document(
         configured,
         now or datetime.now(UTC),
     )
-    names = state.stack_names.names()
+    stack_names = state.stack_names.names()
     for stack in stacks:
-        stack.update(_verify_summary(stack["stack_uid"], archived, checks))
-        stack["stack_name"] = names.get(stack["stack_uid"])
+        stack.update(_verify_summary(stack["stack_uid"], copies, checks))
+        stack["stack_name"] = stack_names.get(stack["stack_uid"])
+        stack["destinations"] = _held_per_destination(stack["stack_uid"], copies, names)
+    by_name = {destination.name: destination for destination in destinations}
     return {
-        "archived": [_archived_entry(record, checks) for record in archived],
+        "archived": [_archived_entry(backups[_key(r)], checks, by_name) for r in archived],
         "last_run": last_run,
         "stacks": stacks,
         "last_verify": _verify_run_entry(state.verifications.last_run()),
         "pruned": state.pruned.count(),
+        "storage": _storage_entries(destinations, backups, state.pruned.keys()),
         "watch": watch_document(state),
     }
 
@@ -66,35 +86,111 @@ def watch_document(state: StateStore | None) -> dict[str, list[dict[str, Any]]]:
     return sections
 
 
+def _key(record: ArchivedBackup) -> tuple[str, int]:
+    return record.stack_uid, record.backup_id
+
+
+def _order(record: ArchivedBackup) -> tuple[str, str, int]:
+    return record.stack_uid, record.backup_date or "", record.backup_id
+
+
+def _by_backup(
+    copies: list[ArchivedBackup], names: list[str]
+) -> dict[tuple[str, int], list[ArchivedBackup]]:
+    """(stack, backup id) -> its copies, in the destinations' configured order."""
+    backups: dict[tuple[str, int], list[ArchivedBackup]] = {}
+    for record in copies:
+        backups.setdefault(_key(record), []).append(record)
+    for held in backups.values():
+        held.sort(key=lambda record: names.index(record.storage))
+    return backups
+
+
 def _archived_entry(
-    record: ArchivedBackup, checks: dict[tuple[str, int], Verification]
+    copies: list[ArchivedBackup], checks: Checks, destinations: dict[str, StorageSettings]
 ) -> dict[str, Any]:
-    check = checks.get((record.stack_uid, record.backup_id))
+    first = copies[0]
+    mine = [c for r in copies if (c := checks.get((r.stack_uid, r.backup_id, r.storage)))]
+    failed = [check for check in mine if not check.ok]
     return {
-        "stack_uid": record.stack_uid,
-        "backup_id": record.backup_id,
-        "db_type": record.db_type,
-        "database_name": record.database_name,
-        "backup_date": record.backup_date,
-        "size": record.size,
-        "sha256": record.sha256,
-        "location": record.location,
-        "archived_at": record.archived_at,
-        "verified_at": check.verified_at if check else None,
-        "verify_ok": check.ok if check else None,
-        "verify_problem": check.problem if check else None,
+        "stack_uid": first.stack_uid,
+        "backup_id": first.backup_id,
+        "db_type": first.db_type,
+        "database_name": first.database_name,
+        "backup_date": first.backup_date,
+        "size": first.size,
+        "sha256": first.sha256,
+        "location": location_of(destinations[first.storage], first.tar_key),
+        "archived_at": min(record.archived_at for record in copies),
+        "copies": [_copy_entry(record, checks, destinations) for record in copies],
+        "verified_at": max((check.verified_at for check in mine), default=None),
+        "verify_ok": (not failed) if mine else None,
+        "verify_problem": "; ".join(f"{c.storage}: {c.problem}" for c in failed) or None,
     }
 
 
-def _verify_summary(
-    stack_uid: str, archived: list[ArchivedBackup], checks: dict[tuple[str, int], Verification]
+def _copy_entry(
+    record: ArchivedBackup, checks: Checks, destinations: dict[str, StorageSettings]
 ) -> dict[str, Any]:
-    """When the stack's backups were last checked, and how many failed their last check."""
+    check = checks.get((record.stack_uid, record.backup_id, record.storage))
+    return {
+        "storage": record.storage,
+        "location": location_of(destinations[record.storage], record.tar_key),
+        "archived_at": record.archived_at,
+        "locked_until": record.locked_until,
+        "verify_ok": check.ok if check else None,
+    }
+
+
+def _held_per_destination(
+    stack_uid: str, copies: list[ArchivedBackup], names: list[str]
+) -> dict[str, int]:
+    """How many of the stack's backups each destination holds."""
+    held = dict.fromkeys(names, 0)
+    for record in copies:
+        if record.stack_uid == stack_uid:
+            held[record.storage] += 1
+    return held
+
+
+def _storage_entries(
+    destinations: Sequence[StorageSettings],
+    backups: dict[tuple[str, int], list[ArchivedBackup]],
+    pruned: set[tuple[str, int, str]],
+) -> list[dict[str, Any]]:
+    """Per destination: what it holds, and how many backups other destinations hold that it
+    lacks (and did not prune): those a later pass fills in."""
+    entries = []
+    for destination in destinations:
+        name = destination.name
+        held = [r for copies in backups.values() for r in copies if r.storage == name]
+        missing = sum(
+            1
+            for (stack_uid, backup_id), copies in backups.items()
+            if all(r.storage != name for r in copies) and (stack_uid, backup_id, name) not in pruned
+        )
+        entries.append({
+            "name": name,
+            "type": destination.type,
+            "location": describe_storage(destination),
+            "backups": len(held),
+            "bytes": sum(record.size for record in held),
+            "missing": missing,
+            "object_lock": getattr(destination, "object_lock", None) is not None,
+        })
+    return entries
+
+
+def _verify_summary(
+    stack_uid: str, copies: list[ArchivedBackup], checks: Checks
+) -> dict[str, Any]:
+    """When the stack's copies were last checked, and how many failed their last check."""
     mine = [
         check
-        for record in archived
+        for record in copies
         if record.stack_uid == stack_uid
-        and (check := checks.get((record.stack_uid, record.backup_id))) is not None
+        and (check := checks.get((record.stack_uid, record.backup_id, record.storage)))
+        is not None
     ]
     return {
         "last_verified_at": max((check.verified_at for check in mine), default=None),

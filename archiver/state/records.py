@@ -18,6 +18,7 @@ class PrunedBackup:
     manifest_key: str
     pruned_at: str
     complete: bool
+    storage: str = "default"  # the destination it was pruned from
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,12 @@ class PendingCommit:
     tar_key: str
     manifest_key: str
     manifest: str
+    storage: str = "default"  # the destination the commit is in
 
 
 @dataclass(frozen=True)
 class Verification:
-    """The last check of one archived backup."""
+    """The last check of one archived copy."""
 
     stack_uid: str
     backup_id: int
@@ -65,6 +67,7 @@ class Verification:
     ok: bool
     problem: str | None
     deep: bool
+    storage: str = "default"  # the destination whose copy was checked
 
 
 @dataclass(frozen=True)

@@ -150,4 +150,86 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # Several destinations (issue 19): each backup's copies, one row per destination holding
+    # it, with keys relative to that destination's root (locations are computed when read,
+    # so a moved archive is named where it is now); prunes, checks and unfinished commits per
+    # destination; the destinations the state has read. Rows from before belong to the
+    # destination '' until the first open with a config hands them to it
+    # (`archiver.lifecycle.destinations`).
+    """
+    CREATE TABLE copies (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        locked_until TEXT,
+        PRIMARY KEY (stack_uid, backup_id, storage)
+    );
+    INSERT INTO copies (stack_uid, backup_id, storage, tar_key, manifest_key, archived_at)
+        SELECT stack_uid, backup_id, '', tar_key, manifest_key, archived_at FROM archived;
+    CREATE TABLE legacy_location (location TEXT NOT NULL, tar_key TEXT NOT NULL);
+    INSERT INTO legacy_location SELECT location, tar_key FROM archived LIMIT 1;
+    CREATE TABLE archived_by_backup (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        backup_date TEXT,
+        PRIMARY KEY (stack_uid, backup_id)
+    );
+    INSERT INTO archived_by_backup SELECT stack_uid, backup_id, db_type, database_name, size,
+        sha256, archived_at, backup_date FROM archived;
+    DROP TABLE archived;
+    ALTER TABLE archived_by_backup RENAME TO archived;
+    CREATE TABLE pruned_by_storage (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        db_type TEXT NOT NULL,
+        database_name TEXT NOT NULL,
+        backup_date TEXT,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        pruned_at TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id, storage)
+    );
+    INSERT INTO pruned_by_storage SELECT stack_uid, backup_id, '', db_type, database_name,
+        backup_date, tar_key, manifest_key, pruned_at, complete FROM pruned;
+    DROP TABLE pruned;
+    ALTER TABLE pruned_by_storage RENAME TO pruned;
+    CREATE TABLE verified_by_storage (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        verified_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        problem TEXT,
+        deep INTEGER NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id, storage)
+    );
+    INSERT INTO verified_by_storage SELECT stack_uid, backup_id, '', verified_at, ok, problem,
+        deep FROM verified;
+    DROP TABLE verified;
+    ALTER TABLE verified_by_storage RENAME TO verified;
+    CREATE TABLE commits_by_storage (
+        stack_uid TEXT NOT NULL,
+        backup_id INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        tar_key TEXT NOT NULL,
+        manifest_key TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        PRIMARY KEY (stack_uid, backup_id, storage)
+    );
+    INSERT INTO commits_by_storage SELECT stack_uid, backup_id, '', tar_key, manifest_key,
+        manifest FROM commits;
+    DROP TABLE commits;
+    ALTER TABLE commits_by_storage RENAME TO commits;
+    CREATE TABLE destinations (name TEXT PRIMARY KEY, scanned_at TEXT NOT NULL);
+    """,
 )

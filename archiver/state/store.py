@@ -17,6 +17,7 @@ from archiver.state.api_requests import RequestLog
 from archiver.state.archived import ArchivedBackups
 from archiver.state.commits import PendingCommits
 from archiver.state.database import Database, state_db_path
+from archiver.state.destinations import DestinationRecords
 from archiver.state.findings import Findings
 from archiver.state.lock import InstanceLock, PassLock
 from archiver.state.runs import PassHistory
@@ -40,6 +41,7 @@ class StateStore:
         self.verifications = Verifications(database)
         self.runs = PassHistory(database)
         self.api_requests = RequestLog(database)
+        self.destinations = DestinationRecords(database)
         # The watch over Cloud 66: backups seen listed, judged series, findings, names.
         self.seen = SeenBackups(database)
         self.series = WatchSeries(database)

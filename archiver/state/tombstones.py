@@ -1,61 +1,89 @@
-"""Backups retention removed: never downloaded again, and drawn as pruned on the page.
+"""Backups retention removed, per destination: never filled in there again, drawn on the page.
 
-Storage keeps a tombstone of each too (`pruned.json`, see `archiver.lifecycle.prune`),
-so a state rebuilt from storage still knows them.
+Each destination's storage keeps a tombstone of each too (`pruned.json`, see
+`archiver.lifecycle.prune`), so a state rebuilt from storage still knows them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import astuple
 from datetime import UTC, date, datetime
 from typing import Any
 
+from archiver.state.archived import forget_copy
 from archiver.state.database import Database
 from archiver.state.records import PrunedBackup
 
 _COLUMNS = (
     "stack_uid, backup_id, db_type, database_name, backup_date, tar_key, manifest_key,"
-    " pruned_at, complete"
+    " pruned_at, complete, storage"
 )
 _INSERT = (
     f"INSERT OR REPLACE INTO pruned ({_COLUMNS})"  # noqa: S608 columns are constants
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 class PrunedBackups:
-    """The pruned backups, and which of them may still have bytes in storage."""
+    """The pruned copies, and which of them may still have bytes in storage."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
 
     def record(self, pruned: PrunedBackup) -> None:
-        """Note a pruned backup (or its completion) and drop it from the archived ones, at once."""
+        """Note a pruned copy (or its completion) and drop it from the archived ones, at once."""
         key = (pruned.stack_uid, pruned.backup_id)
         with self._db.transaction() as cursor:
-            cursor.execute(_INSERT, (*astuple(pruned)[:-1], int(pruned.complete)))
-            cursor.execute("DELETE FROM archived WHERE stack_uid = ? AND backup_id = ?", key)
-            cursor.execute("DELETE FROM verified WHERE stack_uid = ? AND backup_id = ?", key)
+            cursor.execute(
+                _INSERT,
+                (*key, pruned.db_type, pruned.database_name, pruned.backup_date, pruned.tar_key,
+                 pruned.manifest_key, pruned.pruned_at, int(pruned.complete), pruned.storage),
+            )
+            forget_copy(cursor, *key, pruned.storage)
+            cursor.execute(
+                "DELETE FROM verified WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
+                (*key, pruned.storage),
+            )
 
     def ids(self, stack_uid: str) -> set[int]:
-        """Ids of a stack's pruned backups: never to be downloaded again."""
-        rows = self._db.query("SELECT backup_id FROM pruned WHERE stack_uid = ?", (stack_uid,))
+        """Ids of a stack's backups pruned from some destination."""
+        rows = self._db.query(
+            "SELECT DISTINCT backup_id FROM pruned WHERE stack_uid = ?", (stack_uid,)
+        )
         return {int(row[0]) for row in rows}
 
-    def unfinished(self) -> list[PrunedBackup]:
-        """Pruned backups whose manifest or data may still be in storage (a crash mid-prune)."""
+    def pruned_from(self, stack_uid: str) -> dict[int, set[str]]:
+        """Backup id -> the destinations that pruned it (never filled in there again)."""
         rows = self._db.query(
-            f"SELECT {_COLUMNS} FROM pruned"  # noqa: S608 constant
-            " WHERE complete = 0 ORDER BY stack_uid, backup_id"
+            "SELECT backup_id, storage FROM pruned WHERE stack_uid = ?", (stack_uid,)
+        )
+        found: dict[int, set[str]] = {}
+        for backup_id, storage in rows:
+            found.setdefault(int(backup_id), set()).add(str(storage))
+        return found
+
+    def unfinished(self, storage: str | None = None) -> list[PrunedBackup]:
+        """Pruned copies whose manifest or data may still be in storage (a crash mid-prune)."""
+        where = "complete = 0" + ("" if storage is None else " AND storage = ?")
+        rows = self._db.query(
+            f"SELECT {_COLUMNS} FROM pruned WHERE {where}"  # noqa: S608 constant
+            " ORDER BY stack_uid, backup_id, storage",
+            () if storage is None else (storage,),
         )
         return [_from_row(row) for row in rows]
 
-    def days(self, since: datetime) -> dict[str, set[date]]:
-        """Per stack, the UTC days (from `since` on) whose backups retention removed."""
+    def keys(self) -> set[tuple[str, int, str]]:
+        """Every (stack uid, backup id, destination) pruned."""
+        rows = self._db.query("SELECT stack_uid, backup_id, storage FROM pruned")
+        return {(str(uid), int(backup_id), str(storage)) for uid, backup_id, storage in rows}
+
+    def days(self, since: datetime, storage: str | None = None) -> dict[str, set[date]]:
+        """Per stack, the UTC days (from `since` on) whose backups retention removed (from
+        one destination, or any)."""
+        where = "" if storage is None else " AND storage = ?"
         rows = self._db.query(
-            "SELECT stack_uid, backup_date FROM pruned WHERE backup_date >= ?",
-            (since.strftime("%Y-%m-%d"),),
+            f"SELECT stack_uid, backup_date FROM pruned WHERE backup_date >= ?{where}",  # noqa: S608
+            (since.strftime("%Y-%m-%d"), *(() if storage is None else (storage,))),
         )
         days: dict[str, set[date]] = {}
         for stack_uid, backup_date in rows:
@@ -65,15 +93,18 @@ class PrunedBackups:
         return days
 
     def count(self) -> int:
-        """How many backups retention has removed, ever."""
-        return int(self._db.query("SELECT COUNT(*) FROM pruned")[0][0])
+        """How many backups retention has removed from some destination, ever."""
+        rows = self._db.query(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT stack_uid, backup_id FROM pruned)"
+        )
+        return int(rows[0][0])
 
 
 def _from_row(row: tuple[Any, ...]) -> PrunedBackup:
     """Columns in `_COLUMNS` order -> the record."""
     stack_uid, backup_id, db_type, database_name, backup_date, tar_key, manifest_key = row[:7]
-    pruned_at, complete = row[7:]
+    pruned_at, complete, storage = row[7:]
     return PrunedBackup(
         stack_uid, int(backup_id), db_type, database_name, backup_date, tar_key, manifest_key,
-        pruned_at, bool(complete),
+        pruned_at, bool(complete), storage,
     )

@@ -11,7 +11,7 @@ KEPT_RUNS = 100
 
 
 class Verifications:
-    """The latest check of each archived backup, and the last verify runs."""
+    """The latest check of each archived copy, and the last verify runs."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -20,10 +20,11 @@ class Verifications:
         """Each backup's latest check, and the run as a whole, in one transaction."""
         with self._db.transaction() as cursor:
             cursor.executemany(
-                "INSERT OR REPLACE INTO verified (stack_uid, backup_id, verified_at, ok, problem,"
-                " deep) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO verified (stack_uid, backup_id, storage, verified_at, ok,"
+                " problem, deep) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (r.stack_uid, r.backup_id, r.verified_at, int(r.ok), r.problem, int(r.deep))
+                    (r.stack_uid, r.backup_id, r.storage, r.verified_at, int(r.ok), r.problem,
+                     int(r.deep))
                     for r in results
                 ],
             )
@@ -36,14 +37,15 @@ class Verifications:
                 (KEPT_RUNS,),
             )
 
-    def latest(self) -> dict[tuple[str, int], Verification]:
-        """The latest check of every archived backup that has been checked."""
+    def latest(self) -> dict[tuple[str, int, str], Verification]:
+        """The latest check of every archived copy that has been checked, by
+        (stack uid, backup id, destination)."""
         rows = self._db.query(
-            "SELECT stack_uid, backup_id, verified_at, ok, problem, deep FROM verified"
+            "SELECT stack_uid, backup_id, verified_at, ok, problem, deep, storage FROM verified"
         )
         return {
-            (row[0], int(row[1])): Verification(
-                row[0], int(row[1]), row[2], bool(row[3]), row[4], bool(row[5])
+            (row[0], int(row[1]), row[6]): Verification(
+                row[0], int(row[1]), row[2], bool(row[3]), row[4], bool(row[5]), row[6]
             )
             for row in rows
         }

@@ -12,9 +12,9 @@ sequentially from its own offset; segments may be written concurrently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from archiver.core.errors import PermanentStorageError, StorageError
@@ -36,6 +36,8 @@ class ObjectInfo:
 
     key: str
     size: int
+    # Until when S3 Object Lock keeps the object from being deleted (None: not locked).
+    locked_until: datetime | None = None
 
 
 def check_key(key: str) -> str:
@@ -125,6 +127,17 @@ class ResumedUpload:
     """Bytes from the start of the file that were kept; `upload.read_back` reads them."""
 
 
+class UploadTarget(Protocol):
+    """Where an upload can be started or resumed: a storage, or several at once
+    (`archiver.transfer.fan_out`)."""
+
+    async def start_upload(self, key: str) -> Upload:
+        """Begin writing `key`; any earlier unfinished upload of `key` is discarded."""
+
+    async def resume_upload(self, key: str) -> ResumedUpload | None:
+        """Reopen the unfinished upload of `key` (see `Storage.resume_upload`)."""
+
+
 class Storage(Protocol):
     """A place to keep archives: local folder, S3 bucket, SFTP server."""
 
@@ -153,7 +166,9 @@ class Storage(Protocol):
     async def read_small(self, key: str) -> bytes:
         """Read a small object whole. Raises FileNotFoundError when it does not exist."""
 
-    def read_chunks(self, key: str, *, chunk_size: int = READ_CHUNK_SIZE) -> AsyncIterator[bytes]:
+    def read_chunks(
+        self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
+    ) -> AsyncGenerator[bytes, None]:
         """Stream a completed object from its first byte, at most `chunk_size` bytes a chunk.
 
         Raises FileNotFoundError (when iteration starts) if there is no such object.
@@ -183,6 +198,17 @@ class Storage(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads."""
+
+
+@runtime_checkable
+class Lockable(Protocol):
+    """A storage that can keep objects from being deleted for a while (S3 Object Lock)."""
+
+    async def lock(self, key: str, until: datetime) -> None:
+        """Keep `key` (its current version) from being deleted or overwritten until `until`."""
+
+    async def lock_problem(self) -> str | None:
+        """None when the bucket can lock objects, else why not (for `check-config`)."""
 
 
 PROBE_PREFIX = "c66-archiver-probe-"

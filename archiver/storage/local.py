@@ -15,7 +15,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -399,7 +399,7 @@ class LocalStorage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The file in chunks, the next one read while the caller works on this one.
 
         Through aiofiles on our pool: one thread hop per chunk, as a hand-written pread

@@ -15,9 +15,9 @@ parts into the `<key>.part` object and copying that server side into a new uploa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archiver.config.settings import S3StorageSettings
+from archiver.config.storage import S3StorageSettings
 from archiver.core.errors import (
     ConfigError,
     PermanentStorageError,
@@ -42,6 +42,7 @@ from archiver.storage.base import (
     probe_round_trip,
 )
 from archiver.storage.s3_errors import NO_UPLOAD, NOT_FOUND, caused_by, classify_s3_error
+from archiver.storage.s3_lock import ObjectLocks, retain_until
 from archiver.storage.s3_upload import MIN_PART_SIZE, S3Upload
 
 log = structlog.get_logger(__name__)
@@ -81,6 +82,13 @@ class S3Storage:
         self._background: set[asyncio.Future[None]] = set()
         # Part uploads in flight across all uploads of this storage.
         self.part_upload_limit = asyncio.Semaphore(settings.max_concurrent_part_uploads)
+        # With object_lock: committed objects are locked, and removals go version by version.
+        self._locks = ObjectLocks(self, settings.object_lock) if settings.object_lock else None
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self._bucket
 
     @staticmethod
     def _read_secret(path: Path | None) -> str | None:
@@ -109,6 +117,10 @@ class S3Storage:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+
+    async def connected(self) -> Any:
+        """The aiobotocore client (for the modules that extend this storage)."""
+        return await self._connected()
 
     async def _connected(self) -> Any:
         """The aiobotocore client, created on first use (it needs the running loop)."""
@@ -342,9 +354,7 @@ class S3Storage:
             )
         else:
             await self._copy_in_parts(key, size, sha256, etag)
-        await self.call(
-            "delete_object", f"{self.location(key)} (upload)", Key=self._upload_key(key)
-        )
+        await self.remove_object(self._upload_key(key), f"{self.location(key)} (upload)")
 
     async def _copy_in_parts(self, key: str, size: int, sha256: str, etag: str) -> None:
         """Above 5 GiB CopyObject is refused: a multipart copy instead."""
@@ -386,7 +396,7 @@ class S3Storage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """GetObject, streamed; FileNotFoundError when there is no such key."""
         response = await self._get_object(key)
         pending = bytearray()
@@ -419,7 +429,9 @@ class S3Storage:
             if caused_by(error, NOT_FOUND):
                 return None
             raise
-        return ObjectInfo(key=key, size=int(response["ContentLength"]))
+        return ObjectInfo(
+            key=key, size=int(response["ContentLength"]), locked_until=retain_until(response)
+        )
 
     async def list(self, prefix: str = "") -> AsyncIterator[str]:
         """ListObjectsV2, paginated: keys under the folder `prefix`, relative to ours."""
@@ -447,8 +459,28 @@ class S3Storage:
         return url
 
     async def remove(self, key: str) -> None:
-        """DeleteObject; S3 answers a missing key with success too."""
-        await self.call("delete_object", self.location(key), Key=self._object_key(key))
+        """DeleteObject; S3 answers a missing key with success too. With object_lock, every
+        version goes (`ObjectLocked` when a lock keeps one: see `archiver.storage.s3_lock`)."""
+        await self.remove_object(self._object_key(key), self.location(key))
+
+    async def remove_object(self, object_key: str, what: str) -> None:
+        """Delete `object_key` (every version of it on a destination with object_lock)."""
+        if self._locks is not None:
+            await self._locks.remove(object_key, what)
+        else:
+            await self.call("delete_object", what, Key=object_key)
+
+    async def lock(self, key: str, until: datetime) -> None:
+        """Lock the object `key` until `until` (object_lock's mode); see `Lockable`."""
+        if self._locks is None:
+            raise PermanentStorageError(f"{self.location(key)}: object_lock is not configured")
+        await self._locks.lock(self._object_key(key), self.location(key), until)
+
+    async def lock_problem(self) -> str | None:
+        """None when the bucket has Object Lock on, else why not."""
+        if self._locks is None:
+            return "object_lock is not configured"
+        return await self._locks.problem()
 
     async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
         """Abort every unfinished multipart upload under our prefix (and delete every
@@ -463,7 +495,7 @@ class S3Storage:
             await self.abort_multipart(object_key, upload_id)
         leftovers = [key async for key in self._part_objects() if key not in kept]
         for object_key in leftovers:  # completed, but never published (a crash in between)
-            await self.call("delete_object", f"s3://{self._bucket}/{object_key}", Key=object_key)
+            await self.remove_object(object_key, f"s3://{self._bucket}/{object_key}")
         return len(uploads) + len(leftovers)
 
     async def _part_objects(self) -> AsyncIterator[str]:

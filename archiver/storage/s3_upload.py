@@ -71,6 +71,9 @@ class UploadHost(Protocol):
     def spawn(self, work: Any) -> asyncio.Future[None]:
         """Run `work` in a task the storage waits for on close."""
 
+    async def remove_object(self, object_key: str, what: str) -> None:
+        """Delete an object of ours (every version of it where the bucket locks objects)."""
+
 
 class PartBody(io.RawIOBase):
     """A part's buffer as a seekable stream, read without copying it whole.
@@ -421,6 +424,4 @@ class S3Upload:
         await self._drain()
         await self._storage.abort_multipart(self._object_key, self._upload_id)
         if self._sealed_etag is not None:  # resumed: the sealed start goes too
-            await self._storage.call(
-                "delete_object", f"{self._where()} (sealed)", Key=self._object_key
-            )
+            await self._storage.remove_object(self._object_key, f"{self._where()} (sealed)")

@@ -23,14 +23,14 @@ import contextlib
 import functools
 import posixpath
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from datetime import timedelta
 from typing import TypeVar
 
 import asyncssh
 import structlog
 
-from archiver.config.settings import SftpStorageSettings
+from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
 from archiver.core.private_files import FILE_MODE, FOLDER_MODE
 from archiver.core.retry import Backoff, RetryPolicy, retrying
@@ -423,7 +423,7 @@ class SftpStorage:
 
     async def read_chunks(
         self, key: str, *, chunk_size: int = READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The remote file in chunks (asyncssh pipelines each chunk's read requests).
 
         A dropped connection ends the read with a StorageError: a read is cheap to

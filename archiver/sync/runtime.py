@@ -1,6 +1,6 @@
 """The long-lived parts of a run, built once from the settings and closed together.
 
-HTTP sessions, the thread pool, the storage backend, the state and its lock,
+HTTP sessions, the thread pool, the destinations, the state and its lock,
 the API client and its request budget. Used by one-shot passes, the daemon and
 the demo; `check-config` and the POSTs build only a client (`sync.api_client`).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -18,20 +18,19 @@ import structlog
 from archiver import USER_AGENT
 from archiver.cloud66.budget import RequestBudget
 from archiver.cloud66.client import Cloud66Client
-from archiver.config.keys import Recipient, parse_recipient
-from archiver.config.settings import Settings
+from archiver.config.keys import parse_recipient
+from archiver.config.settings import Settings, encryption_for
 from archiver.core.retry import RetryPolicy
 from archiver.core.stopping import StopSignal
 from archiver.lifecycle.archive import Archive, open_archive
 from archiver.service.alerts import AlertSender, alerts_configured
 from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
-from archiver.storage.base import Storage
+from archiver.storage.destinations import Destination
 from archiver.sync.api_client import build_client, shared_budget
 from archiver.transfer.age_process import choose_binary
 from archiver.transfer.download import Downloader
-from archiver.transfer.encryption import FORMAT, AgeEncryption, EncryptionInfo
-from archiver.transfer.join import BackupJoiner
+from archiver.transfer.encryption import AgeEncryption
 
 if TYPE_CHECKING:
     from archiver.service.metrics import Metrics
@@ -46,9 +45,9 @@ class Runtime:
     settings: Settings
     archive: Archive
     state: StateStore
-    storage: Storage
+    destinations: tuple[Destination, ...]
     client: Cloud66Client
-    joiner: BackupJoiner
+    downloader: Downloader
     budget: RequestBudget
     observers: list[PassObserver]
     metrics: Metrics | None
@@ -68,13 +67,8 @@ class Runtime:
         self.stop = stop or StopSignal()
         self._token = token
         self._stack = AsyncExitStack()
-        # [encryption]: the parsed public keys, and what the manifest says of them.
-        settings_keys = settings.encryption.all_recipients() if settings.encryption else []
-        self.recipients: list[Recipient] = [parse_recipient(text) for text in settings_keys]
-        self.encryption: AgeEncryption | None = None  # with its engine, once opened
-        self.encryption_info: dict[str, Any] | None = (
-            EncryptionInfo(FORMAT, tuple(settings_keys)).as_dict() if settings_keys else None
-        )
+        # Each encrypting destination's recipients and engine, by name (once opened).
+        self.encryptions: dict[str, AgeEncryption] = {}
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
         self.metrics = None
@@ -103,13 +97,12 @@ class Runtime:
 
     async def _open(self) -> None:
         settings = self.settings
-        if self.recipients:
-            self.encryption = await asyncio.to_thread(self._age_encryption)
+        self.encryptions = await asyncio.to_thread(self._age_encryptions)
         workers = 2 + 2 * settings.transfer.max_concurrent_downloads
         self.archive = await self._stack.enter_async_context(
             open_archive(settings, lock=True, workers=workers)
         )
-        self.state, self.storage = self.archive.state, self.archive.storage
+        self.state, self.destinations = self.archive.state, self.archive.destinations
         self.budget = shared_budget(settings, self.state)
         on_request = self.metrics.api_request if self.metrics is not None else None
         self.client = build_client(
@@ -120,7 +113,7 @@ class Runtime:
         session = self._download_session()
         self._stack.push_async_callback(session.close)
         download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
-        downloader = Downloader(
+        self.downloader = Downloader(
             session,
             download_limit=download_limit,
             retry_policy=RetryPolicy(
@@ -131,24 +124,33 @@ class Runtime:
             chunk_size=settings.transfer.chunk_size,
             verify_etag=settings.transfer.verify_etag,
         )
-        self.joiner = BackupJoiner(downloader, self.storage)
 
-    def _age_encryption(self) -> AgeEncryption:
-        """The recipients and the engine: the age binary when it works (tried once here)."""
-        assert self.settings.encryption is not None
-        texts = tuple(self.settings.encryption.all_recipients())
-        chosen = self.settings.encryption.engine
-        binary, engine = choose_binary(chosen, texts)
-        fell_back = binary is None and chosen == "auto"
-        (log.warning if fell_back else log.info)(
-            "backups are encrypted", engine=engine, recipients=len(texts)
-        )
-        return AgeEncryption(tuple(self.recipients), texts, binary)
+    def _age_encryptions(self) -> dict[str, AgeEncryption]:
+        """Each encrypting destination's recipients and engine: the age binary when it
+        works (tried once here, once per engine and set of recipients)."""
+        chosen: dict[tuple[str, tuple[str, ...]], str | None] = {}
+        encryptions = {}
+        for destination in self.settings.storage:
+            encryption = encryption_for(self.settings, destination)
+            if encryption is None:
+                continue
+            texts = tuple(encryption.all_recipients())
+            key = (encryption.engine, texts)
+            if key not in chosen:
+                chosen[key], engine = choose_binary(encryption.engine, texts)
+                fell_back = chosen[key] is None and encryption.engine == "auto"
+                (log.warning if fell_back else log.info)(
+                    "backups are encrypted", storage=destination.name, engine=engine,
+                    recipients=len(texts),
+                )
+            recipients = tuple(parse_recipient(text) for text in texts)
+            encryptions[destination.name] = AgeEncryption(recipients, texts, chosen[key])
+        return encryptions
 
     def _add_observers(self) -> None:
         """Metrics when kept; alerts when [notify] names a target."""
         if self.metrics is not None:
-            self.metrics.bind(self.state, self.budget)
+            self.metrics.bind(self.state, self.budget, [d.name for d in self.destinations])
             self.observers.append(self.metrics)
         if alerts_configured(self.settings.notify):
             alerts = AlertSender(

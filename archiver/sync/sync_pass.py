@@ -1,23 +1,25 @@
-"""One pass: plan (API -> what is new) -> transfer -> commit (manifest, then state) -> report.
+"""One pass: plan (API -> what each destination lacks) -> transfer -> commit -> report.
 
-This is the only module where Cloud 66, storage and state meet.
+This is the only module where Cloud 66, storage and state meet. Per backup that
+some destinations lack (`archiver.sync.plan`): a manifest already there is
+adopted; a destination that stores it like another destination's copy gets
+that copy (`archiver.sync.fill_in`); the rest get one download, streamed into
+all of them at once (`archiver.transfer.fan_out`), while Cloud 66 lists the
+backup, else a converted copy, else a report. Each destination commits on its
+own (`archiver.sync.commit`): one that fails fails only its own copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 
 import structlog
 
-from archiver.cloud66.models import Backup, BackupFile, Listing, Stack
-from archiver.cloud66.parts import join_order
-from archiver.config.settings import StackSettings
+from archiver.cloud66.models import Backup, Listing, Stack
+from archiver.config.settings import Settings, StackSettings, policy_for, prunes_after_pass
 from archiver.core.errors import (
     ApiError,
     ArchiverError,
@@ -31,43 +33,25 @@ from archiver.core.stopping import Stopped
 from archiver.lifecycle.import_staging import remove_expired_staging
 from archiver.lifecycle.prune import Pruner, plan_prune
 from archiver.lifecycle.rebuild import record_from_manifest
-from archiver.model.layout import ENCRYPTED_SUFFIX, BackupKeys, backup_keys, safe_component
-from archiver.model.manifest import Manifest, utc_now_iso
+from archiver.model.manifest import utc_now_iso
+from archiver.model.retention import RetentionPolicy
 from archiver.model.summary import Failure, PassSummary
 from archiver.service.observers import tell_observers
 from archiver.state.records import PendingCommit
+from archiver.storage.destinations import Destination
+from archiver.sync.commit import Committer
+from archiver.sync.fetch import Attempt, Fetcher, Reported
+from archiver.sync.fill_in import FillIn
+from archiver.sync.plan import Job, Planner
 from archiver.sync.progress import PassProgress
 from archiver.sync.room import RoomLedger
 from archiver.sync.runtime import Runtime
 from archiver.sync.watch_step import WatchStep
 from archiver.transfer import commit
 from archiver.transfer import resume as transfers
-from archiver.transfer.download import PartSource
-from archiver.transfer.join import JoinedResult, resumable
+from archiver.transfer.join import resumable
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A backup that is due, with where it goes."""
-
-    stack_uid: str
-    backup: Backup
-    keys: BackupKeys
-
-
-@dataclass
-class _Attempt:
-    """One try at a backup: how big it is known to be, how many of its bytes were written."""
-
-    size: int = 0
-    written: int = 0
-
-    @property
-    def lacking(self) -> int | None:
-        """Bytes it still needed (a lower bound before every part's size is known)."""
-        return max(0, self.size - self.written) if self.size else None
 
 
 class SyncPass:
@@ -84,14 +68,21 @@ class SyncPass:
         self._stop = runtime.stop
         self._summary = PassSummary(started_at=utc_now_iso())
         self._planned_stacks: list[str] = []
+        self._usable: list[Destination] = []
         # The watch judges what the plan read; without [discover] every stack is known.
         self._watch = WatchStep(runtime)
         self._every_stack_known = not runtime.settings.discover.enabled
         settings = runtime.settings.transfer
-        # Backups in flight: each holds an open upload, so bound them like downloads.
+        # Backups in flight: each holds open uploads, so bound them like downloads.
         self._backups_in_flight = asyncio.Semaphore(settings.max_concurrent_downloads)
+        self._committer = Committer(runtime.state, self._fail_destination)
+        self._fill = FillIn(runtime.settings, runtime.state, self._committer,
+                            self._fail_destination, runtime.encryptions)
+        self._fetcher = Fetcher(runtime, self._committer, self._progress,
+                                self._fail_destination, lambda: len(self._usable) > 1)
         # Out of room: what failed uploads gave back, and who may try again (archiver.sync.room).
-        self._room: RoomLedger[_Job] = RoomLedger()
+        self._room: RoomLedger[Job] = RoomLedger()
+        self._out_of_room: dict[Job, ArchiverError] = {}
 
     async def run(self) -> PassSummary:
         """Plan, transfer and commit; never raises for one stack's or one backup's trouble.
@@ -116,17 +107,18 @@ class SyncPass:
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
-            await remove_expired_staging(self._rt.storage)
-            # Before the plan reads the state: a finished commit makes its backup archived.
-            unfinished = await commit.settle(self._rt.state, self._rt.storage)
+            self._usable = self._readable_destinations()
+            # Before the plan reads the state: a finished commit makes its copy archived.
+            unfinished = await self._settle_commits()
             jobs = await self._plan()
-            due = {(job.stack_uid, job.backup.id) for job in jobs}
-            self._report_unfinished(unfinished, due)
-            await transfers.keep_only_due(self._rt.state, self._rt.storage, due)
+            self._report_unfinished(unfinished, {(j.stack_uid, j.backup_id) for j in jobs})
+            await self._tidy_destinations(jobs)
             await self._archive_all(jobs)
+            self._summary.filled = self._fill.copies_made
             self._record_stack_successes()
             await self._watch.judge(self._planned_stacks, every_stack_known=self._every_stack_known)
             await self._prune_after_pass()
+            await self._committer.lock_pending(self._usable)
             await self._watch.tell()
         except AuthError as error:
             self._summary.auth_error = error
@@ -144,20 +136,58 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_finished(summary))
         return summary
 
+    # -- destinations ----------------------------------------------------------------------
+
+    def _readable_destinations(self) -> list[Destination]:
+        """The destinations this pass uses: those that could be read when the state opened."""
+        archive = self._rt.archive
+        for name, reason in archive.unreadable.items():
+            self._summary.failed.append(
+                Failure("*", None, f"destination could not be read: {reason}", name)
+            )
+        return [d for d in archive.destinations if d.name not in archive.unreadable]
+
+    async def _settle_commits(self) -> list[tuple[PendingCommit, StorageError | OSError]]:
+        """Finish or clean the commits an earlier pass left half done, in every destination."""
+        unfinished = []
+        for destination in self._usable:
+            unfinished += await commit.settle(self._rt.state, destination.storage, destination.name)
+        return unfinished
+
     def _report_unfinished(
         self, unfinished: list[tuple[PendingCommit, StorageError | OSError]],
         due: set[tuple[str, int]],
     ) -> None:
-        """A commit that could not be finished fails its backup, unless the backup is due
-        now (this pass tries it again and reports how that went)."""
+        """A commit that could not be finished fails its copy, unless the backup is due now
+        (this pass tries it again and reports how that went)."""
         for pending, error in unfinished:
             if (pending.stack_uid, pending.backup_id) not in due:
                 reason = f"an interrupted commit could not be finished: {redact(str(error))}"
-                self._fail(pending.stack_uid, pending.backup_id, reason)
+                self._fail_destination(pending.stack_uid, pending.backup_id, pending.storage,
+                                       reason)
+
+    async def _tidy_destinations(self, jobs: list[Job]) -> None:
+        """Per destination: expired import staging goes, and unfinished uploads of backups
+        not due. A destination that fails this is left out of the pass (and named)."""
+        due = {(job.stack_uid, job.backup_id) for job in jobs if job.backup is not None}
+        kept = transfers.forget_not_due(self._rt.state, due)
+        for destination in list(self._usable):
+            try:
+                await remove_expired_staging(destination.storage)
+                await transfers.remove_unfinished(destination.storage, kept, destination.name)
+            except (StorageError, OSError) as error:
+                self._destination_down(destination, redact(str(error)))
+
+    def _destination_down(self, destination: Destination, reason: str) -> None:
+        self._usable.remove(destination)
+        self._summary.failed.append(
+            Failure("*", None, f"destination unusable this pass: {reason}", destination.name)
+        )
+        log.error("destination unusable this pass", storage=destination.name, reason=reason)
 
     # -- plan ---------------------------------------------------------------------------
 
-    async def _plan(self) -> list[_Job]:
+    async def _plan(self) -> list[Job]:
         stacks = await self._stacks()
         self._planned_stacks = [stack.uid for stack in stacks]
         per_stack = await asyncio.gather(*(self._plan_stack(stack) for stack in stacks))
@@ -193,17 +223,24 @@ class SyncPass:
         self._every_stack_known = listing.complete
         return listing.items
 
-    async def _plan_stack(self, stack: StackSettings) -> list[_Job]:
+    async def _plan_stack(self, stack: StackSettings) -> list[Job]:
         with structlog.contextvars.bound_contextvars(stack_uid=stack.uid):
+            backups: list[Backup] | None
             try:
                 listing = await self._list_backups(stack)
             except AuthError:
                 raise
             except ApiError as error:
                 self._fail(stack.uid, None, f"could not list backups: {redact(str(error))}")
-                return []
-            self._watch.read(stack, listing)
-            return self._due(stack.uid, listing.items)
+                backups = None
+            else:
+                self._watch.read(stack, listing)
+                backups = listing.items
+            plan = Planner(self._rt.state, self._usable).plan_stack(stack.uid, backups)
+            self._summary.already += plan.already
+            for backup in plan.not_ok:
+                self._skip(stack.uid, backup)
+            return plan.jobs
 
     async def _list_backups(self, stack: StackSettings) -> Listing[Backup]:
         # One db_type can be filtered by the API (fewer pages); several are filtered here,
@@ -214,23 +251,6 @@ class SyncPass:
             wanted = [backup for backup in listing.items if backup.db_type in stack.db_types]
             listing = Listing(wanted, listing.complete)
         return listing
-
-    def _due(self, stack_uid: str, backups: Sequence[Backup]) -> list[_Job]:
-        archived = self._rt.state.archived.ids(stack_uid)
-        # Pruned by retention: Cloud 66 may list them for a long while yet.
-        pruned = self._rt.state.pruned.ids(stack_uid)
-        jobs = []
-        for backup in backups:
-            if backup.id in archived:
-                self._summary.already += 1
-            elif backup.id in pruned:
-                continue
-            elif not backup.is_ok:
-                self._skip(stack_uid, backup)
-            else:
-                encrypted = bool(self._rt.recipients)
-                jobs.append(_Job(stack_uid, backup, _keys_for(stack_uid, backup, encrypted)))
-        return jobs
 
     def _skip(self, stack_uid: str, backup: Backup) -> None:
         self._summary.skipped += 1
@@ -246,7 +266,7 @@ class SyncPass:
 
     # -- transfer and commit -----------------------------------------------------------
 
-    async def _archive_all(self, jobs: list[_Job]) -> None:
+    async def _archive_all(self, jobs: list[Job]) -> None:
         """Every due backup, side by side; then, one at a time, those that ran out of room
         while others' partial uploads held it and that the room given back since may fit."""
         if jobs:
@@ -254,13 +274,13 @@ class SyncPass:
         await self._archive_each(jobs)
         again, given_up = self._room.take()
         for job, error in given_up:
-            self._record_failure(job, error)
+            self._record_failure(job, self._out_of_room.pop(job, error))
         for job in again:  # alone: no other upload competes for the room given back
             log.info("room was given back: trying a backup that ran out of it again",
-                     stack_uid=job.stack_uid, backup_id=job.backup.id)
+                     stack_uid=job.stack_uid, backup_id=job.backup_id)
             await self._archive_each([job], last_try=True)
 
-    async def _archive_each(self, jobs: list[_Job], *, last_try: bool = False) -> None:
+    async def _archive_each(self, jobs: list[Job], *, last_try: bool = False) -> None:
         results = await asyncio.gather(
             *(self._archive_one(job, last_try=last_try) for job in jobs), return_exceptions=True
         )
@@ -270,10 +290,9 @@ class SyncPass:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
 
-    async def _archive_one(self, job: _Job, *, last_try: bool) -> None:
-        backup = job.backup
-        context = {"stack_uid": job.stack_uid, "backup_id": backup.id, "db_type": backup.db_type}
-        attempt = _Attempt()
+    async def _archive_one(self, job: Job, *, last_try: bool) -> None:
+        context = {"stack_uid": job.stack_uid, "backup_id": job.backup_id, "db_type": job.db_type}
+        attempt = Attempt()
         with structlog.contextvars.bound_contextvars(**context):
             try:
                 async with self._stop.holding(self._backups_in_flight):
@@ -291,123 +310,91 @@ class SyncPass:
                 log.exception("unexpected error archiving a backup")
                 self._record_failure(job, ArchiverError(f"internal error: {error!r}"))
 
-    def _failed(
-        self, job: _Job, attempt: _Attempt, error: ArchiverError, *, last_try: bool
-    ) -> None:
-        """A try failed: unless its upload is kept to resume, the room it held is given back;
-        one that ran out of room waits to see whether others give back enough."""
-        kept = resumable(error) and not job.keys.tar.endswith(ENCRYPTED_SUFFIX)
-        if not kept:
+    def _failed(self, job: Job, attempt: Attempt, error: ArchiverError, *, last_try: bool) -> None:
+        """A try failed: unless its uploads are kept to resume, the room they held is given
+        back; one that ran out of room waits to see whether others give back enough.
+        `Reported`: every destination failed on its own side, each named already."""
+        cause = error.cause if isinstance(error, Reported) else error
+        encrypted = any(destination.encrypted for destination in job.missing)
+        if not (resumable(cause) and not encrypted):
             self._room.gave_back(job, attempt.written)
-        if isinstance(error, StorageFull) and not last_try:
-            self._room.ran_out(job, error, attempt.lacking)
+        if isinstance(cause, StorageFull) and not last_try:
+            self._room.ran_out(job, cause, attempt.lacking)
+            self._out_of_room[job] = error  # what to report if no room comes back
             self._progress.finish(job.keys.tar, ok=False)
             log.warning(
                 "storage is full; tried again in this pass if other backups give room back",
-                stack_uid=job.stack_uid, backup_id=job.backup.id, reason=redact(str(error)),
+                stack_uid=job.stack_uid, backup_id=job.backup_id, reason=redact(str(cause)),
             )
             return
         self._record_failure(job, error)
 
-    def _record_failure(self, job: _Job, error: ArchiverError) -> None:
-        reason = redact(str(error))
-        self._fail(job.stack_uid, job.backup.id, reason)
+    def _record_failure(self, job: Job, error: ArchiverError) -> None:
+        if isinstance(error, Reported):  # each destination's own failure, named
+            for storage, reason in error.failures:
+                self._fail_destination(job.stack_uid, job.backup_id, storage, reason)
+        else:
+            self._fail(job.stack_uid, job.backup_id, redact(str(error)))
         self._progress.finish(job.keys.tar, ok=False)
 
-    async def _archive_due(self, job: _Job, attempt: _Attempt) -> None:
-        if await self._adopt_existing(job):
-            return
-        files = join_order(await self._rt.client.list_files(job.stack_uid, job.backup.id))
-        description = f"{job.stack_uid[:8]} {job.backup.db_type} #{job.backup.id}"
-        self._progress.add_backup(job.keys.tar, description, total=None)
-        # Debug: at info a person sees the backup once, when it is archived (and its bar).
-        log.debug("archiving backup", files=len(files), database_name=job.backup.database_name)
-        timed = self._rt.metrics.transfer() if self._rt.metrics is not None else nullcontext()
-        with timed:
-            joined, pending = await self._transfer(job, files, attempt)
-        record = await commit.finish(self._rt.state, self._rt.storage, pending)
-        self._summary.archived += 1
-        self._summary.bytes += joined.size
-        self._progress.finish(job.keys.tar, ok=True)
-        log.info(
-            "backup archived", size=joined.size, sha256=joined.sha256, location=record.location
-        )
+    async def _archive_due(self, job: Job, attempt: Attempt) -> None:
+        """Adopt, fill in, download: each destination that lacks the backup, the cheapest way."""
+        copies_before = self._fill.copies_made
+        missing = await self._adopt_existing(job)
+        if missing and job.holders:
+            sources = await self._fill.sources(job)
+            missing = await self._fill.fill_same_form(job, sources, missing, self._no_progress)
+            if missing and job.backup is None:
+                missing = await self._fill.fill_converted(job, sources, missing, self._no_progress)
+        downloaded = False
+        if missing and job.backup is not None:
+            size, downloaded = await self._fetcher.fetch(job, missing, attempt)
+            self._summary.bytes += size
+        if downloaded or self._fill.copies_made > copies_before:
+            self._summary.archived += 1
 
-    async def _transfer(
-        self, job: _Job, files: Sequence[BackupFile], attempt: _Attempt
-    ) -> tuple[JoinedResult, PendingCommit]:
-        """Join the backup's files into storage, resuming an unfinished upload of it; the
-        commit is recorded (`archiver.transfer.commit`) before the data reaches its final name."""
-        state, backup_id = self._rt.state, job.backup.id
-        encrypted = job.keys.tar.endswith(ENCRYPTED_SUFFIX)
-        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
-        pending: list[PendingCommit] = []
+    @staticmethod
+    def _no_progress(_count: int) -> None:
+        """Copies between destinations are not drawn (downloads are)."""
 
-        def intend(joined: JoinedResult) -> None:
-            manifest = _manifest_for(job, joined, self._rt.encryption_info)
-            pending.append(commit.intend(state, job.keys, manifest))
-
-        def size_known(size: int) -> None:
-            attempt.size += size
-            self._progress.set_total(job.keys.tar, attempt.size)
-
-        def written(count: int) -> None:
-            attempt.written += count
-            self._progress.advance(job.keys.tar, count)
-
-        try:
-            joined = await self._rt.joiner.archive(
-                job.keys.tar,
-                self._part_sources(job, files),
-                on_size=size_known,
-                on_bytes=written,
-                encrypt_to=self._rt.encryption if encrypted else None,
-                known=known,
-                on_facts=None if encrypted else transfers.recorder(state, job.stack_uid, backup_id),
-                before_commit=intend,
-            )
-        except BaseException as error:
-            if not resumable(error):
-                state.transfers.end(job.stack_uid, backup_id)
-            if pending:  # the data commit failed: it may have left data under the final name
-                await asyncio.shield(commit.abandon(state, self._rt.storage, pending[0]))
-            raise
-        return joined, pending[0]
-
-    def _part_sources(self, job: _Job, files: Sequence[BackupFile]) -> list[PartSource]:
-        client = self._rt.client
-
-        def fresh_url(file_id: str) -> PartSource:
-            async def fetch() -> str:
-                return await client.public_url(job.stack_uid, job.backup.id, file_id)
-
-            name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
-            return PartSource(id=file_id, name=name, fresh_url=fetch)
-
-        return [fresh_url(file.id) for file in files]
-
-    async def _adopt_existing(self, job: _Job) -> bool:
-        """A manifest already in storage (state lost, or a crash after the manifest) counts."""
-        record = await record_from_manifest(self._rt.storage, job.keys.manifest)
-        if record is None:
-            return False
-        self._rt.state.archived.record(record)
-        self._summary.already += 1
-        log.info("backup already in storage; recorded")
-        return True
+    async def _adopt_existing(self, job: Job) -> list[Destination]:
+        """A manifest already in a destination (state lost, or a crash after the manifest)
+        counts; return the destinations still lacking the backup."""
+        missing = []
+        for destination in job.missing:
+            try:
+                record = await record_from_manifest(
+                    destination.storage, job.keys.manifest, destination.name
+                )
+            except (StorageError, OSError) as error:
+                self._fail_destination(job.stack_uid, job.backup_id, destination.name,
+                                       redact(str(error)))
+                continue
+            if record is None:
+                missing.append(destination)
+                continue
+            self._rt.state.archived.record(record)
+            log.info("backup already in storage; recorded", storage=destination.name)
+        if not missing and len(missing) < len(job.missing):
+            self._summary.already += 1
+        return missing
 
     async def _prune_after_pass(self) -> None:
-        """`[retention] after_pass`: prune after a pass that archived everything due."""
-        retention = self._rt.settings.retention
-        if retention is None or not retention.after_pass:
+        """Prune each destination whose `after_pass` says so, after a pass that archived
+        everything due."""
+        settings = self._rt.settings
+        pruning = [d for d in self._usable if prunes_after_pass(settings, d.settings)]
+        if not pruning:
             return
         if not self._summary.ok or self._stop.is_set():
             log.info("no prune after this pass: it did not archive everything due")
             return
-        plan = plan_prune(self._rt.settings, self._rt.state.archived.all())
-        failures = await Pruner(self._rt.state, self._rt.storage).carry_out(plan)
-        self._summary.pruned = len(plan.remove) - len(failures)
-        self._summary.failed.extend(failures)
+        for destination in pruning:
+            copies = self._rt.state.archived.all(destination.name)
+            plan = plan_prune(partial(_policy, settings, destination), copies)
+            outcome = await Pruner(self._rt.state, destination).carry_out(plan)
+            self._summary.pruned += outcome.removed
+            self._summary.failed.extend(outcome.failures)
 
     def _record_stack_successes(self) -> None:
         """Every stack whose due backups are all archived now succeeded (freshness metrics).
@@ -426,40 +413,16 @@ class SyncPass:
         self._summary.failed.append(Failure(stack_uid, backup_id, reason))
         log.error("could not archive", stack_uid=stack_uid, backup_id=backup_id, reason=reason)
 
+    def _fail_destination(self, stack_uid: str, backup_id: int, storage: str, reason: str) -> None:
+        self._summary.failed.append(Failure(stack_uid, backup_id, reason, storage))
+        log.error("could not archive in a destination", stack_uid=stack_uid,
+                  backup_id=backup_id, storage=storage, reason=reason)
+
 
 def _waiting_for_prune(pid: str) -> None:
     log.info("a prune is running on this state; the pass starts when it ends", pid=pid)
 
 
-def _keys_for(stack_uid: str, backup: Backup, encrypted: bool) -> BackupKeys:
-    return backup_keys(
-        stack_uid=stack_uid,
-        db_type=backup.db_type,
-        database_name=backup.database_name,
-        backup_date=backup.backup_date_iso,
-        backup_id=backup.id,
-        encrypted=encrypted,
-    )
+def _policy(settings: Settings, destination: Destination, stack_uid: str) -> RetentionPolicy | None:
+    return policy_for(settings, stack_uid, destination.settings)
 
-
-def _manifest_for(
-    job: _Job, joined: JoinedResult, encryption: dict[str, Any] | None
-) -> Manifest:
-    backup = job.backup
-    date = backup.backup_date_iso
-    return Manifest(
-        stack_uid=job.stack_uid,
-        backup_id=backup.id,
-        db_type=str(backup.db_type),
-        database_name=str(backup.database_name),
-        backup_date=date.isoformat().replace("+00:00", "Z") if date else None,
-        size=joined.size,
-        sha256=joined.sha256,
-        parts=joined.parts,
-        archived_at=utc_now_iso(),
-        file=job.keys.tar.rsplit("/", 1)[-1],
-        source=backup.raw,
-        stored_size=joined.stored_size,
-        stored_sha256=joined.stored_sha256,
-        encryption=encryption if joined.stored_sha256 is not None else None,
-    )

@@ -116,7 +116,7 @@ class WatchStep:
     def _judge_all(self, now: datetime) -> None:
         state = self._rt.state
         archived: dict[str, list[ArchivedBackup]] = {}
-        for record in state.archived.all():
+        for record in state.archived.backups():  # backups, not copies (several destinations)
             archived.setdefault(record.stack_uid, []).append(record)
         outbox = self._outbox()
         names = state.stack_names.names()

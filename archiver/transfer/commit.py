@@ -1,4 +1,5 @@
-"""A backup's commit: its data under the final name, then its manifest, never one without the other.
+"""A backup's commit in a destination: its data under the final name, then its manifest, never
+one without the other (each destination's commit on its own, recorded with its name).
 
 The contract: a backup is archived when its manifest exists, and unfinished data is
 never visible under a final name. Between the data commit (the `.part` renamed or
@@ -37,10 +38,14 @@ from archiver.storage.base import Storage
 log = structlog.get_logger(__name__)
 
 
-def intend(state: StateStore, keys: BackupKeys, manifest: Manifest) -> PendingCommit:
-    """Record the commit of a backup whose data is whole, before the data is committed."""
+def intend(
+    state: StateStore, keys: BackupKeys, manifest: Manifest, storage: str = "default"
+) -> PendingCommit:
+    """Record the commit of a backup whose data is whole, before the data is committed in the
+    destination `storage` (`keys.tar`: the data's key there)."""
     pending = PendingCommit(
-        manifest.stack_uid, manifest.backup_id, keys.tar, keys.manifest, manifest.to_json().decode()
+        manifest.stack_uid, manifest.backup_id, keys.tar, keys.manifest,
+        manifest.to_json().decode(), storage,
     )
     state.commits.begin(pending)
     return pending
@@ -59,9 +64,7 @@ async def finish(state: StateStore, storage: Storage, pending: PendingCommit) ->
         await asyncio.shield(_quietly(undo(state, storage, pending), pending))
         raise
     record = Manifest.from_json(pending.manifest.encode()).archived_record(
-        tar_key=pending.tar_key,
-        manifest_key=pending.manifest_key,
-        location=storage.location(pending.tar_key),
+        tar_key=pending.tar_key, manifest_key=pending.manifest_key, storage=pending.storage
     )
     state.archived.record(record)
     return record
@@ -73,7 +76,7 @@ async def undo(state: StateStore, storage: Storage, pending: PendingCommit) -> N
     await storage.remove(pending.manifest_key)
     await storage.remove(pending.tar_key)
     state.transfers.end(pending.stack_uid, pending.backup_id)  # its upload is gone with it
-    state.commits.end(pending.stack_uid, pending.backup_id)
+    state.commits.end(pending.stack_uid, pending.backup_id, pending.storage)
     log.info("an unfinished commit was taken back: its data left the final name",
              backup_id=pending.backup_id, key=pending.tar_key)
 
@@ -85,7 +88,7 @@ async def abandon(state: StateStore, storage: Storage, pending: PendingCommit) -
 
     async def remove_data() -> None:
         await storage.remove(pending.tar_key)
-        state.commits.end(pending.stack_uid, pending.backup_id)
+        state.commits.end(pending.stack_uid, pending.backup_id, pending.storage)
 
     await _quietly(remove_data(), pending)
 
@@ -102,13 +105,13 @@ async def _quietly(work: Coroutine[Any, Any, None], pending: PendingCommit) -> N
 
 
 async def settle(
-    state: StateStore, storage: Storage
+    state: StateStore, storage: Storage, name: str = "default"
 ) -> list[tuple[PendingCommit, StorageError | OSError]]:
-    """Finish or clean every commit an earlier pass or process left half done; return those
-    that could not be finished, with why. Never raises for storage trouble: a commit whose
-    take-back failed too stays recorded for the next pass."""
+    """Finish or clean every commit an earlier pass or process left half done in destination
+    `name`; return those that could not be finished, with why. Never raises for storage
+    trouble: a commit whose take-back failed too stays recorded for the next pass."""
     unfinished: list[tuple[PendingCommit, StorageError | OSError]] = []
-    for pending in state.commits.all():
+    for pending in state.commits.all(name):
         try:
             await _settle(state, storage, pending)
         except (StorageError, OSError) as error:
@@ -125,7 +128,7 @@ async def _settle(state: StateStore, storage: Storage, pending: PendingCommit) -
     context = {"stack_uid": pending.stack_uid, "backup_id": pending.backup_id}
     if stored is None:  # the data never reached its final name (its upload may resume)
         await storage.remove(pending.manifest_key)
-        state.commits.end(pending.stack_uid, pending.backup_id)
+        state.commits.end(pending.stack_uid, pending.backup_id, pending.storage)
         log.info("an interrupted commit had not published its data; nothing to undo", **context)
     elif stored.size != _expected_size(pending):
         await undo(state, storage, pending)

@@ -24,7 +24,7 @@ import structlog
 
 from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError, TransferError
 from archiver.model.manifest import PartRecord
-from archiver.storage.base import Storage, Upload
+from archiver.storage.base import Upload, UploadTarget
 from archiver.transfer.chunks import PartHashes
 from archiver.transfer.download import (
     ByteCallback,
@@ -83,7 +83,7 @@ def resumable(error: BaseException) -> bool:
 class BackupJoiner:
     """Streams all parts of one backup into one upload, joined in order."""
 
-    def __init__(self, downloader: Downloader, storage: Storage) -> None:
+    def __init__(self, downloader: Downloader, storage: UploadTarget) -> None:
         self._downloader = downloader
         self._storage = storage
 

@@ -6,7 +6,7 @@ Next time the backup is due, those facts tell `archiver.transfer.join` which byt
 the unfinished upload belong to which part, so it reads them back, hashes them
 again and downloads only the rest. Encrypted transfers are not recorded: they
 cannot be resumed. Each pass keeps the unfinished uploads of backups it is
-about to archive and removes every other one.
+about to archive and removes every other one, in every destination.
 """
 
 from __future__ import annotations
@@ -46,17 +46,21 @@ def recorder(state: StateStore, stack_uid: str, backup_id: int) -> PartFactsCall
     return record
 
 
-async def keep_only_due(
-    state: StateStore, storage: Storage, due: Collection[tuple[str, int]]
-) -> None:
-    """Forget transfers of backups not due now, and remove every unfinished upload but
-    those of the due ones (what an earlier pass or a crashed process left)."""
+def forget_not_due(state: StateStore, due: Collection[tuple[str, int]]) -> list[str]:
+    """Forget transfers of backups not due now; return the keys of those kept (to resume)."""
     kept = []
     for transfer in state.transfers.all():
         if (transfer.stack_uid, transfer.backup_id) in due:
             kept.append(transfer.tar_key)
         else:
             state.transfers.end(transfer.stack_uid, transfer.backup_id)
+    return kept
+
+
+async def remove_unfinished(storage: Storage, kept: Collection[str], name: str) -> None:
+    """Remove every unfinished upload in one destination but those of the `kept` keys (what
+    an earlier pass or a crashed process left)."""
     removed = await storage.remove_incomplete(keep=kept)
     if removed or kept:
-        log.info("unfinished uploads", removed=removed, kept_to_resume=len(kept))
+        log.info("unfinished uploads", storage=name, removed=removed, kept_to_resume=len(kept))
+
