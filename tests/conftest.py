@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from archiver.config.settings import Settings, load_settings
 from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.sync.oneshot import archive_once
+from tests.tmpfs import mount_tmpfs, unmount
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
@@ -129,16 +129,9 @@ class Workspace:
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
     mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    mount_tmpfs(mount_point, "size=1m")
     yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    unmount(mount_point)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import stat
-import subprocess
 import tomllib
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from archiver.storage.sftp_errors import classify_sftp_error
 from loopback.sshd import SftpServer
 from tests.conftest import REPO_ROOT, file_sha256, wait_until
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
+from tests.tmpfs import mount_tmpfs, unmount
 
 MiB = 1024 * 1024
 
@@ -77,18 +77,12 @@ def tmpfs(sftp_folder: Path) -> Iterator[Path]:
     mount_point = sftp_folder / "mnt"
     mount_point.mkdir()
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
+    unmount(mount_point)
 
 
-def mount_tmpfs(mount_point: Path, server: SftpServer, size: str) -> None:
+def mount_user_tmpfs(mount_point: Path, server: SftpServer, size: str) -> None:
     """Mount a tiny tmpfs owned by the SFTP user, or skip where mounting is not allowed."""
-    options = f"size={size},mode=0700,uid={server.uid},gid={server.gid}"
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-        check=False, capture_output=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    mount_tmpfs(mount_point, f"size={size},mode=0700,uid={server.uid},gid={server.gid}")
 
 
 async def test_open_storage_picks_the_sftp_backend(
@@ -216,7 +210,7 @@ async def test_a_full_disk_is_a_permanent_no_space_error(
 ) -> None:
     """ENOSPC on the server (a 2 MiB tmpfs) raises StorageFull 'no space left' by the segment's
     close at the latest (writes are in flight), and abort cleans up."""
-    mount_tmpfs(tmpfs, sftp_server, "2m")
+    mount_user_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
@@ -236,7 +230,7 @@ async def test_a_refused_write_is_no_space_even_once_room_is_back(
     """A write the server refused with its bare 'Failure' is StorageFull even when another
     upload gave room back before the failure was looked at (so it is never kept to resume);
     a bare 'Failure' of anything else, with room, is not."""
-    mount_tmpfs(tmpfs, sftp_server, "2m")
+    mount_user_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
