@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from archiver.config.settings import Settings, load_settings
 from archiver.model.summary import PassSummary
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.sync.oneshot import archive_once
+from tests.tmpfs import mount_tmpfs, unmount
 
 # The real sshd for the SFTP tests (session-scoped fixtures `sftp_server`, `sftp_folder`).
 # SeaweedFS for the S3 tests (session-scoped `s3_server`, per-test `s3_bucket`).
@@ -128,16 +129,9 @@ class Workspace:
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs to fill up (we are root); skipped where mounting is not allowed."""
     mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    mount_tmpfs(mount_point, "size=1m")
     yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    unmount(mount_point)
 
 
 @pytest.fixture
@@ -186,6 +180,16 @@ async def start_cli(
         env=env or cli_env(),
         cwd=str(cwd),
     )
+
+
+async def stop_cli(
+    process: asyncio.subprocess.Process, signum: int = signal.SIGTERM, timeout: float = 30
+) -> int:
+    """Send `signum` to a CLI process (unless it ended) and return its exit code; the test
+    fails when it takes longer than `timeout` to exit."""
+    if process.returncode is None:
+        process.send_signal(signum)
+    return await asyncio.wait_for(process.wait(), timeout)
 
 
 async def run_cli(

@@ -8,16 +8,19 @@ when the object goes away.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Collection
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from archiver.core.errors import IntegrityError, PermanentStorageError
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
     ResumedUpload,
+    UploadEnd,
     check_key,
     probe_round_trip,
+    removable_leftover,
 )
 
 
@@ -28,7 +31,8 @@ class MemoryUpload:
         self._storage = storage
         self._key = key
         self._buffer = bytearray()
-        self._finished = False
+        self._end = UploadEnd(repr(key))
+        self.last_written = datetime.now(UTC)
 
     @property
     def written(self) -> bytes:
@@ -42,11 +46,12 @@ class MemoryUpload:
     @property
     def active(self) -> bool:
         """True until commit, abort or a newer upload of the same key."""
-        return not self._finished and self._storage.pending_upload(self._key) is self
+        return not self._end.ended and self._storage.pending_upload(self._key) is self
 
     def _check_active(self) -> None:
-        if not self.active:
-            raise PermanentStorageError(f"upload of {self._key!r} is finished or was discarded")
+        self._end.check_open()
+        if self._storage.pending_upload(self._key) is not self:
+            raise PermanentStorageError(f"upload of {self._key!r} was discarded (a newer upload)")
 
     async def open_segment(self, index: int, offset: int) -> OffsetSegment:
         """A writer at `offset`."""
@@ -61,6 +66,7 @@ class MemoryUpload:
         if end > len(self._buffer):
             self._buffer.extend(bytes(end - len(self._buffer)))
         self._buffer[offset:end] = chunk
+        self.last_written = datetime.now(UTC)
 
     async def read_back(self, offset: int, size: int) -> bytes:
         """Bytes already written."""
@@ -79,7 +85,7 @@ class MemoryUpload:
 
     async def suspend(self) -> None:
         """Keep the buffer in the store for `resume_upload`; this object is done."""
-        self._finished = True
+        self._end.end()
 
     async def abort(self) -> None:
         """Forget the buffer. Idempotent; a no-op after commit."""
@@ -88,7 +94,7 @@ class MemoryUpload:
         self._finish()
 
     def _finish(self) -> None:
-        self._finished = True
+        self._end.end()
         self._buffer = bytearray()
 
 
@@ -183,9 +189,15 @@ class MemoryStorage:
         self._objects.pop(check_key(key), None)
         self._sha256.pop(key, None)
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Drop every unfinished upload but those of keys in `keep`; return how many."""
-        doomed = [key for key in self._uploads if key not in keep]
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
+        """Drop every unfinished upload but those of keys in `keep` and another process's
+        probe or staging copy until idle for `idle_for`; return how many."""
+        doomed = [
+            key for key, upload in self._uploads.items()
+            if key not in keep and removable_leftover(key, upload.last_written, idle_for=idle_for)
+        ]
         for key in doomed:
             del self._uploads[key]
         return len(doomed)

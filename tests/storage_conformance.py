@@ -1,7 +1,9 @@
 """The one conformance suite for the Storage protocol (`archiver.storage.base`).
 
 Every backend runs the same tests: a test module defines a `storage` fixture
-(yielding a fresh, empty backend) and a class inheriting `StorageConformance`:
+(yielding a fresh, empty backend), a `neighbour` fixture (another process's view of
+the same place: a second backend object on it) and a class inheriting
+`StorageConformance`:
 
     class TestMyBackendConformance(StorageConformance):
         keeps_data_in_memory = False
@@ -15,12 +17,13 @@ import asyncio
 import hashlib
 import os
 import tracemalloc
+from datetime import timedelta
 from typing import ClassVar
 
 import pytest
 
 from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
-from archiver.storage.base import Storage, Upload
+from archiver.storage.base import PROBE_PREFIX, STAGING_FOLDER, Storage, Upload
 
 MiB = 1024 * 1024
 HOSTILE_KEYS = ["../x", "a/../../x", "/abs", "a//b", "a/./b", "a/\x00b", "a\\b", "", "a/"]
@@ -382,3 +385,48 @@ class StorageConformance:
             await asyncio.gather(storage.probe(), storage.remove_incomplete())
             await asyncio.gather(storage.remove_incomplete(), storage.probe())
         assert await keys_of(storage) == ["a/manifest.json"]
+
+    async def test_a_cleanup_leaves_what_another_process_is_writing_beside_it(
+        self, storage: Storage, neighbour: Storage
+    ) -> None:
+        """A pass's cleanup beside a check-config probe and an import's staging upload (other
+        processes, taking no lock) leaves both to finish; it takes a pass's own leftover."""
+        staged = os.urandom(300_000)
+        staging = await neighbour.start_upload(f"{STAGING_FOLDER}/0a1b2c3d/shop.tar")
+        staging_segment = await staging.open_segment(0, 0)
+        await staging_segment.write(staged[:100_000])
+        probe = await neighbour.start_upload(f"{PROBE_PREFIX}00ff")
+        probe_segment = await probe.open_segment(0, 0)
+        await probe_segment.write(b"probe")
+        crashed = await neighbour.start_upload("s/db/1/db.tar")  # a stopped pass's leftover
+        await write_upload(crashed, b"partial")
+        await crashed.suspend()
+
+        assert await storage.remove_incomplete() == 1
+
+        await staging_segment.write(staged[100_000:])
+        await staging_segment.close()
+        await staging.commit(size=len(staged), sha256=sha256_hex(staged))
+        await probe_segment.close()
+        await probe.commit(size=5, sha256=sha256_hex(b"probe"))
+        assert await neighbour.read_small(f"{STAGING_FOLDER}/0a1b2c3d/shop.tar") == staged
+        assert await neighbour.read_small(f"{PROBE_PREFIX}00ff") == b"probe"
+        assert await storage.resume_upload("s/db/1/db.tar") is None
+
+    async def test_a_cleanup_takes_another_process_s_leftovers_once_idle(
+        self, storage: Storage, neighbour: Storage
+    ) -> None:
+        """What a crashed probe or import left goes once unwritten for `idle_for`, not
+        before; a writer that still held it can then no longer publish it."""
+        staging = await neighbour.start_upload(f"{STAGING_FOLDER}/0a1b2c3d/shop.tar")
+        await write_upload(staging, b"plaintext")
+        probe = await neighbour.start_upload(f"{PROBE_PREFIX}00ff")
+        await write_upload(probe, b"probe")
+
+        assert await storage.remove_incomplete(idle_for=timedelta(hours=1)) == 0
+        assert await storage.remove_incomplete(idle_for=timedelta(0)) == 2
+
+        with pytest.raises(StorageError):
+            await staging.commit(size=9, sha256=sha256_hex(b"plaintext"))
+        assert await keys_of(storage) == []
+        assert await storage.remove_incomplete(idle_for=timedelta(0)) == 0

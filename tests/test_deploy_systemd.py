@@ -97,6 +97,10 @@ def test_daemon_unit_keeps_the_contract() -> None:
     assert int(stop.group(1)) > 30  # the default grace period is 30 s
     sync = (UNIT_DIR / "c66-archiver-sync.service").read_text()
     assert re.search(r"^ExecStart=.* --sync-now$", sync, re.MULTILINE)
+    assert re.search(r"^SuccessExitStatus=143$", sync, re.MULTILINE)  # a stopped pass
+    stop = re.search(r"^TimeoutStopSec=(\d+)s$", sync, re.MULTILINE)
+    assert stop
+    assert int(stop.group(1)) > 30
     timer = (UNIT_DIR / "c66-archiver-sync.timer").read_text()
     assert "Persistent=true" in timer
     assert re.search(r"^RandomizedDelaySec=\S+$", timer, re.MULTILINE)

@@ -103,8 +103,11 @@ def test_several_destinations_keep_their_order_and_keys(tmp_path: Path) -> None:
 def test_bad_destinations_are_refused_naming_the_key(
     tmp_path: Path, text: str, expected: str
 ) -> None:
-    """Duplicate or odd names, a lock where there is none, bad days: exit 2 with the key."""
-    assert expected in _error(tmp_path, text)
+    """Duplicate or odd names, a lock where there is none, bad days: exit 2 with the key,
+    and no meaningless '(got a list)' after a problem with the tables themselves."""
+    message = _error(tmp_path, text)
+    assert expected in message
+    assert "(got a list)" not in message
 
 
 @pytest.mark.parametrize(
@@ -120,6 +123,7 @@ def test_nested_local_folders_are_one_place(tmp_path: Path, pair: tuple[str, ...
     first, first_path, second, second_path = pair
     message = _error(tmp_path, _local(first, first_path) + _local(second, second_path))
     assert f"destinations '{first}' and '{second}' are the same place" in message
+    assert "(got a list)" not in message
 
 
 def test_sibling_folders_are_different_places(tmp_path: Path) -> None:

@@ -218,6 +218,42 @@ async def test_verify_and_restore_work_per_destination(
         )
 
 
+async def test_a_copy_deleted_behind_the_archivers_back_is_restored_from_another_and_refilled(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """near's copy deleted by hand: restore reads far's instead; verify names near's missing
+    manifest and the state stops claiming that copy; the next pass fills near in again from
+    far, with no Cloud 66 download."""
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=6000)
+    path = config(workspace, server, [near(workspace), local(workspace, "far")])
+    assert (await run_cli("--config", path, "sync")).code == 0
+    [near_copy] = near_folder(workspace).rglob("shop.tar")
+    shutil.rmtree(near_copy.parent)
+
+    restored = workspace.root / "restored.tar"
+    restore = await run_cli("--config", path, "restore", str(backup_id), "-o", str(restored))
+    assert restore.code == 0, restore.stderr
+    assert file_sha256(restored) == sim.expected_sha256(backup_id)
+    assert "near" in restore.stderr  # the warning names the destination it skipped
+
+    verify = await run_cli("--config", path, "verify", "--json")
+    assert verify.code == 1
+    checked = {c["storage"]: c for c in json.loads(verify.stdout)["checked"]}
+    assert checked["near"]["problem"] == "the manifest is missing"
+    assert checked["far"]["ok"] is True
+    document = await status_json(path)
+    assert [c["storage"] for c in document["archived"][0]["copies"]] == ["far"]
+    assert {d["name"]: d["missing"] for d in document["storage"]} == {"near": 1, "far": 0}
+    sim.stats.reset()
+
+    again = await run_cli("--config", path, "sync")
+
+    assert again.code == 0, again.stderr
+    assert sim.stats.bytes_served == 0
+    assert near_copy.read_bytes() == upstream_bytes(sim, backup_id)
+    assert (await run_cli("--config", path, "verify")).code == 0
+
+
 async def test_a_moved_archive_is_named_where_it_is_now(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:

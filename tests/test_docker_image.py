@@ -2,11 +2,14 @@
 
 No Docker engine here: buildah builds with chroot isolation on a Debian base made
 with debootstrap (scripts/bootstrap.sh, `bootstrap_image_base`) and runs commands
-in a working container. Select with `-m docker`; skipped only without buildah.
+in a working container, which shares the host's network: a pass inside reaches the
+simulator and the notification receiver on loopback. Select with `-m docker`;
+skipped only without buildah.
 """
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import hashlib
 import os
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from archiver.simulator import Simulator, SimulatorServer
+from tests.conftest import REPO_ROOT, TOKEN, render_toml
+from tests.notify_receiver import Receiver
 
 pytestmark = [
     pytest.mark.docker,
@@ -118,14 +123,32 @@ def container(image: str) -> Iterator[str]:
         _run("buildah", "rm", name)
 
 
+def _run_in_argv(container: str, script: str, user: str | None, env: dict[str, str]) -> list[str]:
+    as_user = ["--user", user] if user else []
+    variables = [f"--env={name}={value}" for name, value in env.items()]
+    return ["buildah", "run", "--isolation", "chroot", *as_user, *variables, container, "--",
+            "sh", "-c", script]  # fmt: skip
+
+
 def run_in(
-    container: str, script: str, *, user: str | None = USER
+    container: str, script: str, *, user: str | None = USER, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a shell script in the container as `user` (None: the image's USER)."""
-    as_user = ["--user", user] if user else []
-    return _run(
-        "buildah", "run", "--isolation", "chroot", *as_user, container, "--", "sh", "-c", script
+    return _run(*_run_in_argv(container, script, user, env or {}))
+
+
+async def run_in_async(
+    container: str, script: str, *, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """`run_in` without blocking the loop that serves the simulator and the receiver."""
+    process = await asyncio.create_subprocess_exec(
+        *_run_in_argv(container, script, USER, env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 # The demo, then `health` on the demo's state: what the HEALTHCHECK runs.
@@ -196,11 +219,19 @@ def test_image_defaults(container: str) -> None:
 
 
 # Every backend and tool a user may configure: the extras, age, and the lock's versions.
+# Every module of the program imports: what the slimming removed (pygments, markdown-it,
+# Markdown, PyYAML; see scripts/slim-venv.sh) is nothing any of them needs.
 CONTENTS_SCRIPT = """
 set -e
 age --version
 age-keygen --version
-/opt/c66-archiver/bin/python -c 'import archiver.storage.s3, archiver.storage.sftp, pyrage
+/opt/c66-archiver/bin/python -c 'import importlib, pkgutil, archiver
+names = [m.name for m in pkgutil.walk_packages(archiver.__path__, "archiver.")
+         if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+assert len(names) > 100, names
+import apprise, archiver.storage.s3, archiver.storage.sftp, pyrage
 import aiohttp; print(aiohttp.__version__)'
 /opt/c66-archiver/bin/python -c 'import botocore.session  # the models kept: S3 and STS
 session = botocore.session.get_session()
@@ -219,7 +250,7 @@ def _locked_version(package: str) -> str:
 
 
 def test_the_image_has_every_extra_age_and_the_locked_versions(container: str) -> None:
-    """S3 and SFTP import, age is there for decrypting by hand, aiohttp is the locked one."""
+    """Every module and extra imports, age is there for decrypting by hand, aiohttp is locked."""
     result = run_in(container, CONTENTS_SCRIPT)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -227,11 +258,52 @@ def test_the_image_has_every_extra_age_and_the_locked_versions(container: str) -
     assert lines[-1] == "no-pip"  # nothing in the image installs packages at run time
 
 
-def test_the_image_is_under_220_mb(image: str) -> None:
-    """The size docs/deployment.md states: under 220 MB (390 MB before the slimming; Apprise,
-    for any notification service, is 18 MB of it)."""
+# A pass in the image with `[notify] apprise_urls`: one stack archives, one cannot be
+# listed, and Apprise (the [notify] extra) posts the failure to a json:// URL.
+SYNC_SCRIPT = """
+set -e
+cat > /data/notify.toml <<'EOF'
+{config}EOF
+code=0
+c66-archiver --config /data/notify.toml --log-format json sync || code=$?
+echo "exit $code"
+find /data/archive -name manifest.json
+"""
+
+
+async def test_a_pass_in_the_image_tells_its_failure_to_an_apprise_url(
+    container: str, sim: Simulator, server: SimulatorServer, receiver: Receiver
+) -> None:
+    """The image sends notifications: a failed pass inside reaches an Apprise json:// URL."""
+    sim.add_backup("stack-a", size=5000)
+    sim.add_stack("stack-b")
+    sim.faults.malformed_json_stacks = {"stack-b"}
+    port = receiver.base_url.rsplit(":", 1)[1]
+    config = render_toml({
+        "api": {"base_url": server.base_url},
+        "stacks": [{"uid": "stack-a"}, {"uid": "stack-b"}],
+        "storage": {"type": "local", "path": "/data/archive"},
+        "state": {"path": "/data/state"},
+        "notify": {"apprise_urls": [f"json://127.0.0.1:{port}/apprise"], "retries": 0},
+    })  # fmt: skip
+    env = {"C66_API_TOKEN": TOKEN, "C66_ARCHIVER_FAST_RETRY": "1"}
+    code, stdout, stderr = await run_in_async(
+        container, SYNC_SCRIPT.format(config=config), env=env
+    )
+    assert code == 0, stdout + stderr
+    assert "exit 1" in stdout.splitlines(), stdout + stderr  # the pass failed, as it should
+    assert any(line.endswith("/manifest.json") for line in stdout.splitlines())  # stack-a
+    (told,) = receiver.json_bodies("/apprise")
+    assert told["title"].startswith("c66-archiver: pass failed on ")
+    assert "stack-b" in told["message"]
+    assert told["type"] == "failure"
+
+
+def test_the_image_is_under_200_mb(image: str) -> None:
+    """The size docs/deployment.md states: under 200 MB with every extra, Apprise included
+    (390 MB before the slimming, 215 MB when Apprise came with its declared dependencies)."""
     inspected = _run("podman", "image", "inspect", "--format", "{{.Size}}", image)
     assert inspected.returncode == 0, inspected.stderr
     size = int(inspected.stdout.strip())
     print(f"image size: {size / 1e6:.1f} MB")
-    assert size < 220_000_000
+    assert size < 200_000_000

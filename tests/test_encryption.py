@@ -13,6 +13,7 @@ import pytest
 from archiver.config.keys import load_identities, parse_recipient
 from archiver.config.settings import ConfigError, settings_from_dict
 from archiver.transfer.encryption import (
+    NO_MATCHING_KEYS,
     AgeStream,
     CorruptCiphertext,
     EncryptionFailed,
@@ -90,6 +91,22 @@ async def test_a_wrong_identity_and_damaged_data_are_told_apart(tmp_path: Path) 
     damaged[-100] ^= 0x01
     with pytest.raises(CorruptCiphertext):
         await _through(AgeStream.decrypting(load_identities(key)), bytes(damaged), 4096)
+
+
+def test_pyrage_still_says_no_matching_keys_for_a_wrong_identity() -> None:
+    """The installed pyrage words a wrong key as the pinned text, and damage otherwise."""
+    import pyrage
+
+    right, wrong = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
+    sealed = pyrage.encrypt(b"backup", [right.to_public()])
+    with pytest.raises(pyrage.DecryptError) as wrong_key:
+        pyrage.decrypt(sealed, [wrong])
+    assert NO_MATCHING_KEYS in str(wrong_key.value)
+    damaged = bytearray(sealed)
+    damaged[-3] ^= 0x01
+    with pytest.raises(pyrage.DecryptError) as damage:
+        pyrage.decrypt(bytes(damaged), [right])
+    assert NO_MATCHING_KEYS not in str(damage.value)
 
 
 @needs_age

@@ -1,4 +1,5 @@
-"""Extras: the core install archives locally on its own; offsite backends need their extra.
+"""Extras: the core install archives locally on its own; offsite backends and Apprise
+need their extra.
 
 Each run is a real `c66-archiver` process started through a small runner that can
 hide modules from it (`sys.modules[name] = None`: `import name` fails and the import
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.core.extras import STORAGE_EXTRAS
+from archiver.core.extras import NOTIFY_EXTRA, STORAGE_EXTRAS
 from archiver.simulator import Simulator, SimulatorServer
 from tests.conftest import REPO_ROOT, Workspace, archived_sha256s, cli_env
 
@@ -35,11 +36,15 @@ main()
 """
 
 OFFSITE_MODULES = ["aiobotocore", "botocore", "asyncssh", "cryptography"]
-# What a local one-shot pass must not load: the offsite backends, and what only other
-# runs need (encryption, the Prometheus registry, rich's tracebacks and pygments,
-# APScheduler for a config without a cron line).
+# Every extra's modules: what the core install lacks.
+EXTRA_MODULES = [*OFFSITE_MODULES, "apprise"]
+# What a local one-shot pass must not load: the offsite backends, Apprise and its
+# requests without `apprise_urls`, and what only other runs need (encryption, the
+# Prometheus registry, rich's tracebacks and pygments, APScheduler for a config
+# without a cron line).
 NOT_FOR_A_LOCAL_PASS = [
-    *OFFSITE_MODULES,
+    *EXTRA_MODULES,
+    "requests",
     "archiver.storage.s3",
     "archiver.storage.sftp",
     "pyrage",
@@ -94,15 +99,51 @@ async def test_a_backend_without_its_extra_exits_2_with_the_pip_line(
     assert not workspace.state.exists()  # nothing was attempted
 
 
+APPRISE_URLS = {"apprise_urls": ["json://127.0.0.1:9/hook", "slack://TokenA/TokenB/TokenC"]}
+
+
+@pytest.mark.parametrize("command", ["sync", "check-config", "status"])
+async def test_apprise_urls_without_the_notify_extra_exit_2_with_the_pip_line(
+    command: str, tmp_path: Path, workspace: Workspace
+) -> None:
+    """`[notify] apprise_urls` without Apprise: exit 2 naming the [notify] line, nothing made."""
+    config = workspace.write_config("http://127.0.0.1:9", [{"uid": "stack-a"}], notify=APPRISE_URLS)
+    code, stderr, modules = await _run_hidden(
+        tmp_path, list(NOTIFY_EXTRA.modules), "--config", str(config), command
+    )
+    assert code == 2, stderr
+    assert f"{sys.executable} -m pip install 'c66-archiver[notify]'" in stderr
+    assert "[notify] apprise_urls needs the optional [notify] part" in stderr
+    assert str(config) in stderr
+    assert "Traceback" not in stderr
+    assert "TokenA" not in stderr  # the URLs stay secret in this error too
+    assert "requests" not in modules  # found missing without importing anything of it
+    assert not workspace.state.exists()
+
+
+async def test_a_half_installed_apprise_is_a_config_error_not_a_traceback(
+    tmp_path: Path, workspace: Workspace
+) -> None:
+    """Apprise there but one of its modules missing: exit 2 saying to reinstall [notify]."""
+    config = workspace.write_config("http://127.0.0.1:9", [{"uid": "stack-a"}], notify=APPRISE_URLS)
+    code, stderr, _ = await _run_hidden(
+        tmp_path, ["apprise.url"], "--config", str(config), "status"
+    )
+    assert code == 2, stderr
+    assert "Apprise cannot be loaded (apprise.url is missing)" in stderr
+    assert "pip install 'c66-archiver[notify]'" in stderr
+    assert "Traceback" not in stderr
+
+
 async def test_a_local_pass_runs_on_the_core_install_and_imports_no_backend_it_does_not_use(
     sim: Simulator, server: SimulatorServer, tmp_path: Path, workspace: Workspace
 ) -> None:
-    """Core only (offsite extras hidden): a local pass archives, and loads none of the rest."""
+    """Core only (every extra hidden): a local pass archives, and loads none of the rest."""
     sim.add_stack("stack-a")
     backup_id = sim.add_backup("stack-a", size=100_000)
     config = workspace.write_config(server.base_url, [{"uid": "stack-a"}])
     code, stderr, modules = await _run_hidden(
-        tmp_path, OFFSITE_MODULES, "--config", str(config), "--log-format", "json", "sync"
+        tmp_path, EXTRA_MODULES, "--config", str(config), "--log-format", "json", "sync"
     )
     assert code == 0, stderr
     assert archived_sha256s(workspace.archive) == {backup_id: sim.expected_sha256(backup_id)}
@@ -125,14 +166,32 @@ async def test_a_local_pass_with_every_extra_installed_still_imports_no_offsite_
     assert sorted(set(NOT_FOR_A_LOCAL_PASS) & modules) == []
 
 
-def test_every_storage_extra_is_declared_in_pyproject() -> None:
-    """The extras the error message names exist, and the test extra installs them all."""
+async def test_apprise_is_imported_once_apprise_urls_are_configured(
+    sim: Simulator, server: SimulatorServer, tmp_path: Path, workspace: Workspace
+) -> None:
+    """The other side of the above: with `apprise_urls` set, the pass loads Apprise."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=10_000)
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], notify={"apprise_urls": ["json://127.0.0.1:9/"]}
+    )
+    code, stderr, modules = await _run_hidden(
+        tmp_path, [], "--config", str(config), "--log-format", "json", "sync"
+    )
+    assert code == 0, stderr
+    assert {"apprise", "archiver.storage.local"} <= modules
+    assert not {"archiver.storage.s3", "archiver.storage.sftp", "asyncssh"} & modules
+
+
+def test_every_extra_is_declared_in_pyproject() -> None:
+    """The extras the error messages name exist, and `all` (which tests install) has each."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    for extra in STORAGE_EXTRAS.values():
+    for extra in [*STORAGE_EXTRAS.values(), NOTIFY_EXTRA]:
         assert extra.name in extras
-    assert "c66-archiver[s3,sftp]" in extras["test"]
-    assert "c66-archiver[s3,sftp]" in extras["all"]
+    assert extras["all"] == ["c66-archiver[s3,sftp,notify]"]
+    assert "c66-archiver[all]" in extras["test"]
+    assert extras["notify"] == ["apprise>=1.9"]
     core = " ".join(project["dependencies"])
-    assert "aiobotocore" not in core
-    assert "asyncssh" not in core
+    for package in ("aiobotocore", "asyncssh", "apprise"):
+        assert package not in core

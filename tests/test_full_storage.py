@@ -31,6 +31,7 @@ from tests.conftest import (
     start_cli,
 )
 from tests.s3_fault_proxy import S3FaultProxy, is_manifest_put
+from tests.tmpfs import mount_tmpfs, unmount
 
 MiB = 1024 * 1024
 
@@ -46,16 +47,10 @@ class TinyDestination:
     root: Path | None = None  # on this machine's disk (local, and SFTP's server)
 
 
-def mount_tmpfs(mount_point: Path, size: str, owner: tuple[int, int] | None = None) -> None:
+def mount_sized_tmpfs(mount_point: Path, size: str, owner: tuple[int, int] | None = None) -> None:
     """Mount a tmpfs of `size` (owned by `owner`'s uid, gid), or skip where that is refused."""
     options = f"size={size}" + (f",mode=0700,uid={owner[0]},gid={owner[1]}" if owner else "")
-    mount_point.mkdir(exist_ok=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-        capture_output=True, check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    mount_tmpfs(mount_point, options)
 
 
 def grow_tmpfs(mount_point: Path, size: str) -> None:
@@ -86,10 +81,8 @@ def tmpfs_destination(
         base = request.getfixturevalue("sftp_folder")
         owner = (sshd.uid, sshd.gid)
     disk = base / "disk"
-    mount_tmpfs(disk, size, owner)
-    request.addfinalizer(
-        lambda: subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
-    )
+    mount_sized_tmpfs(disk, size, owner)
+    request.addfinalizer(lambda: unmount(disk))
     root = disk / "archive"
     storage = sshd.storage_table(root) if owner else {"type": "local", "path": str(root)}
 

@@ -155,6 +155,55 @@ async def test_a_copy_gone_bad_is_not_copied_on(
     [failure] = (await status_json(path))["last_run"]["failed"]
     assert (failure["backup_id"], failure["storage"]) == (dropped, "far")
     assert "Cloud 66 no longer lists it" in failure["reason"]
+    assert "the copy in 'near' could not be used" in failure["reason"]
+    assert "encrypted" not in failure["reason"]  # no encryption anywhere: not the cause
+
+
+async def test_a_pass_counts_as_archived_only_the_backups_that_gained_a_copy(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Filling in a new destination while one backup's only copy went bad: last_run.archived
+    counts the backups filled in, not the one that failed beside them."""
+    good = [sim.add_backup("stack-a", database_name=f"db{n}", size=3000 + n) for n in range(5)]
+    bad = sim.add_backup("stack-a", database_name="rotten", size=4000)
+    only_near = config(workspace, server, [near(workspace)])
+    assert (await run_cli("--config", only_near, "sync")).code == 0
+    [rotten] = near_folder(workspace).rglob("rotten.tar")
+    data = bytearray(rotten.read_bytes())
+    data[100] ^= 0x01
+    rotten.write_bytes(bytes(data))
+    sim.remove_backup(bad)
+    path = config(workspace, server, [near(workspace), local(workspace, "far")])
+
+    result = await run_cli("--config", path, "sync")
+
+    assert result.code == 1
+    last_run = (await status_json(path))["last_run"]
+    assert last_run["archived"] == len(good)
+    assert [(f["backup_id"], f["storage"]) for f in last_run["failed"]] == [(bad, "far")]
+    assert "filled in 5 from other destinations" in result.stderr
+
+
+async def test_a_pass_where_every_destination_fails_claims_nothing_already_had(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """Both destinations sit under a file: nothing is archived, and the summary does not call
+    the failed backups 'already had'."""
+    sim.add_backup("stack-a", size=2000)
+    blocker = workspace.root / "blocker"
+    blocker.write_text("a file where folders should be")
+    path = config(workspace, server, [
+        {"name": "near", "type": "local", "path": str(blocker / "near")},
+        {"name": "far", "type": "local", "path": str(blocker / "far")},
+    ])
+
+    result = await run_cli("--config", path, "sync")
+
+    assert result.code == 1
+    assert "archived 0, already had 0," in result.stderr
+    assert {f["storage"] for f in (await status_json(path))["last_run"]["failed"]} == {
+        "near", "far"
+    }
 
 
 async def test_a_state_rebuilt_from_several_destinations_knows_every_copy(

@@ -58,14 +58,14 @@ def test_the_entry_point_imports_the_command_line_with_the_collector_paused() ->
 
 def test_running_a_command_resumes_the_collector(collector: None) -> None:
     """The CLI's runner calls startup_done before its event loop starts."""
-    from archiver import cli
+    from archiver.cli.base import run
 
     async def nothing() -> int:
         return 0
 
     startup.pause_collector()
     with pytest.raises(SystemExit) as exited:
-        cli._run(nothing)
+        run(nothing)
     assert exited.value.code == 0
     assert gc.isenabled()
     assert gc.get_freeze_count() > 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from archiver.core.errors import PermanentStorageError, StorageFull, TransientSt
 from archiver.storage.base import SegmentWriter
 from archiver.storage.local import LocalStorage, classify_os_error
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
+from tests.tmpfs import mount_tmpfs, unmount
 
 MiB = 1024 * 1024
 
@@ -24,6 +24,14 @@ MiB = 1024 * 1024
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[LocalStorage]:
     """A fresh backend on a folder that does not exist yet."""
+    backend = LocalStorage(tmp_path / "archive")
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+async def neighbour(tmp_path: Path) -> AsyncIterator[LocalStorage]:
+    """Another process's view of the same folder: a second backend on it."""
     backend = LocalStorage(tmp_path / "archive")
     yield backend
     await backend.aclose()
@@ -44,18 +52,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "mnt"
     mount_point.mkdir()
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
-
-
-def mount_tmpfs(mount_point: Path, options: str) -> None:
-    """Mount a tmpfs with `options`, or skip the test where mounting is not allowed."""
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-        check=False,
-        capture_output=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    unmount(mount_point)
 
 
 async def write_mebibytes(segment: SegmentWriter, count: int) -> None:

@@ -18,6 +18,12 @@ async def storage() -> AsyncIterator[MemoryStorage]:
     await backend.aclose()
 
 
+@pytest.fixture
+def neighbour(storage: MemoryStorage) -> MemoryStorage:
+    """Another process's view of the same place: memory has only the one."""
+    return storage
+
+
 class TestMemoryConformance(StorageConformance):
     """The reference backend passes the whole suite."""
 

@@ -58,6 +58,16 @@ async def storage(
     await backend.aclose()
 
 
+@pytest.fixture
+async def neighbour(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> AsyncIterator[S3Storage]:
+    """Another process's view of the same bucket and prefix: a second backend on it."""
+    backend = S3Storage(settings_for(s3_server, s3_bucket, tmp_path))
+    yield backend
+    await backend.aclose()
+
+
 class TestS3Conformance(StorageConformance):
     """The S3 backend passes the whole suite."""
 

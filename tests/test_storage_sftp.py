@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import stat
-import subprocess
 import tomllib
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -23,9 +22,11 @@ from archiver.core.errors import PermanentStorageError, StorageFull, TransientSt
 from archiver.storage import open_storage
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
+from archiver.storage.sftp_errors import classify_sftp_error
 from loopback.sshd import SftpServer
 from tests.conftest import REPO_ROOT, file_sha256, wait_until
 from tests.storage_conformance import StorageConformance, keys_of, sha256_hex, write_upload
+from tests.tmpfs import mount_tmpfs, unmount
 
 MiB = 1024 * 1024
 
@@ -33,6 +34,16 @@ MiB = 1024 * 1024
 @pytest.fixture
 async def storage(sftp_server: SftpServer, sftp_folder: Path) -> AsyncIterator[SftpStorage]:
     """A fresh backend on a remote folder that does not exist yet."""
+    backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+async def neighbour(
+    sftp_server: SftpServer, sftp_folder: Path
+) -> AsyncIterator[SftpStorage]:
+    """Another process's view of the same remote folder: a second backend (connection) on it."""
     backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
     yield backend
     await backend.aclose()
@@ -66,18 +77,12 @@ def tmpfs(sftp_folder: Path) -> Iterator[Path]:
     mount_point = sftp_folder / "mnt"
     mount_point.mkdir()
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False, capture_output=True)
+    unmount(mount_point)
 
 
-def mount_tmpfs(mount_point: Path, server: SftpServer, size: str) -> None:
+def mount_user_tmpfs(mount_point: Path, server: SftpServer, size: str) -> None:
     """Mount a tiny tmpfs owned by the SFTP user, or skip where mounting is not allowed."""
-    options = f"size={size},mode=0700,uid={server.uid},gid={server.gid}"
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-        check=False, capture_output=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    mount_tmpfs(mount_point, f"size={size},mode=0700,uid={server.uid},gid={server.gid}")
 
 
 async def test_open_storage_picks_the_sftp_backend(
@@ -205,7 +210,7 @@ async def test_a_full_disk_is_a_permanent_no_space_error(
 ) -> None:
     """ENOSPC on the server (a 2 MiB tmpfs) raises StorageFull 'no space left' by the segment's
     close at the latest (writes are in flight), and abort cleans up."""
-    mount_tmpfs(tmpfs, sftp_server, "2m")
+    mount_user_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
@@ -225,7 +230,7 @@ async def test_a_refused_write_is_no_space_even_once_room_is_back(
     """A write the server refused with its bare 'Failure' is StorageFull even when another
     upload gave room back before the failure was looked at (so it is never kept to resume);
     a bare 'Failure' of anything else, with room, is not."""
-    mount_tmpfs(tmpfs, sftp_server, "2m")
+    mount_user_tmpfs(tmpfs, sftp_server, "2m")
     backend = SftpStorage(sftp_server.settings(tmpfs))
     try:
         upload = await backend.start_upload("s/db.tar")
@@ -236,8 +241,9 @@ async def test_a_refused_write_is_no_space_even_once_room_is_back(
         assert type(refusal) is asyncssh.SFTPFailure  # OpenSSH names no errno
         await upload.abort()  # the room comes back before anyone looks
         location = backend.location("s/db.tar")
-        assert type(await backend.classified(refusal, location, writing=True)) is StorageFull
-        assert type(await backend.classified(refusal, location)) is TransientStorageError
+        classified = backend.connection.classified
+        assert type(await classified(refusal, location, writing=True)) is StorageFull
+        assert type(await classified(refusal, location)) is TransientStorageError
     finally:
         await backend.aclose()
 
@@ -382,3 +388,20 @@ async def test_a_suspended_upload_keeps_only_the_acknowledged_bytes_of_the_last_
     assert resumed.durable == MiB
     assert await resumed.upload.read_back(0, MiB) == fresh
     await resumed.upload.abort()
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("No space left on device", StorageFull),  # servers that pass strerror on (SFTPGo, ...)
+        ("Disk quota exceeded", StorageFull),
+        ("write failed: ENOSPC", StorageFull),
+        ("Failure", TransientStorageError),  # OpenSSH's bare failure: the free space decides
+    ],
+)
+def test_the_words_of_a_no_space_failure_are_pinned(
+    reason: str, kind: type[Exception]
+) -> None:
+    """A bare SSH_FX_FAILURE is a full destination when its text says so; only then."""
+    classified = classify_sftp_error(asyncssh.SFTPFailure(reason), "sftp://host/archive/x")
+    assert type(classified) is kind

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import structlog
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,6 +37,8 @@ from archiver.state.records import Verification, VerifyRun
 from archiver.state.store import StateStore
 from archiver.storage.destinations import Destination
 from archiver.sync.progress import PassProgress
+
+log = structlog.get_logger(__name__)
 
 # Backups checked at once: enough to overlap one's latency with another's hashing.
 _CONCURRENT_CHECKS = 2
@@ -69,6 +72,7 @@ async def run_verify(
         checked = await _check_all(verifiers, chosen, show_progress=not (as_json or quiet))
         results = without_pruned_meanwhile(archive.state, checked)
         _record(archive.state, results, deep=deep)
+        _forget_gone(archive.state, results)
     failed = [result for result in results if not result.ok]
     if failed and alerts_configured(settings.notify):
         await _alert(settings, failed, checked=len(results), several=len(settings.storage) > 1)
@@ -143,6 +147,19 @@ def without_pruned_meanwhile(state: StateStore, results: list[CheckResult]) -> l
             result.record.backup_id, set()
         )
     ]
+
+
+def _forget_gone(state: StateStore, results: list[CheckResult]) -> None:
+    """A copy whose manifest is gone (deleted outside the archiver) is not archived there any
+    more, as the contract counts: the state stops claiming it, so `status` shows it missing
+    and the next pass fills it in again (from another copy, or from Cloud 66)."""
+    for result in results:
+        if result.gone:
+            record = result.record
+            state.archived.forget(record.stack_uid, record.backup_id, record.storage)
+            log.warning("a copy's manifest is gone: the next pass fills it in again",
+                        stack_uid=record.stack_uid, backup_id=record.backup_id,
+                        storage=record.storage)
 
 
 def _record(state: StateStore, results: list[CheckResult], *, deep: bool) -> None:

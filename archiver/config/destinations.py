@@ -126,5 +126,6 @@ def check_destinations(destinations: tuple[StorageSettings, ...]) -> None:
             if same_place(other, destination):
                 raise ValueError(
                     f"destinations {other.name!r} and {destination.name!r} are the same place "
-                    "(the same or nested folders, or one bucket with overlapping prefixes)"
+                    "(the same or nested folders, one bucket with overlapping prefixes, "
+                    "or one SFTP host and port with nested paths)"
                 )

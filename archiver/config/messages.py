@@ -81,7 +81,9 @@ def toml_value(value: object) -> str | None:
         text = value if len(value) <= 60 else value[:57] + "..."
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
-        return "a list"
+        # A list of tables ([[storage]]) is about the tables, which the message names.
+        scalars = all(isinstance(item, str | int | float | bool) for item in value)
+        return "a list" if scalars else None
     return None
 
 

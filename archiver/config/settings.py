@@ -47,7 +47,13 @@ from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegati
 from archiver.config.values import Section as _Section
 from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
 from archiver.core.errors import ConfigError
-from archiver.core.extras import missing_extra_message, missing_storage_modules
+from archiver.core.extras import (
+    NOTIFY_EXTRA,
+    missing_extra_message,
+    missing_modules,
+    missing_storage_modules,
+    needs_extra_message,
+)
 from archiver.core.units import parse_duration as parse_duration  # re-exported: cli, tests
 from archiver.model.retention import RetentionPolicy
 
@@ -371,13 +377,23 @@ def settings_from_dict(document: dict[str, Any], *, source: Path | None = None) 
     except ValidationError as error:
         one_table = isinstance(document.get("storage"), dict)
         raise ConfigError(_describe_validation_error(where, error, one_table)) from None
+    _check_extras(settings, where)
+    return settings.model_copy(update={"source": source})
+
+
+def _check_extras(settings: Settings, where: str) -> None:
+    """Every extra the config needs is installed: asked before anything is attempted,
+    and without importing a backend or Apprise."""
     for index, destination in enumerate(settings.storage):
         missing = missing_storage_modules(destination.type)
-        if missing:  # before anything is attempted, and without importing the backend
+        if missing:
             table = "[storage]" if len(settings.storage) == 1 else f"storage[{index}]"
             message = missing_extra_message(destination.type, missing)
             raise ConfigError(f"{where}: {table} {message}")
-    return settings.model_copy(update={"source": source})
+    missing = missing_modules(NOTIFY_EXTRA) if settings.notify.apprise_urls else []
+    if missing:
+        message = needs_extra_message("apprise_urls", NOTIFY_EXTRA, missing)
+        raise ConfigError(f"{where}: [notify] {message}")
 
 
 def _describe_validation_error(where: str, error: ValidationError, one_storage: bool) -> str:

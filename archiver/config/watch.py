@@ -4,7 +4,9 @@ Kept apart from `archiver.config.settings`, which includes them. An Apprise URL
 is checked by Apprise itself when the config is read (it must be one Apprise can
 send to), and registered as a secret right away: Slack webhook tokens, mail
 passwords and bot tokens live in these URLs, so none may reach a log line. A bad
-one is named by its position and scheme, never by the URL.
+one is named by its position and scheme, never by the URL. Apprise comes with the
+`[notify]` extra: without it a URL cannot be parsed here, and the config check that
+follows validation (`settings_from_dict`) says which line installs it (exit 2).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from archiver.core.extras import NOTIFY_EXTRA, install_line, missing_modules
 from archiver.core.secrets import add_secret
 from archiver.core.units import parse_duration
 
@@ -71,6 +74,8 @@ def check_apprise_url(url: str) -> str:
     url = url.strip()
     for secret in apprise_secrets(url):
         add_secret(secret)
+    if missing_modules(NOTIFY_EXTRA):
+        return url  # unparsed: the extra check after validation refuses the config
     if not _apprise_accepts(url):
         scheme = url_scheme(url)
         what = f"a {scheme}:// URL" if scheme != "?" else "text without a scheme://"
@@ -83,7 +88,13 @@ def check_apprise_url(url: str) -> str:
 
 def _apprise_accepts(url: str) -> bool:
     # Imported here: about a second with its plugins, paid only when URLs are configured.
-    import apprise
+    try:
+        import apprise
+    except ImportError as error:  # installed, but a module it needs is not
+        raise ValueError(
+            f"Apprise cannot be loaded ({error.name or error} is missing); reinstall the "
+            f"[notify] extra: {install_line(NOTIFY_EXTRA)}"
+        ) from None
 
     # Apprise logs a URL it cannot parse, whole, before logging is set up: silence it.
     apprise_log = logging.getLogger("apprise")

@@ -14,6 +14,10 @@ EXIT_PARTIAL = 1
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
 EXIT_AUTH = 4
+# A one-shot pass stopped (SIGTERM, SIGINT) with work left for the next pass: 128 + the
+# signal's number, as a shell reports a process the signal ended (143, 130). Not 0: the
+# job is not done; not 1: nothing failed. `c66-archiver-sync.service` counts 143 as success.
+EXIT_STOPPED_BASE = 128
 
 
 class ArchiverError(Exception):
@@ -97,6 +101,11 @@ class ObjectLocked(PermanentStorageError):
     def __init__(self, message: str, *, until: datetime | None = None) -> None:
         super().__init__(message)
         self.until = until
+
+
+def exit_code_for_stop(signum: int) -> int:
+    """The exit code of a one-shot pass that signal `signum` stopped before its work was done."""
+    return EXIT_STOPPED_BASE + signum
 
 
 def exit_code_for(error: BaseException) -> int:

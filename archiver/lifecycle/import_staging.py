@@ -5,8 +5,11 @@ decrypts it (streaming, checked against the manifest's sha256) into a staging
 object under `c66-archiver-imports/<random>/`, hands Cloud 66 a pre-signed URL of
 that object, and leaves an `expires.json` beside it. The first pass after the URL
 expired removes the folder. The marker is written first, so even a staging cut
-short by a crash is removed. This is the one place plaintext reaches the bucket:
-deliberately, briefly, at the user's request, behind a short-lived URL.
+short by a crash is removed; while the copy is being written, a pass's cleanup of
+unfinished uploads leaves it alone (`archiver.storage.base.written_beside_passes`),
+and takes what a crashed import left of it once idle. This is the one place
+plaintext reaches the bucket: deliberately, briefly, at the user's request, behind
+a short-lived URL.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from archiver.config.keys import Identity
 from archiver.core.errors import ConfigError, IntegrityError, StorageError
 from archiver.model.layout import safe_component
 from archiver.model.manifest import ArchivedBackup, Manifest
-from archiver.storage.base import Storage, Upload
+from archiver.storage.base import STAGING_FOLDER, Storage, Upload
 from archiver.transfer.encryption import AgeStream, CorruptCiphertext, WrongIdentity
 
 log = structlog.get_logger(__name__)
 
-STAGING_FOLDER = "c66-archiver-imports"
+__all__ = ["MARKER", "STAGING_FOLDER", "remove_expired_staging", "stage_plaintext"]
+
 MARKER = "expires.json"
 
 

@@ -38,6 +38,7 @@ import structlog
 
 from archiver.core.errors import ObjectLocked, StorageError
 from archiver.core.secrets import redact
+from archiver.model.backup_identity import identity_of
 from archiver.model.layout import TOMBSTONE_NAME, sibling_key
 from archiver.model.manifest import ArchivedBackup, Tombstone, utc_now_iso
 from archiver.model.retention import RetentionPolicy, decide
@@ -69,14 +70,7 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         """The contract's `prune --json` entry."""
-        entry: dict[str, Any] = {
-            "stack_uid": self.record.stack_uid,
-            "backup_id": self.record.backup_id,
-            "db_type": self.record.db_type,
-            "database_name": self.record.database_name,
-            "backup_date": self.record.backup_date,
-            "storage": self.record.storage,
-        }
+        entry: dict[str, Any] = {**identity_of(self.record), "storage": self.record.storage}
         if self.keep:
             entry["reasons"] = list(self.reasons)
         else:
@@ -197,8 +191,7 @@ class Pruner:
     def _start(self, verdict: Verdict) -> PrunedBackup:
         record = verdict.record
         pruned = PrunedBackup(
-            record.stack_uid, record.backup_id, record.db_type, record.database_name,
-            record.backup_date, record.tar_key, record.manifest_key,
+            **identity_of(record), tar_key=record.tar_key, manifest_key=record.manifest_key,
             pruned_at=utc_now_iso(), complete=False, storage=self._destination.name,
         )
         self._state.pruned.record(pruned)
@@ -236,11 +229,7 @@ class Pruner:
 
 def _tombstone(pruned: PrunedBackup, policy: str) -> Tombstone:
     return Tombstone(
-        stack_uid=pruned.stack_uid,
-        backup_id=pruned.backup_id,
-        db_type=pruned.db_type,
-        database_name=pruned.database_name,
-        backup_date=pruned.backup_date,
+        **identity_of(pruned),
         pruned_at=pruned.pruned_at,
         policy=policy,
         file=pruned.tar_key.rpartition("/")[2],

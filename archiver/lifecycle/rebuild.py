@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import structlog
 
+from archiver.model.backup_identity import identity_of
 from archiver.model.layout import MANIFEST_NAME, TOMBSTONE_NAME, sibling_key
 from archiver.model.manifest import ArchivedBackup, Manifest, Tombstone
 from archiver.state.records import PrunedBackup
@@ -68,9 +69,8 @@ async def _record_tombstones(
         leftovers = manifest_key in keys or tar_key in keys
         state.pruned.record(
             PrunedBackup(
-                tombstone.stack_uid, tombstone.backup_id, tombstone.db_type,
-                tombstone.database_name, tombstone.backup_date, tar_key, manifest_key,
-                tombstone.pruned_at, complete=not leftovers, storage=name,
+                **identity_of(tombstone), tar_key=tar_key, manifest_key=manifest_key,
+                pruned_at=tombstone.pruned_at, complete=not leftovers, storage=name,
             )
         )
         found.add(key)

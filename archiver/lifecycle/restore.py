@@ -35,7 +35,7 @@ from archiver.config.keys import Identity
 from archiver.config.settings import Settings, destination_named
 from archiver.core.errors import EXIT_OK, EXIT_PARTIAL, ArchiverError, ConfigError
 from archiver.core.private_files import create_private_file, fsync_folder
-from archiver.lifecycle.archive import open_archive
+from archiver.lifecycle.archive import Archive, open_archive
 from archiver.lifecycle.identity import identities_for
 from archiver.model.layout import ENCRYPTED_SUFFIX
 from archiver.model.manifest import ArchivedBackup, Manifest
@@ -109,10 +109,10 @@ async def run_restore(
         destination_named(settings, storage)  # an unknown name is exit 2, before anything
     async with open_archive(settings, lock=False) as archive, AsyncExitStack() as stack:
         order = [d.name for d in archive.destinations if storage in (None, d.name)]
-        record = find_backup(archive.state.archived.all(), backup_id, stack_uid, order)
-        target = None if output == STDOUT else output_file(Path(output), record, force=force)
+        copies = find_copies(archive.state.archived.all(), backup_id, stack_uid, order)
+        target = None if output == STDOUT else output_file(Path(output), copies[0], force=force)
+        record, manifest = await _first_readable(archive, copies)
         destination = archive.destination(record.storage)
-        manifest = await _manifest(destination, record)
         # Closed here, whatever ends the restore (a closed pipe too), while the archive's
         # threads still run: a generator left to the garbage collector would close later.
         stored = await stack.enter_async_context(
@@ -131,8 +131,9 @@ async def run_restore(
                 await _to_file(chunks, manifest, target, force=force)
         except RestoreMismatch as mismatch:
             log.error("restore failed: the data does not match its manifest",
-                      backup_id=backup_id, problem=str(mismatch))
-            print(f"c66-archiver: error: {mismatch}", file=sys.stderr)
+                      backup_id=backup_id, storage=record.storage, problem=str(mismatch))
+            print(f"c66-archiver: error: {mismatch} (the copy in {record.storage!r}"
+                  f"{_others_hint(copies, record)})", file=sys.stderr)
             return EXIT_PARTIAL
     log.info("backup restored", backup_id=backup_id, stack_uid=record.stack_uid,
              storage=record.storage, size=manifest.size, sha256=manifest.sha256,
@@ -162,6 +163,27 @@ def plaintext_name(record: ArchivedBackup) -> str:
 
 def _exists_message(path: Path) -> str:
     return f"--output {path} exists: not replaced (add --force to replace it)"
+
+
+async def _first_readable(
+    archive: Archive, copies: Sequence[ArchivedBackup]
+) -> tuple[ArchivedBackup, Manifest]:
+    """The first copy whose manifest reads, in the destinations' order: a copy lost from
+    one destination (its manifest deleted outside the archiver) is no reason to fail."""
+    problems = []
+    for record in copies:
+        try:
+            return record, await _manifest(archive.destination(record.storage), record)
+        except RestoreMismatch as problem:
+            log.warning("cannot restore from this destination; trying the next",
+                        backup_id=record.backup_id, storage=record.storage, problem=str(problem))
+            problems.append(f"{problem} in {record.storage!r}")
+    raise RestoreMismatch("; ".join(problems))
+
+
+def _others_hint(copies: Sequence[ArchivedBackup], used: ArchivedBackup) -> str:
+    others = [record.storage for record in copies if record is not used]
+    return f"; other copies: --storage {' or '.join(others)}" if others else ""
 
 
 async def _manifest(destination: Destination, record: ArchivedBackup) -> Manifest:

@@ -2,8 +2,9 @@
 
 stdlib `tarfile` in stream mode (`r|`) reads every member to its end in a
 worker thread; the async side feeds it chunk by chunk through a small bounded
-queue. `tarfile` alone misses two kinds of damage: it takes a garbled header in
-the middle, or a cut exactly at a member boundary, for the end of the archive.
+queue (`archiver.core.fed_reader`). `tarfile` alone misses two kinds of damage:
+it takes a garbled header in the middle, or a cut exactly at a member boundary,
+for the end of the archive.
 So the check also requires the end-of-archive marker (two zero blocks) after
 the last member, and nothing but zeros after that.
 """
@@ -11,61 +12,31 @@ the last member, and nothing but zeros after that.
 from __future__ import annotations
 
 import asyncio
-import io
 import queue
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-_EOF = b""
+from archiver.core.fed_reader import END, FedReader
+
 _END_MARKER = 2 * tarfile.BLOCKSIZE
 _IN_FLIGHT = 4  # chunks queued for the tar thread at most
 _READ_SIZE = 1024 * 1024
 
 
-class _QueueReader(io.RawIOBase):
-    """A blocking reader over chunks put in a queue; an empty chunk ends the stream."""
+class _Zeros:
+    """Where the last non-zero byte of the stream seen so far is."""
 
-    def __init__(self, chunks: queue.Queue[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._current = memoryview(b"")
-        self._ended = False
-        self.position = 0
-        self.last_nonzero = -1  # offset of the last non-zero byte seen so far
+    def __init__(self) -> None:
+        self.last_nonzero = -1
 
-    def readable(self) -> bool:
-        """Always."""
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        """Copy the next bytes into `buffer`, waiting for a chunk when none is left."""
-        while not self._current and not self._ended:
-            chunk = self._chunks.get()
-            if chunk is _EOF or not chunk:
-                self._ended = True
-                break
-            self._note_nonzero(chunk)
-            self._current = memoryview(chunk)
-        count = min(len(buffer), len(self._current))
-        buffer[:count] = self._current[:count]
-        self._current = self._current[count:]
-        self.position += count
-        return count
-
-    def _note_nonzero(self, chunk: bytes) -> None:
+    def note(self, chunk: bytes, offset: int) -> None:
+        """See `chunk`, which starts at byte `offset` of the stream."""
         stripped = len(chunk.rstrip(b"\0"))  # fast: scans from the end, stops at data
         if stripped:
-            self.last_nonzero = self.position + len(self._current) + stripped - 1
-
-    def drain(self) -> None:
-        """Read (and discard) the rest of the stream, still noting non-zero bytes."""
-        scratch = bytearray(_READ_SIZE)
-        while self.readinto(scratch):
-            pass
+            self.last_nonzero = offset + stripped - 1
 
 
-def _check_tar(reader: _QueueReader) -> str | None:
+def _check_tar(reader: FedReader, zeros: _Zeros) -> str | None:
     """Read every member to its end; None when the tar is whole, else what is wrong."""
     try:
         with tarfile.open(fileobj=reader, mode="r|") as archive:
@@ -80,7 +51,7 @@ def _check_tar(reader: _QueueReader) -> str | None:
     reader.drain()
     if members == 0:
         return "not a readable tar: no member"
-    if reader.last_nonzero >= end:
+    if zeros.last_nonzero >= end:
         return f"not a readable tar: data after its end at byte {end} (a garbled header?)"
     if reader.position - end < _END_MARKER:
         return "not a readable tar: it ends without the end-of-archive marker (truncated?)"
@@ -98,10 +69,11 @@ class TarChecker:
     """Feed a stream's chunks in order, then `finish` for the verdict."""
 
     def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=_IN_FLIGHT)
-        self._reader = _QueueReader(self._chunks)
+        self._chunks: queue.Queue[object] = queue.Queue(maxsize=_IN_FLIGHT)
+        zeros = _Zeros()
+        reader = FedReader(self._chunks, on_chunk=zeros.note)
         loop = asyncio.get_running_loop()
-        self._verdict = loop.run_in_executor(executor, _check_tar, self._reader)
+        self._verdict = loop.run_in_executor(executor, _check_tar, reader, zeros)
 
     async def feed(self, chunk: bytes) -> None:
         """Hand the tar thread the next chunk (waits while it is behind)."""
@@ -111,5 +83,5 @@ class TarChecker:
     async def finish(self) -> str | None:
         """End the stream; None when the tar was whole, else what is wrong with it."""
         if not self._verdict.done():
-            await asyncio.get_running_loop().run_in_executor(None, self._chunks.put, _EOF)
+            await asyncio.get_running_loop().run_in_executor(None, self._chunks.put, END)
         return await self._verdict

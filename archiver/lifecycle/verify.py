@@ -40,6 +40,7 @@ class CheckResult:
     record: ArchivedBackup
     problem: str | None
     location: str = ""  # where the copy is, as its destination names it now
+    gone: bool = False  # its manifest is missing: by the contract, no copy is there
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,10 @@ class CheckResult:
 
 class _Corrupt(Exception):
     """Internal: the stored backup does not match its manifest (the message says how)."""
+
+
+class _ManifestGone(_Corrupt):
+    """Internal: the copy's manifest is missing, so the destination no longer holds it."""
 
 
 def subset_group(record: ArchivedBackup, groups: int) -> int:
@@ -114,6 +119,8 @@ class Verifier:
         location = self._destination.location(record.tar_key)
         try:
             await self._check(record, on_bytes)
+        except _ManifestGone as gone:
+            return CheckResult(record, str(gone), location, gone=True)
         except _Corrupt as corrupt:
             return CheckResult(record, str(corrupt), location)
         except (StorageError, OSError) as error:
@@ -135,7 +142,7 @@ class Verifier:
         try:
             return Manifest.from_json(await self._storage.read_small(record.manifest_key))
         except FileNotFoundError:
-            raise _Corrupt("the manifest is missing") from None
+            raise _ManifestGone("the manifest is missing") from None
         except (ValueError, KeyError, TypeError):
             raise _Corrupt("the manifest is unreadable") from None
 

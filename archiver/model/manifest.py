@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from archiver.model.backup_identity import identity_from_json, identity_of
+
 MANIFEST_VERSION = 1
 
 
@@ -102,11 +104,7 @@ class Manifest:
             raise ValueError("a manifest is a JSON object")
         parts = [PartRecord(**part) for part in document.get("parts", [])]
         return cls(
-            stack_uid=str(document["stack_uid"]),
-            backup_id=int(document["backup_id"]),
-            db_type=str(document["db_type"]),
-            database_name=str(document["database_name"]),
-            backup_date=document.get("backup_date"),
+            **identity_from_json(document),
             size=int(document["size"]),
             sha256=str(document["sha256"]),
             parts=parts,
@@ -124,16 +122,12 @@ class Manifest:
     ) -> ArchivedBackup:
         """The state's view of this manifest, as the copy in destination `storage`."""
         return ArchivedBackup(
-            stack_uid=self.stack_uid,
-            backup_id=self.backup_id,
-            db_type=self.db_type,
-            database_name=self.database_name,
+            **identity_of(self),
             size=self.size,
             sha256=self.sha256,
             archived_at=self.archived_at,
             tar_key=tar_key,
             manifest_key=manifest_key,
-            backup_date=self.backup_date,
             storage=storage,
             locked_until=locked_until,
         )
@@ -177,11 +171,7 @@ class Tombstone:
         if not isinstance(document, dict):
             raise ValueError("a tombstone is a JSON object")
         return cls(
-            stack_uid=str(document["stack_uid"]),
-            backup_id=int(document["backup_id"]),
-            db_type=str(document.get("db_type", "")),
-            database_name=str(document.get("database_name", "")),
-            backup_date=document.get("backup_date"),
+            **identity_from_json(document, names_required=False),
             pruned_at=str(document["pruned_at"]),
             policy=str(document.get("policy", "")),
             file=str(document.get("file", "")),

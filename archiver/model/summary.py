@@ -48,6 +48,7 @@ class PassSummary:
     seconds: float = 0.0
     failed: list[Failure] = field(default_factory=list)
     auth_error: AuthError | None = None
+    stopped: bool = False  # a stop (SIGTERM) left some of the pass's work for the next one
 
     @property
     def ok(self) -> bool:
@@ -77,8 +78,9 @@ class PassSummary:
         """The end-of-pass summary line."""
         pruned = f", pruned {self.pruned}" if self.pruned else ""
         filled = f", filled in {self.filled} from other destinations" if self.filled else ""
+        stopped = "; stopped: the rest is left for the next pass" if self.stopped else ""
         return (
             f"archived {self.archived}, already had {self.already}, skipped {self.skipped}, "
             f"failed {len(self.failed)}{pruned}{filled}, {human_bytes(self.bytes)} in "
-            f"{self.seconds:.1f}s"
+            f"{self.seconds:.1f}s{stopped}"
         )

@@ -4,8 +4,9 @@ One Apprise object per URL, so each is a channel of its own: what one failed to
 take is sent to it again later without repeating it to the others. A URL is
 named in logs by its position and scheme only (`apprise_urls[1] (slack://)`):
 the URLs hold tokens and passwords, and were registered as secrets when the
-config was read. Apprise is imported only when a URL is configured (it takes
-about a second to load its plugins).
+config was read. Apprise comes with the `[notify]` extra (the config check refuses
+`apprise_urls` without it) and is imported only when a URL is configured (it takes
+about a third of a second to load its plugins from bytecode, a second without).
 """
 
 from __future__ import annotations

@@ -8,17 +8,16 @@ one pass right after it (a missed pass runs once, not many times).
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from archiver.config.settings import Settings
-from archiver.core.stopping import StopSignal
 from archiver.service import systemd
 from archiver.service.http import serve_http
 from archiver.service.schedule import build_trigger, describe_schedule
+from archiver.sync.graceful_stop import GracefulStop
 from archiver.sync.runtime import Runtime
 from archiver.sync.sync_pass import SyncPass
 
@@ -31,12 +30,17 @@ class Daemon:
     def __init__(self, settings: Settings, token: str) -> None:
         self._settings = settings
         self._token = token
-        self._stop = StopSignal()
+        self._stopping = GracefulStop(settings.transfer.grace_period)
+        self._stop = self._stopping.signal
         self._pass_due = asyncio.Event()
+        self._stopping.also(self._pass_due.set)  # the runner loop wakes to see the stop
 
     async def run(self) -> int:
         """Run until a signal; always returns exit code 0 after a clean shutdown."""
-        self._install_signal_handlers()
+        with self._stopping.on_signals():
+            return await self._serve()
+
+    async def _serve(self) -> int:
         # The HTTP endpoints start before the first pass and stop before the runtime closes.
         async with (
             Runtime(
@@ -63,19 +67,7 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop taking new work; the pass in flight gets the grace period."""
-        if not self._stop.is_set():
-            systemd.notify_stopping()
-            log.info(
-                "stopping: no new work; transfers in flight may finish",
-                grace_seconds=self._settings.transfer.grace_period.total_seconds(),
-            )
-        self._stop.set()
-        self._pass_due.set()
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stop)
+        self._stopping.request()
 
     def _start_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=self._settings.schedule.timezone)
@@ -104,21 +96,7 @@ class Daemon:
             await self._run_one_pass(runtime)
 
     async def _run_one_pass(self, runtime: Runtime) -> None:
-        sync_pass = SyncPass(runtime)
-        task = asyncio.create_task(sync_pass.run())
-        stop_waiter = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        stop_waiter.cancel()
-        if not task.done():
-            await self._drain(task)
-        elif task.exception() is not None:
-            log.error("pass crashed", error=repr(task.exception()))
-
-    async def _drain(self, task: asyncio.Task[object]) -> None:
-        """Give the transfers in flight the grace period, then abandon them cleanly."""
-        grace = self._settings.transfer.grace_period.total_seconds()
-        done, _ = await asyncio.wait({task}, timeout=grace)
-        if not done:
-            log.warning("grace period over; abandoning transfers in flight (resumed next pass)")
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self._stopping.run_pass(SyncPass(runtime).run())
+        except Exception as error:  # the daemon outlives a pass's bug; the next pass runs
+            log.error("pass crashed", error=repr(error))

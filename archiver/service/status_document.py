@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.config.destinations import StorageSettings
+from archiver.model.backup_identity import identity_of
 from archiver.model.manifest import ArchivedBackup
 from archiver.state.records import RunRecord, Verification, VerifyRun
 from archiver.state.store import StateStore
@@ -113,11 +114,7 @@ def _archived_entry(
     mine = [c for r in copies if (c := checks.get((r.stack_uid, r.backup_id, r.storage)))]
     failed = [check for check in mine if not check.ok]
     return {
-        "stack_uid": first.stack_uid,
-        "backup_id": first.backup_id,
-        "db_type": first.db_type,
-        "database_name": first.database_name,
-        "backup_date": first.backup_date,
+        **identity_of(first),
         "size": first.size,
         "sha256": first.sha256,
         "location": location_of(destinations[first.storage], first.tar_key),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from archiver.core.errors import PermanentStorageError, StorageError
@@ -25,6 +25,40 @@ READ_CHUNK_SIZE = 4 * 1024 * 1024
 
 # Unfinished data lives under this suffix (local and SFTP); no final key may end with it.
 PART_SUFFIX = ".part"
+
+PROBE_PREFIX = "c66-archiver-probe-"
+"""The name of a probe object at the root (`probe`, as `check-config` and /readyz run it)."""
+
+STAGING_FOLDER = "c66-archiver-imports"
+"""Where `import --backup` stages plaintext copies for Cloud 66 (`lifecycle.import_staging`)."""
+
+LEFTOVER_IDLE = timedelta(hours=1)
+"""How long an unfinished upload of a process that takes no lock must have gone unwritten
+before a pass takes it for a crash's leftover: far past any stall of a live writer (its
+retries give up within minutes) and any clock skew between us and an SFTP server."""
+
+
+def written_beside_passes(key: str) -> bool:
+    """True for what processes that take no lock write while a pass may run: a probe
+    object at the root, an import's staging copy (ARCHITECTURE.md, "Who takes which lock")."""
+    return key.startswith(PROBE_PREFIX) or key.split("/", 1)[0] == STAGING_FOLDER
+
+
+def removable_leftover(
+    key: str, last_written: datetime | None, *, idle_for: timedelta, now: datetime | None = None
+) -> bool:
+    """Whether a pass's cleanup takes the unfinished upload of `key` (relative to the root,
+    any `.part` suffix included), last written at `last_written` (None: unknown).
+
+    A pass's own leftovers, at once; another process's (`written_beside_passes`) only once
+    idle for `idle_for`: an unknown age keeps it.
+    """
+    if not written_beside_passes(key):
+        return True
+    if last_written is None:
+        return False
+    return (now or datetime.now(UTC)) - last_written >= idle_for
+
 
 # A piece of a chunk as the network delivered it (bytes), or a receive buffer (a view).
 Piece = bytes | bytearray | memoryview
@@ -118,6 +152,34 @@ class Upload(Protocol):
         may not be used afterwards."""
 
 
+class UploadEnd:
+    """Is an upload still open? Asked one way by every backend, with one error when not.
+
+    An upload ends when it is committed, suspended or aborted; from then on every
+    write, read back or segment raises `finished()`. `committed` is kept apart: an
+    upload whose commit failed has ended for writing but must still be aborted.
+    """
+
+    def __init__(self, location: str) -> None:
+        self._location = location
+        self.ended = False
+        self.committed = False
+
+    def check_open(self) -> None:
+        """Raise `finished()` once the upload has ended."""
+        if self.ended:
+            raise self.finished()
+
+    def finished(self) -> PermanentStorageError:
+        """The error of a use after the end."""
+        return PermanentStorageError(f"upload of {self._location} is already finished")
+
+    def end(self, *, committed: bool = False) -> None:
+        """No more writes (and, with `committed`, nothing left to abort)."""
+        self.ended = True
+        self.committed = self.committed or committed
+
+
 @dataclass(frozen=True)
 class ResumedUpload:
     """An unfinished upload an earlier process left, reopened to be continued."""
@@ -189,9 +251,18 @@ class Storage(Protocol):
     async def remove(self, key: str) -> None:
         """Delete a completed object. Idempotent: a missing key is not an error."""
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
         """Remove leftovers of interrupted uploads, except those of the keys in `keep` (to be
-        resumed); return how many. Run by each pass once it knows what it will resume."""
+        resumed) and what a live process that takes no lock is writing; return how many.
+
+        Run by each pass once it knows what it will resume. Beside it may run a
+        `check-config` probe or an `import --backup` staging upload of another process
+        (`written_beside_passes`): their leftovers go only once idle for `idle_for` (no
+        write since), as a live writer writes on. Everything else unfinished is a
+        pass's own, and no other pass runs (the instance lock).
+        """
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object; raise StorageError naming what failed."""
@@ -209,9 +280,6 @@ class Lockable(Protocol):
 
     async def lock_problem(self) -> str | None:
         """None when the bucket can lock objects, else why not (for `check-config`)."""
-
-
-PROBE_PREFIX = "c66-archiver-probe-"
 
 
 class _SmallObjects(Protocol):

@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
@@ -34,15 +34,18 @@ from archiver.core.errors import (
 )
 from archiver.core.private_files import create_private_file, fsync_folder, make_private_folders
 from archiver.storage.base import (
+    LEFTOVER_IDLE,
     PART_SUFFIX,
     READ_CHUNK_SIZE,
     ObjectInfo,
     OffsetSegment,
     Piece,
     ResumedUpload,
+    UploadEnd,
     check_final_key,
     check_key,
     probe_round_trip,
+    removable_leftover,
 )
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -187,13 +190,13 @@ class LocalUpload:
         self._part = final.with_name(final.name + PART_SUFFIX)
         self._descriptor: int | None = descriptor
         self._descriptor_lock = threading.Lock()
-        self._committed = False
+        self._end = UploadEnd(str(final))
         status = os.fstat(descriptor)
         self._inode = (status.st_dev, status.st_ino)
 
     def _open_descriptor(self) -> int:
-        if self._descriptor is None:
-            raise PermanentStorageError(f"upload of {self._final} is already finished")
+        self._end.check_open()
+        assert self._descriptor is not None  # None exactly once ended: _take_descriptor
         return self._descriptor
 
     async def open_segment(self, index: int, offset: int) -> LocalSegment:
@@ -243,12 +246,13 @@ class LocalUpload:
         # From here the descriptor is closed whatever happens, so abort must not touch it.
         self._take_descriptor()
         await self._storage.run(self._part, self._publish, descriptor)
-        self._committed = True
+        self._end.end(committed=True)
 
     def _take_descriptor(self) -> int | None:
         """Forget the descriptor (once no write holds it); the caller closes it."""
         with self._descriptor_lock:
             descriptor, self._descriptor = self._descriptor, None
+            self._end.end()
         return descriptor
 
     def _check_and_flush(self, descriptor: int, size: int) -> None:
@@ -272,7 +276,7 @@ class LocalUpload:
 
     async def suspend(self) -> None:
         """fsync and close the part file, and leave it for `resume_upload`."""
-        if self._committed:
+        if self._end.committed:
             return
         descriptor = self._take_descriptor()
         if descriptor is not None:
@@ -280,7 +284,7 @@ class LocalUpload:
 
     async def abort(self) -> None:
         """Close and unlink the part file. Idempotent; a no-op after a successful commit."""
-        if self._committed:
+        if self._end.committed:
             return
         await self._storage.run(self._part, self._abort_sync, self._take_descriptor())
 
@@ -486,18 +490,24 @@ class LocalStorage:
             return
         _prune_empty_folders(self._root, path.parent)
 
-    async def remove_incomplete(self, keep: Collection[str] = ()) -> int:
-        """Delete every `*.part` under the root but those of keys in `keep` and the temp
-        files of small writes in flight here; return how many."""
+    async def remove_incomplete(
+        self, keep: Collection[str] = (), *, idle_for: timedelta = LEFTOVER_IDLE
+    ) -> int:
+        """Delete every `*.part` under the root but those of keys in `keep`, the temp files
+        of small writes in flight here, and another process's probe or staging copy while
+        it is written (see `Storage.remove_incomplete`); return how many."""
         kept = {str(self._path(key)) + PART_SUFFIX for key in keep}
-        return await self.run(self._root, self._remove_incomplete_sync, kept)
+        return await self.run(self._root, self._remove_incomplete_sync, kept, idle_for)
 
-    def _remove_incomplete_sync(self, kept: set[str]) -> int:
+    def _remove_incomplete_sync(self, kept: set[str], idle_for: timedelta) -> int:
         removed = 0
         for current, _folders, files in os.walk(self._root):
             for name in files:
                 path = str(Path(current, name))
                 if not name.endswith(PART_SUFFIX) or path in kept or self._being_written(path):
+                    continue
+                key = os.path.relpath(path, self._root)
+                if not removable_leftover(key, _modified(path), idle_for=idle_for):
                     continue
                 Path(path).unlink(missing_ok=True)
                 removed += 1
@@ -517,3 +527,11 @@ class LocalStorage:
         """Stop our thread pool (not one the caller lent us)."""
         if self._owns_executor:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+
+def _modified(path: str) -> datetime | None:
+    """When the file at `path` was last written; None when it is gone."""
+    try:
+        return datetime.fromtimestamp(os.stat(path, follow_symlinks=False).st_mtime, UTC)
+    except FileNotFoundError:
+        return None

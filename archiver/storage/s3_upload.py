@@ -29,50 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from archiver.core.errors import IntegrityError, PermanentStorageError, StorageError
+from archiver.storage.base import UploadEnd
+from archiver.storage.s3_bucket import MIN_PART_SIZE, S3Bucket
+from archiver.storage.s3_copies import publish
 
 log = structlog.get_logger(__name__)
 
 MiB = 1024 * 1024
-MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
 MAX_PARTS = 10_000
-
-
-class UploadHost(Protocol):
-    """What an upload needs from its storage (`S3Storage`): calls, limits, publishing."""
-
-    @property
-    def part_size(self) -> int:
-        """Bytes per part."""
-
-    @property
-    def part_upload_limit(self) -> asyncio.Semaphore:
-        """Part uploads in flight, shared by every upload of the storage."""
-
-    def location(self, key: str) -> str:
-        """`s3://bucket/key` for messages."""
-
-    async def call(self, operation: str, what: str, **params: Any) -> dict[str, Any]:
-        """One S3 operation on the bucket, errors classified."""
-
-    async def put(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
-        """One PutObject of `key` with its metadata."""
-
-    async def publish(self, key: str, size: int, sha256: str, etag: str) -> None:
-        """Copy the completed `<key>.part` to `key` with its metadata."""
-
-    async def abort_multipart(self, object_key: str, upload_id: str) -> None:
-        """Abort a multipart upload, confirmed."""
-
-    def spawn(self, work: Any) -> asyncio.Future[None]:
-        """Run `work` in a task the storage waits for on close."""
-
-    async def remove_object(self, object_key: str, what: str) -> None:
-        """Delete an object of ours (every version of it where the bucket locks objects)."""
 
 
 class PartBody(io.RawIOBase):
@@ -181,7 +150,7 @@ class S3Segment:
 class S3Upload:
     """One multipart upload, filled segment after segment, completed on commit."""
 
-    def __init__(self, storage: UploadHost, key: str, object_key: str, upload_id: str) -> None:
+    def __init__(self, storage: S3Bucket, key: str, object_key: str, upload_id: str) -> None:
         self._storage = storage
         self._key = key
         self._object_key = object_key
@@ -198,12 +167,16 @@ class S3Upload:
         self._closed_segments = 0
         self._current: S3Segment | None = None
         self._turn = asyncio.Condition()
-        self._finished = False
-        self._committed = False
+        self._end = UploadEnd(storage.location(key))
         self._abort_task: asyncio.Future[None] | None = None
         # A resumed upload: its first bytes were copied from the sealed `<key>.part`
         # object, which `read_back` reads (its ETag guards against a newer one).
         self._sealed_etag: str | None = None
+
+    @property
+    def upload_id(self) -> str:
+        """S3's id of this multipart upload."""
+        return self._upload_id
 
     def resumed_from(self, durable: int, copied: dict[int, str], sealed_etag: str) -> None:
         """Start after `durable` bytes already in parts `copied` (number -> ETag)."""
@@ -214,8 +187,7 @@ class S3Upload:
         self._closed_segments = -1  # the first segment opened after resuming takes its turn
 
     def _check_usable(self) -> None:
-        if self._finished:
-            raise PermanentStorageError(f"upload of {self._where()} is finished or was aborted")
+        self._end.check_open()
         if self._failure is not None:
             raise self._failure
 
@@ -250,7 +222,7 @@ class S3Upload:
             return
         async with self._turn:
             await self._turn.wait_for(
-                lambda: self._finished or self._closed_segments >= segment.index
+                lambda: self._end.ended or self._closed_segments >= segment.index
             )
         self._check_usable()
         if self._closed_segments != segment.index or self._position != segment.offset:
@@ -357,7 +329,7 @@ class S3Upload:
         self._check_usable()
         completed = await self._complete()
         self._mark_committed()
-        await self._storage.publish(self._key, size, sha256, str(completed["ETag"]))
+        await publish(self._storage, self._key, size, sha256, str(completed["ETag"]))
 
     async def _put_whole(self, sha256: str) -> None:
         """Under 5 MiB all of it is still buffered: one PutObject with the metadata.
@@ -384,11 +356,11 @@ class S3Upload:
         )
 
     def _mark_committed(self) -> None:
-        self._committed = True
+        self._end.end(committed=True)
         self._finish()
 
     def _finish(self) -> None:
-        self._finished = True
+        self._end.end()
         self._buffer = PartBuffer(self._part_size)
         self._current = None
         # Wake segments waiting for their turn: they find the upload finished and raise.
@@ -400,7 +372,7 @@ class S3Upload:
 
     async def suspend(self) -> None:
         """Let the parts in flight finish, then leave the multipart upload for resume_upload."""
-        if self._committed or self._finished:
+        if self._end.ended:
             return
         await asyncio.shield(self._drain())
         self._finish()
@@ -411,7 +383,7 @@ class S3Upload:
         The work runs in its own task and is shielded: cancelling the caller (a
         SIGTERM, a failed sibling download) does not stop the abort half way.
         """
-        if self._committed:
+        if self._end.committed:
             return
         if self._abort_task is None:
             self._abort_task = self._storage.spawn(self._abort_now())

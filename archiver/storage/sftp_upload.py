@@ -18,6 +18,7 @@ import asyncssh
 import structlog
 
 from archiver.core.errors import IntegrityError, PermanentStorageError
+from archiver.storage.base import UploadEnd
 from archiver.storage.sftp_errors import MISSING, SFTP_FAILURES, remove_if_present
 from archiver.storage.sftp_writes import BLOCKS_PER_WRITE, PipelinedSegment
 
@@ -32,7 +33,7 @@ READ_WRITE = asyncssh.FXF_READ | asyncssh.FXF_WRITE
 
 
 class SftpServer(Protocol):
-    """What an upload needs of its storage (`SftpStorage`): the shared connection and helpers."""
+    """What an upload needs of its server (`SftpConnection`): the shared connection and helpers."""
 
     write_limit: asyncio.Semaphore
 
@@ -88,13 +89,13 @@ class SftpUpload:
         self._durable = durable  # bytes an earlier process left (a resumed upload)
         self._segments: list[PipelinedSegment] = []
         self._reopen_lock = asyncio.Lock()
-        self._committed = False
-        self._aborted = False
+        self._end = UploadEnd(self._location)
 
     def live_handle(self) -> Handle:
         """The part file's handle; raises once the upload is finished."""
-        if self._handle is None or self._committed or self._aborted:
-            raise PermanentStorageError(f"upload of {self._location} is already finished")
+        self._end.check_open()
+        if self._handle is None:  # between a dropped connection and its reopening
+            raise self._end.finished()
         return self._handle
 
     def largest_write(self) -> int:
@@ -104,7 +105,7 @@ class SftpUpload:
     async def failure(self, error: BaseException) -> BaseException:
         """The StorageError a failed write stands for."""
         if isinstance(error, ValueError):  # asyncssh: the handle was closed under the write
-            return PermanentStorageError(f"upload of {self._location} is already finished")
+            return self._end.finished()
         return await self._storage.classified(error, self._location, writing=True)
 
     async def open_segment(self, index: int, offset: int) -> PipelinedSegment:
@@ -171,7 +172,7 @@ class SftpUpload:
             raise self._discarded() from error
         except SFTP_FAILURES as error:
             raise await self._storage.classified(error, self._location) from error
-        self._committed = True
+        self._end.end(committed=True)
 
     async def _remote_size(self) -> int:
         """Size of our part file by name; missing means a newer upload discarded it."""
@@ -205,7 +206,7 @@ class SftpUpload:
         others that landed, so the file is cut back to the end of what the server
         acknowledged without a gap: that, and only that, is what a resume trusts.
         """
-        if self._committed or self._aborted or self._handle is None:
+        if self._end.ended or self._handle is None:
             return
         for segment in self._segments:
             segment.abandon()
@@ -216,17 +217,17 @@ class SftpUpload:
             await handle.truncate(self.durable())
             await self._storage.fsync(handle)
         await self._close_handle()
-        self._aborted = True  # finished for this object; the file stays
+        self._end.end()  # finished for this object; the file stays
 
     async def abort(self) -> None:
         """Close and remove the part file. Idempotent; a no-op after a successful commit."""
-        if self._committed or self._aborted:
+        if self._end.ended:
             return
         for segment in self._segments:
             segment.abandon()  # writes in flight end on their own; nothing is sent again
         # Shielded: a cancelled transfer must still not leave its part behind.
         await asyncio.shield(self._remove_part())
-        self._aborted = True
+        self._end.end()
 
     async def _remove_part(self) -> None:
         await self._close_handle()

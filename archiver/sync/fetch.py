@@ -135,7 +135,10 @@ class Fetcher:
         """Join the backup's files into every destination, resuming an unfinished upload."""
         state, backup_id = self._rt.state, job.backup_id
         encrypted = fan_out.encrypted
-        known = [] if encrypted else transfers.start(state, job.stack_uid, backup_id, job.keys.tar)
+        known = (
+            [] if encrypted
+            else transfers.resume_or_begin(state, job.stack_uid, backup_id, job.keys.tar)
+        )
 
         def size_known(size: int) -> None:
             attempt.size += size
@@ -176,12 +179,12 @@ class Fetcher:
     def _part_sources(self, job: Job, files: Sequence[BackupFile]) -> list[PartSource]:
         client = self._rt.client
 
-        def fresh_url(file_id: str) -> PartSource:
+        def part_source(file_id: str) -> PartSource:
             async def fetch() -> str:
                 return await client.public_url(job.stack_uid, job.backup_id, file_id)
 
             name = safe_component(next(f.name for f in files if f.id == file_id) or file_id)
             return PartSource(id=file_id, name=name, fresh_url=fetch)
 
-        return [fresh_url(file.id) for file in files]
+        return [part_source(file.id) for file in files]
 

@@ -16,6 +16,7 @@ committed only when it matches; a source that does not match is not used.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
@@ -55,6 +56,14 @@ class FillIn:
         self._committer = committer
         self._fail = fail
         self.copies_made = 0
+        # Per backup, not per pass: several backups fill in at once.
+        self._made: Counter[tuple[str, int]] = Counter()
+        # Per backup, the sources that failed as sources and why (not read twice, and named).
+        self._bad_sources: dict[tuple[str, int], dict[str, str]] = {}
+
+    def made_for(self, job: Job) -> int:
+        """How many copies of this job's backup were filled in so far in this pass."""
+        return self._made[(job.stack_uid, job.backup_id)]
 
     async def sources(self, job: Job) -> list[CopySource]:
         """The holders' copies with their manifests, in the config's order (unreadable ones
@@ -103,16 +112,18 @@ class FillIn:
         """Fill the rest from a plaintext: a plain copy, else a decrypted one; report what is
         left (Cloud 66 no longer lists the backup, so there is no other way)."""
         left = list(missing)
+        bad = self._bad_sources.setdefault((job.stack_uid, job.backup_id), {})
         for source in sorted(sources, key=lambda s: s.manifest.encrypted):
             if not left:
                 break
             identities = self._identities(source)
-            if identities is None:
+            if identities is None or source.destination.name in bad:
                 continue
             done = await self._copy(job, source, left, on_bytes, identities=identities)
             left = [d for d in left if d not in done]
         for destination in left:
-            self._fail(job.stack_uid, job.backup_id, destination.name, _why_not(sources))
+            reason = _why_not(sources, bad, self._identities)
+            self._fail(job.stack_uid, job.backup_id, destination.name, reason)
         return left
 
     def _identities(self, source: CopySource) -> list[Identity] | None:
@@ -160,6 +171,8 @@ class FillIn:
             if not any(error is member.error for member in fan_out.failed()):
                 log.warning("cannot fill in from this copy", storage=source.destination.name,
                             backup_id=job.backup_id, error=redact(str(error)))
+                bad = self._bad_sources.setdefault((job.stack_uid, job.backup_id), {})
+                bad[source.destination.name] = redact(str(error))
                 return set()
         done: set[Destination] = set()
         await self._committer.abandon(fan_out.failed(), job.stack_uid, job.backup_id)
@@ -170,17 +183,31 @@ class FillIn:
         for member in fan_out.committed():
             if await self._committer.finish(member, job.stack_uid, job.backup_id) is not None:
                 self.copies_made += 1
+                self._made[(job.stack_uid, job.backup_id)] += 1
                 log.info("filled in from another destination", backup_id=job.backup_id,
                          source=source.destination.name, storage=member.destination.name)
             done.add(member.destination)
         return done
 
 
-def _why_not(sources: Sequence[CopySource]) -> str:
+def _why_not(
+    sources: Sequence[CopySource],
+    bad: Mapping[str, str],
+    identities_of: Callable[[CopySource], list[Identity] | None],
+) -> str:
+    """Why no copy could fill a destination in, naming each source and what stood in the way."""
     if not sources:
         return "Cloud 66 no longer lists it and no other destination's copy could be read"
-    names = ", ".join(repr(source.destination.name) for source in sources)
-    return (
-        f"Cloud 66 no longer lists it, and the copies in {names} are stored differently "
-        "(encrypted) with no identity to decrypt them: set [encryption] identity_file"
-    )
+    reasons = []
+    for source in sources:
+        name = source.destination.name
+        if name in bad:
+            reasons.append(f"the copy in {name!r} could not be used ({bad[name]})")
+        elif identities_of(source) is None:
+            reasons.append(
+                f"the copy in {name!r} is encrypted and there is no identity to decrypt it"
+                " (set [encryption] identity_file)"
+            )
+        else:
+            reasons.append(f"the copy in {name!r} could not be written here")
+    return "Cloud 66 no longer lists it, and " + "; ".join(reasons)

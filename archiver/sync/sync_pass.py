@@ -96,6 +96,7 @@ class SyncPass:
             await pass_lock.acquire_waiting(self._stop, on_wait=_waiting_for_prune)
         except Stopped:
             log.info("stopping before the pass started")
+            self._summary.stopped = True
             return self._summary
         try:
             return await self._run()
@@ -125,6 +126,7 @@ class SyncPass:
             log.error("the Cloud 66 API refused the token", error=str(error))
         except Stopped:
             log.info("stopping: the rest of the pass is left for the next one")
+            self._summary.stopped = True
         except StorageError as error:
             self._fail("*", None, f"storage unusable: {error}")
         finally:
@@ -300,6 +302,7 @@ class SyncPass:
             except Stopped:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
+                self._summary.stopped = True
             except AuthError:
                 raise
             except ArchiverError as error:
@@ -339,7 +342,7 @@ class SyncPass:
 
     async def _archive_due(self, job: Job, attempt: Attempt) -> None:
         """Adopt, fill in, download: each destination that lacks the backup, the cheapest way."""
-        copies_before = self._fill.copies_made
+        copies_before = self._fill.made_for(job)
         missing = await self._adopt_existing(job)
         if missing and job.holders:
             sources = await self._fill.sources(job)
@@ -350,7 +353,7 @@ class SyncPass:
         if missing and job.backup is not None:
             size, downloaded = await self._fetcher.fetch(job, missing, attempt)
             self._summary.bytes += size
-        if downloaded or self._fill.copies_made > copies_before:
+        if downloaded or self._fill.made_for(job) > copies_before:
             self._summary.archived += 1
 
     @staticmethod
@@ -360,7 +363,7 @@ class SyncPass:
     async def _adopt_existing(self, job: Job) -> list[Destination]:
         """A manifest already in a destination (state lost, or a crash after the manifest)
         counts; return the destinations still lacking the backup."""
-        missing = []
+        missing, adopted = [], 0
         for destination in job.missing:
             try:
                 record = await record_from_manifest(
@@ -374,8 +377,9 @@ class SyncPass:
                 missing.append(destination)
                 continue
             self._rt.state.archived.record(record)
+            adopted += 1
             log.info("backup already in storage; recorded", storage=destination.name)
-        if not missing and len(missing) < len(job.missing):
+        if adopted == len(job.missing):  # not when a destination failed to answer
             self._summary.already += 1
         return missing
 

@@ -21,10 +21,12 @@ work, and it wakes for a lane only when the budget is spent. The pieces are
 shared, read-only, by every lane; nothing is copied between the socket and the
 page cache.
 
-The write lane is the seam for what must see the plaintext in order before
-storage (an encryptor would wrap `ThreadWritableSegment.write_in_thread`), and
-`PartHashes` accepts digests already fed with the first bytes of a part, so a
-part can also start part-way (`start`).
+The write lane is also the seam for what must see the plaintext in order before
+storage: with the `age` binary as the encryptor, the segment is one of
+`archiver.transfer.sealed_upload` whose `write_in_thread` hands the plaintext
+to age, so the chunks reach it from this lane. `PartHashes` accepts digests
+already fed with the first bytes of a part, so a part can also start part-way
+(`start`).
 """
 
 from __future__ import annotations

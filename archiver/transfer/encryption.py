@@ -9,10 +9,11 @@ keys, as `age -i` takes them.
 
 pyrage's streaming functions pull from a reader and push to a writer, so each
 stream runs in a worker thread of its own fed chunk by chunk from the event
-loop (`AgeStream`): constant memory whatever the size. pyrage holds the GIL
-while it works, which costs the loop a few milliseconds now and then, not a
-stall. An aborted encryption makes the reader raise rather than end, so pyrage
-never writes a valid-looking but truncated file.
+loop (`AgeStream`, its reader an `archiver.core.fed_reader.FedReader`): constant
+memory whatever the size. pyrage holds the GIL while it works, which costs the
+loop a few milliseconds now and then, not a stall. An aborted encryption makes
+the reader raise rather than end, so pyrage never writes a valid-looking but
+truncated file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archiver.config.keys import Identity, Recipient
+from archiver.core.fed_reader import ABORT, END, FedReader
 from archiver.core.lazy_import import lazy_module
 
 # Loaded on first use: a run without [encryption] or a key never pays for pyrage.
@@ -32,8 +34,10 @@ pyrage = lazy_module("pyrage")
 
 FORMAT = "age-v1"
 
-_END = object()
-_ABORT = object()
+# pyrage raises one DecryptError type for every failure; only rage's message tells a
+# wrong key from damaged data. Pinned: tests/test_encryption.py checks it against the
+# installed pyrage, so a rewording fails there, not as a damaged-backup report.
+NO_MATCHING_KEYS = "No matching keys"
 
 
 class WrongIdentity(Exception):
@@ -46,35 +50,6 @@ class CorruptCiphertext(Exception):
 
 class EncryptionFailed(Exception):
     """pyrage could not encrypt (or the stream was aborted); nothing it wrote is usable."""
-
-
-class _Reader:
-    """The file-like source pyrage reads: chunks put in a queue by the event loop."""
-
-    def __init__(self, stream: AgeStream) -> None:
-        self._stream = stream
-        self._current = memoryview(b"")
-        self._ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._current:
-            if self._ended:
-                return b""  # pyrage reads past the end once more: stay at the end
-            self._stream.consumed()  # all fed so far is taken: the loop may go on
-            item = self._stream.inbox.get()
-            if item is _ABORT:
-                raise OSError("the stream was abandoned")
-            if item is _END:
-                self._ended = True
-                return b""
-            assert isinstance(item, bytes)
-            self._current = memoryview(item)
-        size = len(self._current) if size is None or size < 0 else size
-        piece, self._current = self._current[:size], self._current[size:]
-        return bytes(piece)
 
 
 class _Writer:
@@ -107,7 +82,7 @@ class AgeStream:
 
     def __init__(
         self,
-        work: Callable[[_Reader, _Writer], None],
+        work: Callable[[FedReader, _Writer], None],
         observe: Callable[[bytes], None] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -136,10 +111,11 @@ class AgeStream:
 
     # -- called from the worker thread ---------------------------------------------------
 
-    def _run(self, work: Callable[[_Reader, _Writer], None]) -> None:
+    def _run(self, work: Callable[[FedReader, _Writer], None]) -> None:
         outcome: BaseException | None = None
         try:
-            work(_Reader(self), _Writer(self))
+            # Before it blocks, the reader says all fed so far is taken: the loop may go on.
+            work(FedReader(self.inbox, before_waiting=self.consumed), _Writer(self))
         except BaseException as error:  # handed to the loop, raised there
             outcome = error
         self._loop.call_soon_threadsafe(self._finished, outcome)
@@ -191,19 +167,19 @@ class AgeStream:
 
     async def finish(self) -> bytes:
         """End the input; return the rest of the output. Raises what went wrong, named."""
-        self.inbox.put(_END)
+        self.inbox.put(END)
         self._raise(await self._done)
         return self._take_output()
 
     def abort(self) -> None:
         """Stop the worker without producing a valid end (the output is to be thrown away)."""
-        self.inbox.put(_ABORT)
+        self.inbox.put(ABORT)
 
     @staticmethod
     def _raise(outcome: BaseException | None) -> None:
         if outcome is None:
             return
-        if isinstance(outcome, pyrage.DecryptError) and "No matching keys" in str(outcome):
+        if isinstance(outcome, pyrage.DecryptError) and NO_MATCHING_KEYS in str(outcome):
             raise WrongIdentity("none of the identities can decrypt it") from None
         if isinstance(outcome, pyrage.EncryptError):
             raise EncryptionFailed(f"age encryption failed ({outcome})") from None

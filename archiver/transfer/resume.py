@@ -25,8 +25,11 @@ from archiver.transfer.join import KnownPart, PartFactsCallback
 log = structlog.get_logger(__name__)
 
 
-def start(state: StateStore, stack_uid: str, backup_id: int, tar_key: str) -> list[KnownPart]:
-    """The parts an earlier transfer of this backup recorded (to resume), or a fresh record."""
+def resume_or_begin(
+    state: StateStore, stack_uid: str, backup_id: int, tar_key: str
+) -> list[KnownPart]:
+    """The parts an earlier transfer of this backup recorded, to resume; else none, and the
+    transfer is recorded as begun."""
     earlier = state.transfers.get(stack_uid, backup_id)
     if earlier is not None and earlier.tar_key == tar_key and earlier.parts:
         return [
@@ -59,7 +62,8 @@ def forget_not_due(state: StateStore, due: Collection[tuple[str, int]]) -> list[
 
 async def remove_unfinished(storage: Storage, kept: Collection[str], name: str) -> None:
     """Remove every unfinished upload in one destination but those of the `kept` keys (what
-    an earlier pass or a crashed process left)."""
+    an earlier pass or a crashed process left) and what a live `check-config` or `import`
+    writes beside this pass (`Storage.remove_incomplete`)."""
     removed = await storage.remove_incomplete(keep=kept)
     if removed or kept:
         log.info("unfinished uploads", storage=name, removed=removed, kept_to_resume=len(kept))
