@@ -158,7 +158,8 @@ async def test_an_age_process_killed_mid_stream_fails_the_backup_clearly(
     hang; nothing is left (no file, no process); the next pass archives it."""
     key, public = _age_key(workspace.root)
     backup_id = sim.add_backup("stack-a", database_name="shop", size=3_000_000)
-    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 1, 200_000
+    # Every part slow: the parts of a backup come side by side (wide transfers).
+    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 100, 200_000
     settings = settings_for(
         workspace, server, "stack-a", encryption={"recipients": [public], "engine": "age"}
     )
@@ -174,6 +175,7 @@ async def test_an_age_process_killed_mid_stream_fails_the_backup_clearly(
     assert not _running(age)
     assert not Path(f"/proc/{age}").exists()  # reaped, not a zombie of ours
     assert not list(workspace.archive.rglob("*.part"))
+    sim.faults.slow_downloads = 0
     again = await run_pass(settings)
     assert (again.exit_code, again.archived) == (0, 1)
     [stored] = workspace.archive.rglob("shop.tar.age")
@@ -188,7 +190,8 @@ async def test_sigterm_mid_encryption_stops_at_once_and_leaves_nothing(
     not left running."""
     _, public = _age_key(workspace.root)
     sim.add_backup("stack-a", database_name="shop", size=3_000_000)
-    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 1, 100_000
+    # Every part slow: the parts of a backup come side by side (wide transfers).
+    sim.faults.slow_downloads, sim.faults.slow_bytes_per_second = 100, 100_000
     config = workspace.write_config(
         server.base_url, [{"uid": "stack-a"}], transfer={"grace_period": "1s"},
         encryption={"recipients": [public], "engine": "age"},

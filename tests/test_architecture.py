@@ -151,9 +151,15 @@ def test_the_api_knows_no_storage_and_storage_knows_no_api() -> None:
 
 
 def test_the_transfer_knows_no_cloud66_and_no_state() -> None:
-    """download and join get URLs from their caller: no Cloud 66 client, no state inside."""
+    """The transfer modules get URLs from their caller: no Cloud 66 client, no state inside."""
     graph = import_graph()
-    for module in ("archiver.transfer.download", "archiver.transfer.join"):
+    transfer = (
+        "archiver.transfer.download", "archiver.transfer.join", "archiver.transfer.backup_fetch",
+        "archiver.transfer.part_fetch", "archiver.transfer.segment_fetch",
+        "archiver.transfer.segments", "archiver.transfer.range_request",
+        "archiver.transfer.part_writer", "archiver.transfer.part_source", "archiver.transfer.urls",
+    )
+    for module in transfer:
         reached = _reachable(graph, module)
         assert not {m for m in reached if _under(m, ("archiver.cloud66", "archiver.state"))}
         assert not {m for m in reached if _under(m, ("archiver.sync",))}

@@ -64,6 +64,29 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert settings.source == write_config(tmp_path, MINIMAL)
 
 
+def test_wide_transfer_defaults_and_sizes_with_binary_units(tmp_path: Path) -> None:
+    """The [transfer] defaults of the contract; sizes as byte counts or with KiB/MiB/GiB."""
+    defaults = load_settings(write_config(tmp_path, MINIMAL)).transfer
+    assert (defaults.streams_per_file, defaults.segment_size) == (4, 16 * 1024 * 1024)
+    assert (defaults.in_flight, defaults.bandwidth_limit) == (32 * 1024 * 1024, 0)
+    text = MINIMAL + (
+        '[transfer]\nsegment_size = "1.5 MiB"\nin_flight = 67108864\n'
+        'bandwidth_limit = "50MiB/s"\nstreams_per_file = 8\n'
+    )
+    transfer = load_settings(write_config(tmp_path, text)).transfer
+    assert transfer.segment_size == 3 * 512 * 1024
+    assert transfer.in_flight == 64 * 1024 * 1024
+    assert transfer.bandwidth_limit == 50 * 1024 * 1024
+    assert transfer.streams_per_file == 8
+
+
+def test_a_size_in_decimal_units_is_refused_with_the_accepted_form(tmp_path: Path) -> None:
+    """`50MB` could mean MB or MiB: refused, naming the key and the binary units."""
+    message = config_error(tmp_path, MINIMAL + '[transfer]\nbandwidth_limit = "50MB"\n')
+    assert "transfer.bandwidth_limit: '50MB' is not a size" in message
+    assert "KiB, MiB, GiB" in message
+
+
 def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
     """An unknown top-level key is an error naming the file and the key."""
     message = config_error(tmp_path, MINIMAL + "bogus = 1\n")
@@ -97,6 +120,13 @@ def test_unknown_storage_key_hides_the_discriminator(tmp_path: Path) -> None:
         ('[api]\nbase_url = "ftp://x"\n', "api"),
         ("[transfer]\nmax_retries = true\n", "transfer.max_retries"),
         ("[transfer]\nchunk_size = 1\n", "transfer.chunk_size"),
+        ('[transfer]\nsegment_size = "16MB"\n', "transfer.segment_size"),
+        ('[transfer]\nsegment_size = "1KiB"\n', "transfer.segment_size"),
+        ("[transfer]\nstreams_per_file = 0\n", "transfer.streams_per_file"),
+        ('[transfer]\nin_flight = "1MiB"\n', "transfer.in_flight"),
+        ("[transfer]\nin_flight = true\n", "transfer.in_flight"),
+        ('[transfer]\nbandwidth_limit = "fast"\n', "transfer.bandwidth_limit"),
+        ("[transfer]\nbandwidth_limit = 100\n", "transfer.bandwidth_limit"),
         ('[log]\nlevel = "loud"\n', "log.level"),
         ('[discover]\nenabled = "yes"\n', "discover.enabled"),
         ('[schedule]\ntimezone = "Mars/Olympus_Mons"\n', "schedule.timezone"),

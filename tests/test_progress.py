@@ -77,3 +77,14 @@ def test_disabled_or_off_terminal_prints_nothing() -> None:
             progress.finish("a", ok=True)
         assert not progress.enabled
         assert console.file.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_the_totals_row_names_the_bandwidth_limit() -> None:
+    """With `[transfer] bandwidth_limit`, the totals row says the cap in force."""
+    console, buffer = _terminal()
+    with PassProgress(enabled=True, console=console, bandwidth_limit=50 * 1024 * 1024) as progress:
+        progress.add_backup("a", "stack-a mysql #1", total=100)
+        progress.advance("a", 100)
+        progress.finish("a", ok=True)
+    final = [r for r in _plain(buffer.getvalue()).split("\r") if r.strip()][-1]
+    assert "total (1 done, 0 active, limit 50.0 MiB/s)" in final

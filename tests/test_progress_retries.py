@@ -79,6 +79,7 @@ async def test_the_final_failure_gives_both_counts(
     sim.add_backup("stack-a", size=250_000)  # one part
     sim.faults.cut_downloads = 1
     sim.faults.cut_after_bytes = 100_000
+    sim.faults.ranged_faults_after = 1  # the first GET (a Range too) is the one cut
     sim.faults.ranged_errors = 10_000
     settings = settings_for(workspace, server, "stack-a", transfer={"max_retries": 2})
     summary = await run_pass(settings)

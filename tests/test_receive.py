@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from archiver.simulator import Simulator, SimulatorServer
 from archiver.transfer import receive
+from archiver.transfer.in_flight import InFlight
 from archiver.transfer.receive import body_chunks
 from tests.conftest import (
     PART_SIZE,
@@ -42,6 +43,7 @@ BODY = os.urandom(3 * MiB + 777)
 
 
 _RELEASE: list[asyncio.Event] = []
+_PEER_PORTS: list[int] = []  # the client port of each /plain request
 
 
 async def _paced(request: web.Request, body: bytes, *, stop_at: int | None = None,
@@ -78,6 +80,8 @@ async def _chunked(request: web.Request) -> web.StreamResponse:
 async def base_url() -> AsyncIterator[str]:
     """A loopback server with one route per kind of body."""
     async def plain(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        _PEER_PORTS.append(request.transport.get_extra_info("peername")[1])
         return await _paced(request, BODY)
 
     async def cut(request: web.Request) -> web.StreamResponse:
@@ -105,10 +109,19 @@ async def base_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _checks_afresh() -> None:
-    """Every test checks aiohttp anew and may report its fallback again."""
+def _checks_afresh() -> Iterator[None]:
+    """Every test checks aiohttp anew and may report its fallback again; and what a test
+    made it find (a forced public path) is forgotten after it, not kept for later tests."""
     receive.library_blocker.cache_clear()
     receive._reported.clear()
+    yield
+    receive.library_blocker.cache_clear()
+    receive._reported.clear()
+
+
+def _owner(piece: object) -> object:
+    """The object holding a piece's bytes: itself, or what a memoryview looks into."""
+    return piece.obj if isinstance(piece, memoryview) else piece
 
 
 async def _receive_pieces(url: str) -> list[object]:
@@ -191,15 +204,39 @@ async def test_a_chunked_body_goes_through_aiohttp(base_url: str) -> None:
     assert all(len(chunk) >= MiB for chunk in received[:-1])
 
 
-async def test_the_session_still_works_after_a_takeover(base_url: str) -> None:
-    """The taken-over connection is closed, not pooled: the next request gets a fresh one."""
+async def _plain_on(session: aiohttp.ClientSession, url: str, *, stop_after: int = 0) -> bytes:
+    """GET `url` through a takeover; with `stop_after`, stop after that many chunks."""
+    received = b""
+    async with session.get(url) as response:
+        chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
+        async with contextlib.aclosing(chunks):
+            count = 0
+            async for pieces in chunks:
+                received += b"".join(pieces)
+                count += 1
+                if count == stop_after:
+                    break
+    return received
+
+
+async def test_a_whole_body_hands_its_connection_back_for_the_next_get(base_url: str) -> None:
+    """After a body taken over and received whole, the next GET reuses the connection (no
+    new handshake per segment), and still gets every byte right."""
     async with aiohttp.ClientSession() as session:
-        for _ in range(2):
-            async with session.get(f"{base_url}/plain") as response:
-                chunks = body_chunks(response, chunk_size=MiB, read_timeout=5)
-                async with contextlib.aclosing(chunks):
-                    data = b"".join([b"".join(pieces) async for pieces in chunks])
-            assert data == BODY
+        for _ in range(3):
+            assert await _plain_on(session, f"{base_url}/plain") == BODY
+    assert len(set(_PEER_PORTS[-3:])) == 1
+
+
+async def test_a_body_left_early_or_cut_never_goes_back_to_the_pool(base_url: str) -> None:
+    """A body the consumer stopped reading, or one cut short, closes its connection: the next
+    GET gets a fresh one and a whole body."""
+    async with aiohttp.ClientSession() as session:
+        assert len(await _plain_on(session, f"{base_url}/plain", stop_after=1)) == MiB
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await _plain_on(session, f"{base_url}/cut")
+        assert await _plain_on(session, f"{base_url}/plain") == BODY
+    assert _PEER_PORTS[-1] != _PEER_PORTS[-2]
 
 
 async def test_a_stalled_download_resumes_and_completes(
@@ -321,7 +358,8 @@ async def test_a_changed_aiohttp_is_read_through_its_public_api_and_said_once(
         second = await _receive_pieces(f"{base_url}/plain")
     for pieces in (first, second):
         assert b"".join(pieces) == BODY  # type: ignore[arg-type]
-        assert all(isinstance(piece, bytes) for piece in pieces)  # aiohttp's, not ours
+        # aiohttp's bytes (a piece split at a chunk's end is a view of them), not our buffers
+        assert all(isinstance(_owner(piece), bytes) for piece in pieces)
     warnings = [entry for entry in logs if entry["log_level"] == "warning"]
     assert len(warnings) == 1
     assert reason in warnings[0]["reason"]
@@ -353,3 +391,25 @@ async def test_a_pass_on_the_public_path_archives_exact_bytes_and_hashes(
         assert hashlib.sha256(piece).hexdigest() == part["sha256"]
         offset += part["size"]
     assert any(entry.get("reason") == "C66_ARCHIVER_PUBLIC_RECEIVE=1" for entry in logs)
+
+
+async def test_the_public_path_never_hands_out_more_than_a_chunk_s_room(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through aiohttp, pieces that overrun a chunk are split at its end (views, no copy):
+    every chunk holds at most chunk_size, the room it took, and all the room comes back."""
+    monkeypatch.setenv(receive.PUBLIC_RECEIVE_ENV, "1")
+    budget = InFlight(4 * MiB, head_room=2 * MiB)
+    share = budget.share()
+    chunk_size = 100_000  # no multiple of aiohttp's pieces: most chunks end mid-piece
+    sizes: list[int] = []
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/plain") as response:
+        chunks = body_chunks(response, chunk_size=chunk_size, read_timeout=5, share=share)
+        async with contextlib.aclosing(chunks):
+            async for pieces in chunks:
+                sizes.append(sum(len(piece) for piece in pieces))
+                share.release(sizes[-1])
+    assert sum(sizes) == len(BODY)
+    assert max(sizes) <= chunk_size
+    assert sizes.count(chunk_size) >= len(BODY) // chunk_size - 5  # mostly full chunks
+    assert budget.used == 0

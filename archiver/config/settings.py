@@ -42,6 +42,7 @@ from archiver.config.policies import (
     RetentionOverride,
     RetentionSettings,
 )
+from archiver.config.transfer import TransferSettings as TransferSettings
 from archiver.config.values import CONFIG_FOLDER, Bool, Duration, Int, NonNegativeInt, PositiveInt
 from archiver.config.values import Section as _Section
 from archiver.config.watch import AppriseUrl, StackWatchSettings, WatchSettings
@@ -181,25 +182,6 @@ class ScheduleSettings(_Section):
         if self.cron is not None:
             return self.interval
         return self.interval or timedelta(hours=1)
-
-
-class TransferSettings(_Section):
-    """`[transfer]`: how downloads run."""
-
-    max_concurrent_downloads: PositiveInt = 4
-    chunk_size: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024, strict=True)] = 1024 * 1024
-    connect_timeout: Duration = timedelta(seconds=15)
-    read_timeout: Duration = timedelta(seconds=60)
-    # Failures in a row *without progress* before a file's download gives up: an attempt
-    # that brought new bytes resets the count, so a download that keeps advancing goes on.
-    max_retries: NonNegativeInt = 5
-    # ...but once a file's download has broken off, it must finish within this long.
-    max_retry_time: Duration = timedelta(hours=6)
-    # Check each download's MD5 against S3's ETag (when the ETag is a plain MD5): the
-    # only end-to-end check against the source, and the costliest hash per byte.
-    verify_etag: Bool = True
-    # On SIGTERM, transfers in flight get this long to finish before they are abandoned.
-    grace_period: Duration = timedelta(seconds=30)
 
 
 class StateSettings(_Section):

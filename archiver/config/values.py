@@ -14,9 +14,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
-from archiver.core.units import parse_duration
+from archiver.core.units import parse_byte_size, parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# A byte count, or a string with a binary unit ("16MiB"); per second, "/s" may follow.
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
+BytesPerSecond = Annotated[int, BeforeValidator(lambda v: parse_byte_size(v, per_second=True))]
 # Strict: TOML has real integers and booleans, so `true` or "3000" where a
 # number belongs is a mistake to report, not something to coerce.
 Int = Annotated[int, Field(strict=True)]

@@ -1,8 +1,10 @@
-"""How sizes and durations are written for people (`11.3 MiB`, `1h02m`) and read from them."""
+"""How sizes and durations are written for people (`11.3 MiB`, `1h02m`) and read from them
+(`"16MiB"`, `"1h30m"`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -57,3 +59,46 @@ def parse_duration(value: object) -> timedelta:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return timedelta(seconds=seconds)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]iB|B)?", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_byte_size(value: object, *, per_second: bool = False) -> int:
+    """A byte count (an integer) or a string with a binary unit: `16MiB`, `1.5 GiB`, `"0"`.
+
+    Decimal units (`MB`) and bare letters (`M`) are refused rather than guessed at:
+    `50M` means MiB to rclone and MB to others. With `per_second`, a trailing `/s`
+    is allowed (`50MiB/s`).
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 16777216 or \"16MiB\"")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size like 16777216 or \"16MiB\"")
+    text = value.strip()
+    if per_second:
+        text = text.removesuffix("/s").strip()
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a size: write a byte count or a number with a binary unit "
+            "(KiB, MiB, GiB), e.g. \"16MiB\""
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNIT_BYTES[(unit or "B").lower()])
+
+
+def at_least(minimum: int) -> Callable[[int], int]:
+    """A check that a size is at least `minimum` bytes (for validators)."""
+
+    def check(size: int) -> int:
+        if size < minimum:
+            raise ValueError(f"must be at least {human_bytes(minimum)}")
+        return size
+
+    return check

@@ -64,6 +64,12 @@ class Account:
         # change what the ETag is (see blobs.BlobHost._etag).
         self.s3_encryption: str | None = None
         self.multipart_etags = False
+        # The link as a far-away S3 looks: each blob body paced to this many bytes/s
+        # (one connection's share), and this many seconds before each blob answer.
+        self.connection_rate: int | None = None
+        self.latency = 0.0
+        self.issued_signatures: list[str] = []  # of every public_url, in order
+        self.revoked_signatures: set[str] = set()  # refused as expired from now on
         # What the token may do: Cloud 66's POSTs need "admin" (tests take it away).
         self.token_scopes: set[str] = {"public", "admin"}
         self.backup_tasks: list[dict[str, Any]] = []  # created by POST /stacks/<uid>/backups
@@ -223,6 +229,10 @@ class Account:
             Part(file_id, name, paths[n], bounds[n][1] - bounds[n][0], md5s[n])
             for n, (file_id, name) in enumerate(ids)
         ]
+
+    def expire_issued_urls(self) -> None:
+        """Every URL issued so far is refused as expired from now on (new ones work)."""
+        self.revoked_signatures.update(self.issued_signatures)
 
     def remove_backup(self, backup_id: int) -> None:
         """Forget a backup and delete its files (as Cloud 66 rotates old backups out)."""

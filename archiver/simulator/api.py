@@ -258,12 +258,15 @@ class CloudApi:
             self.account.faults.expired_urls -= 1
             expires = int(time.time()) - 60
         # A nonce in the path varies the signature until it holds '/' or '+', so every
-        # URL exercises the double-encoding quirk ('=' padding is always there).
-        for nonce in range(256):
+        # URL exercises the double-encoding quirk ('=' padding is always there). It
+        # starts past the URLs issued before: no two are the same (each can expire alone).
+        issued = len(self.account.issued_signatures) * 256
+        for nonce in range(issued, issued + 256):
             path = blob_path(backup, part, nonce)
             signature = sign(self.account.signing_secret, path, expires)
             if "/" in signature or "+" in signature:
                 break
+        self.account.issued_signatures.append(signature)
         twice = quote(quote(signature, safe=""), safe="")
         query = f"AWSAccessKeyId={ACCESS_KEY_ID}&Expires={expires}&Signature={twice}"
         return f"{request.scheme}://{request.host}{path}?{query}"

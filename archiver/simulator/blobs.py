@@ -4,8 +4,10 @@ It answers as S3 does with query-string (SigV2) authentication: a missing or wro
 signature is 403 (``AccessDenied`` / ``SignatureDoesNotMatch``), an expired URL 403
 ``AccessDenied``, an unknown key 404 ``NoSuchKey``, and HEAD, which a pre-signed GET URL
 does not allow, a bare 403. A single byte range is answered 206 with ``Content-Range``,
-``If-Range`` is compared with the ETag (the part's quoted MD5) and a range beyond the end
-is 416. Bodies go out with ``sendfile`` unless a cut or slow download fault is due.
+``If-Range`` is compared with the ETag (the part's quoted MD5), ``If-Match`` too (412
+when it differs), and a range beyond the end is 416. Bodies go out with ``sendfile``
+unless a fault is due or the account paces each connection (``connection_rate``, plus
+``latency`` before each answer: a far-away S3 on loopback).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from archiver.simulator.refusals import Refused, s3_error
 BLOB_PREFIX = "/blobs"
 ACCESS_KEY_ID = "SIMKEY"
 _ROUTE = BLOB_PREFIX + r"/{stack}/backups/{db}/{bid:\d+}/{fid}/{nonce}/{name}"
+_PACE_SLACK = 0.05  # seconds a paced body may catch up after the loop was late
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -120,7 +123,7 @@ class BlobHost:
             good.encode(), signature.encode()
         ):
             raise Refused(s3_error(403, "SignatureDoesNotMatch", _MISMATCH))
-        if int(expires) < time.time():
+        if int(expires) < time.time() or signature in self.account.revoked_signatures:
             raise Refused(s3_error(403, "AccessDenied", "Request has expired"))
 
     def _find_part(self, request: web.Request) -> Part:
@@ -137,12 +140,16 @@ class BlobHost:
         """Serve a part, whole or one range, unless the URL is refused or a fault is due."""
         stats = self.account.stats
         stats.blob_requests += 1
+        stats.blob_ranges.append(request.headers.get("Range"))
+        if self.account.latency:
+            await asyncio.sleep(self.account.latency)  # the round trip of a far-away S3
         try:
             part = self._authorize_blob(request)
         except Refused as refused:
             stats.blob_refusals += 1
             return refused.response
-        failure = self._injected_error(request)
+        ranged_faults = self._ranged_faults_apply(request)
+        failure = self._injected_error(request, ranged_faults)
         if failure is not None:
             return failure
         gate = self.account.faults.gates.get((int(request.match_info["bid"]), part.file_id))
@@ -150,14 +157,75 @@ class BlobHost:
             gate.arrived.set()
             await gate.opened.wait()
         etag = self._etag(part)
-        span = self._requested_span(request, part, etag)
-        if isinstance(span, web.Response):
-            stats.blob_refusals += 1
-            return span
+        sent_etag = self._precondition(request, etag)
+        span = self._requested_span(request, part, etag, ranged_faults)
+        for refusal in (sent_etag, span):  # If-Match is judged before Range, as S3 does
+            if isinstance(refusal, web.Response):
+                stats.blob_refusals += 1
+                return refusal
+        assert isinstance(sent_etag, str)
+        assert not isinstance(span, web.Response)
         start, count, partial = span
-        response = _body_response(part, etag, start, count, partial)
+        claimed = count
+        if partial and ranged_faults:
+            count, claimed = self._shortened(count)
+        response = _body_response(part, sent_etag, start, count, partial, claimed)
         response.headers.update(self._encryption_headers())
+        self._body_starts()
         return await self._send_body(request, response, part, start, count)
+
+    def _precondition(self, request: web.Request, etag: str) -> str | web.Response:
+        """The ETag to answer with, or S3's 412 when If-Match names another one.
+
+        A changed_etags fault makes the object look changed: 412, or with
+        ignore_if_match a body that carries the other ETag.
+        """
+        if_match = request.headers.get("If-Match")
+        if if_match is None:
+            return etag
+        faults = self.account.faults
+        self.account.stats.if_match_requests += 1
+        changed = faults.changed_etags > 0
+        if changed:
+            faults.changed_etags -= 1
+            other = f'"{hashlib.md5(etag.encode(), usedforsecurity=False).hexdigest()}"'
+            if faults.ignore_if_match:
+                return other
+        if changed or if_match.strip() not in (etag, "*"):
+            return s3_error(
+                412, "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            )
+        return etag
+
+    def _ranged_faults_apply(self, request: web.Request) -> bool:
+        """Whether the faults on ranged GETs may fire on this one (not while
+        ranged_faults_after still counts the ranged GETs to serve normally first)."""
+        faults = self.account.faults
+        if "Range" not in request.headers:
+            return False
+        if faults.ranged_faults_after > 0:
+            faults.ranged_faults_after -= 1
+            return False
+        return True
+
+    def _shortened(self, count: int) -> tuple[int, int]:
+        """(bytes sent, bytes the Content-Range names) of a range: half when short_ranges."""
+        faults = self.account.faults
+        if faults.short_ranges <= 0 or count < 2:
+            return count, count
+        faults.short_ranges -= 1
+        return count // 2, count if faults.short_range_lies else count // 2
+
+    def _body_starts(self) -> None:
+        """Count down expire_urls_after_gets: at zero, every URL issued so far expires."""
+        faults = self.account.faults
+        if faults.expire_urls_after_gets is None:
+            return
+        faults.expire_urls_after_gets -= 1
+        if faults.expire_urls_after_gets <= 0:
+            faults.expire_urls_after_gets = None
+            self.account.expire_issued_urls()
 
     def _etag(self, part: Part) -> str:
         """The part's quoted ETag, as S3 gives it for the bucket's kind of objects.
@@ -187,29 +255,32 @@ class BlobHost:
             return {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
         return {"x-amz-server-side-encryption": mode}
 
-    def _injected_error(self, request: web.Request) -> web.Response | None:
+    def _injected_error(self, request: web.Request, ranged_faults: bool) -> web.Response | None:
         """S3's 500 when a blob_errors fault is due, or a ranged_errors one and a Range is asked."""
         faults = self.account.faults
         if faults.blob_errors > 0:
             faults.blob_errors -= 1
-        elif faults.ranged_errors > 0 and "Range" in request.headers:
+        elif faults.ranged_errors > 0 and ranged_faults:
             faults.ranged_errors -= 1
         else:
             return None
         return s3_error(500, "InternalError", "We encountered an internal error.")
 
     def _requested_span(
-        self, request: web.Request, part: Part, etag: str
+        self, request: web.Request, part: Part, etag: str, ranged_faults: bool
     ) -> tuple[int, int, bool] | web.Response:
         """(start, byte count, is_partial) for the request, or the 416 answer."""
         header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
-        if header is not None and self.account.faults.ignore_range > 0:
+        if header is not None and ranged_faults and self.account.faults.ignore_range > 0:
             self.account.faults.ignore_range -= 1
             header = None  # like a proxy that drops Range: the whole object, 200
         if header is None or (if_range is not None and if_range.strip() != etag):
             return 0, part.size, False  # If-Range mismatch: the whole object, 200
         try:
+            if ranged_faults and self.account.faults.unsatisfiable_ranges > 0:
+                self.account.faults.unsatisfiable_ranges -= 1
+                raise _Unsatisfiable
             parsed = _parse_range(header, part.size)
         except _Unsatisfiable:
             response = s3_error(416, "InvalidRange", "The requested range is not satisfiable")
@@ -227,9 +298,11 @@ class BlobHost:
         start: int,
         count: int,
     ) -> web.StreamResponse:
-        """Stream the bytes, applying the cut/slow faults; sendfile when none is active."""
-        cut_at, rate = self._take_cut(count), self._take_rate()
-        tally = _Tally(self.account.stats)
+        """Stream the bytes, applying the cut/slow/hold faults and the per-connection rate;
+        sendfile when none applies."""
+        cut_at, rate = self._take_cut(count), self._take_rate() or self.account.connection_rate
+        hold = self.account.faults.hold.get(part.file_id)
+        tally = _Tally(self.account.stats, part.file_id)
         try:
             await response.prepare(request)
             source = await asyncio.to_thread(part.path.open, "rb")
@@ -239,6 +312,11 @@ class BlobHost:
                     tally.close()
                     _drop_connection(request)
                     return response
+                if hold is not None and count > 1:
+                    half = count // 2
+                    await _stream(response, source, start, half, rate, tally, last=False)
+                    await hold.wait()
+                    start, count = start + half, count - half
                 if rate is None and count > 1:
                     await _sendfile(request, response, source, start, count, tally)
                 else:
@@ -270,14 +348,14 @@ class BlobHost:
 
 
 def _body_response(
-    part: Part, etag: str, start: int, count: int, partial: bool
+    part: Part, etag: str, start: int, count: int, partial: bool, claimed: int
 ) -> web.StreamResponse:
-    """The 200 (whole part) or 206 (one range) answer, headers only."""
+    """The 200 (whole part) or 206 (one range: `claimed` bytes named) answer, headers only."""
     response = web.StreamResponse(status=206 if partial else 200)
     response.headers.update({"ETag": etag, "Accept-Ranges": "bytes"})
     response.content_type = "application/x-tar"
     if partial:
-        response.headers["Content-Range"] = f"bytes {start}-{start + count - 1}/{part.size}"
+        response.headers["Content-Range"] = f"bytes {start}-{start + claimed - 1}/{part.size}"
     response.content_length = count
     return response
 
@@ -321,7 +399,7 @@ async def _stream(
     With ``last``, the download is tallied complete just before its final chunk goes out.
     """
     chunk = CHUNK_SIZE if rate is None else max(1, min(CHUNK_SIZE, rate // 20))
-    began, sent = time.monotonic(), 0
+    due, sent = time.monotonic(), 0
     while sent < count:
         data = await asyncio.to_thread(_read_at, source, start + sent, min(chunk, count - sent))
         if not data:
@@ -332,8 +410,11 @@ async def _stream(
             tally.complete()
         await response.write(data)
         if rate is not None:
-            # Pace on the total so far, not per chunk, so sleeps do not drift.
-            await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
+            # Pace on a running deadline, so sleeps do not drift; but a reader that held
+            # the body back (TCP back-pressure) finds no saved-up time to burst through,
+            # as on a real link (a 50 ms allowance covers the loop's own jitter).
+            due = max(due, time.monotonic() - _PACE_SLACK) + len(data) / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
 def _drop_connection(request: web.Request) -> None:
@@ -352,8 +433,9 @@ def _read_at(source: IO[bytes], offset: int, size: int) -> bytes:
 class _Tally:
     """Download accounting for one blob GET; completion is counted exactly once."""
 
-    def __init__(self, stats: SimStats) -> None:
+    def __init__(self, stats: SimStats, file_id: str) -> None:
         self.stats = stats
+        self.file_id = file_id
         self.open = True
         stats.downloads_started += 1
         stats.active_downloads += 1
@@ -367,6 +449,7 @@ class _Tally:
         """Count the download completed (once) and no longer active."""
         if self.open:
             self.stats.downloads_completed += 1
+            self.stats.completed_files.append(self.file_id)
             self.close()
 
     def close(self) -> None:

@@ -79,6 +79,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url-lifetime", type=float, default=300.0)
     parser.add_argument("--account-id", type=int, default=None)
     parser.add_argument("--demo", action="store_true", help="populate with populate_demo()")
+    parser.add_argument(
+        "--connection-rate", type=int, default=None,
+        help="pace every blob body to this many bytes/s (one connection's share of a link)",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds before every blob answer"
+    )
     return parser.parse_args(argv)
 
 
@@ -146,6 +153,8 @@ async def _serve(args: argparse.Namespace, blob_dir: Path) -> None:
         per_page=args.per_page,
         account_id=args.account_id,
     )
+    sim.connection_rate = args.connection_rate
+    sim.latency = args.latency
     _populate_from_args(sim, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,6 +42,23 @@ class Faults:
     file_lists: dict[int, list[str]] = field(default_factory=dict)
     post_not_ok: str | None = None  # POSTs answer {"ok": false, "message": this}
     wrong_etags: int = 0  # next N blob answers carry an ETag that is the MD5 of other bytes
+    unsatisfiable_ranges: int = 0  # next N ranged blob GETs answer 416
+    # Ranged GETs served normally before the ranged faults (ranged_errors, ignore_range,
+    # unsatisfiable_ranges, short_ranges) may fire: to hit a later segment of a file.
+    ranged_faults_after: int = 0
+    # Next N ranged blob GETs send the first half of the range asked for: a 206 whose
+    # Content-Range names that half (or, with short_range_lies, still the whole range).
+    short_ranges: int = 0
+    short_range_lies: bool = False
+    # Next N blob GETs carrying If-Match find the object changed: 412, or (with
+    # ignore_if_match, like a server that ignores the header) a 206 with another ETag.
+    changed_etags: int = 0
+    ignore_if_match: bool = False
+    # Once this many more blob bodies started, every URL issued so far is refused as
+    # expired (403 "Request has expired"), as if they all ran out at that moment.
+    expire_urls_after_gets: int | None = None
+    # file id -> an event: that file's bodies stop half-way until the event is set.
+    hold: dict[str, asyncio.Event] = field(default_factory=dict)
     # (backup id, file id) -> a gate that the blob GETs of that part wait at
     gates: dict[tuple[int, str], Gate] = field(default_factory=dict)
 
@@ -61,6 +78,9 @@ class SimStats:
     bytes_served: int = 0
     active_downloads: int = 0
     max_concurrent_downloads: int = 0
+    blob_ranges: list[str | None] = field(default_factory=list)  # each blob GET's Range
+    if_match_requests: int = 0  # blob GETs that carried If-Match
+    completed_files: list[str] = field(default_factory=list)  # file ids, as bodies ended
 
     def reset(self) -> None:
         """Zero every counter (the live ``active_downloads`` gauge is kept)."""

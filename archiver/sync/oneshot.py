@@ -71,5 +71,6 @@ async def _archive(
     """A pass that `stopping` may stop; None when the stop's grace period ran out."""
     enabled = sys.stderr.isatty() if show_progress is None else show_progress
     async with Runtime(settings, token, stop=stopping.signal) as runtime:
-        with PassProgress(enabled=enabled) as progress:
+        limit = settings.transfer.bandwidth_limit
+        with PassProgress(enabled=enabled, bandwidth_limit=limit) as progress:
             return await stopping.run_pass(SyncPass(runtime, progress=progress).run())

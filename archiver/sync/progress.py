@@ -1,8 +1,9 @@
 """A live progress display for one pass, on a terminal.
 
-One row a backup in flight, and a totals row (bytes, rate, ETA) once there is
-a first backup: a pass with nothing to do shows no bars at all. Sizes and
-rates are in binary units (MiB, MiB/s), as the summary line writes them. The
+One row a backup in flight, and a totals row (bytes, rate, ETA, and the
+bandwidth limit when one is set) once there is a first backup: a pass with
+nothing to do shows no bars at all. Sizes and rates are in binary units
+(MiB, MiB/s), as the summary line writes them. The
 display is transient: when the pass ends the bars go, and what stays on the
 screen is the log (one line a backup archived, then the summary). rich
 redraws on its own thread a few times a second, so `advance` (called for
@@ -28,6 +29,7 @@ from archiver.core.units import human_bytes
 if TYPE_CHECKING:  # rich is imported only for a display that shows (2 MiB resident)
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn, TaskID
+
 
 __all__ = ["PassProgress"]
 
@@ -62,7 +64,11 @@ class PassProgress:
     ignored: a progress display must never break a transfer.
     """
 
-    def __init__(self, enabled: bool, console: Console | None = None) -> None:
+    def __init__(
+        self, enabled: bool, console: Console | None = None, *, bandwidth_limit: int = 0
+    ) -> None:
+        # `[transfer] bandwidth_limit` (bytes/s, 0: none): named in the totals row.
+        self._limit = f", limit {human_bytes(bandwidth_limit)}/s" if bandwidth_limit else ""
         self._rows: dict[str, _Row] = {}
         self._finished = 0
         self._failed = 0
@@ -195,4 +201,4 @@ class PassProgress:
         label = f"[bold]total[/bold] ({self._finished} done"
         if self._failed:
             label += f", [red]{self._failed} failed[/red]"
-        return label + f", {len(self._rows)} active)"
+        return label + f", {len(self._rows)} active{self._limit})"

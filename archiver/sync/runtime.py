@@ -112,17 +112,21 @@ class Runtime:
         self._add_observers()
         session = self._download_session()
         self._stack.push_async_callback(session.close)
-        download_limit = asyncio.Semaphore(settings.transfer.max_concurrent_downloads)
+        transfer = settings.transfer
         self.downloader = Downloader(
             session,
-            download_limit=download_limit,
+            max_files=transfer.max_concurrent_downloads,
             retry_policy=RetryPolicy(
-                retries=settings.transfer.max_retries,
-                time_limit=settings.transfer.max_retry_time.total_seconds(),
+                retries=transfer.max_retries,
+                time_limit=transfer.max_retry_time.total_seconds(),
             ),
             stop=self.stop,
-            chunk_size=settings.transfer.chunk_size,
-            verify_etag=settings.transfer.verify_etag,
+            chunk_size=transfer.chunk_size,
+            verify_etag=transfer.verify_etag,
+            streams_per_file=transfer.streams_per_file,
+            segment_size=transfer.segment_size,
+            in_flight=transfer.in_flight,
+            bandwidth_limit=transfer.bandwidth_limit,
         )
 
     def _age_encryptions(self) -> dict[str, AgeEncryption]:
@@ -162,7 +166,8 @@ class Runtime:
 
     def _download_session(self) -> aiohttp.ClientSession:
         transfer = self.settings.transfer
-        limit = transfer.max_concurrent_downloads
+        # Every stream of every file in flight, with room for connections closing.
+        limit = transfer.max_concurrent_downloads * transfer.streams_per_file
         return aiohttp.ClientSession(
             # total=None: a big backup takes as long as it takes; sock_read catches stalls.
             timeout=aiohttp.ClientTimeout(
@@ -173,9 +178,10 @@ class Runtime:
             connector=aiohttp.TCPConnector(limit=limit * 2, limit_per_host=limit),
             # Sizes, hashes and Range offsets are about the stored bytes, never decoded ones.
             auto_decompress=False,
-            # aiohttp buffers up to twice this per connection before pausing the socket;
-            # the transfer gathers pieces into chunk_size hand-offs anyway. 256 KiB kept
-            # the same throughput as 1 MiB with 15 MiB less peak RSS in the benchmark.
-            read_bufsize=256 * 1024,
+            # aiohttp buffers up to twice this per connection before pausing the socket:
+            # what it reads of a body with the headers, before `archiver.transfer.receive`
+            # takes the connection over (and each GET takes room for that in the in-flight
+            # budget, `segment_fetch.FIRST_READ`); chunked bodies are read through it whole.
+            read_bufsize=64 * 1024,
             headers={"User-Agent": USER_AGENT},
         )

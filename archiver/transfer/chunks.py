@@ -116,16 +116,41 @@ def _joined(pieces: Sequence[Piece]) -> bytes:
 
 
 class _Chunk:
-    """One chunk's jobs, one per lane, and its size."""
+    """One chunk's jobs, one per lane, its size, and who hears when it is written."""
 
-    __slots__ = ("jobs", "size")
+    __slots__ = ("jobs", "on_written", "size", "written_on_loop")
 
-    def __init__(self, jobs: list[Future[None]], size: int) -> None:
+    def __init__(
+        self, jobs: list[Future[None]], size: int, on_written: Callable[[], None] | None
+    ) -> None:
         self.jobs = jobs
         self.size = size
+        self.on_written = on_written
+        self.written_on_loop = True  # False until a loop-side segment took the bytes
 
     def done(self) -> bool:
         return all(job.done() for job in self.jobs)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Call `on_written` on the loop as soon as every lane is done with the chunk."""
+        if self.on_written is None:
+            return
+        for job in self.jobs:
+            job.add_done_callback(lambda _: self._lane_done(loop))
+
+    def _lane_done(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.done():  # two lanes may both see it: `_written` runs once
+            loop.call_soon_threadsafe(self._written)
+
+    def _written(self) -> None:
+        if self.on_written is not None and self.written_on_loop and self.done():
+            on_written, self.on_written = self.on_written, None
+            on_written()
+
+    def loop_write_done(self) -> None:
+        """The loop-side segment has the bytes (S3, SFTP)."""
+        self.written_on_loop = True
+        self._written()
 
 
 class ChunkSink:
@@ -164,8 +189,15 @@ class ChunkSink:
             lane = self._lanes[name] = ThreadPoolExecutor(1, thread_name_prefix=f"c66-{name}")
         return lane
 
-    async def put(self, pieces: list[Piece], size: int) -> None:
-        """Queue one chunk on every lane; wait only while too much is in flight."""
+    async def put(
+        self, pieces: list[Piece], size: int, on_written: Callable[[], None] | None = None
+    ) -> None:
+        """Queue one chunk on every lane; wait only while too much is in flight.
+
+        `on_written` is called (on the loop) once the chunk is hashed and in storage's
+        hands, as soon as that is so (not when the next chunk comes): the in-flight
+        budget gets its room back then (`archiver.transfer.in_flight`).
+        """
         await self._make_room(size)
         hashes = self._hashes
         write = None if self._writer is None else self._writer.write_in_thread
@@ -174,10 +206,14 @@ class ChunkSink:
             jobs.append(self._lane("md5").submit(_feed, hashes.md5, pieces))
         if hashes.joined is not None:
             jobs.append(self._lane("joined").submit(_feed, hashes.joined, pieces))
-        self._chunks.append(_Chunk(jobs, size))
+        chunk = _Chunk(jobs, size, on_written)
+        chunk.written_on_loop = self._writer is not None
+        chunk.watch(asyncio.get_running_loop())
+        self._chunks.append(chunk)
         self._bytes_in_flight += size
         if self._writer is None:  # S3, SFTP: written on the loop, in order, while lanes hash
             await self._segment.write(_joined(pieces))
+            chunk.loop_write_done()
 
     async def _make_room(self, size: int) -> None:
         self._collect_finished()

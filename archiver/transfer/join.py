@@ -1,9 +1,10 @@
 """One backup's parts joined in order into one storage upload, committed only when whole.
 
 The parts of a multi-part Cloud 66 backup are plain byte pieces of one tar
-(`cat x.tar-aa x.tar-ab > x.tar`). Each part is downloaded (`archiver.transfer.download`)
-straight into its segment of one upload, one part after the other, so the join
-never writes a byte twice and never reads one back.
+(`cat x.tar-aa x.tar-ab > x.tar`). The parts are downloaded side by side
+(`archiver.transfer.download`) and each is written straight into its segment of one
+upload, one part after the other, so the join never writes a byte twice and
+never reads one back.
 
 The manifest needs each part's sha256 and the joined file's. The first part's
 sha256 *is* the start of the joined one, so its bytes are hashed once; every
@@ -32,10 +33,12 @@ from archiver.transfer.download import (
     FactsCallback,
     PartFacts,
     PartSource,
+    PartToFetch,
     ResumePoint,
 )
 from archiver.transfer.encryption import AgeEncryption
 from archiver.transfer.etags import bare_etag
+from archiver.transfer.part_writer import PartProgress, WriteTarget, write_part
 from archiver.transfer.sealed_upload import SealedUpload
 
 log = structlog.get_logger(__name__)
@@ -174,46 +177,78 @@ class _Join:
         self._durable = durable
         self._known = known
         self._callbacks = callbacks
+        self._results: list[PartRecord] = []
+        self._hashes = PartHashes()  # the first part's sha256 starts the joined one
+        self._offset = 0
 
     async def run(self, parts: Sequence[PartSource]) -> JoinedResult:
-        """One part after the other, each at the offset where the previous one ended.
+        """The parts in order, each at the offset where the previous one ended.
 
         In order for every backend: S3 needs it (part numbers), an encryptor too,
         and the joined sha256 can then ride along with the bytes as they stream.
         Parts wholly within the durable bytes are hashed again from storage; the
-        part that holds the first missing byte resumes there.
+        part that holds the first missing byte resumes there, and it and every part
+        after it are fetched side by side (`archiver.transfer.backup_fetch`) while they are
+        written one after the other.
         """
-        results: list[PartRecord] = []
-        hashes = PartHashes()  # the first part's sha256 starts the joined one
-        offset = 0
-        for index, part in enumerate(parts):
-            if index:
-                hashes = PartHashes(joined=hashes.whole())
-            result = await self._part(index, part, offset, hashes)
-            results.append(result)
-            offset += result.size
-        return JoinedResult(size=offset, sha256=hashes.whole().hexdigest(), parts=results)
+        index, resume = await self._rehash_durable(parts)
+        if index < len(parts):
+            await self._fetch_rest(parts, index, resume)
+        return JoinedResult(
+            size=self._offset, sha256=self._hashes.whole().hexdigest(), parts=self._results
+        )
 
-    async def _part(
-        self, index: int, part: PartSource, offset: int, hashes: PartHashes
-    ) -> PartRecord:
-        """One part: hashed from storage, resumed, or downloaded whole."""
-        callbacks, resume = self._callbacks, None
-        if self._durable > offset:
+    def _next_hashes(self, index: int) -> PartHashes:
+        return PartHashes(joined=self._hashes.whole()) if index else self._hashes
+
+    async def _rehash_durable(self, parts: Sequence[PartSource]) -> tuple[int, ResumePoint | None]:
+        """Hash the parts in the durable bytes again; the first part to fetch, and where."""
+        callbacks = self._callbacks
+        for index, part in enumerate(parts):
+            if self._durable <= self._offset:
+                return index, None
             facts = _recorded(self._known, index, part)
-            already = min(self._durable - offset, facts.size or 0)
-            await self._rehash(offset, already, hashes, facts)
+            already = min(self._durable - self._offset, facts.size or 0)
+            self._hashes = self._next_hashes(index)
+            await self._rehash(self._offset, already, self._hashes, facts)
             callbacks.on_size(already)
             callbacks.on_bytes(already)
-            if already == facts.size:
-                return _checked(part, facts, hashes)
-            resume = ResumePoint(already, facts)
-        start = offset + (resume.written if resume else 0)
-        segment = await self._upload.open_segment(index, start)
-        return await self._downloader.fetch_part(
-            part, segment, on_size=callbacks.size_of_part(resume), on_bytes=callbacks.on_bytes,
-            hashes=hashes, resume=resume, on_facts=callbacks.facts_of(index, part.id),
-        )
+            if already != facts.size:
+                return index, ResumePoint(already, facts)
+            self._results.append(_checked(part, facts, self._hashes))
+            self._offset += facts.size or 0
+        return len(parts), None
+
+    async def _fetch_rest(
+        self, parts: Sequence[PartSource], first: int, resume: ResumePoint | None
+    ) -> None:
+        """Fetch parts `first`.. side by side; write them in order."""
+        wanted = [
+            PartToFetch(index, parts[index])
+            if index != first or resume is None
+            else PartToFetch(index, parts[index], start=resume.written, known=resume.facts)
+            for index in range(first, len(parts))
+        ]
+        position = self._offset + (resume.written if resume else 0)
+        fetches, window = self._downloader.backup(wanted, base=self._offset, position=position)
+        callbacks = self._callbacks
+        async with fetches:
+            for index in range(first, len(parts)):
+                part_resume = resume if index == first else None
+                if part_resume is None:
+                    self._hashes = self._next_hashes(index)
+                fetch = await fetches.part(index)
+                target = WriteTarget(
+                    self._upload, index, self._offset, window, self._downloader.sink_in_flight
+                )
+                progress = PartProgress(
+                    callbacks.size_of_part(part_resume),
+                    callbacks.on_bytes,
+                    callbacks.facts_of(index, parts[index].id),
+                )
+                record = await write_part(fetch, target, self._hashes, progress, part_resume)
+                self._results.append(record)
+                self._offset += record.size
 
     async def _rehash(
         self, offset: int, size: int, hashes: PartHashes, facts: PartFacts
