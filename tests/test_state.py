@@ -377,7 +377,7 @@ async def test_rebuild_records_only_manifests_with_their_tar(tmp_path: Path) -> 
         await storage.write_small(corrupt, b'{"stack_uid": "stack", "truncated')
         await storage.write_small("stack/notes.txt", b"not a manifest")
         with structlog.testing.capture_logs() as logs:
-            assert await rebuild_from_storage(state, storage, "near") == 1
+            assert await rebuild_from_storage(state, storage, "near", "local:archive") == 1
         [record] = state.archived.all()
         assert (record.backup_id, record.manifest_key) == (1, good)
         assert record.tar_key == good.replace("manifest.json", "shop.tar")

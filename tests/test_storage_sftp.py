@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import signal
@@ -19,7 +20,7 @@ from structlog.testing import capture_logs
 
 from archiver.config.storage import SftpStorageSettings
 from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
-from archiver.storage import open_storage
+from archiver.storage import open_storage, sftp_connection
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
 from archiver.storage.sftp_errors import classify_sftp_error
@@ -368,6 +369,32 @@ async def test_writes_in_flight_when_the_connection_drops_are_sent_again(
     await upload.commit(size=6 * MiB, sha256=sha256_hex(b"".join(chunks)))
     assert (sftp_folder / "archive/s/db.tar").read_bytes() == b"".join(chunks)
     assert any("reconnecting once" in entry["event"] for entry in logs)
+
+
+async def test_a_server_hung_until_the_keepalive_gives_up_leaves_no_unretrieved_failure(
+    sftp_server: SftpServer, sftp_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes in flight to a hung server fail by keepalive, go again on a new connection, the
+    file is whole, and asyncio is never left a failed task nobody looked at."""
+    monkeypatch.setattr(sftp_connection, "KEEPALIVE_INTERVAL", 0.2)
+    unretrieved: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+    backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
+    chunks = [os.urandom(MiB) for _ in range(6)]
+    try:
+        upload = await backend.start_upload("s/db.tar")
+        segment = await upload.open_segment(0, 0)
+        with capture_logs() as logs, sftp_server.stalled():
+            for chunk in chunks:
+                await segment.write(chunk)  # the last ones wait for the keepalive to give up
+            await segment.close()
+        await upload.commit(size=6 * MiB, sha256=sha256_hex(b"".join(chunks)))
+    finally:
+        await backend.aclose()
+    gc.collect()  # a failed task nobody retrieved is reported when it is collected
+    assert (sftp_folder / "archive/s/db.tar").read_bytes() == b"".join(chunks)
+    assert any("reconnecting once" in entry["event"] for entry in logs)
+    assert [context["message"] for context in unretrieved] == []
 
 
 async def test_a_suspended_upload_keeps_only_the_acknowledged_bytes_of_the_last_attempt(

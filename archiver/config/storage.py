@@ -14,6 +14,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -128,6 +129,21 @@ def same_place(first: BackendSettings, second: BackendSettings) -> bool:
         paths = posixpath.normpath(first.path), posixpath.normpath(second.path)
         return same_server and _nested(*paths, "/")
     return False
+
+
+def place_of(settings: BackendSettings) -> str:
+    """Where a backend's root is, as one comparable string with no secret in it: its type and
+    folder, bucket and prefix (on which service), or server and path. The state remembers it
+    per destination and reads a destination again when it changes."""
+    if isinstance(settings, LocalStorageSettings):
+        return f"local:{os.path.realpath(settings.path)}"
+    if isinstance(settings, S3StorageSettings):
+        service = urlsplit(settings.endpoint_url) if settings.endpoint_url else None
+        endpoint = f"{service.scheme}://{service.hostname}:{service.port}{service.path}" \
+            if service else "aws"
+        return f"s3:{endpoint}:{settings.bucket}/{_prefix(settings.prefix)}"
+    return (f"sftp:{settings.username}@{settings.host.lower()}:{settings.port}"
+            f"{posixpath.normpath(settings.path)}")
 
 
 def _prefix(prefix: str) -> str:

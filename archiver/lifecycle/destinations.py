@@ -4,8 +4,12 @@
   the only one configured, else the one named "default", else the one whose
   location matches where they were. Nothing is downloaded or read again for them.
 - A destination the state has not read yet (a new state, a new or renamed
-  destination) is read whole: its manifests and tombstones become the state's
-  copies and prunes there (`archiver.lifecycle.rebuild`).
+  destination), or whose place changed since it was read (`config.storage.place_of`:
+  another path, bucket, server or type under the same name), is read whole: its
+  manifests and tombstones become the state's copies and prunes there, and what the
+  state said of it before is forgotten (`archiver.lifecycle.rebuild`). An archive
+  moved with its files so reads back the same copies, nothing downloaded; a new,
+  empty place holds nothing, and the next pass fills it in from the others.
 - A writer (a pass, prune) forgets the rows of destinations no longer
   configured; the storage still holds the truth, read again if one comes back.
 """
@@ -17,6 +21,7 @@ from collections.abc import Sequence
 import structlog
 
 from archiver.config.destinations import StorageSettings
+from archiver.config.storage import place_of
 from archiver.core.errors import StorageError
 from archiver.core.secrets import redact
 from archiver.lifecycle.rebuild import rebuild_from_storage
@@ -61,7 +66,7 @@ def _legacy_owner(state: StateStore, destinations: Sequence[StorageSettings]) ->
 async def reconcile(
     state: StateStore, destinations: Sequence[Destination], *, writer: bool
 ) -> dict[str, str]:
-    """Adopt old rows, forget unconfigured destinations (writers), read unread ones.
+    """Adopt old rows, forget unconfigured destinations (writers), read unread or moved ones.
 
     Returns, per destination that could not be read, why: it is left unread (to be
     read at the next open) and a pass skips it.
@@ -73,16 +78,20 @@ async def reconcile(
             log.info("forgetting a destination no longer configured", storage=stale)
             state.destinations.forget(stale)
     problems: dict[str, str] = {}
-    scanned = state.destinations.scanned()
+    known_places = state.destinations.places()
     for destination in destinations:
-        if destination.name in scanned:
+        place = place_of(destination.settings)
+        if destination.name in known_places and known_places[destination.name] in (None, place):
+            if known_places[destination.name] is None:  # read before places were remembered
+                state.destinations.note_place(destination.name, place)
             continue
+        if destination.name in known_places:
+            log.info("destination moved since the state read it: reading it where it is now",
+                     storage=destination.name, location=destination.location(""))
         try:
-            await rebuild_from_storage(state, destination.storage, destination.name)
+            await rebuild_from_storage(state, destination.storage, destination.name, place)
         except (StorageError, OSError) as error:
             problems[destination.name] = redact(str(error))
             log.error("could not read destination", storage=destination.name,
                       error=problems[destination.name])
-            continue
-        state.destinations.mark_scanned(destination.name, utc_now_iso())
     return problems

@@ -16,7 +16,7 @@ import structlog
 
 from archiver.model.backup_identity import identity_of
 from archiver.model.layout import MANIFEST_NAME, TOMBSTONE_NAME, sibling_key
-from archiver.model.manifest import ArchivedBackup, Manifest, Tombstone
+from archiver.model.manifest import ArchivedBackup, Manifest, Tombstone, utc_now_iso
 from archiver.state.records import PrunedBackup
 from archiver.state.store import StateStore
 from archiver.storage.base import Storage
@@ -24,38 +24,40 @@ from archiver.storage.base import Storage
 log = structlog.get_logger(__name__)
 
 
-async def rebuild_from_storage(state: StateStore, storage: Storage, name: str) -> int:
-    """Record every copy and every prune that destination `name` holds; return how many copies.
+async def rebuild_from_storage(state: StateStore, storage: Storage, name: str, place: str) -> int:
+    """Make the state's copies and prunes of destination `name` (at `place`) exactly what it
+    holds; return how many copies.
 
     Tombstones win: a backup with one is pruned there, whatever else is left of it
     (a prune interrupted before its manifest or data went; the next prune finishes
     it). Unreadable manifests and manifests whose data is missing are skipped
     with a warning: they are not archived there, and a later pass fills them in.
+    What the state said of `name` before and storage does not hold is forgotten.
     """
     keys = {key async for key in storage.list()}
-    pruned = await _record_tombstones(state, storage, name, keys)
-    recorded = skipped = 0
+    prunes = await _read_tombstones(storage, name, keys)
+    pruned_manifests = {prune.manifest_key for prune in prunes}
+    copies: list[ArchivedBackup] = []
+    skipped = 0
     for key in sorted(keys):
-        if key.rpartition("/")[2] != MANIFEST_NAME or sibling_key(key, TOMBSTONE_NAME) in pruned:
+        if key.rpartition("/")[2] != MANIFEST_NAME or key in pruned_manifests:
             continue
         record = await record_from_manifest(storage, key, name)
         if record is None:
             skipped += 1
             continue
-        state.archived.record(record)
-        recorded += 1
+        copies.append(record)
+    state.destinations.replace(name, place, utc_now_iso(), copies, prunes)
     # An empty storage (a new install) rebuilds nothing: not worth a line at info.
-    report = log.info if recorded or skipped or pruned else log.debug
-    report("state rebuilt from storage", storage=name, recorded=recorded, skipped=skipped,
-           pruned=len(pruned))
-    return recorded
+    report = log.info if copies or skipped or prunes else log.debug
+    report("state rebuilt from storage", storage=name, recorded=len(copies), skipped=skipped,
+           pruned=len(prunes))
+    return len(copies)
 
 
-async def _record_tombstones(
-    state: StateStore, storage: Storage, name: str, keys: set[str]
-) -> set[str]:
-    """Record the pruned copy of every readable tombstone; return their keys."""
-    found: set[str] = set()
+async def _read_tombstones(storage: Storage, name: str, keys: set[str]) -> list[PrunedBackup]:
+    """The pruned copy of every readable tombstone."""
+    found: list[PrunedBackup] = []
     for key in sorted(keys):
         if key.rpartition("/")[2] != TOMBSTONE_NAME:
             continue
@@ -67,13 +69,12 @@ async def _record_tombstones(
         manifest_key = sibling_key(key, MANIFEST_NAME)
         tar_key = sibling_key(key, tombstone.file) if tombstone.file else manifest_key
         leftovers = manifest_key in keys or tar_key in keys
-        state.pruned.record(
+        found.append(
             PrunedBackup(
                 **identity_of(tombstone), tar_key=tar_key, manifest_key=manifest_key,
                 pruned_at=tombstone.pruned_at, complete=not leftovers, storage=name,
             )
         )
-        found.add(key)
     return found
 
 

@@ -57,30 +57,8 @@ class ArchivedBackups:
         Its transfer and commit records and any skip noted earlier (a failed attempt)
         go in the same transaction: they no longer apply.
         """
-        key = (record.stack_uid, record.backup_id)
         with self._db.transaction() as cursor:
-            # The backup's facts as the newest manifest says; archived_at stays the first copy's.
-            cursor.execute(
-                "INSERT INTO archived (stack_uid, backup_id, db_type, database_name, size,"
-                " sha256, archived_at, backup_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (stack_uid, backup_id) DO UPDATE SET db_type = excluded.db_type,"
-                " database_name = excluded.database_name, size = excluded.size,"
-                " sha256 = excluded.sha256, backup_date = excluded.backup_date",
-                (*key, record.db_type, record.database_name, record.size, record.sha256,
-                 record.archived_at, record.backup_date),
-            )
-            cursor.execute(
-                "INSERT OR REPLACE INTO copies (stack_uid, backup_id, storage, tar_key,"
-                " manifest_key, archived_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, record.storage, record.tar_key, record.manifest_key, record.archived_at,
-                 record.locked_until),
-            )
-            cursor.execute("DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?", key)
-            cursor.execute(
-                "DELETE FROM commits WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
-                (*key, record.storage),
-            )
-            cursor.execute("DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?", key)
+            record_copy(cursor, record)
 
     def all(
         self, storage: str | None = None, *, stack_uid: str | None = None
@@ -144,6 +122,33 @@ class ArchivedBackups:
             " ON a.stack_uid = c.stack_uid AND a.backup_id = c.backup_id GROUP BY c.storage"
         )
         return {str(storage): (int(count), int(size)) for storage, count, size in rows}
+
+
+def record_copy(cursor: sqlite3.Cursor, record: ArchivedBackup) -> None:
+    """Within a transaction: insert or replace one copy and its backup (see `record`)."""
+    key = (record.stack_uid, record.backup_id)
+    # The backup's facts as the newest manifest says; archived_at stays the first copy's.
+    cursor.execute(
+        "INSERT INTO archived (stack_uid, backup_id, db_type, database_name, size,"
+        " sha256, archived_at, backup_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (stack_uid, backup_id) DO UPDATE SET db_type = excluded.db_type,"
+        " database_name = excluded.database_name, size = excluded.size,"
+        " sha256 = excluded.sha256, backup_date = excluded.backup_date",
+        (*key, record.db_type, record.database_name, record.size, record.sha256,
+         record.archived_at, record.backup_date),
+    )
+    cursor.execute(
+        "INSERT OR REPLACE INTO copies (stack_uid, backup_id, storage, tar_key,"
+        " manifest_key, archived_at, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (*key, record.storage, record.tar_key, record.manifest_key, record.archived_at,
+         record.locked_until),
+    )
+    cursor.execute("DELETE FROM transfers WHERE stack_uid = ? AND backup_id = ?", key)
+    cursor.execute(
+        "DELETE FROM commits WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
+        (*key, record.storage),
+    )
+    cursor.execute("DELETE FROM skipped WHERE stack_uid = ? AND backup_id = ?", key)
 
 
 def forget_copy(cursor: sqlite3.Cursor, stack_uid: str, backup_id: int, storage: str) -> None:

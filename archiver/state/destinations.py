@@ -1,15 +1,24 @@
 """The destinations the state has read, and the rows from before there were several.
 
 A destination the state has not read yet (a new state, a destination added to
-the config, or renamed) is read whole once (`archiver.lifecycle.destinations`):
-its manifests and tombstones become copies and prunes here. Rows written before
+the config, or renamed), or whose place changed since it was read (another path,
+bucket, server or type under the same name), is read whole
+(`archiver.lifecycle.destinations`): its manifests and tombstones become its
+copies and prunes here, replacing what the state said of it. Rows written before
 destinations had names belong to the destination '' until they are handed to
 the one they came from.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
+
+from archiver.model.manifest import ArchivedBackup
+from archiver.state.archived import record_copy
 from archiver.state.database import Database
+from archiver.state.records import PrunedBackup
+from archiver.state.tombstones import record_prune
 
 LEGACY = ""
 _PER_DESTINATION = ("copies", "pruned", "verified", "commits")
@@ -23,13 +32,34 @@ class DestinationRecords:
 
     def scanned(self) -> set[str]:
         """The destinations whose objects the state has read."""
-        return {str(row[0]) for row in self._db.query("SELECT name FROM destinations")}
+        return set(self.places())
 
-    def mark_scanned(self, name: str, at: str) -> None:
-        """`name` has been read whole: its copies and prunes are in the state."""
+    def places(self) -> dict[str, str | None]:
+        """Destination -> where it was when the state read it (None: read before places were
+        remembered)."""
+        rows = self._db.query("SELECT name, place FROM destinations")
+        return {str(name): None if place is None else str(place) for name, place in rows}
+
+    def note_place(self, name: str, place: str) -> None:
+        """Remember where `name`, already read, is (for rows read before places were kept)."""
         with self._db.transaction() as cursor:
+            cursor.execute("UPDATE destinations SET place = ? WHERE name = ?", (place, name))
+
+    def replace(
+        self, name: str, place: str, at: str,
+        copies: Sequence[ArchivedBackup], prunes: Sequence[PrunedBackup],
+    ) -> None:
+        """`name`, read whole at `place`, holds exactly `copies` and pruned `prunes`: its rows
+        are replaced by them in one transaction (a crash leaves the old ones, read again)."""
+        with self._db.transaction() as cursor:
+            _delete_rows_of(cursor, name)
+            for pruned in prunes:
+                record_prune(cursor, pruned)
+            for copy in copies:
+                record_copy(cursor, copy)
             cursor.execute(
-                "INSERT OR REPLACE INTO destinations (name, scanned_at) VALUES (?, ?)", (name, at)
+                "INSERT OR REPLACE INTO destinations (name, scanned_at, place) VALUES (?, ?, ?)",
+                (name, at, place),
             )
 
     def known(self) -> set[str]:
@@ -61,12 +91,18 @@ class DestinationRecords:
     def forget(self, name: str) -> None:
         """Drop every row of a destination no longer configured (storage keeps the truth)."""
         with self._db.transaction() as cursor:
-            for table in _PER_DESTINATION:
-                cursor.execute(f"DELETE FROM {table} WHERE storage = ?", (name,))  # noqa: S608
-            cursor.execute(
-                "DELETE FROM archived WHERE NOT EXISTS (SELECT 1 FROM copies c WHERE"
-                " c.stack_uid = archived.stack_uid AND c.backup_id = archived.backup_id)"
-            )
+            _delete_rows_of(cursor, name)
             cursor.execute("DELETE FROM destinations WHERE name = ?", (name,))
             if name == LEGACY:
                 cursor.execute("DELETE FROM legacy_location")
+
+
+def _delete_rows_of(cursor: sqlite3.Cursor, name: str) -> None:
+    """Within a transaction: drop every row of destination `name`, and backups left with no
+    copy anywhere."""
+    for table in _PER_DESTINATION:
+        cursor.execute(f"DELETE FROM {table} WHERE storage = ?", (name,))  # noqa: S608
+    cursor.execute(
+        "DELETE FROM archived WHERE NOT EXISTS (SELECT 1 FROM copies c WHERE"
+        " c.stack_uid = archived.stack_uid AND c.backup_id = archived.backup_id)"
+    )

@@ -232,4 +232,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE commits_by_storage RENAME TO commits;
     CREATE TABLE destinations (name TEXT PRIMARY KEY, scanned_at TEXT NOT NULL);
     """,
+    # Where each destination was when the state read it (`config.storage.place_of`): a
+    # destination whose place changed is read again from where it is now. NULL: read before
+    # places were remembered; taken as where it is now (`archiver.lifecycle.destinations`).
+    """
+    ALTER TABLE destinations ADD COLUMN place TEXT;
+    """,
 )

@@ -7,6 +7,7 @@ Each destination's storage keeps a tombstone of each too (`pruned.json`, see
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -32,18 +33,8 @@ class PrunedBackups:
 
     def record(self, pruned: PrunedBackup) -> None:
         """Note a pruned copy (or its completion) and drop it from the archived ones, at once."""
-        key = (pruned.stack_uid, pruned.backup_id)
         with self._db.transaction() as cursor:
-            cursor.execute(
-                _INSERT,
-                (*key, pruned.db_type, pruned.database_name, pruned.backup_date, pruned.tar_key,
-                 pruned.manifest_key, pruned.pruned_at, int(pruned.complete), pruned.storage),
-            )
-            forget_copy(cursor, *key, pruned.storage)
-            cursor.execute(
-                "DELETE FROM verified WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
-                (*key, pruned.storage),
-            )
+            record_prune(cursor, pruned)
 
     def ids(self, stack_uid: str) -> set[int]:
         """Ids of a stack's backups pruned from some destination."""
@@ -98,6 +89,21 @@ class PrunedBackups:
             "SELECT COUNT(*) FROM (SELECT DISTINCT stack_uid, backup_id FROM pruned)"
         )
         return int(rows[0][0])
+
+
+def record_prune(cursor: sqlite3.Cursor, pruned: PrunedBackup) -> None:
+    """Within a transaction: note a pruned copy and drop it from the archived ones."""
+    key = (pruned.stack_uid, pruned.backup_id)
+    cursor.execute(
+        _INSERT,
+        (*key, pruned.db_type, pruned.database_name, pruned.backup_date, pruned.tar_key,
+         pruned.manifest_key, pruned.pruned_at, int(pruned.complete), pruned.storage),
+    )
+    forget_copy(cursor, *key, pruned.storage)
+    cursor.execute(
+        "DELETE FROM verified WHERE stack_uid = ? AND backup_id = ? AND storage = ?",
+        (*key, pruned.storage),
+    )
 
 
 def _from_row(row: tuple[Any, ...]) -> PrunedBackup:

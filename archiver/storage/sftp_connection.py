@@ -37,6 +37,10 @@ _RECONNECT_ONCE = RetryPolicy(retries=1, backoff=Backoff(base=0.0, cap=0.0))
 _T = TypeVar("_T")
 
 
+# Seconds between keepalives; three unanswered drop the connection (a hung server), and the
+# upload reconnects once. Tests shorten it.
+KEEPALIVE_INTERVAL = 30.0
+
 class SftpConnection:
     """One SFTP server's shared connection (the `SftpServer` of `sftp_upload`)."""
 
@@ -93,7 +97,7 @@ class SftpConnection:
                 known_hosts=self._known_hosts(),
                 client_keys=self._client_keys(),
                 connect_timeout=settings.connect_timeout.total_seconds(),
-                keepalive_interval=30,  # notice a dead peer while a long transfer waits
+                keepalive_interval=KEEPALIVE_INTERVAL,  # notice a dead peer while writes wait
                 config=None,  # behave the same whatever ~/.ssh/config says
             )
         except asyncssh.HostKeyNotVerifiable as error:

@@ -9,9 +9,9 @@ download when the server is slow, so memory stays at those slots' chunks,
 whatever the file's size. A write's bytes are kept until the server
 acknowledged them.
 
-Requests leave in file order: asyncio runs the first steps of tasks in the
-order they were created, and asyncssh sends a write's requests (at most 16
-blocks of the server's write length, all at once) in that first step. OpenSSH's
+Requests leave in file order: a write goes as one request per block of the
+server's write length (`_requests`), each started by its own task, and asyncio
+runs the first steps of tasks in the order they were created. OpenSSH's
 sftp-server applies requests one at a time in the order they arrive. So the
 part file on the server always holds a prefix of what was written, even after a
 kill -9 of this process: its size stays a safe resume point.
@@ -68,7 +68,7 @@ class _Write:
         self.data = data
         self.resent = False
         self.handle: Handle | None = None
-        self.task: asyncio.Future[int] | None = None
+        self.task: asyncio.Future[list[int]] | None = None
 
     @property
     def end(self) -> int:
@@ -151,7 +151,7 @@ class PipelinedSegment:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _running(self) -> list[asyncio.Future[int]]:
+    def _running(self) -> list[asyncio.Future[list[int]]]:
         return [write.task for write in self._pending if write.task and not write.task.done()]
 
     def _send(self, write: _Write) -> None:
@@ -162,12 +162,12 @@ class PipelinedSegment:
             self._slots.release()
             raise
         write.handle = handle
-        write.task = asyncio.ensure_future(handle.write(write.data, write.offset))
+        write.task = _requests(handle, write.data, write.offset)
         write.task.add_done_callback(self._ended)
         if not write.resent:
             self._pending.append(write)
 
-    def _ended(self, task: asyncio.Future[int]) -> None:
+    def _ended(self, task: asyncio.Future[list[int]]) -> None:
         self._slots.release()
         if not task.cancelled():
             task.exception()  # looked at by `_settle`; retrieved here so asyncio never logs it
@@ -199,3 +199,20 @@ class PipelinedSegment:
             await self._slots.acquire()
             write.resent = True
             self._send(write)
+
+
+def _requests(handle: Handle, data: bytes, offset: int) -> asyncio.Future[list[int]]:
+    """Send `data` at `offset` as one request per block of the server's write length.
+
+    asyncssh's own split of a longer write loses track of its blocks when the connection
+    drops (a keepalive timeout fails them with an error its clean-up does not expect): their
+    failures were never retrieved, and asyncio logged a traceback for each. Here every block
+    is a single-request write (no task of asyncssh's left behind) and `gather` retrieves the
+    outcome of each, failed or not. The blocks still leave in file order: their tasks are
+    created, so first run, in that order.
+    """
+    block = handle.write_len or len(data) or 1
+    return asyncio.gather(*(
+        handle.write(data[start : start + block], offset + start)
+        for start in range(0, len(data), block)
+    ))
