@@ -19,7 +19,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from archiver.config.storage import SftpStorageSettings
-from archiver.core.errors import PermanentStorageError, StorageFull, TransientStorageError
+from archiver.core.errors import (
+    PermanentStorageError,
+    StorageError,
+    StorageFull,
+    TransientStorageError,
+)
 from archiver.storage import open_storage, sftp_connection
 from archiver.storage.base import SegmentWriter
 from archiver.storage.sftp import SftpStorage
@@ -394,6 +399,32 @@ async def test_a_server_hung_until_the_keepalive_gives_up_leaves_no_unretrieved_
     gc.collect()  # a failed task nobody retrieved is reported when it is collected
     assert (sftp_folder / "archive/s/db.tar").read_bytes() == b"".join(chunks)
     assert any("reconnecting once" in entry["event"] for entry in logs)
+    assert [context["message"] for context in unretrieved] == []
+
+
+async def test_a_read_from_a_server_hung_until_the_keepalive_gives_up_fails_cleanly(
+    sftp_server: SftpServer, sftp_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed read cut by the keepalive ends in one StorageError, asyncio is never left a
+    failed read nobody looked at, and a read on a live server is exact to the last byte."""
+    monkeypatch.setattr(sftp_connection, "KEEPALIVE_INTERVAL", 0.2)
+    unretrieved: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+    data = os.urandom(6 * MiB + 12345)  # not a whole number of blocks: the end is short
+    (sftp_folder / "archive/s").mkdir(parents=True)
+    (sftp_folder / "archive/s/db.tar").write_bytes(data)
+    backend = SftpStorage(sftp_server.settings(sftp_folder / "archive"))
+    try:
+        assert b"".join([c async for c in backend.read_chunks("s/db.tar")]) == data
+        chunks = backend.read_chunks("s/db.tar", chunk_size=MiB)
+        await anext(chunks)
+        with sftp_server.stalled(), pytest.raises(StorageError):
+            async for _ in chunks:
+                pass
+        await chunks.aclose()
+    finally:
+        await backend.aclose()
+    gc.collect()  # a failed task nobody retrieved is reported when it is collected
     assert [context["message"] for context in unretrieved] == []
 
 

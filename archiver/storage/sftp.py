@@ -48,6 +48,7 @@ from archiver.storage.sftp_errors import (
     SFTP_FAILURES,
     remove_if_present,
 )
+from archiver.storage.sftp_reads import read_blocks
 from archiver.storage.sftp_upload import READ_WRITE, Client, SftpUpload
 
 log = structlog.get_logger(__name__)
@@ -206,12 +207,11 @@ class SftpStorage:
             offset = 0
             while True:
                 try:
-                    chunk = await handle.read(chunk_size, offset)
+                    chunk = await read_blocks(handle, chunk_size, offset)
                 except SFTP_FAILURES as error:
                     raise await self.connection.classified(error, location) from error
                 if not chunk:
                     return
-                assert isinstance(chunk, bytes)  # encoding=None: always bytes
                 offset += len(chunk)
                 yield chunk
         finally:

@@ -20,6 +20,7 @@ import structlog
 from archiver.core.errors import IntegrityError, PermanentStorageError
 from archiver.storage.base import UploadEnd
 from archiver.storage.sftp_errors import MISSING, SFTP_FAILURES, remove_if_present
+from archiver.storage.sftp_reads import read_blocks
 from archiver.storage.sftp_writes import BLOCKS_PER_WRITE, PipelinedSegment
 
 log = structlog.get_logger(__name__)
@@ -138,9 +139,7 @@ class SftpUpload:
         handle = self.live_handle()
 
         async def read() -> bytes:
-            data = await self.live_handle().read(size, offset)
-            assert isinstance(data, bytes)  # encoding=None: always bytes
-            return data
+            return await read_blocks(self.live_handle(), size, offset)
 
         return await self._storage.twice(self._location, read, lambda: self.reopen(handle))
 
