@@ -159,6 +159,34 @@ async def test_a_copy_gone_bad_is_not_copied_on(
     assert "encrypted" not in failure["reason"]  # no encryption anywhere: not the cause
 
 
+async def test_a_copy_deleted_by_hand_is_filled_in_again_by_the_next_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, archive_backend: ArchiveBackend
+) -> None:
+    """A copy deleted from a destination (each backend as `far`) behind the archiver's back:
+    the next pass notices its manifest is gone and copies it back from near, with no Cloud 66
+    download; status counts it in far again."""
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=PART_SIZE + 11)
+    path = config(workspace, server, [near(workspace), far(archive_backend)])
+    assert (await run_cli("--config", path, "sync")).code == 0
+    far_keys = [k for k in await archive_backend.keys() if f"_{backup_id}/" in k]
+    assert len(far_keys) == 2  # the tar and its manifest
+    for key in far_keys:
+        await archive_backend.delete(key)
+    sim.stats.reset()
+
+    again = await run_cli("--config", path, "sync")
+
+    assert again.code == 0, again.stderr
+    assert "filled in 1 from other destinations" in again.stderr
+    assert cloud66_work(sim) == NO_CLOUD66_WORK
+    assert await backend_files(archive_backend, ".tar") == files_under(
+        near_folder(workspace), ".tar"
+    )
+    document = await status_json(path)
+    assert [c["storage"] for c in document["archived"][0]["copies"]] == ["near", "far"]
+    assert {d["name"]: d["missing"] for d in document["storage"]} == {"near": 0, "far": 0}
+
+
 async def test_a_pass_counts_as_archived_only_the_backups_that_gained_a_copy(
     sim: Simulator, server: SimulatorServer, workspace: Workspace
 ) -> None:

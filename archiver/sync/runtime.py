@@ -23,6 +23,7 @@ from archiver.config.settings import Settings, encryption_for
 from archiver.core.retry import RetryPolicy
 from archiver.core.stopping import StopSignal
 from archiver.lifecycle.archive import Archive, open_archive
+from archiver.lifecycle.vanished import VanishedCopies
 from archiver.service.alerts import AlertSender, alerts_configured
 from archiver.service.observers import PassObserver
 from archiver.state.store import StateStore
@@ -69,6 +70,8 @@ class Runtime:
         self._stack = AsyncExitStack()
         # Each encrypting destination's recipients and engine, by name (once opened).
         self.encryptions: dict[str, AgeEncryption] = {}
+        # When each destination was last listed for copies deleted behind our back.
+        self.vanished = VanishedCopies()
         # Notifications and metrics register here (see archiver.service.observers).
         self.observers = []
         self.metrics = None

@@ -111,6 +111,7 @@ class SyncPass:
             self._usable = self._readable_destinations()
             # Before the plan reads the state: a finished commit makes its copy archived.
             unfinished = await self._settle_commits()
+            await self._forget_vanished_copies()
             jobs = await self._plan()
             self._report_unfinished(unfinished, {(j.stack_uid, j.backup_id) for j in jobs})
             await self._tidy_destinations(jobs)
@@ -155,6 +156,15 @@ class SyncPass:
         for destination in self._usable:
             unfinished += await commit.settle(self._rt.state, destination.storage, destination.name)
         return unfinished
+
+    async def _forget_vanished_copies(self) -> None:
+        """Before the plan: copies deleted from a destination behind our back are forgotten,
+        so the plan fills them in again (`archiver.lifecycle.vanished`)."""
+        for destination in list(self._usable):
+            try:
+                await self._rt.vanished.forget_vanished(self._rt.state, destination)
+            except (StorageError, OSError) as error:
+                self._destination_down(destination, redact(str(error)))
 
     def _report_unfinished(
         self, unfinished: list[tuple[PendingCommit, StorageError | OSError]],
