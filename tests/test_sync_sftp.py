@@ -116,7 +116,8 @@ async def test_check_config_probes_the_sftp_target(
     sim: Simulator, server: SimulatorServer, workspace: Workspace, sftp_server: SftpServer,
     sftp_folder: Path,
 ) -> None:
-    """`check-config` writes, reads back and deletes a probe over SFTP, and exits 0."""
+    """`check-config` writes, reads back and deletes a probe over SFTP, and exits 0, with no
+    library warning about DSA keys (asyncssh's, at import) on stderr."""
     sim.add_stack("stack-a")
     _settings(workspace, server, sftp_server, sftp_folder / "archive")
 
@@ -125,6 +126,7 @@ async def test_check_config_probes_the_sftp_target(
     assert result.code == 0, result.stderr
     assert f"sftp://{sftp_server.username}@127.0.0.1:{sftp_server.port}" in result.stdout
     assert not [path for path in (sftp_folder / "archive").rglob("*") if path.is_file()]
+    assert "Warning" not in result.stderr
 
 
 async def test_a_killed_process_leaves_nothing_visible_and_the_next_pass_finishes(

@@ -66,4 +66,14 @@ def import_structlog_lean() -> None:
 def lean_imports() -> None:
     """Before the first import of aiohttp and structlog: leave out what we never use."""
     os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
+    quiet_library_warnings()
     import_structlog_lean()
+
+
+def quiet_library_warnings() -> None:
+    """asyncssh names DSA types at import, and cryptography warns about each: five warning
+    blocks on stderr of every command with an SFTP destination, about keys we never use.
+    Matched by text, not class (importing cryptography here would cost every command)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh(\.|$)")
