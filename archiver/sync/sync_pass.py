@@ -109,6 +109,7 @@ class SyncPass:
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
         try:
             self._usable = self._readable_destinations()
+            await self._check_object_locks()
             # Before the plan reads the state: a finished commit makes its copy archived.
             unfinished = await self._settle_commits()
             jobs = await self._plan()
@@ -148,6 +149,21 @@ class SyncPass:
                 Failure("*", None, f"destination could not be read: {reason}", name)
             )
         return [d for d in archive.destinations if d.name not in archive.unreadable]
+
+    async def _check_object_locks(self) -> None:
+        """A destination that asks for Object Lock and cannot lock sits the pass out, named:
+        nothing is written there unlocked (not even a manifest `settle` would finish). Asked
+        once a pass, before anything is written there: a bucket can lose its lock setting only
+        by being made anew."""
+        for destination in list(self._usable):
+            try:
+                problem = await destination.lock_problem()
+            except (StorageError, OSError) as error:
+                problem = f"could not check its Object Lock ({redact(str(error))})"
+            if problem is not None:
+                self._destination_down(
+                    destination, f"object_lock: {problem}; nothing is written there unlocked"
+                )
 
     async def _settle_commits(self) -> list[tuple[PendingCommit, StorageError | OSError]]:
         """Finish or clean the commits an earlier pass left half done, in every destination."""
