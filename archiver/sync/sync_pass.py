@@ -107,6 +107,7 @@ class SyncPass:
         started = time.monotonic()
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
+        archived_all = False
         try:
             self._usable = self._readable_destinations()
             await self._check_object_locks()
@@ -116,6 +117,7 @@ class SyncPass:
             self._report_unfinished(unfinished, {(j.stack_uid, j.backup_id) for j in jobs})
             await self._tidy_destinations(jobs)
             await self._archive_all(jobs)
+            archived_all = True
             self._summary.filled = self._fill.copies_made
             self._record_stack_successes()
             await self._watch.judge(self._planned_stacks, every_stack_known=self._every_stack_known)
@@ -128,6 +130,11 @@ class SyncPass:
         except Stopped:
             log.info("stopping: the rest of the pass is left for the next one")
             self._summary.stopped = True
+            self._summary.left_due = self._summary.left_due or not archived_all
+        except asyncio.CancelledError:  # the grace period ran out: transfers were abandoned
+            self._summary.stopped = True
+            self._summary.left_due = self._summary.left_due or not archived_all
+            raise
         except StorageError as error:
             self._fail("*", None, f"storage unusable: {error}")
         finally:
@@ -319,6 +326,7 @@ class SyncPass:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
                 self._summary.stopped = True
+                self._summary.left_due = True
             except AuthError:
                 raise
             except ArchiverError as error:
