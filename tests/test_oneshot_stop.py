@@ -159,6 +159,8 @@ async def test_a_first_pass_a_stop_cut_short_leaves_health_failing(
     status = await run_cli("--config", str(config), "status", "--json")
     last_run = json.loads(status.stdout)["last_run"]
     assert (last_run["ok"], last_run["archived"], last_run["failed"]) == (False, 1, [])
+    text = await run_cli("--config", str(config), "status")
+    assert "Last pass: incomplete" in text.stdout
     health = await run_cli("--config", str(config), "health")
     assert health.code == 1
     assert "no pass has succeeded yet" in health.stdout
