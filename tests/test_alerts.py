@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
 from archiver.simulator import Simulator, SimulatorServer
-from tests.conftest import TOKEN, Workspace, run_cli
+from tests.conftest import TOKEN, Workspace, run_cli, start_cli, stop_cli, wait_until
 from tests.notify_receiver import Receiver
 
 PING_UUID = "5bf3c9d2-8e41-4c7a-9a0b-1f2e3d4c5b6a"
@@ -149,3 +150,26 @@ async def test_verify_failures_ping_fail_and_post_the_webhook(
          "reason": "short: 4000 bytes, the manifest says 5000"}
     ]
     assert PING_UUID not in result.stderr + result.stdout
+
+
+async def test_a_pass_a_stop_cut_short_pings_neither_success_nor_fail(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, receiver: Receiver
+) -> None:
+    """SIGTERM with a backup queued: only /start was pinged (no success for a pass that left
+    backups due, no failure page for a restart), and no webhook."""
+    sim.add_stack("stack-a")
+    for _ in range(2):
+        sim.add_backup("stack-a", size=150_000)
+    sim.faults.slow_downloads = 2
+    sim.faults.slow_bytes_per_second = 100_000
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}],
+        transfer={"grace_period": "60s", "max_concurrent_downloads": 1},
+        notify={"healthchecks_url": f"{receiver.base_url}/ping/{PING_UUID}",
+                "webhook_url": f"{receiver.base_url}/hook", "webhook_on_success": True},
+    )
+    process = await start_cli("--config", str(config), "sync")
+    await wait_until(lambda: sim.stats.downloads_started == 1)
+
+    assert await stop_cli(process, signal.SIGTERM) == 143
+    assert receiver.paths() == [f"/ping/{PING_UUID}/start"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from archiver.config.storage import S3StorageSettings
 from archiver.core.errors import ObjectLocked
@@ -23,6 +24,7 @@ from archiver.storage.s3 import S3Storage
 from tests.archive_backends import S3_PREFIX, s3_backend
 from tests.conftest import Workspace, run_cli
 from tests.destinations_helpers import config, near, near_folder, status_json
+from tests.s3_fault_proxy import S3FaultProxy
 from tests.s3_server import S3Server
 
 START = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
@@ -201,3 +203,61 @@ async def test_the_lock_request_carries_a_checksum(
         await storage.aclose()
     [headers] = seen
     assert "content-md5" in headers or any(k.startswith("x-amz-checksum-") for k in headers)
+
+
+async def test_a_pass_writes_nothing_unlocked_into_a_bucket_without_object_lock(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """object_lock on a bucket made without it: far sits each pass out with one failure that
+    names it and why, nothing lands in the bucket, near archives every backup, exit 1."""
+    ids = [sim.add_backup("stack-a", database_name=f"db{n}", size=900 + n) for n in range(3)]
+    path = config(workspace, server, [
+        near(workspace), _far(s3_server, s3_bucket, workspace.root, object_lock=LOCK),
+    ])
+
+    for _ in range(2):
+        result = await run_cli("--config", path, "sync")
+
+        assert result.code == 1, result.stderr
+        [failure] = (await status_json(path))["last_run"]["failed"]
+        assert (failure["storage"], failure["backup_id"]) == ("far", None)
+        assert f"bucket {s3_bucket} has no Object Lock" in failure["reason"]
+        assert "nothing is written there unlocked" in failure["reason"]
+        async with s3_server.client() as client:
+            listing = await client.list_objects_v2(Bucket=s3_bucket)
+        assert listing.get("Contents", []) == []
+        document = await status_json(path)
+        assert sorted(e["backup_id"] for e in document["archived"]) == ids
+        assert all([c["storage"] for c in e["copies"]] == ["near"] for e in document["archived"])
+
+
+def _is_lock_request(request: web.Request) -> bool:
+    """A PutObjectRetention."""
+    return request.method == "PUT" and "retention" in request.query
+
+
+async def test_a_lock_that_fails_is_reported_once_per_copy_in_a_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    lock_bucket: str,
+) -> None:
+    """With every PutObjectRetention refused, a first pass lists each copy's lock failure once
+    (not again from the end-of-pass retry of unlocked copies); the next pass once too."""
+    ids = [sim.add_backup("stack-a", database_name=f"db{n}", size=900 + n) for n in range(3)]
+    async with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        proxied = S3Server(proxy.url, s3_server.access_key, s3_server.secret_key)
+        path = config(workspace, server, [
+            near(workspace), _far(proxied, lock_bucket, workspace.root, object_lock=LOCK),
+        ])
+        proxy.refuse = _is_lock_request
+
+        for _ in range(2):
+            result = await run_cli("--config", path, "sync")
+
+            assert result.code == 1, result.stderr
+            failed = (await status_json(path))["last_run"]["failed"]
+            assert sorted((f["backup_id"], f["storage"]) for f in failed) == [
+                (backup_id, "far") for backup_id in ids
+            ]
+            assert all("could not be locked" in f["reason"] for f in failed)
+    assert proxy.refused > 0

@@ -3,6 +3,7 @@ no new work, the grace period for transfers in flight, a prompt exit, nothing ha
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -93,3 +94,73 @@ async def test_a_stop_starts_no_queued_backup_and_exits_143(
     result = await run_cli("--config", str(config), "sync")
     assert result.code == 0, result.stderr
     assert set(archived_sha256s(workspace.archive)) == set(backup_ids)
+
+
+async def test_a_pass_a_stop_cut_short_is_not_the_last_good_pass(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """After a good pass, a pass stopped past its grace period with a backup left is recorded
+    ok false (exit 143 still); health keeps the good pass as the last success; the next
+    pass archives the backup and becomes it."""
+    sim.add_stack("stack-a")
+    sim.add_backup("stack-a", size=1000)
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}], transfer={"grace_period": "1s"}
+    )
+    assert (await run_cli("--config", str(config), "sync")).code == 0
+    state = StateStore.open(workspace.state)
+    good = state.runs.last_success_at()
+    state.close()
+    sim.add_backup("stack-a", size=250_000)  # one part, 25 s at this pace
+    sim.faults.slow_downloads = 1
+    sim.faults.slow_bytes_per_second = 10_000
+    process = await start_cli("--config", str(config), "sync")
+    await wait_until(lambda: sim.stats.bytes_served >= 20_000)
+
+    assert await stop_cli(process, signal.SIGTERM, timeout=10) == 143
+
+    status = await run_cli("--config", str(config), "status", "--json")
+    last_run = json.loads(status.stdout)["last_run"]
+    assert (last_run["ok"], last_run["archived"], last_run["failed"]) == (False, 0, [])
+    state = StateStore.open(workspace.state)
+    assert state.runs.last_success_at() == good
+    state.close()
+    health = await run_cli("--config", str(config), "health")
+    assert health.code == 0, health.stdout  # the good pass is recent enough
+    result = await run_cli("--config", str(config), "sync")
+    assert result.code == 0, result.stderr
+    state = StateStore.open(workspace.state)
+    last = state.runs.last_success_at()
+    state.close()
+    assert good is not None
+    assert last is not None
+    assert last > good
+
+
+async def test_a_first_pass_a_stop_cut_short_leaves_health_failing(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace
+) -> None:
+    """With a backup queued behind the one a stop lets finish, the first pass is not a
+    success: last_run ok false, `health` exits 1 (no pass succeeded yet)."""
+    sim.add_stack("stack-a")
+    for _ in range(2):
+        sim.add_backup("stack-a", size=150_000)  # one part each
+    sim.faults.slow_downloads = 2
+    sim.faults.slow_bytes_per_second = 100_000
+    config = workspace.write_config(
+        server.base_url, [{"uid": "stack-a"}],
+        transfer={"grace_period": "60s", "max_concurrent_downloads": 1},
+    )
+    process = await start_cli("--config", str(config), "sync")
+    await wait_until(lambda: sim.stats.downloads_started == 1)
+
+    assert await stop_cli(process, signal.SIGTERM) == 143
+
+    status = await run_cli("--config", str(config), "status", "--json")
+    last_run = json.loads(status.stdout)["last_run"]
+    assert (last_run["ok"], last_run["archived"], last_run["failed"]) == (False, 1, [])
+    text = await run_cli("--config", str(config), "status")
+    assert "Last pass: incomplete" in text.stdout
+    health = await run_cli("--config", str(config), "health")
+    assert health.code == 1
+    assert "no pass has succeeded yet" in health.stdout

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from aiohttp import web
+
 from archiver.simulator import Simulator, SimulatorServer
 from tests.archive_backends import ArchiveBackend, s3_backend
 from tests.conftest import PART_SIZE, TOKEN, Workspace, run_cli, start_cli
@@ -324,3 +326,41 @@ async def test_a_manifest_one_destination_refuses_takes_back_only_that_copy(
     assert healed.code == 0, healed.stderr
     assert cloud66_work(sim) == NO_CLOUD66_WORK
     assert list((await backend_files(stored, ".tar")).values()) == [near_tar]
+
+
+def _is_data_put(request: web.Request) -> bool:
+    """The PutObject that publishes a small backup's data under its final key."""
+    return (request.method == "PUT" and request.path.endswith(".tar")
+            and "uploadId" not in request.query)
+
+
+async def test_a_destination_writes_its_manifest_without_waiting_for_the_others_commit(
+    sim: Simulator, server: SimulatorServer, workspace: Workspace, s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """While far's data commit is held, near already has its manifest beside its final .tar."""
+    backup_id = sim.add_backup("stack-a", database_name="shop", size=7000)
+    secret = workspace.root / "s3-secret"
+    secret.write_text(s3_server.secret_key + "\n")
+    async with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        proxied = S3Server(proxy.url, s3_server.access_key, s3_server.secret_key)
+        path = config(workspace, server, [near(workspace), far(s3_backend(proxied, s3_bucket,
+                                                                          secret))])
+        proxy.hold = _is_data_put
+        process = await start_cli("--config", path, "sync")
+        try:
+            await asyncio.wait_for(proxy.held.wait(), 60)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not files_under(near_folder(workspace), "manifest.json"):
+                assert loop.time() < deadline, "near's manifest waited for far's commit"
+                await asyncio.sleep(0.02)
+            [tar] = files_under(near_folder(workspace), ".tar").values()
+            assert tar == upstream_bytes(sim, backup_id)
+        finally:
+            proxy.release(forward=True)
+            await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert [c["storage"] for c in (await status_json(path))["archived"][0]["copies"]] == [
+        "near", "far"
+    ]

@@ -22,7 +22,7 @@ from archiver.core.errors import (
 )
 from archiver.core.secrets import redact
 from archiver.storage import describe_storage, open_storage
-from archiver.storage.base import Lockable, Storage
+from archiver.storage.destinations import object_lock_problem
 from archiver.sync.api_client import api_client
 from archiver.transfer.age_process import choose_binary
 
@@ -78,7 +78,7 @@ async def _check_destination(destination: StorageSettings, executor: ThreadPoolE
     where = f"storage {destination.name!r} {describe_storage(destination)}"
     started = time.monotonic()
     try:
-        lock_problem = await _lock_problem(destination, storage)
+        lock_problem = await object_lock_problem(destination, storage)
         if lock_problem is not None:
             click.echo(f"FAILED  {where}: object_lock: {lock_problem}", err=True)
             return False
@@ -94,14 +94,6 @@ async def _check_destination(destination: StorageSettings, executor: ThreadPoolE
     ) else ""
     click.echo(f"ok      {where}: write, read back, delete{locked} ({elapsed:.2f}s)")
     return True
-
-
-async def _lock_problem(destination: StorageSettings, storage: Storage) -> str | None:
-    if not isinstance(destination, S3Destination) or destination.object_lock is None:
-        return None
-    if not isinstance(storage, Lockable):
-        return "this storage cannot lock objects"
-    return await storage.lock_problem()
 
 
 async def _check_encryption(settings: Settings) -> bool:

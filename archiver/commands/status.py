@@ -223,7 +223,7 @@ def _print_last_run(run: dict[str, Any] | None, console: Console, now: datetime)
     if run is None:
         console.print("No pass has run yet.")
         return
-    outcome = "[green]ok[/green]" if run["ok"] else "[red]failures[/red]"
+    outcome = "[green]ok[/green]" if run["ok"] else f"[red]{_not_ok(run)}[/red]"
     console.print(
         f"Last pass: {outcome}, finished {short_date(run['finished_at'], now)}: "
         f"archived {run['archived']}, skipped {run['skipped']}, {human_bytes(run['bytes'])}"
@@ -231,6 +231,12 @@ def _print_last_run(run: dict[str, Any] | None, console: Console, now: datetime)
     for failure in run["failed"]:
         console.print(f"  [red]failed[/red] {_failure_subject(failure)}: "
                       f"{escape(str(failure['reason']))}")
+
+
+def _not_ok(run: dict[str, Any]) -> str:
+    """A pass not ok with no failure listed was cut short (a stop, a refused token): backups
+    due were left, nothing failed."""
+    return "failures" if run["failed"] else "incomplete"
 
 
 def _failure_subject(failure: dict[str, Any]) -> str:

@@ -49,18 +49,29 @@ class PassSummary:
     failed: list[Failure] = field(default_factory=list)
     auth_error: AuthError | None = None
     stopped: bool = False  # a stop (SIGTERM) left some of the pass's work for the next one
+    left_due: bool = False  # ... and that work included backups due (not only prune, watch)
+
+    @property
+    def outcome(self) -> str:
+        """"ok" (everything due was archived), "failed" (something could not be), or
+        "stopped" (nothing failed, but a stop left backups due for the next pass)."""
+        if self.failed or self.auth_error is not None:
+            return "failed"
+        return "stopped" if self.left_due else "ok"
 
     @property
     def ok(self) -> bool:
-        """True when everything due was archived."""
-        return not self.failed and self.auth_error is None
+        """True when everything due was archived: a pass a stop cut short is not a good pass
+        (health's "last successful pass" stays the one before it)."""
+        return self.outcome == "ok"
 
     @property
     def exit_code(self) -> int:
-        """The contract's exit code for a one-shot pass."""
+        """The contract's exit code for a one-shot pass, stops aside (the caller turns a stopped
+        pass without failures into 143/130)."""
         if self.auth_error is not None:
             return EXIT_AUTH
-        return EXIT_OK if self.ok else EXIT_PARTIAL
+        return EXIT_PARTIAL if self.failed else EXIT_OK
 
     def as_run_record(self) -> RunRecord:
         """What the state keeps of this pass."""

@@ -93,6 +93,11 @@ class AlertSender:
         if self._start_ping is not None:  # the start must not arrive after the outcome
             await asyncio.gather(self._start_ping, return_exceptions=True)
             self._start_ping = None
+        if summary.outcome == "stopped":
+            # Neither a success (backups due were left) nor a failure to page anyone about (a
+            # restart): no outcome; a check that no pass succeeds in time alerts on its own.
+            log.info("no pass outcome sent: a stop cut the pass short")
+            return
         sends: list[Coroutine[Any, Any, object]] = []
         url = self._settings.healthchecks_url
         body = _failure_body(summary, self._stack_names())

@@ -55,7 +55,10 @@ class Metrics:
         # process_start_time_seconds lets an alert give a new daemon the same start-up
         # grace as /readyz; the rest (CPU, RSS, fds) is what any exporter offers.
         ProcessCollector(registry=self.registry)
-        self._passes = self._counter("passes", "Passes run, by result (ok or failed).", ["result"])
+        self._passes = self._counter(
+            "passes", "Passes run, by result (ok, failed, or stopped with backups left due).",
+            ["result"],
+        )
         self._archived = self._counter("backups_archived", "Backups archived.")
         self._failed = self._counter("backups_failed", "Backups (or stacks) that failed a pass.")
         self._bytes = self._counter("bytes_archived", "Bytes of backups archived.")
@@ -135,7 +138,7 @@ class Metrics:
 
     async def pass_finished(self, summary: PassSummary) -> None:
         """Count the pass and what it archived."""
-        self._passes.labels(result="ok" if summary.ok else "failed").inc()
+        self._passes.labels(result=summary.outcome).inc()
         self._archived.inc(summary.archived)
         self._bytes.inc(summary.bytes)
         self._failed.inc(len(summary.failed))

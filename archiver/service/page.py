@@ -481,7 +481,8 @@ def _rect(kind: str, x: int, y: int, height: int, attributes: str, title: str) -
 def _last_pass(run: dict[str, Any] | None) -> str:
     if run is None:
         return '<h3>Last pass</h3><p id="last-pass">No pass has run yet.</p>'
-    outcome = _badge(run["ok"], "ok", "failures")
+    # Not ok with nothing listed: cut short (a stop, a refused token), nothing failed.
+    outcome = _badge(run["ok"], "ok", "failures" if run["failed"] else "incomplete")
     facts = (
         f"finished {_short_time(run['finished_at'])}, archived {run['archived']}, "
         f"skipped {run['skipped']}, {human_size(run['bytes'])}"

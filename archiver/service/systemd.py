@@ -115,5 +115,5 @@ class StatusObserver:
 
     async def pass_finished(self, summary: PassSummary) -> None:
         """Show the last pass's outcome and when it ended."""
-        outcome = "ok" if summary.ok else "FAILED"
+        outcome = {"ok": "ok", "failed": "FAILED"}.get(summary.outcome, summary.outcome)
         notify_status(f"last pass {outcome} at {summary.finished_at}: {summary.one_line()}")

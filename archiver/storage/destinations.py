@@ -20,7 +20,7 @@ from archiver.config.policies import EncryptionSettings
 from archiver.config.settings import Settings, encryption_for
 from archiver.config.storage import ObjectLockSettings, S3StorageSettings
 from archiver.storage import location_of, open_storage
-from archiver.storage.base import Storage
+from archiver.storage.base import Lockable, Storage
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +49,11 @@ class Destination:
         settings = self.settings
         return settings.object_lock if isinstance(settings, S3StorageSettings) else None
 
+    async def lock_problem(self) -> str | None:
+        """None when this destination can lock what it is asked to (or asks for no lock), else
+        why not: the check `check-config` makes, and each pass before writing here."""
+        return await object_lock_problem(self.settings, self.storage)
+
     def location(self, key: str) -> str:
         """How users name the object `key` here (see `archiver.storage.location_of`)."""
         return location_of(self.settings, key)
@@ -60,6 +65,16 @@ class Destination:
             return not self.encrypted
         theirs = {str(text) for text in encryption.get("recipients", ())}
         return self.encrypted and theirs == set(self.recipient_texts)
+
+
+async def object_lock_problem(settings: StorageSettings, storage: Storage) -> str | None:
+    """None unless `settings` asks for Object Lock and `storage` cannot give it; then why not
+    (a bucket made without Object Lock, or with it turned off). Storage trouble raises."""
+    if not isinstance(settings, S3StorageSettings) or settings.object_lock is None:
+        return None
+    if not isinstance(storage, Lockable):
+        return "this storage cannot lock objects"
+    return await storage.lock_problem()
 
 
 def open_destinations(

@@ -1,5 +1,6 @@
 """A copy committed in one destination: the commit recorded before the data reaches its final
-name, the manifest after the data, the state after the manifest (`archiver.transfer.commit`:
+name, the manifest right after the data (each destination on its own, not after the others'
+commits: `FanOut`'s `after_commit`), the state after the manifest (`archiver.transfer.commit`:
 a manifest that cannot be written takes the data back), and, where the destination locks
 objects, the lock after both.
 
@@ -44,6 +45,8 @@ class Committer:
         self._fail = fail
         # The commits recorded in this pass, by destination name and backup.
         self._pending: dict[tuple[str, str, int], PendingCommit] = {}
+        # The copies whose lock was tried in this pass (a failed one is reported once).
+        self._lock_tried: set[tuple[str, str, int]] = set()
 
     def intend(self, member: Member, keys: BackupKeys, manifest: Manifest) -> None:
         """Record the commit of `member`'s copy before its data reaches the final name."""
@@ -52,6 +55,16 @@ class Committer:
             self._state, BackupKeys(member.key, keys.manifest), manifest, destination.name
         )
         self._pending[(destination.name, pending.stack_uid, pending.backup_id)] = pending
+
+    async def conclude(
+        self, member: Member, stack_uid: str, backup_id: int
+    ) -> ArchivedBackup | None:
+        """Right after `member`'s data commit: finish it when it committed, else take back what
+        the failed commit may have left under the final name; the record, or None."""
+        if member.committed:
+            return await self.finish(member, stack_uid, backup_id)
+        await self.abandon([member], stack_uid, backup_id)
+        return None
 
     async def finish(
         self, member: Member, stack_uid: str, backup_id: int
@@ -86,6 +99,7 @@ class Committer:
         storage = destination.storage
         if lock is None or not isinstance(storage, Lockable):
             return record
+        self._lock_tried.add((destination.name, record.stack_uid, record.backup_id))
         until = datetime.now(UTC) + lock.period
         try:
             await storage.lock(record.tar_key, until)
@@ -101,13 +115,15 @@ class Committer:
         return dataclasses.replace(record, locked_until=locked_until)
 
     async def lock_pending(self, destinations: Sequence[Destination]) -> None:
-        """Lock every copy a locking destination holds unlocked (a lock that failed, or copies
-        from before `object_lock` was set)."""
+        """Lock every copy a locking destination holds unlocked (a lock that failed in an
+        earlier pass, or copies from before `object_lock` was set); not one whose lock was
+        tried in this pass already (its failure is reported once)."""
         for destination in destinations:
             if destination.object_lock is None:
                 continue
             for record in self._state.archived.all(destination.name):
-                if record.locked_until is None:
+                tried = (destination.name, record.stack_uid, record.backup_id) in self._lock_tried
+                if record.locked_until is None and not tried:
                     await self.lock(destination, record)
 
 

@@ -2,10 +2,10 @@
 
 The backup's files (fresh public URLs) are joined in order (`archiver.transfer.join`)
 into a `FanOut` over the destinations: each destination's commit is recorded just
-before its data reaches the final name, then finished (manifest, state row, Object
-Lock) on its own (`archiver.sync.commit`). A destination that fails is named; the
-others keep their copy. An unfinished upload is resumed where every destination's
-durable bytes allow (`archiver.transfer.resume`).
+before its data reaches the final name, then finished right after it (manifest, state
+row, Object Lock) on its own, beside the other destinations' (`archiver.sync.commit`).
+A destination that fails is named; the others keep their copy. An unfinished upload is
+resumed where every destination's durable bytes allow (`archiver.transfer.resume`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class Fetcher:
         log.debug("archiving backup", files=len(files), database_name=backup.database_name,
                   destinations=[d.name for d in destinations])
         joined: list[JoinedResult] = []
+        finished: dict[str, ArchivedBackup] = {}
 
         def intend(member: Member) -> None:
             facts = joined[0]
@@ -95,12 +96,18 @@ class Fetcher:
             )
             self._committer.intend(member, job.keys, manifest)
 
+        async def conclude(member: Member) -> None:
+            record = await self._committer.conclude(member, job.stack_uid, job.backup_id)
+            if record is not None:
+                finished[member.destination.name] = record
+
         fan_out = FanOut(destinations, job.keys.tar, before_commit=intend,
-                         encryptions=self._rt.encryptions)
+                         after_commit=conclude, encryptions=self._rt.encryptions)
         metrics = self._rt.metrics
         with metrics.transfer() if metrics is not None else nullcontext():
             result = await self._transfer(job, files, fan_out, attempt, joined.append)
-        records = await self._finish(job, fan_out)
+        self._report_failed(job, fan_out)
+        records = [(d, finished[d.name]) for d in destinations if d.name in finished]
         self._progress.finish(job.keys.tar, ok=bool(records))
         if records:
             destination, first = records[0]
@@ -109,20 +116,11 @@ class Fetcher:
                      location=destination.location(first.tar_key), **several)
         return result.size, bool(records)
 
-    async def _finish(
-        self, job: Job, fan_out: FanOut
-    ) -> list[tuple[Destination, ArchivedBackup]]:
-        """Name the destinations that failed; finish each commit (manifest, record, lock)."""
-        await self._committer.abandon(fan_out.failed(), job.stack_uid, job.backup_id)
+    def _report_failed(self, job: Job, fan_out: FanOut) -> None:
+        """Name the destinations that failed (each commit was finished or taken back at once)."""
         for member in fan_out.failed():
             self._fail(job.stack_uid, job.backup_id, member.destination.name,
                        redact(str(member.error)))
-        records = []
-        for member in fan_out.committed():
-            record = await self._committer.finish(member, job.stack_uid, job.backup_id)
-            if record is not None:
-                records.append((member.destination, record))
-        return records
 
     async def _transfer(
         self,

@@ -155,12 +155,18 @@ class FillIn:
     ) -> set[Destination]:
         """One copy from `source` into `targets`; the destinations done with (filled, or failed
         on their own side); an empty set when the source itself failed."""
+        finished: set[str] = set()
+
         def intend(member: Member) -> None:
             manifest = copied_manifest(source.manifest, member, same_form=same_form)
             self._committer.intend(member, job.keys, manifest)
 
+        async def conclude(member: Member) -> None:
+            if await self._committer.conclude(member, job.stack_uid, job.backup_id) is not None:
+                finished.add(member.destination.name)
+
         fan_out = FanOut(targets, job.keys.tar, seal=not same_form, before_commit=intend,
-                         encryptions=self._encryptions)
+                         after_commit=conclude, encryptions=self._encryptions)
         try:
             if same_form:
                 await copy_stored(source, fan_out, on_bytes)
@@ -175,13 +181,12 @@ class FillIn:
                 bad[source.destination.name] = redact(str(error))
                 return set()
         done: set[Destination] = set()
-        await self._committer.abandon(fan_out.failed(), job.stack_uid, job.backup_id)
         for member in fan_out.failed():
             self._fail(job.stack_uid, job.backup_id, member.destination.name,
                        f"filling in from {source.destination.name!r}: {redact(str(member.error))}")
             done.add(member.destination)
         for member in fan_out.committed():
-            if await self._committer.finish(member, job.stack_uid, job.backup_id) is not None:
+            if member.destination.name in finished:
                 self.copies_made += 1
                 self._made[(job.stack_uid, job.backup_id)] += 1
                 log.info("filled in from another destination", backup_id=job.backup_id,

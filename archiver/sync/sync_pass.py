@@ -107,8 +107,10 @@ class SyncPass:
         started = time.monotonic()
         log.info("pass started")
         await tell_observers(self._rt.observers, lambda observer: observer.pass_started())
+        archived_all = False
         try:
             self._usable = self._readable_destinations()
+            await self._check_object_locks()
             # Before the plan reads the state: a finished commit makes its copy archived.
             unfinished = await self._settle_commits()
             await self._forget_vanished_copies()
@@ -116,6 +118,7 @@ class SyncPass:
             self._report_unfinished(unfinished, {(j.stack_uid, j.backup_id) for j in jobs})
             await self._tidy_destinations(jobs)
             await self._archive_all(jobs)
+            archived_all = True
             self._summary.filled = self._fill.copies_made
             self._record_stack_successes()
             await self._watch.judge(self._planned_stacks, every_stack_known=self._every_stack_known)
@@ -128,6 +131,11 @@ class SyncPass:
         except Stopped:
             log.info("stopping: the rest of the pass is left for the next one")
             self._summary.stopped = True
+            self._summary.left_due = self._summary.left_due or not archived_all
+        except asyncio.CancelledError:  # the grace period ran out: transfers were abandoned
+            self._summary.stopped = True
+            self._summary.left_due = self._summary.left_due or not archived_all
+            raise
         except StorageError as error:
             self._fail("*", None, f"storage unusable: {error}")
         finally:
@@ -149,6 +157,21 @@ class SyncPass:
                 Failure("*", None, f"destination could not be read: {reason}", name)
             )
         return [d for d in archive.destinations if d.name not in archive.unreadable]
+
+    async def _check_object_locks(self) -> None:
+        """A destination that asks for Object Lock and cannot lock sits the pass out, named:
+        nothing is written there unlocked (not even a manifest `settle` would finish). Asked
+        once a pass, before anything is written there: a bucket can lose its lock setting only
+        by being made anew."""
+        for destination in list(self._usable):
+            try:
+                problem = await destination.lock_problem()
+            except (StorageError, OSError) as error:
+                problem = f"could not check its Object Lock ({redact(str(error))})"
+            if problem is not None:
+                self._destination_down(
+                    destination, f"object_lock: {problem}; nothing is written there unlocked"
+                )
 
     async def _settle_commits(self) -> list[tuple[PendingCommit, StorageError | OSError]]:
         """Finish or clean the commits an earlier pass left half done, in every destination."""
@@ -313,6 +336,7 @@ class SyncPass:
                 self._progress.finish(job.keys.tar, ok=False)
                 log.info("stopping: backup left for the next pass")
                 self._summary.stopped = True
+                self._summary.left_due = True
             except AuthError:
                 raise
             except ArchiverError as error:

@@ -17,9 +17,12 @@ feeds the upload (one stream, ranged segments, a copy from another destination).
   the download resumes where the one with the fewest durable bytes stopped, and
   a destination that holds more skips the bytes it already has.
 - Committing: every encrypting destination's age stream is finished first (its stored
-  size and sha256 are then known), `before_commit` hears each destination just before its
-  data reaches the final name (to record the commit, `archiver.transfer.commit`), then all
-  commit at once, each on its own.
+  size and sha256 are then known); then every destination commits at once, each on its
+  own: `before_commit` hears it just before its data reaches the final name (to record
+  the commit, `archiver.transfer.commit`), and `after_commit` right after its commit
+  (committed or failed), so its manifest follows its data at once instead of waiting for
+  the slowest destination's commit: the data is final without its manifest only for the
+  time one manifest write takes.
 """
 
 from __future__ import annotations
@@ -92,18 +95,21 @@ class FanOut:
         *,
         seal: bool = True,
         before_commit: Callable[[Member], None] | None = None,
+        after_commit: AfterCommit | None = None,
         encryptions: Mapping[str, AgeEncryption] | None = None,
     ) -> None:
         """`key`: the backup's plaintext key. With `seal` (bytes in are plaintext), a destination
         that encrypts gets an age-sealed upload; without, the bytes in are stored as they are
         (a copy of another destination's stored bytes). `before_commit` hears each destination
-        just before its data is committed (its stored size and sha256 known). `encryptions`:
+        just before its data is committed (its stored size and sha256 known), `after_commit`
+        right after its commit ended (`Member.committed` says how), before the commit counts
+        as done: the place for its manifest. `encryptions`:
         each encrypting destination's engine by name (`Runtime.encryptions`); pyrage in
         this process for one not given."""
         if not destinations:
             raise ValueError("a fan-out needs at least one destination")
         self._seal = seal
-        self._before_commit = before_commit
+        self._hooks = CommitHooks(before_commit, after_commit)
         self._encryptions = dict(encryptions or {})
         self.members = [Member(d, stored_key(d, key)) for d in destinations]
 
@@ -166,7 +172,7 @@ class FanOut:
         live = [member for member in self.members if member.live]
         if not live:
             raise self._first_error()
-        return TeeUpload(live, self._before_commit)
+        return TeeUpload(live, self._hooks)
 
     def _first_error(self) -> BaseException:
         errors = [member.error for member in self.members if member.error is not None]
@@ -181,14 +187,24 @@ class FanOut:
         return [member for member in self.members if member.committed]
 
 
+# Hears one destination right after its commit ended (committed or failed).
+AfterCommit = Callable[[Member], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CommitHooks:
+    """What hears each destination's commit: just before it, right after it."""
+
+    before: Callable[[Member], None] | None = None
+    after: AfterCommit | None = None
+
+
 class TeeUpload:
     """The `Upload` protocol over several destinations' uploads, each failing on its own."""
 
-    def __init__(
-        self, members: Sequence[Member], before_commit: Callable[[Member], None] | None = None
-    ) -> None:
+    def __init__(self, members: Sequence[Member], hooks: CommitHooks | None = None) -> None:
         self._members = list(members)
-        self._before_commit = before_commit
+        self._hooks = hooks or CommitHooks()
 
     def _live(self) -> list[Member]:
         live = [member for member in self._members if member.live]
@@ -220,16 +236,29 @@ class TeeUpload:
         raise error
 
     async def commit(self, *, size: int, sha256: str) -> None:
-        """Finish the age streams, tell `before_commit` of each destination, then commit in
-        every live destination at once; fails only when none committed."""
+        """Finish the age streams, then commit in every live destination at once, each with
+        its hooks around it; fails only when none committed."""
         await asyncio.gather(*(_finish_sealed(member, size) for member in self._live()))
         members = self._live()
-        if self._before_commit is not None:
-            for member in members:
-                self._before_commit(member)
-        await asyncio.gather(*(_commit(member, size, sha256) for member in members))
+        # Each destination's whole commit runs to its end even when another's raises (a
+        # half-run hook would leave a final name without its manifest until the next pass).
+        outcomes = await asyncio.gather(
+            *(self._commit_one(member, size, sha256) for member in members),
+            return_exceptions=True,
+        )
         await self._abort_failed()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         self._live()
+
+    async def _commit_one(self, member: Member, size: int, sha256: str) -> None:
+        """One destination: recorded, committed, then heard at once (its manifest)."""
+        if self._hooks.before is not None:
+            self._hooks.before(member)
+        await _commit(member, size, sha256)
+        if self._hooks.after is not None:
+            await self._hooks.after(member)
 
     async def abort(self) -> None:
         """Abort every destination's upload (failed ones included). Idempotent."""
