@@ -16,42 +16,21 @@ against the blob's after the round, untimed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyrage
-from common import GIB, MIB, fresh_dir, log_tail, progress, quoted, run_archiver_sync, write_config
+from common import GIB, fresh_dir, log_tail, progress, quoted, run_archiver_sync, write_config
 from measure_io import Measured
 from medians import medians, one_backup_main, row, table
-from throughput import serve_simulator
+from throughput import serve_one_backup, whole_file_sha256
 
 STACK = "stack-1"
 VARIANTS = ("1 folder", "2 folders", "2 folders + 1 encrypted")
-
-
-@contextmanager
-def _simulator(blob_dir: Path, size: int, log: Path) -> Iterator[str]:
-    """One stack, one backup of ``size`` bytes as a single part; yields the base URL."""
-    with serve_simulator(
-        blob_dir, log, "--stacks", "1", "--backups-per-stack", "1",
-        "--backup-size", str(size), "--part-size", str(size + 1),
-    ) as (base_url, _):
-        yield base_url
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _destination(name: str, folder: Path, extra: str = "") -> str:
@@ -79,7 +58,7 @@ def _check(folder: Path, variant: str, expected_sha256: str) -> None:
     folders = ["archive"] + (["archive-b"] if variant != VARIANTS[0] else [])
     for name in folders:
         [tar] = (folder / name).rglob("*.tar")
-        if _file_sha256(tar) != expected_sha256:
+        if whole_file_sha256(tar) != expected_sha256:
             raise RuntimeError(f"{tar}: sha256 differs from the simulator's")
     if variant == VARIANTS[2]:
         [sealed] = (folder / "archive-c").rglob("*.tar.age")
@@ -98,9 +77,9 @@ def run(size: int, rounds: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="c66-destinations-bench-", dir="/var/tmp"))
     try:
         recipient = str(pyrage.x25519.Identity.generate().to_public())
-        with _simulator(root / "blobs", size, root / "simulator.log") as base_url:
+        with serve_one_backup(root / "blobs", size, root / "simulator.log") as base_url:
             [blob] = [p for p in (root / "blobs").rglob("*") if p.is_file()]
-            expected = _file_sha256(blob)
+            expected = whole_file_sha256(blob)
             rows = []
             for index in range(rounds * len(VARIANTS)):
                 turn, offset = divmod(index, len(VARIANTS))

@@ -30,8 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ from common import (
 )
 from measure_io import Measured
 from medians import medians, row, table
-from throughput import serve_simulator
+from throughput import serve_one_backup, whole_file_sha256
 from transfer import compile_sources
 
 STACK = "stack-1"
@@ -73,24 +71,6 @@ def variants(baseline: Path | None) -> list[Variant]:
         chosen += [Variant("baseline plain", None, baseline),
                    Variant("baseline encrypted", "", baseline)]
     return chosen
-
-
-@contextmanager
-def _simulator(blob_dir: Path, size: int, log: Path) -> Iterator[str]:
-    """One stack, one backup of ``size`` bytes as a single part; yields the base URL."""
-    with serve_simulator(
-        blob_dir, log, "--stacks", "1", "--backups-per-stack", "1",
-        "--backup-size", str(size), "--part-size", str(size + 1),
-    ) as (base_url, _):
-        yield base_url
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _decrypted_sha256(identity: Path, sealed: Path) -> str:
@@ -127,7 +107,7 @@ def _check(folder: Path, variant: Variant, expected_sha256: str, identity: Path 
     """The archived bytes are right (untimed): plaintext hashed, ciphertext sized or decrypted."""
     data, manifest = _archived(folder)
     if variant.engine is None:
-        if _file_sha256(data) != expected_sha256:
+        if whole_file_sha256(data) != expected_sha256:
             raise RuntimeError(f"{data}: sha256 differs from the simulator's")
         return
     if data.stat().st_size != manifest["stored_size"]:
@@ -163,9 +143,9 @@ def run(size: int, rounds: int, baseline: Path | None = None) -> dict[str, Any]:
     try:
         recipient, identity = _write_identity(root)
         undecrypted = {v.name for v in chosen if v.engine is not None and shutil.which("age")}
-        with _simulator(root / "blobs", size, root / "simulator.log") as base_url:
+        with serve_one_backup(root / "blobs", size, root / "simulator.log") as base_url:
             [blob] = [p for p in (root / "blobs").rglob("*") if p.is_file()]
-            expected = _file_sha256(blob)
+            expected = whole_file_sha256(blob)
             rows = []
             for index in range(rounds):
                 for variant in chosen if index % 2 == 0 else chosen[::-1]:  # ABBA, ABCCBA

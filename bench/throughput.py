@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -117,6 +118,25 @@ def simulator_process(blob_dir: Path, sizes: Sizes, log: Path) -> Iterator[tuple
         "--multipart-backup-size", str(sizes.big),
     ) as served:
         yield served
+
+
+@contextmanager
+def serve_one_backup(blob_dir: Path, size: int, log: Path) -> Iterator[str]:
+    """One stack, one backup of ``size`` bytes as a single part; yields the base URL."""
+    with serve_simulator(
+        blob_dir, log, "--stacks", "1", "--backups-per-stack", "1",
+        "--backup-size", str(size), "--part-size", str(size + 1),
+    ) as (base_url, _):
+        yield base_url
+
+
+def whole_file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 4 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -86,7 +86,7 @@ class AlertSender:
         clear_log_tail()
         url = self._settings.healthchecks_url
         if url:
-            self._start_ping = asyncio.create_task(self._send("ping", url.rstrip("/") + "/start"))
+            self._start_ping = asyncio.create_task(self.post("ping", url.rstrip("/") + "/start"))
 
     async def pass_finished(self, summary: PassSummary) -> None:
         """Ping success or failure, and call the webhook when it is due."""
@@ -104,12 +104,12 @@ class AlertSender:
         if url:
             base = url.rstrip("/")
             if summary.ok:
-                sends.append(self._send("ping", base))
+                sends.append(self.post("ping", base))
             else:
-                sends.append(self._send("ping", base + "/fail", data=body))
+                sends.append(self.post("ping", base + "/fail", data=body))
         webhook = self._settings.webhook_url
         if webhook and (not summary.ok or self._settings.webhook_on_success):
-            sends.append(self._send("webhook", webhook, json_body=pass_document(summary)))
+            sends.append(self.post("webhook", webhook, json_body=pass_document(summary)))
         if self.apprise is not None and not summary.ok:
             title = f"c66-archiver: pass failed on {socket.gethostname()}"
             sends.append(self.apprise.send_all(title, body))
@@ -130,7 +130,7 @@ class AlertSender:
         sends: list[Coroutine[Any, Any, object]] = []
         url = self._settings.healthchecks_url
         if url:
-            sends.append(self._send("ping", url.rstrip("/") + "/fail", data=body))
+            sends.append(self.post("ping", url.rstrip("/") + "/fail", data=body))
         if self.apprise is not None:
             title = f"c66-archiver: verify found {len(failures)} backups not intact"
             sends.append(self.apprise.send_all(title, body))
@@ -144,10 +144,10 @@ class AlertSender:
                     for stack, backup, problem in failures
                 ],
             }
-            sends.append(self._send("webhook", self._settings.webhook_url, json_body=document))
+            sends.append(self.post("webhook", self._settings.webhook_url, json_body=document))
         await asyncio.gather(*sends)
 
-    async def _send(
+    async def post(
         self,
         kind: str,
         url: str,
@@ -155,18 +155,19 @@ class AlertSender:
         data: str | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> bool:
-        """POST with retries; True when it was taken. A failure is a warning, never raised.
+        """POST `data` or `json_body` to `url` with retries; True when it was taken. A failure
+        is a warning, never raised.
 
         When the process is stopping there is one attempt and no wait for retries.
         """
         retries = self._settings.retries
 
-        async def post() -> None:
+        async def once() -> None:
             await self._post_once(url, data, json_body)
 
         try:
             await retrying(
-                post, policy=RetryPolicy(retries, _BACKOFF), retry_on=(_AlertFailed,),
+                once, policy=RetryPolicy(retries, _BACKOFF), retry_on=(_AlertFailed,),
                 stop=self._stop,
             )
         except (_AlertFailed, Stopped) as problem:
@@ -178,17 +179,6 @@ class AlertSender:
             )
             return False
         return True
-
-    async def post(
-        self,
-        kind: str,
-        url: str,
-        *,
-        data: str | None = None,
-        json_body: dict[str, Any] | None = None,
-    ) -> bool:
-        """POST `data` or `json_body` to `url` with the alerts' retries; True when taken."""
-        return await self._send(kind, url, data=data, json_body=json_body)
 
     async def _post_once(
         self, url: str, data: str | None, json_body: dict[str, Any] | None
